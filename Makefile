@@ -1,0 +1,33 @@
+# Two commands on a fresh machine with Python 3.11:
+#   make demo   - create .venv, install ddtool, run recipes/quickstart.toml on the embedded digits
+#   make test   - create/reuse .venv, install with the test extra and the example plugin, run pytest
+PYTHON ?= python3
+VENV ?= .venv
+STORE ?= .ddtool-demo
+BIN := $(VENV)/bin
+DDTOOL := $(BIN)/ddtool --store $(STORE)
+RECIPE := recipes/quickstart.toml
+
+.PHONY: demo test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml plugins/ddtool-pixelmmd/pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]' ./plugins/ddtool-pixelmmd
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(DDTOOL) pretrain --recipe $(RECIPE)
+	$(DDTOOL) distill --recipe $(RECIPE) --name quickstart
+	$(DDTOOL) distill --recipe $(RECIPE) --method random --name quickstart-random
+	$(DDTOOL) inspect synthetic/quickstart
+	$(DDTOOL) eval synthetic/quickstart synthetic/quickstart-random --recipe $(RECIPE)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(STORE) .pytest_cache

@@ -1,0 +1,73 @@
+"""The ``ddtool`` command line: a thin layer over ddtool.runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ddtool import __version__
+from ddtool.cli.common import err, state
+from ddtool.cli.run_cmds import distill_cmd, eval_cmd, pretrain_cmd
+from ddtool.cli.show_cmds import inspect_cmd, plugins_cmd, store_app
+
+app = typer.Typer(
+    name="ddtool",
+    help="Dataset distillation: pretrain model pools, distil tiny synthetic sets, evaluate and inspect them.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ddtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    store: Annotated[Optional[Path], typer.Option(
+        "--store", help="Artifact store folder (default: $DDTOOL_HOME, else the user data dir).",
+        show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    state.store_root = store
+    state.quiet = quiet
+
+
+app.command("pretrain", help="Train a pool of early-stage models (Acc-DD step 1) and store it.")(pretrain_cmd)
+app.command("distill", help="Distil a synthetic set with a recipe and store it.")(distill_cmd)
+app.command("eval", help="Train fresh networks on synthetic sets; report real test accuracy.")(eval_cmd)
+app.command("inspect", help="Show a synthetic set as an image grid, a pool's models, or the store.")(inspect_cmd)
+app.command("plugins", help="List registered methods, strategies, schedules, datasets and nets.")(plugins_cmd)
+app.add_typer(store_app, name="store")
+
+_commands_added = False
+
+
+def add_plugin_commands() -> None:
+    """Let plugins add commands (ddtool_register_commands) once per process."""
+    global _commands_added
+    if _commands_added:
+        return
+    from ddtool.plugins import plugin_manager
+
+    plugin_manager().hook.ddtool_register_commands(app=app)
+    _commands_added = True
+
+
+def main() -> None:
+    from ddtool.errors import DDToolError
+
+    try:
+        add_plugin_commands()
+    except DDToolError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(exc.exit_code)
+    app()

@@ -1,0 +1,83 @@
+"""Shared CLI plumbing: consoles, error handling, the store option, rich progress."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ddtool.errors import DDToolError
+from ddtool.store import Store, open_store
+
+console = Console()  # data
+err = Console(stderr=True)  # diagnostics and progress
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    store_root: Path | None = None
+    quiet: bool = False
+
+
+state = State()
+
+
+def get_store() -> Store:
+    return open_store(state.store_root)
+
+
+def guarded(fn: F) -> F:
+    """Turn ddtool's errors into one line on stderr and the right exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DDToolError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]; a checkpoint was saved where a run was in progress")
+            raise typer.Exit(130)
+        except OSError as exc:
+            err.print(f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename or ''}", soft_wrap=True)
+            raise typer.Exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id: Any) -> None:
+        self.progress, self.task_id = progress, task_id
+
+    def advance(self, n: int = 1, **fields: Any) -> None:
+        info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        self.progress.update(self.task_id, advance=n, info=info)
+
+
+class RichReporter:
+    """Progress bars with ETA and the latest loss, on stderr."""
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[_RichTask]:
+        if state.quiet:
+            from ddtool.progress import _SilentTask
+
+            yield _SilentTask()  # type: ignore[misc]
+            return
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                      console=err, transient=False) as progress:
+            yield _RichTask(progress, progress.add_task(description, total=total, info=""))

@@ -1,0 +1,16 @@
+"""Options several commands share, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Recipe = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="TOML recipe file (see recipes/).")]
+Set = Annotated[Optional[list[str]], typer.Option(
+    "--set", "-s", help="Override a recipe key: SECTION.KEY=VALUE (repeatable), e.g. distill.ipc=10.")]
+Device = Annotated[str, typer.Option(help="Where to compute: auto (CUDA when available), cpu or cuda.")]
+DataRoot = Annotated[Optional[Path], typer.Option(
+    help="Folder with downloaded datasets (default: $DDTOOL_DATA or the user cache dir).")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

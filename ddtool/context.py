@@ -1,0 +1,70 @@
+"""What a matching method sees during distillation: data, settings, models, augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddtool.augment import Augmenter
+from ddtool.data import ImageData
+from ddtool.nets import NetSpec, build_net
+from ddtool.pool import Pool
+from ddtool.recipe import DistillSection
+
+
+@dataclass
+class DistillContext:
+    data: ImageData
+    cfg: DistillSection
+    net_spec: NetSpec
+    device: torch.device
+    iterations: int
+    selection: Any
+    schedule: Any
+    pool: Pool | None = None
+    options: Any = None
+    impl: str = "vectorized"  # vectorized | loop
+    augment: Augmenter = field(default_factory=Augmenter)
+    method: Any = None
+    synthetic: Any = None  # the SyntheticSet being distilled (set by the runtime; DynaDistill ranks models on it)
+    _train: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # uint8 on the device once: per-step batches are then gathers, not host copies
+        self._train = self.data.train_images.to(self.device)
+        self._by_class = [i.to(self.device) for i in (self.data.class_indices(c) for c in range(self.num_classes))]
+        self._labels = self.data.train_labels.to(self.device)
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def real_class(self, c: int, n: int) -> torch.Tensor:
+        """Up to n normalised real images of class c, on the device."""
+        idx = self._by_class[c]
+        pick = torch.randperm(len(idx))[:n].to(self.device)
+        return self.data.normalize(self._train[idx[pick]])  # type: ignore[index]
+
+    def real_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to n real images of every class, concatenated class by class, with labels."""
+        xs = [self.real_class(c, n) for c in range(self.num_classes)]
+        ys = [torch.full((len(x),), c, dtype=torch.long, device=self.device) for c, x in enumerate(xs)]
+        return torch.cat(xs), torch.cat(ys)
+
+    def real_random(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n real images drawn uniformly from the whole training set (IDC's network updates), with labels."""
+        pick = torch.randperm(len(self._labels))[:n].to(self.device)
+        return self.data.normalize(self._train[pick]), self._labels[pick]  # type: ignore[index]
+
+    def fresh_net(self) -> nn.Module:
+        d = self.data
+        return build_net(self.net_spec, d.channels, d.num_classes, d.resolution).to(self.device)
+
+    def next_model(self, it: int) -> nn.Module:
+        """The network of outer loop ``it``: chosen by the selection strategy, then perturbed."""
+        net = self.selection.select(self, it)
+        self.schedule.perturb(net, it, self.iterations, self.cfg)
+        return net

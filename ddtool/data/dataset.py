@@ -1,0 +1,98 @@
+"""The in-memory form every dataset is decoded to, and the lookup by name."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ddtool.errors import UsageError
+
+
+@dataclass
+class ImageData:
+    """Train and test images as uint8 [N, C, H, W] with int64 labels, plus statistics."""
+
+    name: str
+    classes: list[str]
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    _by_class: list[torch.Tensor] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.mean:
+            x = self.train_images.float() / 255.0
+            self.mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
+            self.std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+        self._by_class = [torch.nonzero(self.train_labels == c).flatten() for c in range(self.num_classes)]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.train_images.shape[-1])
+
+    def class_indices(self, c: int) -> torch.Tensor:
+        return self._by_class[c]
+
+    def class_counts(self) -> list[int]:
+        return [len(i) for i in self._by_class]
+
+    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=images_uint8.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images_uint8.device).view(1, -1, 1, 1)
+        return (images_uint8.float() / 255.0 - mean) / std
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized float -> [0, 1] float, for display."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images * std + mean).clamp(0, 1)
+
+    def sample_class(self, c: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Indices of up to n distinct training images of class c (global RNG unless a generator)."""
+        idx = self._by_class[c]
+        perm = torch.randperm(len(idx), generator=generator)[:n]
+        return idx[perm]
+
+    def signature(self) -> dict[str, str]:
+        """What a pool or synthetic set must agree with to be used on this dataset."""
+        return {
+            "ddtool.dataset": self.name,
+            "ddtool.classes": ",".join(self.classes),
+            "ddtool.shape": f"{self.channels}x{self.resolution}x{self.resolution}",
+        }
+
+
+def data_root(root: str | Path | None = None) -> Path:
+    import platformdirs
+
+    if root:
+        return Path(root).expanduser()
+    env = os.environ.get("DDTOOL_DATA")
+    return Path(env).expanduser() if env else platformdirs.user_cache_path("ddtool") / "data"
+
+
+def load_dataset(spec: str, root: str | Path | None = None, download: bool = False) -> ImageData:
+    """``digits``, ``cifar10``, ``imagefolder:PATH``...: look the name up in the registry."""
+    from ddtool.plugins import registries
+
+    name, _, arg = spec.partition(":")
+    ds = registries().dataset.get(name)
+    if arg and not getattr(ds, "takes_argument", False):
+        raise UsageError(f"dataset '{name}' takes no ':ARGUMENT' (got '{spec}')")
+    if not arg and getattr(ds, "takes_argument", False):
+        raise UsageError(f"dataset '{name}' needs a path: write '{name}:PATH'")
+    return ds.load(arg or None, data_root(root), download)

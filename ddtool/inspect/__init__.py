@@ -1,0 +1,1 @@
+"""Showing results: terminal image grids and PNG export."""

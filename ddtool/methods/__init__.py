@@ -1,0 +1,1 @@
+"""Matching methods. Each registers through ``ddtool_register_matching_methods``."""

@@ -1,0 +1,82 @@
+"""Filter-normalised parameter perturbation (Acc-DD, Eq. 2-3) and its schedules.
+
+For every parameter with more than one dimension, a random direction d ~ N(0, I) is drawn and
+each filter d_{l,j} (a slice along the output dimension) is rescaled to the norm of the
+matching filter of the weights: d_{l,j} <- d_{l,j} / (||d_{l,j}||_F + eps) * ||theta_{l,j}||_F.
+Then theta <- theta + alpha * d. One-dimensional parameters (biases, norm affine) are left alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ddtool.hookspecs import hookimpl
+
+EPS = 1e-10
+
+
+def filter_normalized_direction(param: torch.Tensor) -> torch.Tensor:
+    d = torch.randn_like(param)
+    dims = tuple(range(1, param.dim()))
+    norm = torch.linalg.vector_norm
+    scale = norm(param, dim=dims, keepdim=True) / (norm(d, dim=dims, keepdim=True) + EPS)
+    return d * scale
+
+
+def decay_factor(kind: str, it: int, total: int) -> float:
+    if kind == "constant" or total <= 1:
+        return 1.0
+    t = it / (total - 1)
+    if kind == "linear":
+        return 1.0 - t
+    return 0.5 * (1.0 + math.cos(math.pi * t))  # cosine
+
+
+class NoPerturbation:
+    name = "none"
+    description = "use the selected network as it is"
+
+    def perturb(self, net: nn.Module, it: int, total: int, cfg) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+
+class Gaussian:
+    name = "gaussian"
+    description = "theta + alpha * d, d filter-normalised Gaussian (Acc-DD Eq. 2-3; alpha=1 on CIFAR)"
+
+    @torch.no_grad()
+    def perturb(self, net: nn.Module, it: int, total: int, cfg) -> None:  # type: ignore[no-untyped-def]
+        alpha = cfg.alpha * decay_factor(cfg.alpha_decay, it, total)
+        if alpha == 0:
+            return
+        for p in net.parameters():
+            if p.dim() > 1:
+                p.add_(filter_normalized_direction(p), alpha=alpha)
+
+
+class TwoDirection:
+    name = "two_direction"
+    description = "released Acc-DD code: two filter-normalised directions, magnitudes +-U(0.01, 0.09)"
+    low, high = 0.01, 0.09
+
+    @torch.no_grad()
+    def perturb(self, net: nn.Module, it: int, total: int, cfg) -> None:  # type: ignore[no-untyped-def]
+        decay = decay_factor(cfg.alpha_decay, it, total)
+        mags = []
+        for _ in range(2):
+            m = self.low + (self.high - self.low) * torch.rand(()).item()
+            mags.append(m if torch.rand(()).item() < 0.5 else -m)
+        for p in net.parameters():
+            if p.dim() > 1:
+                d = mags[0] * filter_normalized_direction(p) + mags[1] * filter_normalized_direction(p)
+                p.add_(d, alpha=decay)
+
+
+@hookimpl
+def ddtool_register_perturbation_schedules(register) -> None:  # type: ignore[no-untyped-def]
+    register(NoPerturbation())
+    register(Gaussian())
+    register(TwoDirection(), aliases=("two-direction",))

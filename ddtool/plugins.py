@@ -1,0 +1,134 @@
+"""Plugin manager: built-ins and third-party plugins register through the same hooks.
+
+Third-party plugins are found through the entry-point group ``ddtool``. Two environment
+variables steer loading:
+
+* ``DDTOOL_DISABLE_PLUGINS``: ``*`` skips every entry-point plugin; a comma-separated list
+  skips those entry-point names.
+* ``DDTOOL_PLUGINS``: comma-separated importable module names registered as extra plugins
+  (handy for a plugin under development, or a notebook).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from ddtool import __version__, hookspecs
+from ddtool.errors import UsageError
+from ddtool.registry import Registry
+
+BUILTIN_MODULES = (
+    "ddtool.data.builtin",
+    "ddtool.nets.builtin",
+    "ddtool.methods.builtin",
+    "ddtool.selection.builtin",
+    "ddtool.perturb",
+)
+
+KINDS = {
+    "method": "ddtool_register_matching_methods",
+    "selection": "ddtool_register_selection_strategies",
+    "schedule": "ddtool_register_perturbation_schedules",
+    "dataset": "ddtool_register_datasets",
+    "architecture": "ddtool_register_architectures",
+}
+
+
+@dataclass
+class Registries:
+    method: Registry[Any]
+    selection: Registry[Any]
+    schedule: Registry[Any]
+    dataset: Registry[Any]
+    architecture: Registry[Any]
+
+    def kind(self, kind: str) -> Registry[Any]:
+        return getattr(self, kind)
+
+
+_pm: pluggy.PluginManager | None = None
+_registries: Registries | None = None
+
+
+def _build_manager(extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.NAME)
+    pm.add_hookspecs(hookspecs)
+    for modname in BUILTIN_MODULES:
+        pm.register(importlib.import_module(modname), name=modname)
+    disabled = os.environ.get("DDTOOL_DISABLE_PLUGINS", "").strip()
+    if disabled != "*":
+        for name in filter(None, (n.strip() for n in disabled.split(","))):
+            pm.set_blocked(name)
+        pm.load_setuptools_entrypoints(hookspecs.NAME)
+    for modname in filter(None, (m.strip() for m in os.environ.get("DDTOOL_PLUGINS", "").split(","))):
+        try:
+            module = importlib.import_module(modname)
+        except ImportError as exc:
+            raise UsageError(f"DDTOOL_PLUGINS names '{modname}', which cannot be imported: {exc}")
+        if not pm.is_registered(module):
+            pm.register(module, name=modname)
+    for obj in extra:
+        pm.register(obj)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise UsageError(f"a plugin implements an unknown hook: {exc}") from None
+    return pm
+
+
+def _distribution_of(pm: pluggy.PluginManager) -> dict[str, str]:
+    dists = {name: "local" for name, _ in pm.list_name_plugin() if name is not None}
+    dists.update({pm.get_name(p): f"{d.project_name} {d.version}" for p, d in pm.list_plugin_distinfo()})
+    for modname in BUILTIN_MODULES:
+        dists[modname] = f"ddtool {__version__} (built-in)"
+    return dists
+
+
+def _fill(pm: pluggy.PluginManager) -> Registries:
+    regs = Registries(**{kind: Registry(kind) for kind in KINDS})
+    dists = _distribution_of(pm)
+    for kind, hookname in KINDS.items():
+        hook = getattr(pm.hook, hookname)
+        for impl in reversed(hook.get_hookimpls()):  # registration order: built-ins first
+            source = pm.get_name(impl.plugin) or repr(impl.plugin)
+
+            def register(obj: Any, aliases: tuple[str, ...] = (), *, _s: str = source,
+                         _k: str = kind) -> None:
+                regs.kind(_k).add(obj, aliases=aliases, source=_s,
+                                  distribution=dists.get(_s, "local"))
+
+            impl.function(**{a: register for a in impl.argnames})
+    return regs
+
+
+def registries() -> Registries:
+    """The registries, built on first use from built-ins, entry points and DDTOOL_PLUGINS."""
+    global _pm, _registries
+    if _registries is None:
+        _pm = _build_manager()
+        _registries = _fill(_pm)
+    return _registries
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    registries()
+    assert _pm is not None
+    return _pm
+
+
+def reload(*extra: Any) -> Registries:
+    """Rebuild everything, optionally with extra plugin objects (tests, notebooks)."""
+    global _pm, _registries
+    _pm = _build_manager(extra)
+    _registries = _fill(_pm)
+    return _registries
+
+
+def plugin_versions() -> dict[str, str]:
+    """Plugin name -> distribution and version, for run records."""
+    return dict(sorted(_distribution_of(plugin_manager()).items()))

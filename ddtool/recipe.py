@@ -1,0 +1,216 @@
+"""Recipes: TOML -> validated dataclasses, ``--set section.key=value`` overrides, canonical hash.
+
+A recipe has the sections ``[data] [net] [pretrain] [distill] [eval]``; every key has a
+default, so a recipe states only what differs. Unknown keys and wrong types are errors that
+name the key and the allowed ones. ``[distill.options]`` is free-form and belongs to the
+matching method (a plugin's own settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from ddtool.errors import UsageError, closest
+
+
+@dataclass
+class DataSection:
+    dataset: str = "digits"  # registry name, or imagefolder:PATH
+    root: str = ""  # data root ('' = DDTOOL_DATA or the user cache dir)
+    download: bool = False
+
+
+@dataclass
+class NetSection:
+    name: str = "convnet"
+    depth: int = 0  # 0 = the architecture's default for the resolution
+    width: int = 128
+    norm: str = "instance"  # instance | batch | none
+
+
+@dataclass
+class PretrainSection:
+    n: int = 5  # models in the pool (Acc-DD: 5 on CIFAR-10)
+    epochs: int = 2  # early-stage: 2 on CIFAR
+    lr: float = 0.01
+    batch: int = 128
+    seed: int = 0
+    name: str = ""  # pool name ('' = DATASET-NET)
+
+
+@dataclass
+class DistillSection:
+    method: str = "dm"
+    ipc: int = 1  # images per class
+    iterations: int = 0  # outer iterations (0 = the method's default for the ipc)
+    lr_img: float = 1.0  # SGD on the synthetic images
+    momentum_img: float = 0.5
+    batch_real: int = 256  # real images per class per step
+    init: str = "real"  # real | noise
+    pool: str = ""  # pool ref for selection strategies that need one
+    selection: str = "scratch"  # where each outer loop's network comes from
+    schedule: str = "none"  # perturbation of that network
+    alpha: float = 1.0  # perturbation magnitude (Acc-DD: 1 on CIFAR)
+    alpha_decay: str = "constant"  # constant | linear | cosine
+    impl: str = "auto"  # auto | vectorized | loop
+    augment: str = "color_crop_cutout_flip_scale_rotate"  # DSA strategy ('none' to disable)
+    checkpoint_every: int = 0  # 0 = ten checkpoints per run
+    seed: int = 0
+    name: str = ""  # artifact name ('' = the recipe's name)
+    options: dict[str, Any] = field(default_factory=dict)  # method-specific settings
+
+
+@dataclass
+class EvalSection:
+    net: str = ""  # '' = the recipe's [net]
+    protocol: str = "dsa"  # dsa: lr x0.1 at half; idc: x0.1 at 2/3 and 5/6 + CutMix
+    epochs: int = 300
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch: int = 256
+    repeats: int = 5
+    augment: str = "color_crop_cutout_flip_scale_rotate"
+    seed: int = 0
+
+
+@dataclass
+class Recipe:
+    name: str = "recipe"
+    description: str = ""
+    data: DataSection = field(default_factory=DataSection)
+    net: NetSection = field(default_factory=NetSection)
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+SECTIONS = {f.name: f for f in dataclasses.fields(Recipe) if dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
+
+# (section, key) -> (predicate, what it must be)
+RANGES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("net", "depth"): (lambda v: v >= 0, ">= 0"),
+    ("net", "width"): (lambda v: v >= 1, ">= 1"),
+    ("net", "norm"): (lambda v: v in ("instance", "batch", "none"), "instance, batch or none"),
+    ("pretrain", "n"): (lambda v: v >= 1, ">= 1"),
+    ("pretrain", "epochs"): (lambda v: v >= 1, ">= 1"),
+    ("pretrain", "lr"): (lambda v: v > 0, "> 0"),
+    ("pretrain", "batch"): (lambda v: v >= 1, ">= 1"),
+    ("distill", "ipc"): (lambda v: v >= 1, ">= 1"),
+    ("distill", "iterations"): (lambda v: v >= 0, ">= 0"),
+    ("distill", "lr_img"): (lambda v: v > 0, "> 0"),
+    ("distill", "momentum_img"): (lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("distill", "batch_real"): (lambda v: v >= 1, ">= 1"),
+    ("distill", "init"): (lambda v: v in ("real", "noise"), "real or noise"),
+    ("distill", "alpha"): (lambda v: v >= 0, ">= 0"),
+    ("distill", "alpha_decay"): (lambda v: v in ("constant", "linear", "cosine"), "constant, linear or cosine"),
+    ("distill", "impl"): (lambda v: v in ("auto", "vectorized", "loop"), "auto, vectorized or loop"),
+    ("distill", "checkpoint_every"): (lambda v: v >= 0, ">= 0"),
+    ("eval", "protocol"): (lambda v: v in ("dsa", "idc"), "dsa or idc"),
+    ("eval", "epochs"): (lambda v: v >= 1, ">= 1"),
+    ("eval", "lr"): (lambda v: v > 0, "> 0"),
+    ("eval", "momentum"): (lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("eval", "weight_decay"): (lambda v: v >= 0, ">= 0"),
+    ("eval", "batch"): (lambda v: v >= 1, ">= 1"),
+    ("eval", "repeats"): (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, "a table")
+
+
+def _coerce(where: str, tp: Any, value: Any) -> Any:
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    origin = getattr(tp, "__origin__", tp)
+    if origin is dict:
+        ok = isinstance(value, dict)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, origin)
+    if not ok:
+        raise UsageError(f"{where} must be {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build_section(section: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise UsageError(f"[{section}] must be a table of keys, got {raw!r}")
+    hints = get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise UsageError(
+                f"unknown key '{key}' in [{section}]{closest(key, allowed)}; allowed: {', '.join(allowed)}"
+            )
+        values[key] = _coerce(f"{section}.{key}", hints[key], value)
+        check = RANGES.get((section, key))
+        if check and not check[0](values[key]):
+            raise UsageError(f"{section}.{key} must be {check[1]}, got {values[key]!r}")
+    return cls(**values)
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    top = {k: v for k, v in raw.items() if k not in SECTIONS}
+    allowed_top = ["name", "description", *SECTIONS]
+    for key, value in top.items():
+        if key not in ("name", "description"):
+            raise UsageError(f"unknown section or key '{key}'{closest(key, allowed_top)}; allowed: {', '.join(allowed_top)}")
+        _coerce(key, str, value)
+    sections = {name: _build_section(name, SECTIONS[name].default_factory, raw.get(name, {}))  # type: ignore[misc]
+                for name in SECTIONS}
+    return Recipe(**top, **sections)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``distill.ipc=10`` -> (['distill', 'ipc'], 10); values are read as TOML, else as strings."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"cannot read --set '{text}': write SECTION.KEY=VALUE, e.g. distill.ipc=10")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set '{text}': '{part}' is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a TOML recipe (or start from defaults when path is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"recipe file '{p}' not found; the shipped recipes are in recipes/")
+        try:
+            raw = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"recipe '{p}' is not valid TOML: {exc}")
+        raw.setdefault("name", p.stem)
+    return recipe_from_dict(apply_overrides(raw, list(overrides or [])))

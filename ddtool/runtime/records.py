@@ -1,0 +1,37 @@
+"""Run records: what a command read, wrote, how long it took and what it measured."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from typing import Any
+
+import torch
+
+from ddtool import __version__
+from ddtool.store import Artifact, Store
+
+
+def io_entry(art: Artifact, role: str) -> dict[str, str]:
+    return {"ref": art.ref, "digest": art.digest, "kind": art.kind, "role": role}
+
+
+def new_record(store: Store, command: str, **fields: Any) -> dict[str, Any]:
+    from ddtool.plugins import plugin_versions
+
+    return {
+        "id": store.new_run_id(command),
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ddtool_version": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "host": platform.machine(),
+        "plugins": plugin_versions(),
+        "inputs": [],
+        "outputs": [],
+        "metrics": {},
+        "status": "running",
+        **fields,
+    }

@@ -1,0 +1,108 @@
+"""Plain supervised training and testing, shared by pretraining and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddtool.augment import Augmenter
+
+
+def resolve_device(device: str) -> torch.device:
+    from ddtool.errors import UsageError
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but no CUDA device is available; use --device cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UsageError(f"unknown device '{device}'; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch: int = 256
+    milestones: tuple[float, ...] = (0.5,)  # fractions of the epochs where lr drops x0.1
+    cutmix: float = 0.0  # probability of CutMix per batch (IDC's evaluation)
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """CutMix with lambda ~ Beta(1, 1) = U(0, 1): paste a box from a shuffled batch.
+
+    Returns (x, y_a, y_b, lam) with lam the kept area fraction after clipping the box.
+    """
+    lam = float(torch.rand(()))
+    perm = torch.randperm(x.shape[0], device=x.device)
+    h, w = x.shape[-2:]
+    cut = (1.0 - lam) ** 0.5
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = int(torch.randint(h, (1,))), int(torch.randint(w, (1,)))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    x = x.clone()
+    x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+    lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+    return x, y, y[perm], lam
+
+
+def lr_at(settings: TrainSettings, epoch: int) -> float:
+    drops = sum(epoch >= int(settings.epochs * m) for m in settings.milestones)
+    return settings.lr * (0.1**drops)
+
+
+def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings,
+          augment: Augmenter | None = None, on_epoch: Callable[[int, float], None] | None = None) -> float:
+    """SGD on (images, labels), both already on the net's device; returns the last epoch's loss."""
+    opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
+                          weight_decay=settings.weight_decay)
+    net.train()
+    n = images.shape[0]
+    loss_value = float("nan")
+    for epoch in range(settings.epochs):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(settings, epoch)
+        perm = torch.randperm(n, device=images.device)
+        total, seen = 0.0, 0
+        for start in range(0, n, settings.batch):
+            idx = perm[start : start + settings.batch]
+            x, y = images[idx], labels[idx]
+            if augment is not None and augment.enabled:
+                x = augment(x)
+            if settings.cutmix > 0 and torch.rand(()).item() < settings.cutmix:
+                x, ya, yb, lam = cutmix(x, y)
+                out = net(x)
+                loss = lam * F.cross_entropy(out, ya) + (1 - lam) * F.cross_entropy(out, yb)
+            else:
+                loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        loss_value = total / max(seen, 1)
+        if on_epoch is not None:
+            on_epoch(epoch, loss_value)
+    return loss_value
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor],
+             batch: int = 1024) -> float:
+    """Top-1 accuracy on uint8 images (normalised batch by batch to keep memory flat)."""
+    net.eval()
+    correct = 0
+    device = next(net.parameters()).device
+    for start in range(0, images.shape[0], batch):
+        x = normalize(images[start : start + batch].to(device))
+        correct += int((net(x).argmax(1) == labels[start : start + batch].to(device)).sum())
+    net.train()
+    return correct / max(images.shape[0], 1)

@@ -1,0 +1,1 @@
+"""Model-selection strategies: where each outer loop's network comes from."""

@@ -1,0 +1,73 @@
+"""The synthetic set: parameterisation, initialisation and IDC's multi-formation decode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ddtool.data import ImageData
+from ddtool.errors import DDToolError
+
+
+@dataclass
+class SyntheticSet:
+    """Stored images (normalised float, a leaf tensor when distilling) and their labels.
+
+    ``factor`` > 1 means IDC's multi-formation: each stored image holds factor x factor
+    tiles that decode to factor**2 training images of the full resolution.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ipc: int
+    factor: int = 1
+
+    def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return decode(self.images, self.labels, self.factor)
+
+
+def decode(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split each image into factor x factor tiles and upsample each tile to full size (IDC)."""
+    if factor == 1:
+        return images, labels
+    n, c, h, w = images.shape
+    th, tw = h // factor, w // factor
+    tiles = images.view(n, c, factor, th, factor, tw).permute(0, 2, 4, 1, 3, 5).reshape(n * factor * factor, c, th, tw)
+    out = F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
+    return out, labels.repeat_interleave(factor * factor)
+
+
+def encode_real(real: torch.Tensor, factor: int) -> torch.Tensor:
+    """factor**2 real images per stored image: downsize each and tile them (IDC's init)."""
+    if factor == 1:
+        return real
+    n, c, h, w = real.shape
+    small = F.interpolate(real, size=(h // factor, w // factor), mode="bilinear", align_corners=False,
+                          antialias=True)
+    k = n // (factor * factor)
+    small = small[: k * factor * factor].view(k, factor, factor, c, h // factor, w // factor)
+    return small.permute(0, 3, 1, 4, 2, 5).reshape(k, c, h, w)
+
+
+def init_synthetic(data: ImageData, ipc: int, init: str, factor: int = 1,
+                   device: torch.device | str = "cpu") -> SyntheticSet:
+    """Real images of each class (drawn with the global RNG) or Gaussian noise."""
+    need = ipc * factor * factor
+    images, labels = [], []
+    for c in range(data.num_classes):
+        have = len(data.class_indices(c))
+        if init == "real" and have < need:
+            raise DDToolError(
+                f"class '{data.classes[c]}' has {have} training images, fewer than the {need} that "
+                f"ipc={ipc}" + (f" x factor {factor}^2" if factor > 1 else "") + " needs; lower distill.ipc"
+            )
+        if init == "real":
+            idx = data.sample_class(c, need)
+            x = encode_real(data.normalize(data.train_images[idx]), factor)
+        else:
+            x = torch.randn(ipc, data.channels, data.resolution, data.resolution)
+        images.append(x)
+        labels.append(torch.full((ipc,), c, dtype=torch.long))
+    return SyntheticSet(torch.cat(images).to(device), torch.cat(labels).to(device), ipc, factor)

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ddtool.data import load_dataset
+from ddtool.errors import DDToolError, UsageError
+from ddtool.nets import NetSpec, build_net
+
+
+def test_digits_split_is_fixed_stratified_and_uint8(digits) -> None:  # type: ignore[no-untyped-def]
+    assert digits.train_images.dtype == torch.uint8 and digits.train_images.shape[1:] == (1, 8, 8)
+    assert len(digits.train_labels) + len(digits.test_labels) == 1797
+    assert int(digits.train_images.max()) == 255
+    train_counts = torch.bincount(digits.train_labels).float()
+    test_counts = torch.bincount(digits.test_labels).float()
+    # stratified: every class keeps about the same share in test
+    assert torch.allclose(test_counts / (train_counts + test_counts), torch.full((10,), 0.2), atol=0.02)
+    again = load_dataset("digits")
+    assert torch.equal(again.test_labels, digits.test_labels)
+    x = digits.normalize(digits.train_images)
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 0.05
+
+
+def _write_folder(root: Path, sizes: dict[str, list[tuple[int, int, int]]]) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for cls, shapes in sizes.items():
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i, shape in enumerate(shapes):
+                pixels = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+                Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
+
+
+def test_imagefolder_loads_class_folders(tmp_path: Path) -> None:
+    _write_folder(tmp_path, {"cat": [(3, 8, 8)] * 3, "dog": [(3, 8, 8)] * 2})
+    data = load_dataset(f"imagefolder:{tmp_path}")
+    assert data.classes == ["cat", "dog"]
+    assert data.train_images.shape == (5, 3, 8, 8) and data.train_labels.tolist() == [0, 0, 0, 1, 1]
+    assert data.signature()["ddtool.shape"] == "3x8x8"
+
+
+def test_imagefolder_errors(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "mixed", {"a": [(3, 8, 8), (3, 6, 6)]})
+    with pytest.raises(DDToolError, match="earlier ones are"):
+        load_dataset(f"imagefolder:{tmp_path / 'mixed'}")
+    (tmp_path / "empty" / "train" / "a").mkdir(parents=True)
+    with pytest.raises(DDToolError, match="holds no images"):
+        load_dataset(f"imagefolder:{tmp_path / 'empty'}")
+    with pytest.raises(UsageError, match="not a directory"):
+        load_dataset(f"imagefolder:{tmp_path / 'nowhere'}")
+    with pytest.raises(UsageError, match="needs a path"):
+        load_dataset("imagefolder")
+    with pytest.raises(UsageError, match="unknown dataset 'digitz'.*did you mean 'digits'"):
+        load_dataset("digitz")
+
+
+@pytest.mark.parametrize("res, depth", [(8, 3), (32, 3), (64, 4)])
+@pytest.mark.parametrize("norm", ["instance", "batch", "none"])
+def test_convnet_shapes(res: int, depth: int, norm: str) -> None:
+    net = build_net(NetSpec("convnet", {"width": 8, "norm": norm}), 3, 7, res)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == depth
+    assert net(torch.randn(2, 3, res, res)).shape == (2, 7)
+
+
+def test_instance_norm_makes_batch_forward_equal_per_sample() -> None:
+    torch.manual_seed(0)
+    net = build_net(NetSpec("convnet3", {"width": 8}), 1, 10, 8)
+    x = torch.randn(5, 1, 8, 8)
+    batched = net.embed(x)
+    single = torch.cat([net.embed(x[i : i + 1]) for i in range(5)])
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_unknown_norm_and_arch() -> None:
+    with pytest.raises(UsageError, match="unknown norm"):
+        build_net(NetSpec("convnet", {"norm": "layer"}), 1, 10, 8)
+    with pytest.raises(UsageError, match="unknown architecture"):
+        build_net(NetSpec("resnet999"), 1, 10, 8)

@@ -1,0 +1,129 @@
+"""The plugin path: built-ins, a throwaway plugin module, and the separately installed pixelmmd."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import ddtool.plugins as plugins
+from ddtool import hookspecs
+from ddtool.errors import UsageError
+from ddtool.store import Store
+
+THROWAWAY = '''
+import torch
+from ddtool.hookspecs import hookimpl
+from ddtool.methods.base import MatchingMethod
+
+class Constant(MatchingMethod):
+    """Pulls every synthetic pixel towards 0.25: easy to recognise in the artifact."""
+    name = "constant"
+    description = "test-only"
+    def default_iterations(self, ipc):
+        return 3
+    def step(self, ctx, syn, opt, it):
+        with torch.no_grad():
+            syn.images.fill_(0.25)
+        return 0.0
+
+@hookimpl
+def ddtool_register_matching_methods(register):
+    register(Constant(), aliases=("const",))
+'''
+
+
+@pytest.fixture
+def fresh_registries():  # type: ignore[no-untyped-def]
+    plugins._registries = None
+    yield
+    plugins._registries = None
+
+
+@pytest.fixture
+def throwaway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registries) -> str:  # type: ignore[no-untyped-def]
+    (tmp_path / "ddtool_throwaway.py").write_text(THROWAWAY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DDTOOL_PLUGINS", "ddtool_throwaway")
+    yield "ddtool_throwaway"
+    sys.modules.pop("ddtool_throwaway", None)
+
+
+def test_throwaway_plugin_method_is_used_by_distill(cli, store: Store, tiny_recipe: Path, throwaway: str) -> None:  # type: ignore[no-untyped-def]
+    listed = json.loads(cli("plugins", "--kind", "method", "--json").stdout)
+    entry = next(r for r in listed if r["name"] == "constant")
+    assert entry["plugin"] == throwaway and entry["aliases"] == ["const"]
+    res = cli("distill", "-r", tiny_recipe, "--method", "const", "--iterations", "0", "--json")
+    assert res.exit_code == 0, res.stderr
+    _, tensors, meta = store.load("synthetic/tiny")
+    assert meta["ddtool.method"] == "constant" and meta["ddtool.iterations"] == "3"
+    assert torch.all(tensors["images"] == 0.25)
+    run = store.run(json.loads(res.stdout)["run"])
+    assert run["plugins"][throwaway] == "local"
+
+
+def test_builtins_register_through_the_hooks(fresh_registries) -> None:  # type: ignore[no-untyped-def]
+    regs = plugins.registries()
+    for kind, names in {"method": {"dm", "random"}, "selection": {"scratch", "random", "weight_average"},
+                        "schedule": {"none", "gaussian", "two_direction"}, "dataset": {"digits", "imagefolder"},
+                        "architecture": {"convnet", "convnet3"}}.items():
+        entries = {e.name: e for e in regs.kind(kind)}
+        assert names <= set(entries), kind
+        assert all(entries[n].distribution.startswith("ddtool ") for n in names)
+    # every hook spec is exercised by some built-in module (a datasette-style completeness check)
+    specs = {n for n in dir(hookspecs) if n.startswith("ddtool_register_")} - {"ddtool_register_commands"}
+    assert specs == set(plugins.KINDS.values())
+
+
+def test_misspelt_hook_is_caught(fresh_registries) -> None:  # type: ignore[no-untyped-def]
+    class Typo:
+        @hookspecs.hookimpl
+        def ddtool_register_matching_method(self, register):  # type: ignore[no-untyped-def]  # missing 's'
+            pass
+
+    with pytest.raises(UsageError, match="unknown hook"):
+        plugins.reload(Typo())
+
+
+def test_name_clash_is_an_error(fresh_registries) -> None:  # type: ignore[no-untyped-def]
+    from ddtool.methods.dm import DM
+
+    class Clash:
+        @hookspecs.hookimpl
+        def ddtool_register_matching_methods(self, register):  # type: ignore[no-untyped-def]
+            register(DM())
+
+    with pytest.raises(UsageError, match="clashes"):
+        plugins.reload(Clash())
+
+
+def test_disable_plugins_skips_entry_points(monkeypatch: pytest.MonkeyPatch, fresh_registries) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DDTOOL_DISABLE_PLUGINS", "*")
+    assert "pixelmmd" not in plugins.registries().method
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ddtool_pixelmmd") is None,
+                    reason="plugins/ddtool-pixelmmd is not installed (make test installs it)")
+def test_pixelmmd_installed_plugin_runs_through_distill(cli, store: Store, tiny_recipe: Path, fresh_registries) -> None:  # type: ignore[no-untyped-def]
+    listed = json.loads(cli("plugins", "--kind", "method", "--json").stdout)
+    entry = next(r for r in listed if r["name"] == "pixelmmd")
+    assert entry["distribution"].startswith("ddtool-pixelmmd ")
+    res = cli("distill", "-r", tiny_recipe, "--method", "pixelmmd", "--iterations", "30",
+              "--set", "distill.lr_img=0.5", "--set", "distill.batch_real=1000", "--name", "mmd", "--json")
+    assert res.exit_code == 0, res.stderr
+    _, tensors, meta = store.load("synthetic/mmd")
+    assert meta["ddtool.method"] == "pixelmmd"
+    # linear-kernel MMD pulls each class image to the class mean image
+    from ddtool.data import load_dataset
+
+    data = load_dataset("digits")
+    means = torch.stack([data.normalize(data.train_images[data.train_labels == c]).mean(0) for c in range(10)])
+    one_real = torch.stack([data.normalize(data.train_images[data.train_labels == c][:1])[0] for c in range(10)])
+    assert (tensors["images"] - means).norm() < 0.05 * (one_real - means).norm()
+    bad = cli("distill", "-r", tiny_recipe, "--method", "pixelmmd", "--set", 'distill.options.kernel="rbf"')
+    assert bad.exit_code == 2 and "linear" in bad.stderr
