@@ -14,7 +14,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml plugins/ddtool-pixelmmd/pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]' ./plugins/ddtool-pixelmmd
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet ./plugins/ddtool-pixelmmd
 	touch $@
 
 install: $(VENV)/.installed
