@@ -24,7 +24,9 @@ from ddtool.registry import Registry
 
 BUILTIN_MODULES = (
     "ddtool.data.builtin",
+    "ddtool.data.torchvision_sets",
     "ddtool.nets.builtin",
+    "ddtool.nets.zoo",
     "ddtool.methods.builtin",
     "ddtool.selection.builtin",
     "ddtool.perturb",

@@ -78,6 +78,7 @@ class EvalSection:
     repeats: int = 5
     augment: str = "color_crop_cutout_flip_scale_rotate"
     seed: int = 0
+    impl: str = "auto"  # auto | stacked (repeats as one vmapped ensemble) | loop
 
 
 @dataclass
@@ -125,6 +126,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("eval", "weight_decay"): (lambda v: v >= 0, ">= 0"),
     ("eval", "batch"): (lambda v: v >= 1, ">= 1"),
     ("eval", "repeats"): (lambda v: v >= 1, ">= 1"),
+    ("eval", "impl"): (lambda v: v in ("auto", "stacked", "loop"), "auto, stacked or loop"),
 }
 
 

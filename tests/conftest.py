@@ -21,6 +21,7 @@ def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own store; nothing touches the user's real one."""
     root = tmp_path / "store"
     monkeypatch.setenv("DDTOOL_HOME", str(root))
+    monkeypatch.setenv("DDTOOL_DATA", str(tmp_path / "data"))  # dataset caches stay in the test's folder
     monkeypatch.delenv("DDTOOL_PLUGINS", raising=False)
     return root
 

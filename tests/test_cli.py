@@ -139,3 +139,12 @@ def test_version_and_help_explain_options(cli) -> None:  # type: ignore[no-untyp
     help_text = cli("distill", "--help").stdout
     for option in ("--recipe", "--set", "--pool", "--dry-run", "--device"):
         assert option in help_text
+
+
+def test_store_runs_lists_records_with_metrics(cli, store: Store, tiny_recipe: Path) -> None:  # type: ignore[no-untyped-def]
+    cli("distill", "-r", tiny_recipe, "--method", "random", "--name", "r")
+    ev = _json(cli("eval", "synthetic/r", "--epochs", "2", "--repeats", "1", "--json"))[0]
+    runs = _json(cli("store", "runs", "--command", "eval", "--json"))
+    assert [r["id"] for r in runs] == [ev["run"]] and runs[0]["metrics"]["mean"] == ev["mean"]
+    table = cli("store", "runs").stdout
+    assert ev["run"] in table and "distill" in table

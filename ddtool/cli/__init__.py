@@ -44,7 +44,7 @@ def root(
 app.command("pretrain", help="Train a pool of early-stage models (Acc-DD step 1) and store it.")(pretrain_cmd)
 app.command("distill", help="Distil a synthetic set with a recipe and store it.")(distill_cmd)
 app.command("eval", help="Train fresh networks on synthetic sets; report real test accuracy.")(eval_cmd)
-app.command("inspect", help="Show a synthetic set as an image grid, a pool's models, or the store.")(inspect_cmd)
+app.command("inspect", help="Show a synthetic set as an image grid, a pool's models, accuracy curves, or the store.")(inspect_cmd)
 app.command("plugins", help="List registered methods, strategies, schedules, datasets and nets.")(plugins_cmd)
 app.add_typer(store_app, name="store")
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ddtool.errors import DDToolError
@@ -42,13 +43,22 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DDToolError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escape: messages name recipe sections like [distill], which rich would take for markup
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code)
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]; a checkpoint was saved where a run was in progress")
+        except KeyboardInterrupt as exc:
+            run_id = getattr(exc, "run_id", None)  # set by runs that can be resumed (distill)
+            if run_id:
+                at = getattr(exc, "iteration", None)
+                where = f"its checkpoint at iteration {at}" if at is not None else "the start (no checkpoint yet)"
+                err.print(f"[yellow]interrupted[/]: run {run_id} can go on from {where}: "
+                          f"ddtool distill --resume {run_id}", highlight=False, soft_wrap=True)
+            else:
+                err.print("[yellow]interrupted[/]; a checkpoint was saved where a run was in progress")
             raise typer.Exit(130)
         except OSError as exc:
-            err.print(f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename or ''}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename or ''))}",
+                      highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]

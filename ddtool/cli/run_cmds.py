@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -46,6 +47,10 @@ def pretrain_cmd(
 
     r = _recipe(recipe, set_, **{"pretrain.epochs": epochs, "pretrain.n": n, "data.dataset": dataset,
                                 "net.name": net, "pretrain.lr": lr, "pretrain.seed": seed, "pretrain.name": name})
+    if r.pretrain.name:
+        from ddtool.store.refs import check_name
+
+        check_name(r.pretrain.name)  # before training, not after it
     dev = resolve_device(device)
     data = _data(r, data_root)
     res = pretrain(get_store(), r, data, dev, RichReporter())
@@ -73,6 +78,9 @@ def distill_cmd(
     iterations: Annotated[Optional[int], typer.Option(help="Outer iterations (overrides [distill] iterations).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset (overrides [data] dataset).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the resolved plan; run nothing.")] = False,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="RUN_ID",
+        help="Continue an interrupted or crashed distill run from its last checkpoint, with its recorded recipe.")] = None,
     device: o.Device = "auto",
     data_root: o.DataRoot = None,
     as_json: o.Json = False,
@@ -80,6 +88,10 @@ def distill_cmd(
     """Distil a synthetic set with a recipe and store it as [bold]synthetic/NAME[/]."""
     from ddtool.runtime.distill import distill, plan
 
+    if resume is not None:
+        _resume_distill(resume, device, data_root, as_json, recipe=recipe, set=set_, pool=pool, name=name,
+                        method=method, ipc=ipc, iterations=iterations, dataset=dataset, dry_run=dry_run or None)
+        return
     r = _recipe(recipe, set_, **{"distill.method": method, "distill.ipc": ipc, "distill.iterations": iterations,
                                 "data.dataset": dataset, "distill.name": name})
     dev = resolve_device(device)
@@ -91,6 +103,26 @@ def distill_cmd(
         print_json(resolved) if as_json else console.print_json(data=resolved)
         return
     res = distill(store, r, data, dev, RichReporter(), pool_ref=pool)
+    _print_distilled(res, as_json)
+
+
+def _resume_distill(run_id: str, device: str, data_root: Path | None, as_json: bool, **others: Any) -> None:
+    """``ddtool distill --resume RUN_ID``: the run's own recipe, pool and name; no other settings."""
+    from ddtool.errors import UsageError
+    from ddtool.runtime.distill import resume, resumable_run
+
+    given = [k for k, v in others.items() if v is not None and v != []]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"--resume continues a run with its recorded recipe; drop {flags}")
+    dev = resolve_device(device)
+    store = get_store()
+    _, r = resumable_run(store, run_id)
+    data = _data(r, data_root)
+    _print_distilled(resume(store, run_id, data, dev, RichReporter()), as_json)
+
+
+def _print_distilled(res: Any, as_json: bool) -> None:
     summary = {"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id,
                "iterations": len(res.losses), "seconds": res.seconds,
                "final_loss": res.losses[-1] if res.losses else None}
@@ -105,14 +137,30 @@ def distill_cmd(
 
 @guarded
 def eval_cmd(
-    refs: Annotated[list[str], typer.Argument(help="Synthetic-set refs (KIND/NAME[:vN] or digest prefix).")],
-    net: Annotated[Optional[str], typer.Option(help="Architecture to train. [default: the one it was distilled with]")] = None,
+    refs: Annotated[Optional[list[str]], typer.Argument(help="Synthetic-set refs (KIND/NAME[:vN] or digest prefix).")] = None,
+    net: Annotated[Optional[str], typer.Option(help=(
+        "Architecture(s) to train; a comma list (convnet3,resnet18,vgg11) prints a cross-architecture table. "
+        "[default: the one it was distilled with]"))] = None,
+    full_data: Annotated[bool, typer.Option("--full-data", help=(
+        "Add the upper bound: train on the whole real train split (30 epochs unless --epochs)."))] = False,
+    full_dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", help="With --full-data: the dataset. [default: the refs' own]")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Networks trained per set (mean ± std). [default: 5]")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs. [default: 300]")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="dsa (lr x0.1 at half) or idc (x0.1 at 2/3, 5/6, CutMix).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate. [default: 0.01]")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size. [default: 256]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first repeat.")] = None,
+    checkpoints: Annotated[bool, typer.Option("--checkpoints", help=(
+        "Evaluate the checkpoints and final set of distill runs (REFS: run ids like 20261123-070141-distill-45a3a2, "
+        "a unique prefix, or the synthetic sets they made) and store the accuracy curve; "
+        "see 'ddtool inspect RUN_ID --curve'."))] = False,
+    every: Annotated[Optional[int], typer.Option(help="With --checkpoints: only iterations divisible by K (and the final set).",
+                                                 metavar="K")] = None,
+    at: Annotated[Optional[str], typer.Option(help="With --checkpoints: only these iterations, e.g. 100,200.")] = None,
+    flops: Annotated[bool, typer.Option("--flops/--no-flops", help=(
+        "With --checkpoints: estimate FLOPs per outer iteration by replaying one under "
+        "torch.utils.flop_counter (skipped when an iteration took over 10 s)."))] = True,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     device: o.Device = "auto",
@@ -123,32 +171,141 @@ def eval_cmd(
     from ddtool.nets import NetSpec
     from ddtool.runtime.evaluate import evaluate
 
+    refs = refs or []
+    if (not refs and not full_data) or (full_dataset and not full_data):
+        from ddtool.errors import UsageError
+
+        raise UsageError("--dataset goes with --full-data (a synthetic set is evaluated on its own dataset)"
+                         if full_dataset else
+                         "eval needs synthetic-set refs, or --full-data (with --dataset) for the real-data bound")
     r = _recipe(recipe, set_, **{"eval.net": net, "eval.repeats": repeats, "eval.epochs": epochs,
                                 "eval.protocol": protocol, "eval.lr": lr, "eval.batch": batch, "eval.seed": seed})
     dev = resolve_device(device)
     store = get_store()
     spec = None
-    if r.eval.net:
+    nets = [n.strip() for n in r.eval.net.split(",") if n.strip()]  # --net a,b,c: cross-architecture
+    if nets:
         from ddtool.plugins import registries
 
-        registries().architecture.get(r.eval.net)  # unknown names fail before any work
-        spec = NetSpec(r.eval.net)
+        for name in nets:
+            registries().architecture.get(name)  # unknown names fail before any work
+        spec = NetSpec(nets[0])
+        if len(nets) > 1 and checkpoints:
+            from ddtool.errors import UsageError
+
+            raise UsageError("--checkpoints evaluates with one --net; name a single architecture")
+    if checkpoints:
+        _eval_checkpoints(store, refs, r, dev, spec, every, at, flops, data_root, as_json)
+        return
+    if every is not None or at is not None:
+        from ddtool.errors import UsageError
+
+        raise UsageError("--every and --at select checkpoints: add --checkpoints")
     results, cache = [], {}
     for ref in refs:
+        _no_run_id(ref)
         meta = store.blob_metadata(store.resolve(ref, kind="synthetic").digest)
         dataset = meta.get("ddtool.dataset", r.data.dataset)
         if dataset not in cache:
             cache[dataset] = load_dataset(dataset, data_root or r.data.root or None, r.data.download)
-        results.append(evaluate(store, ref, cache[dataset], r.eval, dev, spec, RichReporter()))
+        for one in [NetSpec(n) for n in nets] or [None]:
+            cfg = dataclasses.replace(r.eval, net=one.name) if one else r.eval
+            results.append(evaluate(store, ref, cache[dataset], cfg, dev, one, RichReporter()))
+    if full_data:
+        results += _full_data(store, r, nets, full_dataset or next(iter(cache), None), dev, data_root)
     if as_json:
         print_json([{"ref": e.ref, "net": e.net, "accuracies": e.accuracies, "mean": e.mean, "std": e.std,
                      "seconds": e.seconds, "run": e.run_id} for e in results])
         return
+    if len(nets) > 1 or full_data:  # a table with one column per net (full-data rows name their epochs)
+        _print_cross_arch(results, nets or list(dict.fromkeys(e.net for e in results)), r)
+        return
     table = Table(title=f"test accuracy ({r.eval.protocol} protocol, {r.eval.epochs} epochs)")
     for col in ("set", "net", "accuracy", "repeats", "seconds"):
-        table.add_column(col, justify="right" if col != "set" else "left")
+        table.add_column(col, justify="right" if col != "set" else "left", no_wrap=col == "set")
     for e in results:
         table.add_row(e.ref, e.net, f"{100 * e.mean:.2f} ± {100 * e.std:.2f} %", str(len(e.accuracies)),
                       f"{e.seconds:.1f}")
     console.print(table)
     err.print(f"eval runs: {', '.join(e.run_id for e in results)}", highlight=False)
+
+
+def _no_run_id(ref: str) -> None:
+    from ddtool.errors import UsageError
+    from ddtool.inspect.curves import is_run_id
+
+    if is_run_id(ref):
+        raise UsageError(f"'{ref}' is a run id; add --checkpoints to evaluate its checkpoints, "
+                         "or give the synthetic set it made")
+
+
+def _eval_checkpoints(store, refs, r, dev, spec, every, at, count_flops, data_root, as_json):  # type: ignore[no-untyped-def]
+    """eval --checkpoints: one accuracy curve (an eval run record) per distill run."""
+    from ddtool.inspect.chart import fmt_number
+    from ddtool.inspect.curves import distill_run, evaluate_curve, parse_at, select_points
+
+    at_list = parse_at(at)
+    runs = [distill_run(store, ref) for ref in refs]  # every name and selection resolves before any work
+    for rec in runs:
+        select_points(rec, every, at_list)
+    curves, cache = [], {}
+    for rec in runs:
+        data_cfg = (rec.get("recipe") or {}).get("data") or {}
+        dataset = data_cfg.get("dataset") or r.data.dataset
+        if dataset not in cache:
+            root = data_root or r.data.root or data_cfg.get("root") or None
+            cache[dataset] = load_dataset(dataset, root, r.data.download)
+        curves.append(evaluate_curve(store, rec["id"], cache[dataset], r.eval, dev, spec, RichReporter(), every,
+                                     at_list, count_flops))
+    if as_json:
+        print_json([{"source_run": c.source_run, "run": c.run_id, "net": c.net, "seconds": c.seconds,
+                     "flops_per_iteration": c.flops_per_iteration, "flops_note": c.flops_note,
+                     "curve": [p.to_dict() for p in c.points]} for c in curves])
+        return
+    for c in curves:
+        table = Table(title=f"{c.label}: accuracy curve ({r.eval.protocol} protocol, {r.eval.epochs} epochs, "
+                            f"{c.seconds:.1f}s)")
+        for col in ("iteration", "distill seconds", "FLOPs", "accuracy", "repeats"):
+            table.add_column(col, justify="right")
+        for p in c.points:
+            table.add_row(str(p.iteration) + (" (final)" if p.final else ""),
+                          f"{p.seconds:.1f}" if p.seconds is not None else "-",
+                          fmt_number(p.flops) if p.flops is not None else "-",
+                          f"{100 * p.mean:.2f} ± {100 * p.std:.2f} %", str(len(p.accuracies)))
+        console.print(table)
+        if c.flops_per_iteration is None:
+            err.print(f"FLOPs {c.flops_note}", highlight=False)
+    err.print(f"eval runs: {', '.join(c.run_id for c in curves)}; plot with 'ddtool inspect "
+              f"{' '.join(c.source_run for c in curves)} --curve'", highlight=False, soft_wrap=True)
+
+
+def _full_data(store, r, nets, dataset, dev, data_root):  # type: ignore[no-untyped-def]
+    """eval --full-data: the whole real train split per net (the recipe's [net] when none named)."""
+    from ddtool.nets import NetSpec
+    from ddtool.recipe import EvalSection
+    from ddtool.runtime.evaluate import FULL_DATA_EPOCHS, evaluate_full_data
+    from ddtool.runtime.pretrain import net_spec_of
+
+    data = load_dataset(dataset or r.data.dataset, data_root or r.data.root or None, r.data.download)
+    epochs = r.eval.epochs if r.eval.epochs != EvalSection().epochs else FULL_DATA_EPOCHS
+    specs = [NetSpec(n) for n in nets] or [net_spec_of(r)]
+    return [evaluate_full_data(store, data, dataclasses.replace(r.eval, net=s.name, epochs=epochs), dev, s,
+                               RichReporter()) for s in specs]
+
+
+def _print_cross_arch(results, nets, r) -> None:  # type: ignore[no-untyped-def]
+    """Rows = sets, columns = nets, cells = mean ± std."""
+    table = Table(title=f"test accuracy across architectures ({r.eval.protocol} protocol, {r.eval.repeats} repeats)")
+    table.add_column("set", justify="left", no_wrap=True)
+    for n in nets:
+        table.add_column(n, justify="right")
+    cells: dict[str, dict[str, str]] = {}
+    for e in results:
+        epochs = e.settings.get("epochs", r.eval.epochs)
+        label = e.ref if epochs == r.eval.epochs else f"{e.ref} ({epochs} epochs)"
+        cells.setdefault(label, {})[e.net] = f"{100 * e.mean:.2f} ± {100 * e.std:.2f}"
+    for label, row in cells.items():
+        table.add_row(label, *(row.get(n, "-") for n in nets))
+    console.print(table)
+    err.print(f"{r.eval.epochs} epochs per set; eval runs: {', '.join(e.run_id for e in results)}", highlight=False,
+              soft_wrap=True)

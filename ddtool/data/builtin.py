@@ -11,7 +11,7 @@ from ddtool.data.dataset import ImageData
 from ddtool.errors import DDToolError, UsageError
 from ddtool.hookspecs import hookimpl
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,9 @@ class Digits:
                          images[te_i], labels[te_i])
 
 
-def _read_split(folder: Path, classes: list[str] | None) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    from PIL import Image
-    from torchvision.transforms.functional import pil_to_tensor
+def _list_split(folder: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[str, int]], list[list[object]]]:
+    """The class folders under ``folder``, their image files (sorted) and those files' fingerprint."""
+    from ddtool.data.cache import scan_files
 
     if not folder.is_dir():
         raise DDToolError(f"image folder '{folder}' is missing; expected class sub-folders under it")
@@ -53,31 +53,42 @@ def _read_split(folder: Path, classes: list[str] | None) -> tuple[list[str], tor
         raise DDToolError(f"'{folder}' has no class sub-folders (expected {folder}/<class>/<image>)")
     if classes is not None and found != classes:
         raise DDToolError(f"'{folder}' has classes {found}, but the train split has {classes}")
-    images, labels, shape, mode = [], [], None, None
+    listed: list[tuple[str, int]] = []
+    sources: list[list[object]] = []
     for c, cls in enumerate(found):
-        files = sorted(p for p in (folder / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = scan_files(folder / cls, IMAGE_SUFFIXES)
         if not files:
             raise DDToolError(f"class folder '{folder / cls}' holds no images")
-        for f in files:
-            try:
-                with Image.open(f) as pil:
-                    if mode is None:  # the first image decides: grey sets stay one channel
-                        mode = "L" if pil.mode in ("L", "1", "I;16", "I") else "RGB"
-                    img = pil_to_tensor(pil.convert(mode))
-            except OSError as exc:
-                raise DDToolError(f"cannot decode image '{f}': {exc}")
-            if shape is None:
-                shape = tuple(img.shape)
-                if shape[1] != shape[2]:
-                    raise DDToolError(f"images must be square; '{f}' is {shape[2]}x{shape[1]}")
-            elif tuple(img.shape) != shape:
-                raise DDToolError(
-                    f"image '{f}' is {tuple(img.shape)} but earlier ones are {shape}; resize the folder "
-                    "to one size first"
-                )
-            images.append(img)
-            labels.append(c)
-    return found, torch.stack(images), torch.tensor(labels)
+        listed += [(f, c) for f, _, _ in files]
+        sources += [list(f) for f in files]
+    return found, listed, sources
+
+
+def _decode_listed(listed: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    images, labels, shape, mode = [], [], None, None
+    for f, c in listed:
+        try:
+            with Image.open(f) as pil:
+                if mode is None:  # the first image decides: grey sets stay one channel
+                    mode = "L" if pil.mode in ("L", "1", "I;16", "I") else "RGB"
+                img = pil_to_tensor(pil.convert(mode))
+        except OSError as exc:
+            raise DDToolError(f"cannot decode image '{f}': {exc}")
+        if shape is None:
+            shape = tuple(img.shape)
+            if shape[1] != shape[2]:
+                raise DDToolError(f"images must be square; '{f}' is {shape[2]}x{shape[1]}")
+        elif tuple(img.shape) != shape:
+            raise DDToolError(
+                f"image '{f}' is {tuple(img.shape)} but earlier ones are {shape}; resize the folder "
+                "to one size first"
+            )
+        images.append(img)
+        labels.append(c)
+    return torch.stack(images), torch.tensor(labels)
 
 
 @dataclass(frozen=True)
@@ -89,14 +100,20 @@ class ImageFolderData:
     takes_argument: bool = True
 
     def load(self, arg: str | None, root: Path, download: bool) -> ImageData:
+        from ddtool.data.cache import Split, image_data, load_or_decode
+
         path = Path(arg or "").expanduser()
         if not path.is_dir():
             raise UsageError(f"imagefolder path '{path}' is not a directory")
-        classes, x_tr, y_tr = _read_split(path / "train", None)
-        _, x_te, y_te = _read_split(path / "test", classes)
-        if x_tr.shape[1:] != x_te.shape[1:]:
-            raise DDToolError(f"train images are {tuple(x_tr.shape[1:])} but test images {tuple(x_te.shape[1:])}")
-        return ImageData(f"imagefolder:{path.resolve()}", classes, x_tr, y_tr, x_te, y_te)
+        name = f"imagefolder:{path.resolve()}"
+        classes: list[str] | None = None
+        splits = []
+        for split in ("train", "test"):  # decoded once, then read from DATA_ROOT/ddtool-cache
+            classes, listed, sources = _list_split(path / split, classes)
+            splits.append(load_or_decode(
+                root, name, split, None, sources,
+                lambda listed=listed, classes=classes: Split(*_decode_listed(listed), list(classes))))
+        return image_data(name, *splits)
 
 
 @hookimpl

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from ddtool.hookspecs import hookimpl
-from ddtool.methods.coreset import RandomReal
+from ddtool.methods.coreset import Herding, RandomReal
 from ddtool.methods.dm import DM
+from ddtool.methods.gradmatch import DC, DSA
+from ddtool.methods.idc import IDC
 
 
 @hookimpl
 def ddtool_register_matching_methods(register) -> None:  # type: ignore[no-untyped-def]
     register(DM())
     register(RandomReal(), aliases=("random-real",))
+    register(DC())
+    register(DSA())
+    register(IDC())
+    register(Herding())

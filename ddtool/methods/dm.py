@@ -44,13 +44,14 @@ class DM(MatchingMethod):
             total = x_syn.new_zeros(())
             for c in range(ctx.num_classes):
                 d = draw.select(c)
-                er = embed(net, ctx.augment.apply(x_real[y_real == c], d)).mean(0)
+                with torch.no_grad():
+                    er = embed(net, ctx.augment.apply(x_real[y_real == c], d)).mean(0)
                 es = embed(net, ctx.augment.apply(x_syn[y_syn == c], d)).mean(0)
                 total = total + ((er - es) ** 2).sum()
             return total
-        # one forward for all classes: instance norm is per sample, so this equals the loop
-        x = torch.cat([ctx.augment.apply(x_real, draw, y_real), ctx.augment.apply(x_syn, draw, y_syn)])
-        e = embed(net, x)
-        mr = class_means(e[: len(x_real)], y_real, ctx.num_classes)
-        ms = class_means(e[len(x_real):], y_syn, ctx.num_classes)
+        # one forward for all classes (instance norm is per sample, so this equals the loop);
+        # the real side needs no graph: only the synthetic pixels receive gradients
+        with torch.no_grad():
+            mr = class_means(embed(net, ctx.augment.apply(x_real, draw, y_real)), y_real, ctx.num_classes)
+        ms = class_means(embed(net, ctx.augment.apply(x_syn, draw, y_syn)), y_syn, ctx.num_classes)
         return ((mr - ms) ** 2).sum()

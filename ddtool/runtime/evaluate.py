@@ -17,6 +17,7 @@ from ddtool.nets import NetSpec, build_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection
 from ddtool.runtime.records import io_entry, new_record
+from ddtool.runtime import ensemble
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.synthetic import SyntheticSet
@@ -71,14 +72,26 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     images, labels = syn.decoded()
     images, labels = images.detach().to(device), labels.to(device)
     augment = Augmenter(cfg.augment)
-    accs = []
+    nets = []
+    for r in range(cfg.repeats):
+        torch.manual_seed(cfg.seed + r)
+        nets.append(build_net(spec, data.channels, data.num_classes, data.resolution).to(device))
+    impl = cfg.impl if cfg.impl != "auto" else default_eval_impl(device)
     with reporter.task(f"evaluating {label} on {spec.name}".strip(), cfg.repeats * cfg.epochs) as task:
-        for r in range(cfg.repeats):
-            torch.manual_seed(cfg.seed + r)
-            net = build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
-            train(net, images, labels, settings, augment, on_epoch=lambda e, l: task.advance(1, loss=l))
-            accs.append(accuracy(net, data.test_images, data.test_labels, data.normalize))
-    return accs
+        if impl == "stacked" and ensemble.supports(nets, settings):
+            torch.manual_seed(cfg.seed)
+            ensemble.train_stacked(nets, images, labels, settings, augment,
+                                   on_epoch=lambda e, l: task.advance(cfg.repeats, loss=l))
+        else:
+            for r, net in enumerate(nets):
+                torch.manual_seed(cfg.seed + r)
+                train(net, images, labels, settings, augment, on_epoch=lambda e, l: task.advance(1, loss=l))
+    return [accuracy(net, data.test_images, data.test_labels, data.normalize) for net in nets]
+
+
+def default_eval_impl(device: torch.device) -> str:
+    """Stacked repeats where measured faster (bench/step.py; BENCHMARKS.md), else the loop."""
+    return "stacked"
 
 
 def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: torch.device,
@@ -96,5 +109,44 @@ def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: 
     record.update(status="complete", wall_seconds=seconds,
                   metrics={"accuracies": accs, "mean": result.mean, "std": result.std, "net": spec.name,
                            "repeats": cfg.repeats, "epochs": cfg.epochs, "protocol": cfg.protocol})
+    store.write_run(record)
+    return result
+
+
+FULL_DATA_EPOCHS = 30  # whole real train split: far more steps per epoch than a synthetic set
+
+
+def normalized_train(data: ImageData, device: torch.device, chunk: int = 8192) -> torch.Tensor:
+    """The whole real train split as normalised float on ``device``, built chunk by chunk."""
+    x = data.train_images
+    out = torch.empty(x.shape, dtype=torch.float32, device=device)
+    for start in range(0, x.shape[0], chunk):
+        out[start : start + chunk] = data.normalize(x[start : start + chunk].to(device))
+    return out
+
+
+def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: torch.device,
+                       net: NetSpec, reporter: Reporter | None = None) -> EvalResult:
+    """The upper-bound reference point: fresh networks trained on the whole real train split.
+
+    The same protocol as a synthetic set (``evaluate_set``: optimiser, lr schedule, DSA
+    augmentation, CutMix under ``idc``), with ``cfg.epochs`` epochs over the real data. The eval
+    run record has no synthetic input; its metrics say ``full_data`` and the dataset.
+    """
+    images = normalized_train(data, device)
+    labels = data.train_labels.to(device)
+    ipc = max(data.class_counts()) if data.num_classes else 0
+    syn = SyntheticSet(images, labels, ipc)
+    label = f"full:{data.name}"
+    record = new_record(store, "eval", device=str(device), settings=json.loads(json.dumps(cfg.__dict__)),
+                        net=json.loads(net.to_json()), full_data=True, dataset=data.name)
+    start = time.perf_counter()
+    accs = evaluate_set(syn, data, net, cfg, device, reporter, label=label)
+    seconds = time.perf_counter() - start
+    result = EvalResult(label, net.name, accs, seconds, record["id"], dict(cfg.__dict__))
+    record.update(status="complete", wall_seconds=seconds,
+                  metrics={"accuracies": accs, "mean": result.mean, "std": result.std, "net": net.name,
+                           "repeats": cfg.repeats, "epochs": cfg.epochs, "protocol": cfg.protocol,
+                           "full_data": True, "dataset": data.name, "train_images": int(labels.shape[0])})
     store.write_run(record)
     return result

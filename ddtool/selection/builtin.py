@@ -28,6 +28,17 @@ class SelectionStrategy:
         """Tensors to checkpoint so a resumed run continues identically."""
         return {}
 
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state()`` returned (``ddtool distill --resume``). A strategy whose
+        ``state()`` returns tensors must override this; the default accepts only nothing."""
+        if tensors:
+            from ddtool.errors import DDToolError
+
+            raise DDToolError(
+                f"selection '{self.name}' saved state in the checkpoint but cannot load it "
+                "(it does not implement load_state); this run cannot be resumed exactly"
+            )
+
 
 def _pool_of(ctx: DistillContext, who: str):  # type: ignore[no-untyped-def]
     if ctx.pool is None or len(ctx.pool) == 0:
@@ -121,7 +132,7 @@ class DynaDistill(SelectionStrategy):
     """
 
     name = "dynadistill"
-    description = "DynaDistill: m pool models, one sampled with p ~ exp(L/T) of its matching loss; pool updated (seed 003)"
+    description = "DynaDistill: m pool models, one drawn with p ~ exp(L/T) of its matching loss; pool updated (seed 003)"
     needs_pool = True
     options_type = DynaDistillOptions
 
@@ -203,9 +214,22 @@ class DynaDistill(SelectionStrategy):
         self._current = None
 
     def state(self) -> dict[str, torch.Tensor]:
+        """The advanced pool (``m<i>.<param>``); empty until the first selection."""
         if self._states is None:
             return {}
         return {f"m{i}.{k}": v for i, sd in enumerate(self._states) for k, v in sd.items()}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore the advanced pool from ``state()`` (``ddtool distill --resume``)."""
+        if not tensors:
+            self._states = None  # not advanced yet: the pool is copied again at the first selection
+            return
+        states: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            idx, _, name = key.partition(".")
+            states.setdefault(int(idx[1:]), {})[name] = value.clone()
+        self._states = [states[i] for i in sorted(states)]
+        self._current = None
 
 
 @hookimpl

@@ -6,7 +6,7 @@ Layout under the root (after huggingface_hub's cache and DVC's object store)::
     refs.json             {"KIND/NAME": {"1": digest, "2": digest}}, sorted keys
     runs/RUN_ID.json      one record per command run, sorted keys
     tmp/                  partial writes; anything left here after a crash is garbage
-    .lock                 file lock around every change of refs.json and runs/
+    .lock                 file lock around every write (blobs, refs.json, runs/) and gc
 
 Writes go temp file -> fsync -> os.replace, so a reader never sees half a file. Artifacts
 are read with safetensors only; nothing in the store is ever unpickled.
@@ -94,6 +94,7 @@ class Store:
         self.runs_dir = self.root / "runs"
         self.tmp = self.root / "tmp"
         self.refs_path = self.root / "refs.json"
+        self._lock: FileLock | None = None
 
     # -- plumbing -------------------------------------------------------------------------
     def _ensure(self) -> None:
@@ -101,8 +102,13 @@ class Store:
             d.mkdir(parents=True, exist_ok=True)
 
     def lock(self) -> FileLock:
+        """The store's file lock, one object per Store so that it is re-entrant (``put`` holds it
+        across the blob write and the ref update, ``put_blob`` takes it again inside): every temp
+        file is written under it, so ``gc`` (which holds it too) only ever sees dead ones."""
         self._ensure()
-        return FileLock(str(self.root / ".lock"), timeout=120)
+        if self._lock is None:
+            self._lock = FileLock(str(self.root / ".lock"), timeout=120)
+        return self._lock
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / digest[:2] / digest[2:]
@@ -128,16 +134,17 @@ class Store:
         )
         digest = hashlib.sha256(data).hexdigest()
         path = self.blob_path(digest)
-        if path.exists():
-            return digest
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp / f"{digest}.{secrets.token_hex(4)}.incomplete"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, path)
+        with self.lock():  # gc holds the lock too: it never removes a temp file being written
+            if path.exists():
+                return digest
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.tmp / f"{digest}.{secrets.token_hex(4)}.incomplete"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, path)
         return digest
 
     def read_blob(self, digest: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -178,8 +185,8 @@ class Store:
             metadata: dict[str, str]) -> Artifact:
         """Store an artifact and give it the next version of ``KIND/NAME``."""
         check_name(name)
-        digest = self.put_blob(tensors, {"ddtool.kind": kind, **metadata})
-        with self.lock():
+        with self.lock():  # blob and ref under one lock: gc never sees the blob unreferenced
+            digest = self.put_blob(tensors, {"ddtool.kind": kind, **metadata})
             refs = self._read_refs()
             versions = refs.setdefault(f"{kind}/{name}", {})
             version = max((int(v) for v in versions), default=0) + 1
@@ -240,7 +247,8 @@ class Store:
     def remove(self, ref: str) -> list[Artifact]:
         """Remove one version (``KIND/NAME:vN``) or every version (``KIND/NAME``).
 
-        Blobs no ref points to any more are deleted unless a run record still uses them.
+        Blobs no ref points to any more are deleted; run records keep their digests as history
+        (`store verify` does not count such a removed input as damage).
         """
         r = parse_ref(ref)
         if r.digest_prefix:

@@ -1,0 +1,95 @@
+"""Method table: test accuracy and distillation time of every method at equal budgets.
+
+    python -m bench.methods --dataset digits --ipc 1 10 [--outer 40] [--repeats 5] [--rows dm,idc,...]
+
+Each row distils with ddtool's runtime (a fresh store in a temp folder), evaluates the result
+with ``--repeats`` fresh networks and prints one Markdown table row. IDC and the Acc-DD rows
+("ours") share the same outer-loop budget ``--outer``; "ours 1/5" gets a fifth of it, the
+paper's claim being that it keeps IDC's accuracy. A pool of early-stage models is pretrained
+once per run (``--pool-n`` models, ``--pool-epochs`` epochs) and its time is reported apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import tempfile
+import time
+
+import torch
+
+from bench.common import machine
+from ddtool.data import load_dataset
+from ddtool.recipe import load_recipe
+from ddtool.runtime.distill import distill
+from ddtool.runtime.evaluate import evaluate
+from ddtool.runtime.pretrain import pretrain
+from ddtool.store import Store
+
+
+def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: int) -> dict[str, list[str]]:
+    idc = ["distill.method=\"idc\"", f"distill.options.inner_loops={idc_inner}",
+           f"distill.options.net_steps={idc_net_steps}", f"distill.options.factor={factor}",
+           "distill.lr_img=0.01", "distill.batch_real=64"]
+    pool = ["distill.pool=\"pool/bench\"", "distill.schedule=\"gaussian\"", "distill.alpha=1.0"]
+    return {
+        "random": ["distill.method=\"random\""],
+        "herding": ["distill.method=\"herding\"", "distill.pool=\"pool/bench\""],
+        "dc": ["distill.method=\"dc\"", f"distill.iterations={outer}", "distill.lr_img=0.1"],
+        "dsa": ["distill.method=\"dsa\"", f"distill.iterations={outer}", "distill.lr_img=0.1"],
+        "dm": ["distill.method=\"dm\"", f"distill.iterations={dm_iters}", "distill.lr_img=1.0"],
+        "dm+ours": ["distill.method=\"dm\"", f"distill.iterations={max(1, dm_iters // 5)}", "distill.lr_img=1.0",
+                    "distill.selection=\"random\"", *pool],
+        "idc": [*idc, f"distill.iterations={outer}"],
+        "ours": [*idc, f"distill.iterations={outer}", "distill.selection=\"random\"", *pool],
+        "ours-wavg": [*idc, f"distill.iterations={outer}", "distill.selection=\"weight_average\"", *pool],
+        "ours+dynadistill": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool],
+        "ours 1/5": [*idc, f"distill.iterations={max(1, outer // 5)}", "distill.selection=\"random\"", *pool],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    ap.add_argument("--outer", type=int, default=40, help="outer loops of DC/DSA/IDC/ours")
+    ap.add_argument("--dm-iters", type=int, default=400)
+    ap.add_argument("--idc-inner", type=int, default=10)
+    ap.add_argument("--idc-net-steps", type=int, default=1)
+    ap.add_argument("--idc-factor", type=int, default=2, help="multi-formation factor (1 suits 8x8 digits)")
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=300, help="evaluation epochs")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--pool-n", type=int, default=5)
+    ap.add_argument("--pool-epochs", type=int, default=2)
+    ap.add_argument("--rows", default="", help="comma list of rows (default: all)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    data = load_dataset(args.dataset)
+    store = Store(tempfile.mkdtemp(prefix="ddtool-bench-"))
+    base = [f"data.dataset=\"{args.dataset}\"", f"net.width={args.width}", f"eval.epochs={args.epochs}",
+            f"eval.repeats={args.repeats}", f"pretrain.n={args.pool_n}", f"pretrain.epochs={args.pool_epochs}",
+            "pretrain.name=\"bench\""]
+    print(f"# bench.methods  {datetime.date.today()}  {machine()}  dataset={args.dataset}")
+    print(f"# {vars(args)}")
+    t = time.perf_counter()
+    pretrain(store, load_recipe(None, base), data, device)
+    print(f"# pool: {args.pool_n} models x {args.pool_epochs} epochs in {time.perf_counter() - t:.1f}s")
+    table = rows(args.outer, args.dm_iters, args.idc_inner, args.idc_net_steps, args.idc_factor)
+    chosen = [r for r in args.rows.split(",") if r] or list(table)
+    print("| method | ipc | accuracy % (mean ± std) | distill s |")
+    print("|---|---|---|---|")
+    for ipc in args.ipc:
+        for name in chosen:
+            recipe = load_recipe(None, [*base, f"distill.ipc={ipc}", *table[name]])
+            res = distill(store, recipe, data, device, name=f"b{ipc}-{name.replace(' ', '').replace('/', '-').replace('+', 'p')}")
+            ev = evaluate(store, res.artifact.ref, data, recipe.eval, device)
+            accs = [100 * a for a in ev.accuracies]
+            print(f"| {name} | {ipc} | {statistics.fmean(accs):.1f} ± {statistics.pstdev(accs):.1f} | "
+                  f"{res.seconds:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

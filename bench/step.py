@@ -1,0 +1,107 @@
+"""Vectorised vs looped: one matching step and one evaluation, timed interleaved in one run.
+
+    python -m bench.step [--device cpu|cuda] [--rounds 3] [--quick]
+
+Prints the median time of each implementation, their ratio (loop / vectorised: > 1 means
+the default is faster) and the achieved FLOP/s of the vectorised path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+
+import torch
+
+from bench.common import fake_data, flops_of, interleaved, machine, median
+from ddtool.augment import Augmenter
+from ddtool.context import DistillContext
+from ddtool.methods.dm import DM
+from ddtool.nets import NetSpec, build_net
+from ddtool.perturb import NoPerturbation
+from ddtool.recipe import DistillSection
+from ddtool.runtime import ensemble
+from ddtool.runtime.train import TrainSettings, train
+from ddtool.selection.builtin import Scratch
+from ddtool.synthetic import init_synthetic
+
+
+def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, rounds: int) -> dict[str, float]:
+    data = fake_data(classes, max(batch_real, ipc), 3, 32)
+    spec = NetSpec("convnet", {"width": 128})
+    out = {}
+    ctxs = {impl: DistillContext(data=data, cfg=DistillSection(ipc=ipc, batch_real=batch_real), net_spec=spec,
+                                 device=device, iterations=1, selection=Scratch(), schedule=NoPerturbation(),
+                                 impl=impl, augment=Augmenter())
+            for impl in ("vectorized", "loop")}
+    syn = init_synthetic(data, ipc, "real", device=device)
+    syn.images.requires_grad_(True)
+    method = DM()
+
+    def run(impl: str):  # type: ignore[no-untyped-def]
+        def go() -> None:
+            opt = torch.optim.SGD([syn.images], lr=1.0, momentum=0.5)
+            method.step(ctxs[impl], syn, opt, 0)
+        return go
+
+    times = interleaved({"vectorized": run("vectorized"), "loop": run("loop")}, rounds)
+    out["vectorized_s"], out["loop_s"] = median(times["vectorized"]), median(times["loop"])
+    out["ratio"] = out["loop_s"] / out["vectorized_s"]
+    out["gflops"] = flops_of(run("vectorized")) / 1e9
+    out["gflop_per_s"] = out["gflops"] / out["vectorized_s"]
+    return out
+
+
+def eval_case(classes: int, ipc: int, repeats: int, epochs: int, res: int, channels: int, device: torch.device,
+              rounds: int) -> dict[str, float]:
+    spec = NetSpec("convnet", {"width": 128})
+    torch.manual_seed(0)
+    nets = [build_net(spec, channels, classes, res).to(device) for _ in range(repeats)]
+    x = torch.randn(classes * ipc, channels, res, res, device=device)
+    y = torch.arange(classes, device=device).repeat_interleave(ipc)
+    settings = TrainSettings(epochs=epochs, batch=256)
+    aug = Augmenter()
+
+    def stacked() -> None:
+        ensemble.train_stacked([copy.deepcopy(n) for n in nets], x, y, settings, aug)
+
+    def looped() -> None:
+        for n in nets:
+            train(copy.deepcopy(n), x, y, settings, aug)
+
+    times = interleaved({"stacked": stacked, "loop": looped}, rounds)
+    s, lp = median(times["stacked"]), median(times["loop"])
+    return {"stacked_s": s, "loop_s": lp, "ratio": lp / s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="only the small cases")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    print(f"# bench.step  {datetime.date.today()}  {machine()}  device={device}")
+    cpu = device.type == "cpu"
+    dm_cases = [(10, 1, 256), (10, 10, 256), (10, 50, 256)]
+    dm_cases += [(100, 1, 32 if cpu else 256), (100, 10, 32 if cpu else 256)] if not args.quick else []
+    print("| step | classes | ipc | batch_real | vectorised s | loop s | loop/vectorised | GFLOP | GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for classes, ipc, br in dm_cases:
+        r = dm_case(classes, ipc, br, device, args.rounds)
+        print(f"| dm | {classes} | {ipc} | {br} | {r['vectorized_s']:.3f} | {r['loop_s']:.3f} | {r['ratio']:.2f}x "
+              f"| {r['gflops']:.1f} | {r['gflop_per_s']:.1f} |", flush=True)
+    print()
+    print("| eval (5 repeats) | data | ipc | epochs | stacked s | loop s | loop/stacked |")
+    print("|---|---|---|---|---|---|---|")
+    eval_cases = [("digits 8x8x1", 10, 1, 8, 1), ("digits 8x8x1", 10, 10, 8, 1), ("cifar10 32x32x3", 10, 10, 32, 3)]
+    for name, classes, ipc, res, ch in eval_cases:
+        epochs = 20 if res == 8 else 5
+        r = eval_case(classes, ipc, 5, epochs, res, ch, device, args.rounds)
+        print(f"| eval | {name} | {ipc} | {epochs} | {r['stacked_s']:.3f} | {r['loop_s']:.3f} | {r['ratio']:.2f}x |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

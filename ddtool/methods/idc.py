@@ -1,0 +1,280 @@
+"""IDC: Dataset Condensation via Efficient Synthetic-Data Parameterization (Kim et al., ICML 2022).
+
+The backbone of Acc-DD ("Ours", seeds 000-002). Numbers from the IDC reference code
+(``misc/reproduce.py`` for CIFAR-10) unless stated:
+
+* multi-formation: every stored image holds ``factor x factor`` tiles, each upsampled to the full
+  resolution, so a class's ``ipc`` stored images train as ``factor**2 * ipc`` images (f = 2 on
+  CIFAR); initialised from downsized real images;
+* per outer loop a network (fresh for IDC; a perturbed early-stage pool model for Acc-DD) with
+  its own SGD (lr 0.01, momentum 0.9, weight decay 5e-4);
+* ``inner_loops`` (100) times: for every class in turn, a real batch (64) and at most
+  ``batch_syn_max`` (128) decoded synthetic images, augmented together (siamese), the gradient
+  matching loss over the convolution weights (``mse`` on CIFAR, ``l1`` on ImageNet), and one
+  SGD step on the images *per class*; then the network trains on real data (``n_data`` = 2000
+  images on CIFAR-10 = 32 batches of 64, with DSA augmentation and CutMix p = 0.5);
+* the images are clamped to the valid pixel range at the start of every outer loop.
+
+IDC optimises pixels in [0, 1] and normalises inside the augmentation; ddtool stores normalised
+images. With ``pixel_lr`` (default) the image gradient is divided by std_c**2 per channel
+before the step, which makes SGD on the normalised images follow exactly the trajectory of
+IDC's SGD on pixels, so ``lr_img`` keeps the papers' values (IDC 5e-3, Acc-DD 1e-2, both
+x ipc/10).
+
+Implementations: ``loop`` is the reference (per class: loss, backward, step). ``vectorized``
+computes all classes' gradients in one batched call. Because IDC steps once per class with a
+momentum optimiser, class c's images have already moved by the momentum of the c earlier
+steps when their loss is taken; the vectorised path evaluates them at exactly that point
+(closed form for SGD with momentum) and then replays the per-class steps, so both paths give
+the same images. Other optimisers fall back to the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddtool.augment import Augmenter
+from ddtool.context import DistillContext
+from ddtool.errors import UsageError
+from ddtool.methods.base import MatchingMethod
+from ddtool.methods.gradmatch import (
+    DISTANCES,
+    Siamese,
+    class_matching_losses,
+    synthetic_by_class,
+    vmap_safe,
+)
+from ddtool.synthetic import SyntheticSet, decode, init_synthetic
+
+# IDC's DiffAug (batch mode): flip, color and cutout are always applied (in this order around the
+# rest), one of the remaining operations is drawn at random
+_ALWAYS_BEFORE = ("flip", "color")
+_ALWAYS_AFTER = ("cutout",)
+
+
+@dataclass
+class IDCOptions:
+    """``[distill.options]`` of idc."""
+
+    factor: int = 2  # multi-formation factor (2 on CIFAR, 3 on ImageNet; 1 = IDC-I)
+    inner_loops: int = 100  # matching steps per outer loop
+    net_steps: int = 32  # network updates on real data per inner loop (n_data 2000 / batch 64 on CIFAR-10)
+    net_batch: int = 64  # real images per network update
+    batch_syn_max: int = 128  # decoded synthetic images per class and step, at most
+    dist: str = "mse"  # mse (CIFAR) | l1 (ImageNet) | dc | cos
+    match_fc: bool = False  # also match the linear layer's gradient (IDC --fc; off by default)
+    lr_net: float = 0.01
+    momentum_net: float = 0.9
+    weight_decay_net: float = 5e-4
+    cutmix: float = 0.5  # CutMix probability in the network updates (IDC mix_p on CIFAR)
+    pixel_lr: bool = True  # lr_img in IDC's [0, 1]-pixel units (see the module docstring)
+    clamp: bool = True  # clamp the images to the valid pixel range every outer loop
+
+
+def check_factor(factor: int, resolution: int) -> None:
+    if factor < 1:
+        raise UsageError(f"distill.options.factor must be >= 1, got {factor}")
+    if resolution % factor:
+        raise UsageError(
+            f"distill.options.factor={factor} does not divide the image size {resolution}; "
+            f"pick a factor that does (e.g. 2 for 32x32, 3 for 224x224 is not exact: use 2 or 4)"
+        )
+
+
+class IDC(MatchingMethod):
+    name = "idc"
+    description = "IDC: multi-formation + per-class gradient matching, network trained on real data (Acc-DD's backbone)"
+    options_type = IDCOptions
+    factor = 2  # the default; the run's factor comes from [distill.options] (factor_for)
+
+    def default_iterations(self, ipc: int) -> int:
+        return 2000  # IDC on CIFAR-10 (niter 2000 x 100 inner loops); Acc-DD uses 400/200/100
+
+    def opts(self, ctx: DistillContext) -> IDCOptions:
+        o = ctx.options if isinstance(ctx.options, IDCOptions) else IDCOptions()
+        if o.dist not in DISTANCES:
+            raise UsageError(f"unknown distill.options.dist '{o.dist}'; choose from {', '.join(DISTANCES)}")
+        return o
+
+    def factor_for(self, options: object, resolution: int | None = None) -> int:
+        """The multi-formation factor a run with these parsed options uses (the runtime's ipc check)."""
+        factor = options.factor if isinstance(options, IDCOptions) else IDCOptions().factor
+        if resolution is not None:
+            check_factor(factor, resolution)
+        return factor
+
+    def parse_options(self, raw: dict) -> IDCOptions:  # type: ignore[override]
+        o = super().parse_options(raw)
+        for key in ("inner_loops", "net_batch", "batch_syn_max"):
+            if getattr(o, key) < 1:
+                raise UsageError(f"distill.options.{key} must be >= 1, got {getattr(o, key)}")
+        if o.net_steps < 0:
+            raise UsageError(f"distill.options.net_steps must be >= 0, got {o.net_steps}")
+        if o.dist not in DISTANCES:
+            raise UsageError(f"unknown distill.options.dist '{o.dist}'; choose from {', '.join(DISTANCES)}")
+        return o
+
+    def init_synthetic(self, ctx: DistillContext) -> SyntheticSet:
+        # the instance is the registry's (shared); the factor travels in the SyntheticSet, not in self
+        factor = self.factor_for(ctx.options, ctx.data.resolution)
+        return init_synthetic(ctx.data, ctx.cfg.ipc, ctx.cfg.init, factor, ctx.device)
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def siamese(self, ctx: DistillContext) -> Siamese:
+        """IDC's augmentation: flip/color always, one of crop/scale/rotate, cutout always; per class."""
+        ops = ctx.augment.ops
+        if not ops:
+            return Siamese()
+        middle = [o for o in ops if o not in _ALWAYS_BEFORE + _ALWAYS_AFTER]
+        chosen = [o for o in _ALWAYS_BEFORE if o in ops]
+        if middle:
+            chosen.append(middle[int(torch.randint(len(middle), (1,)).item())])
+        chosen += [o for o in _ALWAYS_AFTER if o in ops]
+        parts = []
+        for op in chosen:
+            aug = Augmenter(op, ctx.augment.p)
+            parts.append((aug, aug.sample(ctx.num_classes, ctx.data.resolution, ctx.device)))
+        return Siamese(parts)
+
+    def _batches(self, ctx: DistillContext, syn: SyntheticSet, o: IDCOptions
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], Siamese]:
+        """All randomness of one inner step, drawn in a fixed order: real batches, synthetic subsets, augmentation."""
+        reals = [ctx.real_class(c, ctx.cfg.batch_real) for c in range(ctx.num_classes)]
+        n_dec = syn.ipc * syn.factor**2
+        picks = [torch.randperm(n_dec)[:o.batch_syn_max] if n_dec > o.batch_syn_max else None
+                 for _ in range(ctx.num_classes)]
+        return reals, picks, self.siamese(ctx)  # type: ignore[return-value]
+
+    @staticmethod
+    def _syn_classes(syn: SyntheticSet, num_classes: int, images: torch.Tensor,
+                     picks: list[torch.Tensor | None]) -> list[torch.Tensor]:
+        full = synthetic_by_class(syn, num_classes, images)
+        return [x if p is None else x[p.to(x.device)] for x, p in zip(full, picks)]
+
+    @staticmethod
+    def _syn_class(syn: SyntheticSet, c: int, pick: torch.Tensor | None) -> torch.Tensor:
+        rows = syn.labels == c
+        x, _ = decode(syn.images[rows], syn.labels[rows], syn.factor)
+        return x if pick is None else x[pick.to(x.device)]
+
+    def loss(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module) -> torch.Tensor:
+        """Sum over classes of the matching loss at the current images (DynaDistill ranks models with it)."""
+        o = self.opts(ctx)
+        reals, picks, siamese = self._batches(ctx, syn, o)
+        syns = self._syn_classes(syn, ctx.num_classes, syn.images, picks)
+        return class_matching_losses(net, reals, syns, siamese, o.dist, include_linear=o.match_fc,
+                                     vectorized=ctx.impl == "vectorized").sum()
+
+    def _grad_scale(self, ctx: DistillContext, o: IDCOptions, like: torch.Tensor) -> torch.Tensor | None:
+        if not o.pixel_lr:
+            return None
+        std = torch.tensor(ctx.data.std, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
+        return 1.0 / std**2
+
+    def image_update(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer,
+                     net: nn.Module) -> float:
+        """One inner step on the images: a matching loss and an optimiser step per class; returns the loss sum."""
+        o = self.opts(ctx)
+        reals, picks, siamese = self._batches(ctx, syn, o)
+        scale = self._grad_scale(ctx, o, syn.images)
+        num = ctx.num_classes
+        rows = [syn.labels == c for c in range(num)]
+        sgd = _plain_sgd(opt, syn.images)
+        if ctx.impl != "vectorized" or sgd is None or not vmap_safe(net):
+            total = 0.0
+            for c in range(num):
+                x_syn = self._syn_class(syn, c, picks[c])  # decoded from the images as they are now
+                loss = class_matching_losses(net, reals[c:c + 1], [x_syn], siamese.select(c), o.dist,
+                                             include_linear=o.match_fc, vectorized=False, classes=[c])[0]
+                opt.zero_grad(set_to_none=True)
+                loss.backward(inputs=[syn.images])
+                if scale is not None:
+                    syn.images.grad.mul_(scale)  # type: ignore[union-attr]
+                opt.step()
+                total += float(loss.detach())
+            return total
+        lr, mu = sgd
+        # where class c's images will be when its turn comes: moved by the momentum buffer in the
+        # c earlier steps (their gradient rows are zero): x - lr * buf * (mu + mu^2 + ... + mu^c)
+        buf = opt.state.get(syn.images, {}).get("momentum_buffer")
+        x_eval = syn.images.detach().clone()
+        if buf is not None and mu > 0:
+            coef = torch.tensor([sum(mu**j for j in range(1, c + 1)) for c in range(num)],
+                                device=x_eval.device, dtype=x_eval.dtype)[syn.labels]
+            x_eval = x_eval - lr * coef.view(-1, 1, 1, 1) * buf
+        x_eval.requires_grad_(True)
+        syns = self._syn_classes(syn, num, x_eval, picks)
+        losses = class_matching_losses(net, reals, syns, siamese, o.dist, include_linear=o.match_fc,
+                                       vectorized=True)
+        (g,) = torch.autograd.grad(losses.sum(), x_eval)
+        if scale is not None:
+            g = g * scale
+        for c in range(num):  # replay the per-class steps (cheap: element-wise on the images)
+            opt.zero_grad(set_to_none=True)
+            syn.images.grad = torch.where(rows[c].view(-1, 1, 1, 1), g, torch.zeros_like(g))
+            opt.step()
+        return float(losses.detach().sum())
+
+    def train_net(self, ctx: DistillContext, net: nn.Module, net_opt: torch.optim.Optimizer, o: IDCOptions,
+                  augment: Augmenter) -> None:
+        """IDC's network update on real data: DSA per sample (no cutout when CutMix is on), CutMix p."""
+        from ddtool.runtime.train import cutmix
+
+        net.train()
+        for _ in range(o.net_steps):
+            x, y = ctx.real_random(o.net_batch)
+            if augment.enabled:
+                with torch.no_grad():
+                    x = augment(x)
+            if o.cutmix > 0 and torch.rand(()).item() < o.cutmix:
+                x, ya, yb, lam = cutmix(x, y)
+                out = net(x)
+                loss = lam * F.cross_entropy(out, ya) + (1 - lam) * F.cross_entropy(out, yb)
+            else:
+                loss = F.cross_entropy(net(x), y)
+            net_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            net_opt.step()
+
+    @torch.no_grad()
+    def clamp(self, ctx: DistillContext, syn: SyntheticSet) -> None:
+        """Keep the images inside the normalised image of [0, 1] (IDC clamps its pixels every outer loop)."""
+        mean = torch.tensor(ctx.data.mean, device=syn.images.device, dtype=syn.images.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(ctx.data.std, device=syn.images.device, dtype=syn.images.dtype).view(1, -1, 1, 1)
+        syn.images.copy_(torch.maximum(torch.minimum(syn.images, (1 - mean) / std), -mean / std))
+
+    def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
+        o = self.opts(ctx)
+        net = ctx.next_model(it)
+        net.requires_grad_(True)
+        net.train()
+        net_opt = torch.optim.SGD(net.parameters(), lr=o.lr_net, momentum=o.momentum_net,
+                                  weight_decay=o.weight_decay_net)
+        # cutout is left out of the network's augmentation when CutMix is on (IDC's remove_aug)
+        ops = [op for op in ctx.augment.ops if not (o.cutmix > 0 and op == "cutout")]
+        net_aug = Augmenter("_".join(ops) or "none", ctx.augment.p)
+        if o.clamp:
+            self.clamp(ctx, syn)
+        total = 0.0
+        for _ in range(o.inner_loops):
+            total += self.image_update(ctx, syn, opt, net)
+            self.train_net(ctx, net, net_opt, o, net_aug)
+        ctx.selection.after_step(ctx, it, net)
+        return total / o.inner_loops
+
+
+def _plain_sgd(opt: torch.optim.Optimizer, images: torch.Tensor) -> tuple[float, float] | None:
+    """(lr, momentum) when opt is plain SGD on the images alone, where the closed form holds."""
+    if type(opt) is not torch.optim.SGD or len(opt.param_groups) != 1:
+        return None
+    g = opt.param_groups[0]
+    if len(g["params"]) != 1 or g["params"][0] is not images:
+        return None
+    if g.get("nesterov") or g.get("dampening", 0) != 0 or g.get("weight_decay", 0) != 0 or g.get("maximize"):
+        return None
+    return float(g["lr"]), float(g.get("momentum", 0.0))

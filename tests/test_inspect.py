@@ -1,0 +1,327 @@
+"""Looking at results: terminal grids per colour system, PNG grids, accuracy curves, lineage trees."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+
+from ddtool.inspect.chart import PALETTE, Series, nice_ticks, render_chart, save_chart_png
+from ddtool.inspect.curves import is_run_id, select_points
+from ddtool.inspect.grid import HALF, RAMP, layout, png_scale, render_grid, save_png
+from ddtool.nets import NetSpec
+from ddtool.store import Store
+from ddtool.synthetic import encode_real
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def put_set(store: Store, digits, name: str = "s", ipc: int = 2, factor: int = 1) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """A synthetic set of real digits (normalised, as distill stores them); returns the stored images."""
+    g = torch.Generator().manual_seed(0)
+    xs, ys = [], []
+    for c in range(10):
+        idx = digits.sample_class(c, ipc * factor * factor, generator=g)
+        xs.append(encode_real(digits.normalize(digits.train_images[idx]), factor))
+        ys.append(torch.full((ipc,), c, dtype=torch.long))
+    images = torch.cat(xs)
+    meta = {**digits.signature(), "ddtool.ipc": str(ipc), "ddtool.method": "dm", "ddtool.factor": str(factor),
+            "ddtool.mean": json.dumps(list(digits.mean)), "ddtool.std": json.dumps(list(digits.std)),
+            "ddtool.net": NetSpec("convnet", {"width": 16}).to_json(), "ddtool.parents": "[]"}
+    store.put("synthetic", name, {"images": images, "labels": torch.cat(ys)}, meta)
+    return images
+
+
+def _denorm_uint8(images: torch.Tensor, digits) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    x = (images * torch.tensor(digits.std).view(1, -1, 1, 1) + torch.tensor(digits.mean).view(1, -1, 1, 1)).clamp(0, 1)
+    return x.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)  # torchvision save_image's rounding
+
+
+def _printed(text, color_system: str | None, width: int = 80) -> str:  # type: ignore[no-untyped-def]
+    buf = io.StringIO()
+    Console(file=buf, color_system=color_system, width=width).print(text)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+# -- terminal grids ---------------------------------------------------------------------------------
+def _grid_inputs(digits, per_class: int = 2, size: int = 8):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(1)
+    idx = torch.cat([digits.sample_class(c, per_class, generator=g) for c in range(10)])
+    images = digits.train_images[idx].float() / 255
+    if size != 8:
+        images = torch.nn.functional.interpolate(images.expand(-1, 3, -1, -1), size=(size, size))
+    return images, digits.train_labels[idx], digits.classes
+
+
+def test_grid_rows_cells_and_colours_per_colour_system(digits) -> None:  # type: ignore[no-untyped-def]
+    images, labels, classes = _grid_inputs(digits)
+    outputs = {}
+    for mode, system in (("truecolor", "truecolor"), ("256", "256"), ("standard", "standard"), ("none", None)):
+        text = render_grid(images, labels, classes, width=80, color=mode)
+        out = _printed(text, system)
+        outputs[mode] = out
+        lines = ANSI.sub("", out).rstrip("\n").split("\n")
+        assert len(lines) == 10 * 4  # 10 classes x (8 pixel rows / 2 per cell)
+        assert [ln[0] for ln in lines[::4]] == list("0123456789")
+        cells = [ln[2:].replace(" ", "") if mode != "none" else ln[2:] for ln in lines]
+        if mode != "none":
+            assert all(c == HALF * 16 for c in cells)  # 2 images x 8 columns of half blocks
+        else:
+            assert all(len(ln) <= 2 + 17 for ln in lines) and set("".join(cells)) <= set(RAMP)
+    assert re.search(r"\x1b\[38;2;\d+;\d+;\d+;48;2;\d+;\d+;\d+m", outputs["truecolor"])
+    assert re.search(r"\x1b\[38;5;\d+;48;5;\d+m", outputs["256"]) and "38;2;" not in outputs["256"]
+    assert re.search(r"\x1b\[(3[0-7]|9[0-7]);(4[0-7]|10[0-7])m", outputs["standard"])
+    assert "38;2;" not in outputs["standard"] and "38;5;" not in outputs["standard"]
+    assert "\x1b[" not in outputs["none"]
+    assert len(set(outputs.values())) == 4  # every colour system renders differently
+
+
+def test_grey_fallback_has_no_colours_and_a_glyph_ramp(digits) -> None:  # type: ignore[no-untyped-def]
+    images, labels, classes = _grid_inputs(digits)
+    text = render_grid(images, labels, classes, color="none")
+    assert not text.spans  # not one styled segment, let alone an RGB colour
+    console = Console(record=True, width=80, color_system="truecolor", file=io.StringIO())
+    console.print(text)
+    assert all(seg.style is None or seg.style.color is None for seg in console._record_buffer)
+    # a bright pixel pair draws a dense glyph, a black one a blank
+    white = torch.ones(1, 1, 2, 2)
+    black = torch.zeros(1, 1, 2, 2)
+    bright = render_grid(white, torch.tensor([0]), ["a"], color="none").plain
+    dark = render_grid(black, torch.tensor([0]), ["a"], color="none").plain
+    assert bright == "a @@\n" and dark == "a   \n"
+    # the coloured grid's segments carry the pixels' RGB values
+    coloured = render_grid(white, torch.tensor([0]), ["a"], color="truecolor")
+    assert {s.style.color.triplet for s in coloured.spans} == {(255, 255, 255)}  # type: ignore[union-attr]
+
+
+def test_grid_wraps_to_the_width_and_downsamples(digits) -> None:  # type: ignore[no-untyped-def]
+    images, labels, classes = _grid_inputs(digits, per_class=12)
+    text = render_grid(images, labels, classes, width=40)
+    lines = text.plain.rstrip("\n").split("\n")
+    per_line = layout(12, 8, 40, 1)[0]
+    assert per_line == 4 and all(len(ln) <= 40 for ln in lines)
+    assert len(lines) == 10 * 3 * 4  # 12 images per class wrap onto 3 bands of 4 lines
+    assert sum(ln.replace(" ", "").count(HALF) for ln in lines) == 10 * 12 * 8 * 4
+    # --max-per-class
+    capped = render_grid(images, labels, classes, width=40, max_per_class=1).plain.rstrip("\n").split("\n")
+    assert len(capped) == 10 * 4 and all(ln.count(HALF) == 8 for ln in capped)
+    # images wider than the terminal are area-downsampled to fit
+    big, labels2, _ = _grid_inputs(digits, per_class=1, size=32)
+    narrow = render_grid(big, labels2, classes, width=20).plain.rstrip("\n").split("\n")
+    assert all(len(ln) <= 20 for ln in narrow)
+    side = max(ln.count(HALF) for ln in narrow)
+    assert side < 32 and len(narrow) == 10 * (-(-side // 2))
+
+
+def test_real_images_beside_synthetic(digits) -> None:  # type: ignore[no-untyped-def]
+    images, labels, classes = _grid_inputs(digits)
+    real, real_labels, _ = _grid_inputs(digits, per_class=3)
+    text = render_grid(images, labels, classes, width=80, real=(real, real_labels))
+    lines = text.plain.rstrip("\n").split("\n")
+    assert len(lines) == 40 and all(" │ " in ln for ln in lines)
+    left, right = lines[0].split(" │ ")
+    assert left[2:].count(HALF) == 16 and right.count(HALF) == 16  # as many real as synthetic images
+
+
+# -- through the CLI --------------------------------------------------------------------------------
+def test_inspect_cli_colour_options_real_and_decoded(cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    put_set(store, digits, "s", ipc=2)
+    put_set(store, digits, "idc", ipc=1, factor=2)
+    runs = {c: cli("inspect", "synthetic/s", "--color", c) for c in ("truecolor", "256", "none")}
+    assert all(r.exit_code == 0 for r in runs.values()), [r.stderr for r in runs.values()]
+    assert "\x1b[38;2;" in runs["truecolor"].stdout
+    assert "\x1b[38;5;" in runs["256"].stdout and "\x1b[38;2;" not in runs["256"].stdout
+    assert "\x1b[" not in runs["none"].stdout and HALF not in runs["none"].stdout
+    res = cli("inspect", "synthetic/s", "--real", "--color", "none")
+    assert res.exit_code == 0, res.stderr
+    assert "(synthetic │ real)" in res.stdout.splitlines()[0]
+    assert sum(" │ " in ln for ln in res.stdout.splitlines()[1:]) == 40
+    # IDC: one stored 8x8 image per class decodes to 4 training images
+    stored = cli("inspect", "synthetic/idc").stdout.splitlines()
+    decoded = cli("inspect", "synthetic/idc", "--decoded").stdout.splitlines()
+    assert max(ln.count(HALF) for ln in stored) == 8 and max(ln.count(HALF) for ln in decoded) == 4 * 8
+    assert "factor=2 (decoded)" in decoded[0]
+    png = tmp_path / "idc.png"
+    assert cli("inspect", "synthetic/idc", "--decoded", "--real", "--png", png).exit_code == 0
+    scale = png_scale(8)
+    with Image.open(png) as im:
+        cell = 8 * scale + scale
+        assert im.size == (2 * (4 * cell + scale) + 2 * scale, 10 * cell + scale)
+    bad = cli("inspect", "synthetic/s", "synthetic/idc")
+    assert bad.exit_code == 2 and "several only with --curve" in bad.stderr
+
+
+def test_png_grid_is_denormalised_and_upscaled(cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    images = put_set(store, digits, "s", ipc=3)
+    png = tmp_path / "g.png"
+    res = cli("inspect", "synthetic/s", "--png", png, "--max-per-class", "2")
+    assert res.exit_code == 0, res.stderr
+    scale = png_scale(8)  # 8 px digits -> x8, 64 px per image
+    side = 8 * scale
+    expected = _denorm_uint8(images, digits)  # [30, 1, 8, 8]
+    with Image.open(png) as im:
+        assert im.size == (2 * (side + scale) + scale, 10 * (side + scale) + scale)
+        rgb = im.convert("RGB")
+        for cls, k, py, px in ((0, 0, 3, 4), (3, 1, 5, 2), (9, 1, 7, 7)):
+            x0, y0 = scale + k * (side + scale), scale + cls * (side + scale)
+            want = int(expected[cls * 3 + k, 0, py, px])
+            for dy, dx in ((0, 0), (scale - 1, scale - 1)):  # both corners of the upscaled pixel block
+                assert rgb.getpixel((x0 + px * scale + dx, y0 + py * scale + dy)) == (want, want, want)
+        assert rgb.getpixel((0, 0)) == (255, 255, 255)  # white padding
+
+
+def test_save_png_pads_uneven_classes() -> None:
+    images = torch.rand(3, 3, 4, 4)
+    labels = torch.tensor([0, 0, 1])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        w, h = save_png(images, labels, Path(d) / "x.png")
+        with Image.open(Path(d) / "x.png") as im:
+            assert im.size == (w, h) == (2 * (64 + 16) + 16, 2 * (64 + 16) + 16)
+            assert im.convert("RGB").getpixel((16 + 80 + 5, 16 + 80 + 5)) == (255, 255, 255)  # blank cell
+
+
+def test_inspect_pool_lists_models(cli, store: Store) -> None:  # type: ignore[no-untyped-def]
+    models = [{"index": i, "seed": i, "lr": 0.01 * (i + 1), "augment": "none", "epochs": 1,
+               "train_acc": 0.9, "test_acc": 0.875 - i / 10} for i in range(2)]
+    store.put("pool", "p", {"m0.w": torch.zeros(2), "m1.w": torch.zeros(2)},
+              {"ddtool.dataset": "digits", "ddtool.n": "2", "ddtool.net": NetSpec("convnet").to_json(),
+               "ddtool.models": json.dumps(models)})
+    res = cli("inspect", "pool/p")
+    assert res.exit_code == 0, res.stderr
+    assert "pool/p:v1: 2 x convnet on digits" in res.stdout and "87.5%" in res.stdout and "77.5%" in res.stdout
+    out = json.loads(cli("inspect", "pool/p", "--json").stdout)
+    assert [m["seed"] for m in out["models"]] == [0, 1] and out["net"]["name"] == "convnet"
+
+
+# -- curves -----------------------------------------------------------------------------------------
+def test_run_ids_are_told_from_refs() -> None:
+    assert is_run_id("20261123-070141-distill-45a3a2") and is_run_id("20261123-0701")
+    assert not is_run_id("synthetic/x") and not is_run_id("20261123") and not is_run_id("abcdef12")
+
+
+def test_point_selection() -> None:
+    rec = {"id": "r", "checkpoints": [{"iteration": i, "digest": f"d{i}", "seconds": i / 10} for i in (2, 4, 6, 8)],
+           "outputs": [{"kind": "synthetic", "ref": "synthetic/x:v1", "digest": "final"}],
+           "metrics": {"iterations": 10}, "wall_seconds": 1.5}
+    assert [e["iteration"] for e in select_points(rec)] == [2, 4, 6, 8, 10]
+    assert [e["iteration"] for e in select_points(rec, every=4)] == [4, 8, 10]
+    assert [e["digest"] for e in select_points(rec, at=[10, 2])] == ["d2", "final"]
+    assert select_points(rec)[-1]["seconds"] == 1.5 and select_points(rec)[-1]["final"]
+    from ddtool.errors import UsageError
+
+    with pytest.raises(UsageError, match="no checkpoint at iteration 3; it has 2, 4, 6, 8, 10"):
+        select_points(rec, at=[3])
+    with pytest.raises(UsageError, match="exclude each other"):
+        select_points(rec, every=2, at=[2])
+
+
+def test_eval_checkpoints_stores_a_curve_and_inspect_plots_it(cli, store: Store, tiny_recipe: Path,
+                                                              tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    syn = json.loads(cli("-q", "distill", "-r", tiny_recipe, "--set", "distill.checkpoint_every=2",
+                         "--set", "distill.batch_real=32", "--json").stdout)
+    run_id = syn["run"]
+    res = cli("-q", "eval", run_id, "--checkpoints", "--epochs", "1", "--repeats", "1", "--json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)[0]
+    points = out["curve"]
+    assert [p["iteration"] for p in points] == [2, 4, 6]
+    distill_rec = store.run(run_id)
+    ckpts = distill_rec["checkpoints"]
+    assert [p["seconds"] for p in points] == [c["seconds"] for c in ckpts] + [distill_rec["wall_seconds"]]
+    assert all(0 <= p["mean"] <= 1 and p["std"] >= 0 and len(p["accuracies"]) == 1 for p in points)
+    flops = out["flops_per_iteration"]
+    assert flops and flops > 0 and [p["flops"] for p in points] == [flops * 2, flops * 4, flops * 6]
+    record = store.run(out["run"])
+    assert record["source_run"] == run_id and record["curve"] == points
+    assert [i["digest"] for i in record["inputs"]] == [c["digest"] for c in ckpts] + [syn["digest"]]
+    assert record["metrics"]["mean"] == points[-1]["mean"]
+
+    chart = cli("inspect", run_id, "--curve")
+    assert chart.exit_code == 0, chart.stderr
+    assert chart.stdout.count(PALETTE[0][2]) >= 3 + 1  # three points and the legend marker
+    assert "outer-loop step" in chart.stdout and "synthetic/tiny:v1 · dm" in chart.stdout
+    by_flops = cli("inspect", run_id[: run_id.index("distill") + 7], "--curve", "--x", "flops", "--json")
+    assert json.loads(by_flops.stdout)[0]["xs"] == [flops * 2, flops * 4, flops * 6]
+    png = tmp_path / "curve.png"
+    assert cli("inspect", "synthetic/tiny", "--curve", "--x", "seconds", "--png", png).exit_code == 0
+    with Image.open(png) as im:
+        assert im.size == (800, 500)
+        assert PALETTE[0][1] in {c for _, c in im.convert("RGB").getcolors(1 << 16)}
+    # the lineage tree lists the curve eval with its accuracy
+    tree = cli("store", "show", "synthetic/tiny", "--tree").stdout
+    assert "curve of 3 points" in tree and "%" in tree
+    hint = cli("eval", run_id)
+    assert hint.exit_code == 2 and "add --checkpoints" in hint.stderr
+
+
+def test_curve_errors(cli, store: Store) -> None:  # type: ignore[no-untyped-def]
+    store.write_run({"id": "20260101-000000-distill-aaaaaa", "command": "distill", "checkpoints": [], "outputs": [],
+                     "inputs": [], "recipe": {}, "status": "failed"})
+    res = cli("inspect", "20260101-000000-distill-aaaaaa", "--curve")
+    assert res.exit_code == 2 and "no accuracy curve yet" in res.stderr
+    res = cli("eval", "20260101-000000", "--checkpoints")
+    assert res.exit_code == 2 and "no checkpoints to evaluate" in res.stderr
+    res = cli("inspect", "20260101-000000-nope", "--curve")
+    assert res.exit_code == 2 and "unknown run" in res.stderr
+    res = cli("eval", "synthetic/x", "--every", "2")
+    assert res.exit_code == 2 and "add --checkpoints" in res.stderr
+
+
+def test_chart_draws_several_series(tmp_path: Path) -> None:
+    series = [Series("dm", [2, 4, 6], [60.0, 70.0, 75.0], [1.0, 1.0, 1.0]),
+              Series("dm+pool", [2, 4, 6, 8], [65.0, 74.0, 79.0, 80.0])]
+    text = render_chart(series, width=60, height=12)
+    plain = text.plain
+    assert plain.count("●") == 3 + 1 and plain.count("■") == 4 + 1
+    assert "dm+pool  (last 80.00)" in plain and "dm  (last 75.00 ± 1.00)" in plain
+    assert all(len(ln) <= 60 for ln in plain.splitlines())
+    assert {"cyan", "red"} <= {str(s.style) for s in text.spans}
+    assert not render_chart(series, color=False).spans
+    assert nice_ticks(59.3, 81.2, 4) == [60, 70, 80]
+    w, h = save_chart_png(series, tmp_path / "c.png", size=(640, 400))
+    with Image.open(tmp_path / "c.png") as im:
+        colours = {c for _, c in im.convert("RGB").getcolors(1 << 16)}
+        assert (w, h) == im.size == (640, 400) and PALETTE[0][1] in colours and PALETTE[1][1] in colours
+
+
+# -- lineage tree -----------------------------------------------------------------------------------
+def test_store_show_tree_lists_sources_and_products(cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    pool = store.put("pool", "p", {"m0.w": torch.zeros(1)}, {**digits.signature(), "ddtool.n": "1"})
+    put_set(store, digits, "s")
+    syn = store.resolve("synthetic/s")
+    base = {"inputs": [], "outputs": [], "metrics": {}, "status": "complete", "wall_seconds": 1.0,
+            "plugins": {"ddtool.methods.builtin": "ddtool 0.1.0 (built-in)", "pixelmmd": "ddtool-pixelmmd 0.1.0"}}
+    pool_io = {"ref": pool.ref, "digest": pool.digest, "kind": "pool", "role": "pool"}
+    syn_io = {"ref": syn.ref, "digest": syn.digest, "kind": "synthetic", "role": "synthetic"}
+    store.write_run({**base, "id": "20260101-000000-pretrain-aaaaaa", "command": "pretrain",
+                     "recipe": {"name": "r"}, "recipe_sha256": "ab" * 32, "outputs": [pool_io]})
+    store.write_run({**base, "id": "20260101-000001-distill-bbbbbb", "command": "distill",
+                     "recipe": {"name": "r", "distill": {"method": "dm", "ipc": 2}}, "recipe_sha256": "cd" * 32,
+                     "plan": {"iterations": 6}, "inputs": [pool_io], "outputs": [syn_io]})
+    store.write_run({**base, "id": "20260101-000002-eval-cccccc", "command": "eval", "inputs": [syn_io],
+                     "metrics": {"mean": 0.85, "std": 0.01, "net": "convnet", "repeats": 5, "epochs": 300}})
+    res = cli("store", "show", "synthetic/s", "--tree")
+    assert res.exit_code == 0, res.stderr
+    out = res.stdout
+    for piece in ("made from", "dataset digits (10 classes, 1x8x8)", "pool pool/p:v1", "recipe r sha256 cdcdcdcdcdcd",
+                  "method dm, ipc 2, iterations 6", "plugins ddtool 0.1.0 (built-in), ddtool-pixelmmd 0.1.0",
+                  "made into", "eval run 20260101-000002-eval-cccccc 85.00 ± 1.00 % on convnet",
+                  "recipe r sha256 abababababab"):  # the pool's own recipe, one level down
+        assert piece in out, (piece, out)
+    info = json.loads(cli("store", "show", "synthetic/s", "--tree", "--json").stdout)
+    assert info["made_from"]["pool"][0]["digest"] == pool.digest
+    assert info["made_into"][0]["metrics"]["mean"] == 0.85
+    # from the pool: the distill run, the set it made, and that set's eval
+    pool_tree = cli("store", "show", "pool/p", "--tree").stdout
+    assert "distill run 20260101-000001-distill-bbbbbb" in pool_tree and "synthetic/s:v1" in pool_tree
+    assert "85.00 ± 1.00 %" in pool_tree
+    plain = json.loads(cli("store", "show", "synthetic/s", "--json").stdout)  # the old view stays
+    assert plain["used_by"][0]["run"] == "20260101-000002-eval-cccccc"

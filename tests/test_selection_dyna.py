@@ -1,0 +1,147 @@
+"""DynaDistill (seed 003): the choice distribution, pool feedback and updates, settings, a short run."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from ddtool.errors import UsageError
+from ddtool.recipe import load_recipe
+from ddtool.runtime.distill import distill, plan
+from ddtool.runtime.pretrain import pretrain
+from ddtool.selection.builtin import DynaDistill
+from ddtool.store import Store
+from ddtool.synthetic import SyntheticSet
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def frequencies(strategy: DynaDistill, losses: torch.Tensor, n: int = 4000) -> torch.Tensor:
+    torch.manual_seed(0)
+    counts = torch.bincount(torch.tensor([strategy.choose(losses) for _ in range(n)]), minlength=len(losses))
+    return counts.double() / n
+
+
+def test_choice_follows_softmax_of_loss_over_temperature():
+    losses = torch.tensor([1.0, 1.5, 0.2])
+    high = DynaDistill(m=3, t=0.5)
+    want = torch.softmax(losses.double() / 0.5, 0)
+    torch.testing.assert_close(high.probabilities(losses), want)
+    assert (frequencies(high, losses) - want).abs().max() < 0.03
+    # "low" flips the preference: exp(-L / T)
+    low = DynaDistill(m=3, t=0.5, prefer="low")
+    want_low = torch.softmax(-losses.double() / 0.5, 0)
+    torch.testing.assert_close(low.probabilities(losses), want_low)
+    f_low = frequencies(low, losses)
+    assert (f_low - want_low).abs().max() < 0.03
+    assert int(f_low.argmax()) == 2 and int(frequencies(high, losses).argmax()) == 1
+    # a higher temperature flattens the choice
+    assert DynaDistill(t=100.0).probabilities(losses).max() < 0.34
+
+
+class ScoreByBias:
+    """A stand-in method: the 'matching loss' of a network is its bias (one per pool model)."""
+
+    def __init__(self) -> None:
+        self.seen_grad: list[bool] = []
+
+    def loss(self, ctx, syn, net):
+        self.seen_grad.append(syn.images.requires_grad)
+        return net.bias.sum()
+
+
+def fake_ctx(biases):
+    states = []
+    for b in biases:
+        net = nn.Linear(2, 1)
+        with torch.no_grad():
+            net.bias.fill_(b)
+        states.append({k: v.clone() for k, v in net.state_dict().items()})
+    images = torch.zeros(2, 1, 2, 2, requires_grad=True)
+    return SimpleNamespace(pool=Pool(states), fresh_net=lambda: nn.Linear(2, 1), method=ScoreByBias(),
+                           synthetic=SyntheticSet(images, torch.tensor([0, 1]), 1))
+
+
+class Pool(list):
+    """Just what the strategy reads of a ddtool.pool.Pool: len() and .states."""
+
+    @property
+    def states(self):
+        return self
+
+
+def test_select_ranks_pool_models_by_method_loss_and_updates_the_pool():
+    ctx = fake_ctx([0.0, 1.0, 2.0])
+    original = [{k: v.clone() for k, v in sd.items()} for sd in ctx.pool]
+    s = DynaDistill(m=3, t=0.5)
+    torch.manual_seed(0)
+    picks = [round(float(s.select(ctx, it).bias.detach())) for it in range(3000)]
+    freq = torch.bincount(torch.tensor(picks), minlength=3).double() / len(picks)
+    assert (freq - torch.softmax(torch.tensor([0.0, 1.0, 2.0], dtype=torch.double) / 0.5, 0)).abs().max() < 0.03
+    assert not any(ctx.method.seen_grad)  # candidates are scored on detached images
+    # after the outer loop the trained network replaces its pool entry (not the loaded artifact)
+    net = s.select(ctx, 0)
+    chosen = s._current
+    with torch.no_grad():
+        net.bias.fill_(7.0)
+    s.after_step(ctx, 0, net)
+    assert float(s._states[chosen]["bias"]) == 7.0
+    assert all(torch.equal(a["bias"], b["bias"]) for a, b in zip(ctx.pool, original))
+    assert f"m{chosen}.bias" in s.state()
+    # the advanced pool survives a checkpoint round trip (distill --resume)
+    restored = DynaDistill()
+    restored.load_state(s.state())
+    assert [float(sd["bias"]) for sd in restored._states] == [float(sd["bias"]) for sd in s._states]
+    # with m = 1 there is nothing to rank: a uniform draw, no loss evaluated
+    one = DynaDistill(m=1)
+    ctx.method.seen_grad.clear()
+    one.select(ctx, 0)
+    assert ctx.method.seen_grad == []
+
+
+@pytest.fixture(scope="module")
+def pool_store(tmp_path_factory, digits):
+    data = digits
+    store = Store(tmp_path_factory.mktemp("store"))
+    recipe = load_recipe(None, ["net.width=16", "pretrain.n=3", "pretrain.epochs=1", "pretrain.name=tiny"])
+    pretrain(store, recipe, data, CPU)
+    return store, data
+
+
+def test_settings_come_from_the_strategy_sub_table(pool_store):
+    store, data = pool_store
+    base = ["distill.method=idc", "net.width=16", "distill.pool=pool/tiny", "distill.selection=dynadistill",
+            "distill.options.inner_loops=3"]
+    p = plan(store, load_recipe(None, [*base, "distill.options.dynadistill.m=2", "distill.options.dynadistill.t=1.5",
+                                       "distill.options.dynadistill.prefer=\"low\""]), data)
+    assert (p.selection.options.m, p.selection.options.t, p.selection.options.prefer) == (2, 1.5, "low")
+    assert p.options.inner_loops == 3  # the method still gets the rest of [distill.options]
+    assert plan(store, load_recipe(None, base), data).selection.options.m == 3  # defaults
+    with pytest.raises(UsageError, match="unknown key 'temp'"):
+        plan(store, load_recipe(None, [*base, "distill.options.dynadistill.temp=1"]), data)
+    with pytest.raises(UsageError, match="prefer"):
+        plan(store, load_recipe(None, [*base, "distill.options.dynadistill.prefer=\"mid\""]), data)
+
+
+def test_short_run_idc_with_dynadistill(pool_store):
+    store, data = pool_store
+    recipe = load_recipe(None, ["distill.method=idc", "net.width=16", "distill.ipc=1", "distill.iterations=2",
+                                "distill.pool=pool/tiny", "distill.selection=dynadistill", "distill.schedule=gaussian",
+                                "distill.lr_img=0.005", "distill.batch_real=16", "distill.options.inner_loops=2",
+                                "distill.options.net_steps=1"])
+    result = distill(store, recipe, data, CPU)
+    _, tensors, meta = store.load(result.artifact.ref, kind="synthetic")
+    assert tensors["images"].shape == (10, 1, 8, 8)
+    assert meta["ddtool.selection"] == "dynadistill" and meta["ddtool.factor"] == "2"
+    assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
