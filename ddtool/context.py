@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +32,15 @@ class DistillContext:
     method: Any = None
     synthetic: Any = None  # the SyntheticSet being distilled (set by the runtime; DynaDistill ranks models on it)
     _train: torch.Tensor | None = field(default=None, repr=False)
+    _template: nn.Module | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # uint8 on the device once: per-step batches are then gathers, not host copies
         self._train = self.data.train_images.to(self.device)
         self._by_class = [i.to(self.device) for i in (self.data.class_indices(c) for c in range(self.num_classes))]
         self._labels = self.data.train_labels.to(self.device)
+        if self.pool is not None:
+            self.pool = self.pool.to(self.device)  # pool models are loaded every outer loop: no host copies then
 
     @property
     def num_classes(self) -> int:
@@ -45,7 +49,8 @@ class DistillContext:
     def real_class(self, c: int, n: int) -> torch.Tensor:
         """Up to n normalised real images of class c, on the device."""
         idx = self._by_class[c]
-        pick = torch.randperm(len(idx))[:n].to(self.device)
+        # drawn on the device: no host->device copy per class and step (on CPU the same draws as before)
+        pick = torch.randperm(len(idx), device=self.device)[:n]
         return self.data.normalize(self._train[idx[pick]])  # type: ignore[index]
 
     def real_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,12 +61,26 @@ class DistillContext:
 
     def real_random(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n real images drawn uniformly from the whole training set (IDC's network updates), with labels."""
-        pick = torch.randperm(len(self._labels))[:n].to(self.device)
+        pick = torch.randperm(len(self._labels), device=self.device)[:n]
         return self.data.normalize(self._train[pick]), self._labels[pick]  # type: ignore[index]
 
     def fresh_net(self) -> nn.Module:
         d = self.data
         return build_net(self.net_spec, d.channels, d.num_classes, d.resolution).to(self.device)
+
+    def net_from_state(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        """A network of the run's architecture holding ``state`` (a pool model, an average...).
+
+        A copy of a template built once, so no random initialisation is computed only to be
+        overwritten; the template is built without touching the global RNG, so runs (and resumed
+        runs) draw the same random numbers whenever it is first needed.
+        """
+        if self._template is None:
+            with torch.random.fork_rng(devices=[]):
+                self._template = self.fresh_net()
+        net = copy.deepcopy(self._template)
+        net.load_state_dict(state)
+        return net
 
     def next_model(self, it: int) -> nn.Module:
         """The network of outer loop ``it``: chosen by the selection strategy, then perturbed."""

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from ddtool import __version__, hookspecs
-from ddtool.errors import UsageError
+from ddtool.errors import DDToolError, UsageError
 from ddtool.registry import Registry
 
 BUILTIN_MODULES = (
@@ -66,12 +66,12 @@ def _build_manager(extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
     if disabled != "*":
         for name in filter(None, (n.strip() for n in disabled.split(","))):
             pm.set_blocked(name)
-        pm.load_setuptools_entrypoints(hookspecs.NAME)
+        _load_entry_points(pm)
     for modname in filter(None, (m.strip() for m in os.environ.get("DDTOOL_PLUGINS", "").split(","))):
         try:
             module = importlib.import_module(modname)
-        except ImportError as exc:
-            raise UsageError(f"DDTOOL_PLUGINS names '{modname}', which cannot be imported: {exc}")
+        except Exception as exc:  # ImportError, or whatever the module raises while it is imported
+            raise UsageError(f"DDTOOL_PLUGINS names '{modname}', which cannot be imported: {_one_line(exc)}") from None
         if not pm.is_registered(module):
             pm.register(module, name=modname)
     for obj in extra:
@@ -81,6 +81,28 @@ def _build_manager(extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
     except pluggy.PluginValidationError as exc:
         raise UsageError(f"a plugin implements an unknown hook: {exc}") from None
     return pm
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """pluggy's ``load_setuptools_entrypoints``, one entry point at a time, so that a plugin that
+    fails to import is named (with how to skip it) instead of breaking every command."""
+    from importlib.metadata import entry_points
+
+    for name in sorted({ep.name for ep in entry_points(group=hookspecs.NAME)}):
+        if pm.is_blocked(name) or pm.get_plugin(name) is not None:
+            continue
+        try:
+            pm.load_setuptools_entrypoints(hookspecs.NAME, name=name)
+        except Exception as exc:
+            raise UsageError(
+                f"plugin '{name}' (entry point in group '{hookspecs.NAME}') cannot be loaded: {_one_line(exc)}; "
+                f"skip it with DDTOOL_DISABLE_PLUGINS={name}"
+            ) from None
 
 
 def _distribution_of(pm: pluggy.PluginManager) -> dict[str, str]:
@@ -96,7 +118,11 @@ def _fill(pm: pluggy.PluginManager) -> Registries:
     dists = _distribution_of(pm)
     for kind, hookname in KINDS.items():
         hook = getattr(pm.hook, hookname)
-        for impl in reversed(hook.get_hookimpls()):  # registration order: built-ins first
+        # get_hookimpls() lists plain implementations in registration order (pluggy *calls* them
+        # in reverse, LIFO); tryfirst/trylast move them to its end/start. The built-ins go first
+        # whatever their markers, so a name clash blames the plugin registered later.
+        impls = sorted(hook.get_hookimpls(), key=lambda i: pm.get_name(i.plugin) not in BUILTIN_MODULES)
+        for impl in impls:
             source = pm.get_name(impl.plugin) or repr(impl.plugin)
 
             def register(obj: Any, aliases: tuple[str, ...] = (), *, _s: str = source,
@@ -104,7 +130,14 @@ def _fill(pm: pluggy.PluginManager) -> Registries:
                 regs.kind(_k).add(obj, aliases=aliases, source=_s,
                                   distribution=dists.get(_s, "local"))
 
-            impl.function(**{a: register for a in impl.argnames})
+            try:
+                impl.function(**{a: register for a in impl.argnames})
+            except DDToolError:
+                raise
+            except Exception as exc:
+                raise UsageError(f"plugin '{source}' failed to register its {kind}s: {_one_line(exc)}; "
+                                 f"disable it with DDTOOL_DISABLE_PLUGINS (entry points) or drop it "
+                                 f"from DDTOOL_PLUGINS") from None
     return regs
 
 

@@ -13,6 +13,22 @@ from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 
 
+def states_to_tensors(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """N state dicts as one flat mapping, ``m<i>.<name>`` (the pool artifact's layout)."""
+    return {f"m{i}.{k}": v for i, sd in enumerate(states) for k, v in sd.items()}
+
+
+def states_from_tensors(tensors: dict[str, torch.Tensor], n: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """The inverse of :func:`states_to_tensors`; ``n`` models (default: as many as the keys name)."""
+    if n is None:
+        n = 1 + max((int(key.partition(".")[0][1:]) for key in tensors), default=-1)
+    states: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
+    for key, value in tensors.items():
+        idx, _, name = key.partition(".")
+        states[int(idx[1:])][name] = value
+    return states
+
+
 @dataclass
 class Pool:
     net: NetSpec
@@ -25,7 +41,15 @@ class Pool:
         return len(self.states)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"m{i}.{k}": v for i, sd in enumerate(self.states) for k, v in sd.items()}
+        return states_to_tensors(self.states)
+
+    def to(self, device: torch.device | str) -> "Pool":
+        """This pool with its state dicts on ``device`` (itself when they are already there)."""
+        device = torch.device(device)
+        if all(v.device == device for sd in self.states for v in sd.values()):
+            return self
+        states = [{k: v.to(device) for k, v in sd.items()} for sd in self.states]
+        return Pool(self.net, states, self.models, self.signature, self.digest)
 
     def metadata(self) -> dict[str, str]:
         return {**self.signature, "ddtool.net": self.net.to_json(), "ddtool.n": str(len(self)),
@@ -33,11 +57,7 @@ class Pool:
 
     @classmethod
     def from_artifact(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str], digest: str) -> "Pool":
-        n = int(meta["ddtool.n"])
-        states: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
-        for key, value in tensors.items():
-            idx, _, name = key.partition(".")
-            states[int(idx[1:])][name] = value
+        states = states_from_tensors(tensors, int(meta["ddtool.n"]))
         sig = {k: v for k, v in meta.items() if k in ("ddtool.dataset", "ddtool.classes", "ddtool.shape")}
         return cls(NetSpec.from_json(meta["ddtool.net"]), states, json.loads(meta["ddtool.models"]), sig, digest)
 

@@ -59,8 +59,9 @@ class DistillSection:
     alpha: float = 1.0  # perturbation magnitude (Acc-DD: 1 on CIFAR)
     alpha_decay: str = "constant"  # constant | linear | cosine
     impl: str = "auto"  # auto | vectorized | loop
+    precision: str = "fp32"  # fp32 | bf16: autocast for forwards that need no gradient (DM's real side)
     augment: str = "color_crop_cutout_flip_scale_rotate"  # DSA strategy ('none' to disable)
-    checkpoint_every: int = 0  # 0 = ten checkpoints per run
+    checkpoint_every: int = 0  # 0 = every iterations // 10 (9 periodic ones for a multiple of 10) + the final set
     seed: int = 0
     name: str = ""  # artifact name ('' = the recipe's name)
     options: dict[str, Any] = field(default_factory=dict)  # method-specific settings
@@ -68,7 +69,7 @@ class DistillSection:
 
 @dataclass
 class EvalSection:
-    net: str = ""  # '' = the recipe's [net]
+    net: str = ""  # '' = the net each artifact was distilled with (its own metadata), not the recipe's [net]
     protocol: str = "dsa"  # dsa: lr x0.1 at half; idc: x0.1 at 2/3 and 5/6 + CutMix
     epochs: int = 300
     lr: float = 0.01
@@ -118,6 +119,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("distill", "alpha"): (lambda v: v >= 0, ">= 0"),
     ("distill", "alpha_decay"): (lambda v: v in ("constant", "linear", "cosine"), "constant, linear or cosine"),
     ("distill", "impl"): (lambda v: v in ("auto", "vectorized", "loop"), "auto, vectorized or loop"),
+    ("distill", "precision"): (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     ("distill", "checkpoint_every"): (lambda v: v >= 0, ">= 0"),
     ("eval", "protocol"): (lambda v: v in ("dsa", "idc"), "dsa or idc"),
     ("eval", "epochs"): (lambda v: v >= 1, ">= 1"),
@@ -211,7 +213,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise UsageError(f"recipe file '{p}' not found; the shipped recipes are in recipes/")
         try:
-            raw = tomllib.loads(p.read_text())
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"recipe '{p}' is not UTF-8 text (byte {exc.start}); TOML files must be UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"recipe '{p}' is not valid TOML: {exc}")
         raw.setdefault("name", p.stem)

@@ -33,13 +33,20 @@ class Registry(Generic[T]):
         name = getattr(obj, "name", None)
         if not isinstance(name, str) or not name:
             raise TypeError(f"a registered {self.kind} needs a non-empty string attribute 'name'")
-        if name in self._entries or name in self._aliases:
-            owner = self._entries.get(name) or self._entries[self._aliases[name]]
-            raise UsageError(
-                f"{self.kind} '{name}' from plugin '{source}' clashes with the one from "
-                f"'{owner.source}'; disable one with DDTOOL_DISABLE_PLUGINS"
-            )
-        self._entries[name] = Entry(name, obj, tuple(aliases), source, distribution)
+        aliases = tuple(dict.fromkeys(a for a in aliases if a != name))
+        # a name or alias must not be taken, as a name or as an alias, by an earlier registration;
+        # everything is checked before anything is added
+        for word, what in [(name, f"{self.kind} '{name}'"),
+                           *((a, f"alias '{a}' of {self.kind} '{name}'") for a in aliases)]:
+            if word in self._entries or word in self._aliases:
+                owner = self._entries.get(word) or self._entries[self._aliases[word]]
+                taken = (f"the {self.kind} '{owner.name}'" if owner.name == word
+                         else f"the alias '{word}' of {self.kind} '{owner.name}'")
+                raise UsageError(
+                    f"{what} from plugin '{source}' clashes with {taken} from plugin "
+                    f"'{owner.source}'; disable one with DDTOOL_DISABLE_PLUGINS"
+                )
+        self._entries[name] = Entry(name, obj, aliases, source, distribution)
         for alias in aliases:
             self._aliases[alias] = name
 

@@ -45,17 +45,21 @@ def test_flip_and_crop_move_pixels_as_specified() -> None:
     assert torch.equal(shifted[0, 0, :, :3], x[0, 0, :, 1:]) and torch.all(shifted[0, 0, :, 3] == 0)
 
 
-def _ctx(digits, impl: str) -> DistillContext:  # type: ignore[no-untyped-def]
-    return DistillContext(data=digits, cfg=DistillSection(batch_real=32), net_spec=NetSpec("convnet", {"width": 8}),
+def _ctx(digits, impl: str, norm: str = "instance") -> DistillContext:  # type: ignore[no-untyped-def]
+    return DistillContext(data=digits, cfg=DistillSection(batch_real=32),
+                          net_spec=NetSpec("convnet", {"width": 8, "norm": norm}),
                           device=torch.device("cpu"), iterations=1, selection=Scratch(), schedule=NoPerturbation(),
                           impl=impl)
 
 
-def test_dm_vectorized_equals_loop(digits) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_dm_vectorized_equals_loop(digits, norm: str) -> None:  # type: ignore[no-untyped-def]
+    # batch norm (training mode) normalises with the statistics of each forward's batch: one forward
+    # over all classes is not the per-class loop, so such nets must take the loop
     results = []
     for impl in ("vectorized", "loop"):
         torch.manual_seed(0)
-        ctx = _ctx(digits, impl)
+        ctx = _ctx(digits, impl, norm)
         syn = init_synthetic(digits, 2, "real")
         syn.images.requires_grad_(True)
         net = ctx.fresh_net()

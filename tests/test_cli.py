@@ -148,3 +148,75 @@ def test_store_runs_lists_records_with_metrics(cli, store: Store, tiny_recipe: P
     assert [r["id"] for r in runs] == [ev["run"]] and runs[0]["metrics"]["mean"] == ev["mean"]
     table = cli("store", "runs").stdout
     assert ev["run"] in table and "distill" in table
+
+
+@pytest.mark.parametrize("given, expected", [(["--epochs", "300"], 300), (["--epochs", "7"], 7), ([], 30)])
+def test_eval_full_data_honours_epochs_even_when_it_equals_the_default(
+    cli, monkeypatch: pytest.MonkeyPatch, given: list[str], expected: int  # type: ignore[no-untyped-def]
+) -> None:
+    import ddtool.runtime.evaluate as evaluate
+    from ddtool.runtime.evaluate import EvalResult
+
+    seen: list[int] = []
+
+    def fake(store, data, cfg, device, net, reporter=None):  # type: ignore[no-untyped-def]
+        seen.append(cfg.epochs)
+        return EvalResult("full:digits", net.name, [0.5], 0.0, "r", dict(cfg.__dict__))
+
+    monkeypatch.setattr(evaluate, "evaluate_full_data", fake)
+    res = cli("eval", "--full-data", "--dataset", "digits", *given, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert seen == [expected]
+
+
+def test_ctrl_c_outside_distill_does_not_claim_a_checkpoint(cli, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import ddtool.runtime.pretrain as pretrain
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain, "pretrain", interrupted)
+    before = store_snapshot(store.root)
+    res = cli("pretrain", "--dataset", "digits")
+    assert res.exit_code == 130
+    assert res.stderr.strip() == "interrupted; nothing was written for the work in progress"
+    assert "checkpoint" not in res.stderr and store_snapshot(store.root) == before
+
+
+def test_help_keeps_bracketed_text_that_rich_would_take_for_markup(cli) -> None:  # type: ignore[no-untyped-def]
+    wide = {"COLUMNS": "300", "TERMINAL_WIDTH": "300"}
+    distill = cli("distill", "--help", env=wide).stdout
+    assert "(overrides [distill] ipc)" in distill and "(overrides [data] dataset)" in distill
+    assert "[default: the recipe's top-level name, else the recipe file's name" in distill
+    assert "cuda:N" in distill
+    pretrain = cli("pretrain", "--help", env=wide).stdout
+    assert "Models in the pool. [default: 5]" in pretrain and "[default: DATASET-NET]" in pretrain
+    eval_help = cli("eval", "--help", env=wide).stdout
+    assert "Training epochs. [default: 300]" in eval_help and "none needed with --full-data" in eval_help
+    assert "Works without REFS" in eval_help and "the recipe's [data] dataset" in eval_help
+
+
+def test_pyproject_declares_what_ddtool_imports_and_the_python_it_needs() -> None:
+    import ast
+    import re
+    import sys
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    dist_of = {"PIL": "pillow", "sklearn": "scikit-learn"}
+    imported: set[str] = set()
+    for path in (root / "ddtool").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {dist_of.get(m, m).lower() for m in imported if m not in sys.stdlib_module_names and m != "ddtool"}
+    assert third_party <= declared, third_party - declared
+    assert project["requires-python"] == ">=3.11"  # recipe.py reads TOML with tomllib (3.11+)
+    typer_floor = next(d for d in project["dependencies"] if d.startswith("typer"))
+    assert typer_floor == "typer>=0.19"  # typing.Literal options arrived in typer 0.19.0
+    plugin = tomllib.loads((root / "plugins" / "ddtool-pixelmmd" / "pyproject.toml").read_text())["project"]
+    assert plugin["requires-python"] == ">=3.11"

@@ -81,3 +81,14 @@ def test_unknown_norm_and_arch() -> None:
         build_net(NetSpec("convnet", {"norm": "layer"}), 1, 10, 8)
     with pytest.raises(UsageError, match="unknown architecture"):
         build_net(NetSpec("resnet999"), 1, 10, 8)
+
+
+def test_normalisation_stats_are_built_once_per_device(digits) -> None:  # type: ignore[no-untyped-def]
+    m1, s1 = digits.stats("cpu")
+    m2, s2 = digits.stats(torch.device("cpu"))
+    assert m1 is m2 and s1 is s2 and m1.shape == (1, digits.channels, 1, 1)
+    assert digits.stats("cpu", torch.float64)[0].dtype == torch.float64
+    x = digits.train_images[:4]
+    mean, std = torch.tensor(digits.mean).view(1, -1, 1, 1), torch.tensor(digits.std).view(1, -1, 1, 1)
+    assert torch.equal(digits.normalize(x), (x.float() / 255.0 - mean) / std)
+    assert torch.allclose(digits.denormalize(digits.normalize(x)), x.float() / 255.0, atol=1e-6)

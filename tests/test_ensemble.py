@@ -53,3 +53,14 @@ def test_batchnorm_and_cutmix_take_the_loop() -> None:
     assert not ensemble.supports(inst, TrainSettings(epochs=1, cutmix=0.5))
     assert ensemble.supports(inst, TrainSettings(epochs=1))
     assert isinstance(inst[0], nn.Module)
+
+
+def test_auto_implementations_loop_on_cpu_batched_on_cuda() -> None:
+    from ddtool.methods.base import default_impl
+    from ddtool.runtime.evaluate import default_eval_impl
+
+    assert default_eval_impl(torch.device("cpu")) == "loop"
+    assert default_eval_impl(torch.device("cuda")) == "stacked"
+    for method in ("dm", "dc", "dsa", "idc"):
+        assert default_impl(method, "cpu") == "loop"
+        assert default_impl(method, torch.device("cuda:0")) == "vectorized"

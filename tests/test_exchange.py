@@ -51,6 +51,17 @@ def test_npz_round_trip_is_bit_exact_and_evaluable(cli, store: Store, digits, tm
     assert 0 <= ev[0]["mean"] <= 1
 
 
+def test_store_verify_passes_after_import(cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # the import run records its source file's sha256 as an input of kind "file": not a blob
+    torch.save({"images": torch.rand(10, 1, 8, 8), "labels": torch.arange(10)}, tmp_path / "a.pt")
+    imp = _ok(cli("store", "import", tmp_path / "a.pt", "--dataset", "digits", "--json"))
+    assert any(i["kind"] == "file" for i in store.run(imp["run"])["inputs"])
+    report = _ok(cli("store", "verify", "--json"))
+    assert report["ok"] and report["problems"] == [], report
+    gc = _ok(cli("store", "gc", "--dry-run", "--json"))
+    assert gc["blobs"] == []
+
+
 def test_imagefolder_export_writes_decoded_pngs_per_class(cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     images = put_set(store, digits, "s", ipc=3)
     folder = tmp_path / "if"

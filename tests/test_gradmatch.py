@@ -171,6 +171,39 @@ def test_factor_must_divide_resolution_and_fit_class(digits, tmp_path):
     assert IDC().factor_for(IDCOptions(factor=4), 8) == 4
 
 
+def test_idc_network_updates_apply_idc_chain_per_sample(digits, monkeypatch):
+    """IDC's net updates (DiffAug batch=False): flip and color always, then one of crop/scale/rotate,
+    with parameters per sample; cutout is dropped while CutMix is on."""
+    from dataclasses import replace
+
+    method = IDC()
+    ctx = make_ctx(digits, method, ["distill.options.net_steps=4", "distill.options.net_batch=8"])
+    o = method.opts(ctx)
+    assert o.cutmix > 0 and "cutout" in ctx.augment.ops
+    ops = method.net_ops(ctx, o)
+    assert "cutout" not in ops and "cutout" in method.net_ops(ctx, replace(o, cutmix=0.0))
+    calls = []
+    real_apply = Augmenter.apply
+
+    def spy(self, x, draw, groups=None):
+        calls.append((draw.op, {len(v) for v in draw.params.values()}))
+        return real_apply(self, x, draw, groups)
+
+    monkeypatch.setattr(Augmenter, "apply", spy)
+    net = ctx.fresh_net()
+    torch.manual_seed(0)
+    method.train_net(ctx, net, torch.optim.SGD(net.parameters(), lr=0.01), o, ops)
+    assert len(calls) == 3 * o.net_steps
+    middles = set()
+    for k in range(o.net_steps):
+        step = calls[3 * k:3 * k + 3]
+        assert [op for op, _ in step[:2]] == ["flip", "color"]
+        assert step[2][0] in ("crop", "scale", "rotate")
+        middles.add(step[2][0])
+        assert all(sizes == {o.net_batch} for _, sizes in step)  # one parameter set per sample
+    assert len(middles) > 1  # the middle operation is drawn per step
+
+
 def test_idc_outer_loop_lowers_matching_loss(digits):
     method = IDC()
     ctx = make_ctx(digits, method, ["distill.lr_img=0.01", "distill.augment=none", "distill.batch_real=64",

@@ -188,6 +188,18 @@ def test_save_png_pads_uneven_classes() -> None:
             assert im.convert("RGB").getpixel((16 + 80 + 5, 16 + 80 + 5)) == (255, 255, 255)  # blank cell
 
 
+@pytest.mark.parametrize("name", ["grid", "grid.xyz", "grid.PNG.txt"])
+def test_png_writers_refuse_other_extensions_with_a_usage_error(tmp_path: Path, name: str) -> None:
+    from ddtool.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"ending in \.png"):
+        save_png(torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), tmp_path / name)
+    with pytest.raises(UsageError, match=r"ending in \.png"):
+        save_chart_png([Series("a", [1, 2], [1.0, 2.0])], tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    save_png(torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), tmp_path / "upper.PNG")  # the case does not matter
+
+
 def test_inspect_pool_lists_models(cli, store: Store) -> None:  # type: ignore[no-untyped-def]
     models = [{"index": i, "seed": i, "lr": 0.01 * (i + 1), "augment": "none", "epochs": 1,
                "train_acc": 0.9, "test_acc": 0.875 - i / 10} for i in range(2)]

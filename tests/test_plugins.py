@@ -98,8 +98,113 @@ def test_name_clash_is_an_error(fresh_registries) -> None:  # type: ignore[no-un
         def ddtool_register_matching_methods(self, register):  # type: ignore[no-untyped-def]
             register(DM())
 
-    with pytest.raises(UsageError, match="clashes"):
+    with pytest.raises(UsageError, match=r"method 'dm' from plugin '\d+' clashes with the method 'dm' from plugin "
+                                         r"'ddtool.methods.builtin'"):  # the later plugin is blamed
         plugins.reload(Clash())
+
+
+CLASHING = '''
+from ddtool.hookspecs import hookimpl
+from ddtool.methods.dm import DM
+
+class Mine(DM):
+    name = NAME
+
+@hookimpl
+def ddtool_register_matching_methods(register):
+    register(Mine(), aliases=ALIASES)
+'''
+
+
+@pytest.mark.parametrize("name, aliases, message", [
+    # a built-in's name taken as an alias
+    ("mine", ("dm",), r"alias 'dm' of method 'mine' from plugin 'ddtool_clash' clashes with the method 'dm' "
+                      r"from plugin 'ddtool.methods.builtin'"),
+    # a built-in's alias taken as an alias
+    ("mine", ("random-real",), r"alias 'random-real' of method 'mine' from plugin 'ddtool_clash' clashes with "
+                               r"the alias 'random-real' of method 'random'"),
+    # a built-in's alias taken as a name
+    ("random-real", (), r"method 'random-real' from plugin 'ddtool_clash' clashes with the alias 'random-real'"),
+    # a built-in's name taken as a name: the later (third-party) plugin is blamed, not the built-in
+    ("dm", (), r"method 'dm' from plugin 'ddtool_clash' clashes with the method 'dm' from plugin "
+               r"'ddtool.methods.builtin'"),
+])
+def test_names_and_aliases_clash_and_the_plugin_is_named(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                        fresh_registries, name: str, aliases: tuple[str, ...],
+                                                        message: str) -> None:
+    (tmp_path / "ddtool_clash.py").write_text(f"NAME = {name!r}\nALIASES = {aliases!r}\n" + CLASHING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DDTOOL_PLUGINS", "ddtool_clash")
+    try:
+        with pytest.raises(UsageError, match=message):
+            plugins.reload()
+        plugins._registries = None
+        res = cli("plugins")
+        assert res.exit_code == 2 and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "ddtool_clash" in res.stderr
+    finally:
+        sys.modules.pop("ddtool_clash", None)
+
+
+def test_registry_checks_every_alias_before_adding_anything() -> None:
+    from ddtool.registry import Registry
+
+    class Obj:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    reg: Registry[Obj] = Registry("method")
+    reg.add(Obj("a"), aliases=("x",), source="one")
+    with pytest.raises(UsageError, match="alias 'x' of method 'b' from plugin 'two' clashes"):
+        reg.add(Obj("b"), aliases=("y", "x"), source="two")
+    assert "b" not in reg and "y" not in reg  # nothing half-registered
+    reg.add(Obj("b"), aliases=("y", "b"), source="two")  # an alias equal to its own name is harmless
+    assert reg.get("y").name == "b"
+
+
+BROKEN_DIST = ("ddtool_broken-0.1.dist-info", "Metadata-Version: 2.1\nName: ddtool-broken\nVersion: 0.1\n",
+               "[ddtool]\nbroken = ddtool_broken_plugin\n")
+
+
+def test_a_broken_installed_plugin_is_named_in_one_line(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                       capsys: pytest.CaptureFixture[str], fresh_registries) -> None:
+    import ddtool.cli as ddcli
+
+    info = tmp_path / BROKEN_DIST[0]
+    info.mkdir()
+    (info / "METADATA").write_text(BROKEN_DIST[1])
+    (info / "entry_points.txt").write_text(BROKEN_DIST[2])
+    (tmp_path / "ddtool_broken_plugin.py").write_text("raise ImportError('ddtool-broken needs the [gpu] extra')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(UsageError, match=r"plugin 'broken' \(entry point in group 'ddtool'\) cannot be loaded: "
+                                             r"ImportError: ddtool-broken needs the \[gpu\] extra; "
+                                             r"skip it with DDTOOL_DISABLE_PLUGINS=broken"):
+            plugins.reload()
+        plugins._registries = None
+        res = cli("plugins")  # every command fails the same way, with one line
+        assert res.exit_code == 2 and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "DDTOOL_DISABLE_PLUGINS=broken" in res.stderr
+
+        # the console script: main() loads plugins (their commands) before typer runs
+        plugins._registries = None
+        monkeypatch.setattr(ddcli, "_commands_added", False)
+        monkeypatch.setattr(sys, "argv", ["ddtool", "plugins"])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            ddcli.main()
+        assert exit_info.value.code == 2
+        out = capsys.readouterr()
+        assert out.err.strip().startswith("error: plugin 'broken'") and len(out.err.strip().splitlines()) == 1
+        assert "needs the [gpu] extra" in out.err  # rich markup escaped
+
+        # the suggested fix works
+        monkeypatch.setenv("DDTOOL_DISABLE_PLUGINS", "broken")
+        plugins._registries = None
+        assert cli("plugins").exit_code == 0
+    finally:
+        sys.modules.pop("ddtool_broken_plugin", None)
+        plugins._registries = None
 
 
 def test_disable_plugins_skips_entry_points(monkeypatch: pytest.MonkeyPatch, fresh_registries) -> None:  # type: ignore[no-untyped-def]

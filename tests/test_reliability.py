@@ -187,6 +187,26 @@ CASES: list[tuple[str, Setup | None, list[str], int, str, bool]] = [
      r"unknown run '20990101-000000-distill-abcdef'", True),
     ("resume-with-set", None, ["distill", "--resume", "r1", "--set", "distill.ipc=2"], 2,
      r"--resume continues a run with its recorded recipe; drop --set", True),
+    # files that are not what they claim to be
+    ("recipe-not-utf8", lambda s, t: (t / "latin1.toml").write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+     and t / "latin1.toml", ["distill", "-r", "{x}"], 2, r"recipe '.*latin1.toml' is not UTF-8 text", True),
+    ("corrupt-run-record-curve", lambda s, t: (s.runs_dir / "20260101-000000-distill-abcdef.json").write_text("{oops"),
+     ["inspect", "20260101-000000-distill-abcdef", "--curve"], 1,
+     r"run record .*20260101-000000-distill-abcdef.json is corrupt .*'ddtool store verify'", True),
+    ("corrupt-run-record-checkpoints", lambda s, t: (s.runs_dir / "20260101-000000-distill-abcdef.json").write_text("[1]"),
+     ["eval", "20260101-000000-distill-abcdef", "--checkpoints"], 1, r"is not a JSON object; see 'ddtool store verify'",
+     True),
+    # --png paths PIL cannot pick a format for
+    ("png-no-extension", lambda s, t: t / "grid", ["inspect", "synthetic/s", "--png", "{x}"], 2,
+     r"--png writes a PNG file: give a path ending in .png \(got no extension", True),
+    ("png-unknown-extension", lambda s, t: t / "grid.xyz", ["inspect", "synthetic/s", "--png", "{x}"], 2,
+     r"give a path ending in .png \(got '.xyz'", True),
+    ("png-curve-extension", lambda s, t: t / "chart.pgn", ["inspect", "r1", "--curve", "--png", "{x}"], 2,
+     r"give a path ending in .png \(got '.pgn'", True),
+    # devices
+    ("device-cuda-index", None, ["distill", "--device", "cuda:99"], 2,
+     r"--device cuda:99(: there (is|are) only \d+ CUDA device| asked for, but no CUDA device is available)", True),
+    ("device-cuda-garbage", None, ["distill", "--device", "cuda:x"], 2, r"unknown device 'cuda:x'.*cuda:N", True),
 ]
 
 
@@ -220,6 +240,21 @@ def test_bad_input_fails_cleanly_and_leaves_the_store_alone(cli, seeded: Store, 
         lines = [line for line in res.stderr.strip().splitlines() if not line.startswith("ddtool: decoding")]
         assert len(lines) == 1, res.stderr
     assert store_snapshot(seeded.root) == before  # nothing written, not even a run record
+
+
+def test_cuda_index_is_checked_against_the_device_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ddtool.errors import UsageError
+    from ddtool.runtime.train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(UsageError, match=r"only 2 CUDA devices \(cuda:0..cuda:1\)"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="no CUDA device is available"):
+        resolve_device("cuda:0")
+    assert resolve_device("cpu") == torch.device("cpu")
 
 
 def test_bad_input_table_covers_the_issue() -> None:

@@ -5,9 +5,10 @@ Where the interruption lands decides which checkpoint a resume starts from:
 * Ctrl-C (KeyboardInterrupt) anywhere in an iteration: the runtime saves the state it copied at
   the start of that iteration (images, optimizer state, selection state, RNG) and the resume
   redoes the whole iteration, so a step cut off half-way (RNG drawn, images updated) does no harm;
-* a crash that skips the handler (SIGKILL, an exception from a plugin): the run record on disk
-  lists the periodic checkpoints, each taken right after an iteration completed; the resume
-  starts from the last one that still reads back intact.
+* a crash (SIGKILL, which skips every handler; an exception from a plugin, which marks the record
+  failed and keeps its traceback): the run record on disk lists the periodic checkpoints, each
+  taken right after an iteration completed; the resume starts from the last one that still reads
+  back intact.
 """
 
 from __future__ import annotations
@@ -119,11 +120,13 @@ def test_ctrl_c_inside_a_step_redoes_that_iteration(store: Store, digits, recipe
 def test_crash_resumes_from_the_last_intact_periodic_checkpoint(store: Store, digits, recipe, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     full = distill(store, recipe, digits, CPU)
     armed = _fail_in_step(monkeypatch, 5, RuntimeError)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="simulated"):  # a bug keeps its traceback ...
         distill(store, recipe, digits, CPU)
-    crashed = [r for r in store.runs() if r["status"] == "running"]
-    assert len(crashed) == 1  # what a SIGKILL leaves: the record as of the last checkpoint
-    rec = crashed[0]
+    crashed = [r for r in store.runs() if r["status"] != "complete"]
+    assert len(crashed) == 1
+    rec = crashed[0]  # ... but its record says it failed, and why, instead of "running" forever
+    assert rec["status"] == "failed" and rec["error"] == "RuntimeError at iteration 5: simulated"
+    assert isinstance(rec["wall_seconds"], float)
     assert [c["iteration"] for c in rec["checkpoints"]] == [2, 4]
     armed["on"] = False
     # the newest checkpoint got damaged on disk: the resume falls back to the one before
@@ -135,6 +138,32 @@ def test_crash_resumes_from_the_last_intact_periodic_checkpoint(store: Store, di
     resumed_from = store.run(res.run_id)["resumed_from"]
     assert resumed_from["iteration"] == 2
     assert resumed_from["unreadable_checkpoints"] == [rec["checkpoints"][-1]["digest"][:12]]
+
+
+def test_cuda_out_of_memory_fails_the_run_with_one_line_and_it_can_resume(store: Store, digits, recipe,  # type: ignore[no-untyped-def]
+                                                                         monkeypatch) -> None:
+    full = distill(store, recipe, digits, CPU)
+    armed = _fail_in_step(monkeypatch, 3, torch.cuda.OutOfMemoryError)
+    with pytest.raises(DDToolError, match=r"^out of memory on CUDA at iteration 3; lower distill.batch_real"):
+        distill(store, recipe, digits, CPU)
+    rec = next(r for r in store.runs() if r["status"] != "complete")
+    assert rec["status"] == "failed" and rec["error"] == "out of memory on CUDA at iteration 3"
+    armed["on"] = False
+    _same(resume(store, rec["id"], digits, CPU), full)
+
+
+def test_resumed_runs_go_on_counting_seconds(store: Store, digits, recipe) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(RunInterrupted) as info:
+        distill(store, recipe, digits, CPU, StopAt(3))
+    parent = store.run(info.value.run_id)
+    parent["checkpoints"][-1]["seconds"] = 1000.0  # as if the first part had taken a long time
+    store.write_run(parent)
+    res = resume(store, parent["id"], digits, CPU)
+    child = store.run(res.run_id)
+    seconds = [c["seconds"] for c in child["checkpoints"]]
+    assert [c["iteration"] for c in child["checkpoints"]] == [2, 4]
+    assert seconds[0] == 1000.0 and 1000.0 < seconds[1] < 1000.0 + 600, seconds
+    assert seconds[1] <= child["wall_seconds"] == pytest.approx(res.seconds) and res.seconds > 1000.0
 
 
 def test_ctrl_c_through_the_cli_names_the_run_and_the_resume_command(cli, store: Store, tiny_recipe: Path,  # type: ignore[no-untyped-def]

@@ -53,6 +53,8 @@ def test_choice_follows_softmax_of_loss_over_temperature():
 class ScoreByBias:
     """A stand-in method: the 'matching loss' of a network is its bias (one per pool model)."""
 
+    trains_network = True  # like DC/DSA/IDC: the pool takes the trained network back
+
     def __init__(self) -> None:
         self.seen_grad: list[bool] = []
 
@@ -69,8 +71,13 @@ def fake_ctx(biases):
             net.bias.fill_(b)
         states.append({k: v.clone() for k, v in net.state_dict().items()})
     images = torch.zeros(2, 1, 2, 2, requires_grad=True)
-    return SimpleNamespace(pool=Pool(states), fresh_net=lambda: nn.Linear(2, 1), method=ScoreByBias(),
-                           synthetic=SyntheticSet(images, torch.tensor([0, 1]), 1))
+    def net_from_state(state):
+        net = nn.Linear(2, 1)
+        net.load_state_dict(state)
+        return net
+
+    return SimpleNamespace(pool=Pool(states), fresh_net=lambda: nn.Linear(2, 1), net_from_state=net_from_state,
+                           method=ScoreByBias(), synthetic=SyntheticSet(images, torch.tensor([0, 1]), 1))
 
 
 class Pool(list):
@@ -108,6 +115,26 @@ def test_select_ranks_pool_models_by_method_loss_and_updates_the_pool():
     ctx.method.seen_grad.clear()
     one.select(ctx, 0)
     assert ctx.method.seen_grad == []
+
+
+def test_pool_keeps_its_entry_when_the_method_does_not_train_the_network():
+    """DM only perturbs the selected network: writing it back would random-walk the pool."""
+    from ddtool.methods.dm import DM
+    from ddtool.methods.gradmatch import DC, DSA
+    from ddtool.methods.idc import IDC
+
+    assert not DM.trains_network and DC.trains_network and DSA.trains_network and IDC.trains_network
+    ctx = fake_ctx([0.0, 1.0])
+    ctx.method.trains_network = False
+    s = DynaDistill(m=2)
+    torch.manual_seed(0)
+    net = s.select(ctx, 0)
+    chosen = s._current
+    with torch.no_grad():
+        net.bias.fill_(7.0)  # a perturbation
+    s.after_step(ctx, 0, net)
+    assert float(s._states[chosen]["bias"]) == float(chosen)
+    assert s._current is None
 
 
 @pytest.fixture(scope="module")

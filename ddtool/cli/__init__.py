@@ -63,11 +63,13 @@ def add_plugin_commands() -> None:
 
 
 def main() -> None:
+    from rich.markup import escape
+
     from ddtool.errors import DDToolError
 
     try:
         add_plugin_commands()
-    except DDToolError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    except DDToolError as exc:  # e.g. a broken plugin: one line naming it, never a traceback
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code)
     app()

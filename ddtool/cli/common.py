@@ -47,14 +47,15 @@ def guarded(fn: F) -> F:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code)
         except KeyboardInterrupt as exc:
-            run_id = getattr(exc, "run_id", None)  # set by runs that can be resumed (distill)
-            if run_id:
-                at = getattr(exc, "iteration", None)
+            from ddtool.runtime.distill import RunInterrupted
+
+            if isinstance(exc, RunInterrupted):  # only distill saves a checkpoint to resume from
+                run_id, at = exc.run_id, exc.iteration
                 where = f"its checkpoint at iteration {at}" if at is not None else "the start (no checkpoint yet)"
                 err.print(f"[yellow]interrupted[/]: run {run_id} can go on from {where}: "
                           f"ddtool distill --resume {run_id}", highlight=False, soft_wrap=True)
             else:
-                err.print("[yellow]interrupted[/]; a checkpoint was saved where a run was in progress")
+                err.print("[yellow]interrupted[/]; nothing was written for the work in progress", highlight=False)
             raise typer.Exit(130)
         except OSError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename or ''))}",

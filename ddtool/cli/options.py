@@ -10,7 +10,7 @@ import typer
 Recipe = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="TOML recipe file (see recipes/).")]
 Set = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a recipe key: SECTION.KEY=VALUE (repeatable), e.g. distill.ipc=10.")]
-Device = Annotated[str, typer.Option(help="Where to compute: auto (CUDA when available), cpu or cuda.")]
+Device = Annotated[str, typer.Option(help="Where to compute: auto (CUDA when available), cpu, cuda or cuda:N (GPU number N).")]
 DataRoot = Annotated[Optional[Path], typer.Option(
     help="Folder with downloaded datasets (default: $DDTOOL_DATA or the user cache dir).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

@@ -29,13 +29,13 @@ def _data(recipe: Recipe, data_root: Path | None):  # type: ignore[no-untyped-de
 
 @guarded
 def pretrain_cmd(
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs per model (early stage: 2 on CIFAR). [default: 2]")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Models in the pool. [default: 5]")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset name or imagefolder:PATH. [default: digits]")] = None,
-    net: Annotated[Optional[str], typer.Option(help="Architecture (see 'ddtool plugins'). [default: convnet]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per model (early stage: 2 on CIFAR). \\[default: 2]")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Models in the pool. \\[default: 5]")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name or imagefolder:PATH. \\[default: digits]")] = None,
+    net: Annotated[Optional[str], typer.Option(help="Architecture (see 'ddtool plugins'). \\[default: convnet]")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Base learning rate; models use multiples of it.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first model; model i uses seed + i.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Pool name in the store. [default: DATASET-NET]")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Pool name in the store. \\[default: DATASET-NET]")] = None,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     device: o.Device = "auto",
@@ -71,12 +71,14 @@ def pretrain_cmd(
 def distill_cmd(
     recipe: o.Recipe = None,
     set_: o.Set = None,
-    pool: Annotated[Optional[str], typer.Option(help="Pool ref for pool-based selection (overrides [distill] pool).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Artifact name. [default: the recipe's name]")] = None,
-    method: Annotated[Optional[str], typer.Option(help="Matching method (overrides [distill] method).")] = None,
-    ipc: Annotated[Optional[int], typer.Option(help="Images per class (overrides [distill] ipc).")] = None,
-    iterations: Annotated[Optional[int], typer.Option(help="Outer iterations (overrides [distill] iterations).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset (overrides [data] dataset).")] = None,
+    pool: Annotated[Optional[str], typer.Option(help="Pool ref for pool-based selection (overrides \\[distill] pool).")] = None,
+    name: Annotated[Optional[str], typer.Option(help=(
+        "Artifact name (overrides \\[distill] name). \\[default: the recipe's top-level name, else the recipe "
+        "file's name without .toml; 'recipe' without --recipe]"))] = None,
+    method: Annotated[Optional[str], typer.Option(help="Matching method (overrides \\[distill] method).")] = None,
+    ipc: Annotated[Optional[int], typer.Option(help="Images per class (overrides \\[distill] ipc).")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Outer iterations (overrides \\[distill] iterations).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset (overrides \\[data] dataset).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the resolved plan; run nothing.")] = False,
     resume: Annotated[Optional[str], typer.Option(
         "--resume", metavar="RUN_ID",
@@ -98,7 +100,7 @@ def distill_cmd(
     data = _data(r, data_root)
     store = get_store()
     if dry_run:
-        resolved = {"recipe": r.to_dict(), "recipe_sha256": r.sha256(), "plan": plan(store, r, data, pool).describe(),
+        resolved = {"recipe": r.to_dict(), "recipe_sha256": r.sha256(), "plan": plan(store, r, data, pool, dev).describe(),
                     "device": str(dev)}
         print_json(resolved) if as_json else console.print_json(data=resolved)
         return
@@ -137,19 +139,21 @@ def _print_distilled(res: Any, as_json: bool) -> None:
 
 @guarded
 def eval_cmd(
-    refs: Annotated[Optional[list[str]], typer.Argument(help="Synthetic-set refs (KIND/NAME[:vN] or digest prefix).")] = None,
+    refs: Annotated[Optional[list[str]], typer.Argument(help=(
+        "Synthetic-set refs (KIND/NAME[:vN] or digest prefix); none needed with --full-data."))] = None,
     net: Annotated[Optional[str], typer.Option(help=(
         "Architecture(s) to train; a comma list (convnet3,resnet18,vgg11) prints a cross-architecture table. "
-        "[default: the one it was distilled with]"))] = None,
+        "\\[default: the one it was distilled with]"))] = None,
     full_data: Annotated[bool, typer.Option("--full-data", help=(
-        "Add the upper bound: train on the whole real train split (30 epochs unless --epochs)."))] = False,
+        "Add the upper bound: train on the whole real train split (30 epochs unless --epochs). Works without "
+        "REFS: then on --dataset, else the recipe's \\[data] dataset."))] = False,
     full_dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", help="With --full-data: the dataset. [default: the refs' own]")] = None,
-    repeats: Annotated[Optional[int], typer.Option(help="Networks trained per set (mean ± std). [default: 5]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs. [default: 300]")] = None,
+        "--dataset", help="With --full-data: the dataset. \\[default: the refs' own]")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Networks trained per set (mean ± std). \\[default: 5]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs. \\[default: 300]")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="dsa (lr x0.1 at half) or idc (x0.1 at 2/3, 5/6, CutMix).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate. [default: 0.01]")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="Batch size. [default: 256]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate. \\[default: 0.01]")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Batch size. \\[default: 256]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first repeat.")] = None,
     checkpoints: Annotated[bool, typer.Option("--checkpoints", help=(
         "Evaluate the checkpoints and final set of distill runs (REFS: run ids like 20261123-070141-distill-45a3a2, "
@@ -212,7 +216,7 @@ def eval_cmd(
             cfg = dataclasses.replace(r.eval, net=one.name) if one else r.eval
             results.append(evaluate(store, ref, cache[dataset], cfg, dev, one, RichReporter()))
     if full_data:
-        results += _full_data(store, r, nets, full_dataset or next(iter(cache), None), dev, data_root)
+        results += _full_data(store, r, nets, full_dataset or next(iter(cache), None), dev, data_root, epochs)
     if as_json:
         print_json([{"ref": e.ref, "net": e.net, "accuracies": e.accuracies, "mean": e.mean, "std": e.std,
                      "seconds": e.seconds, "run": e.run_id} for e in results])
@@ -279,15 +283,21 @@ def _eval_checkpoints(store, refs, r, dev, spec, every, at, count_flops, data_ro
               f"{' '.join(c.source_run for c in curves)} --curve'", highlight=False, soft_wrap=True)
 
 
-def _full_data(store, r, nets, dataset, dev, data_root):  # type: ignore[no-untyped-def]
-    """eval --full-data: the whole real train split per net (the recipe's [net] when none named)."""
+def _full_data(store, r, nets, dataset, dev, data_root, cli_epochs=None):  # type: ignore[no-untyped-def]
+    """eval --full-data: the whole real train split per net (the recipe's [net] when none named).
+
+    Epochs: ``--epochs`` when given (whatever its value), else a recipe's or --set's
+    ``eval.epochs`` when it differs from the default, else FULL_DATA_EPOCHS."""
     from ddtool.nets import NetSpec
     from ddtool.recipe import EvalSection
     from ddtool.runtime.evaluate import FULL_DATA_EPOCHS, evaluate_full_data
     from ddtool.runtime.pretrain import net_spec_of
 
     data = load_dataset(dataset or r.data.dataset, data_root or r.data.root or None, r.data.download)
-    epochs = r.eval.epochs if r.eval.epochs != EvalSection().epochs else FULL_DATA_EPOCHS
+    if cli_epochs is not None:
+        epochs = cli_epochs
+    else:
+        epochs = r.eval.epochs if r.eval.epochs != EvalSection().epochs else FULL_DATA_EPOCHS
     specs = [NetSpec(n) for n in nets] or [net_spec_of(r)]
     return [evaluate_full_data(store, data, dataclasses.replace(r.eval, net=s.name, epochs=epochs), dev, s,
                                RichReporter()) for s in specs]

@@ -412,7 +412,7 @@ def inspect_cmd(
     refs: Annotated[Optional[list[str]], typer.Argument(
         help="Artifact to show (none lists the store); with --curve one or more distill run ids or synthetic refs.",
         show_default=False)] = None,
-    png: Annotated[Optional[Path], typer.Option(help="Also write the grid (or chart) as a PNG file.")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Also write the grid (or chart) as a PNG file (FILE.png).")] = None,
     max_per_class: Annotated[Optional[int], typer.Option(help="Show at most this many images per class.")] = None,
     size: Annotated[int, typer.Option(help="Largest side, in pixels, an image is drawn at in the terminal.")] = 32,
     color: ColorOpt = "auto",
@@ -427,8 +427,11 @@ def inspect_cmd(
 ) -> None:
     """Show a synthetic set as an image grid (one row per class), a pool's models, accuracy curves, or the store."""
     from ddtool.errors import UsageError
+    from ddtool.inspect.chart import check_png_path
     from ddtool.inspect.grid import color_mode_of, grid_images, render_grid, save_png
 
+    if png is not None:
+        check_png_path(png)  # before any work
     store = get_store()
     if not refs:
         if curve:

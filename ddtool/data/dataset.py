@@ -24,6 +24,7 @@ class ImageData:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     _by_class: list[torch.Tensor] = field(default_factory=list, repr=False)
+    _stats_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.mean:
@@ -53,15 +54,27 @@ class ImageData:
     def class_counts(self) -> list[int]:
         return [len(i) for i in self._by_class]
 
+    def stats(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) as [1, C, 1, 1] tensors on ``device``, built once per device and dtype.
+
+        Treat them as read-only: they are shared by every caller.
+        """
+        key = (torch.device(device), dtype, self.mean, self.std)  # a changed mean/std gets new tensors
+        hit = self._stats_cache.get(key)
+        if hit is None:
+            hit = (torch.tensor(self.mean, device=device, dtype=dtype).view(1, -1, 1, 1),
+                   torch.tensor(self.std, device=device, dtype=dtype).view(1, -1, 1, 1))
+            self._stats_cache[key] = hit
+        return hit
+
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=images_uint8.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images_uint8.device).view(1, -1, 1, 1)
+        mean, std = self.stats(images_uint8.device)
         return (images_uint8.float() / 255.0 - mean) / std
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
         """Normalized float -> [0, 1] float, for display."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        mean, std = self.stats(images.device)
         return (images * std + mean).clamp(0, 1)
 
     def sample_class(self, c: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

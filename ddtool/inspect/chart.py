@@ -26,6 +26,20 @@ PALETTE = [
 _BRAILLE = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))  # [row][col] dot bits of a cell
 
 
+def check_png_path(path: str | Path) -> Path:
+    """``path`` when it names a .png file (what --png writes), else a one-line UsageError.
+
+    PIL picks the format from the extension and raises a bare ValueError for a missing or
+    unknown one, so the name is checked before anything is drawn."""
+    from ddtool.errors import UsageError
+
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        got = f"'{p.suffix}'" if p.suffix else "no extension"
+        raise UsageError(f"--png writes a PNG file: give a path ending in .png (got {got}: '{p}')")
+    return p
+
+
 @dataclass
 class Series:
     name: str
@@ -171,6 +185,7 @@ def save_chart_png(series: Sequence[Series], path: str | Path, size: tuple[int, 
     """Draw the chart with PIL's ImageDraw: grid, axes, lines, markers, ± std bars, legend."""
     from PIL import Image, ImageDraw
 
+    check_png_path(path)
     w, h = size
     legend_h = 18 * len(series)
     left, right, top, bottom = 70, 20, 40 if title else 20, 60 + legend_h

@@ -176,7 +176,7 @@ def flops_per_iteration(store: Store, rec: dict[str, Any], data: ImageData, devi
     try:
         recipe = _recipe(rec)
         pools = [i["digest"] for i in rec.get("inputs", []) if i.get("role") == "pool"]
-        p = plan(store, recipe, data, pools[0] if pools else None)
+        p = plan(store, recipe, data, pools[0] if pools else None, device)
         cfg = recipe.distill
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)

@@ -164,6 +164,9 @@ def save_png(images: torch.Tensor, labels: torch.Tensor, path: str | Path, min_s
     """
     from PIL import Image
 
+    from ddtool.inspect.chart import check_png_path
+
+    check_png_path(path)
     labels = labels.cpu()
     num_classes = num_classes or int(labels.max()) + 1
     rows = [c for c in range(num_classes) if (labels == c).any()]

@@ -7,6 +7,7 @@ from torch import nn
 
 from ddtool.context import DistillContext
 from ddtool.methods.base import MatchingMethod
+from ddtool.methods.dm import embed
 from ddtool.synthetic import SyntheticSet
 
 
@@ -47,9 +48,9 @@ class Herding(MatchingMethod):
         return 0
 
     def embedding_net(self, ctx: DistillContext) -> nn.Module:
-        net = ctx.fresh_net()
         if ctx.pool is not None and len(ctx.pool):
-            net.load_state_dict(ctx.pool.states[0])
+            return ctx.net_from_state(ctx.pool.states[0]).eval()
+        net = ctx.fresh_net()
         # without a pool the embedding is a random network's (seeded by distill.seed): weaker than
         # the trained feature extractor of the DM paper's herding baseline
         return net.eval()
@@ -62,12 +63,8 @@ class Herding(MatchingMethod):
         for c in range(ctx.num_classes):
             idx = data.class_indices(c)
             x = data.normalize(data.train_images[idx].to(ctx.device))
-            feats = torch.cat([_embed(net, x[i:i + 512]) for i in range(0, len(x), 512)])
+            feats = torch.cat([embed(net, x[i:i + 512]) for i in range(0, len(x), 512)])
             pick = herding_indices(feats, ctx.cfg.ipc)
             images.append(x[pick])
             labels.append(torch.full((len(pick),), c, dtype=torch.long, device=ctx.device))
         return SyntheticSet(torch.cat(images), torch.cat(labels), ctx.cfg.ipc, 1)
-
-
-def _embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return net.embed(x) if hasattr(net, "embed") else net(x)

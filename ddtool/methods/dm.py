@@ -9,11 +9,14 @@ of the squared distance between the two means.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 
 from ddtool.context import DistillContext
-from ddtool.methods.base import MatchingMethod
+from ddtool.methods.base import MatchingMethod, per_sample_forward
 from ddtool.synthetic import SyntheticSet
 
 
@@ -21,6 +24,15 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int) -> to
     sums = torch.zeros(num_classes, emb.shape[1], device=emb.device, dtype=emb.dtype).index_add_(0, labels, emb)
     counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(emb.dtype)
     return sums / counts[:, None]
+
+
+@contextmanager
+def no_grad_forward(ctx: DistillContext) -> Iterator[None]:
+    """No graph, and bf16 autocast when ``distill.precision = "bf16"``: the real side of DM is
+    most of its FLOPs and needs no gradient, so it is where reduced precision pays."""
+    with torch.no_grad(), torch.autocast(ctx.device.type, dtype=torch.bfloat16,
+                                         enabled=ctx.cfg.precision == "bf16"):
+        yield
 
 
 def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -39,19 +51,21 @@ class DM(MatchingMethod):
         x_real, y_real = ctx.real_batch(ctx.cfg.batch_real)
         x_syn, y_syn = syn.decoded()
         draw = ctx.augment.sample(ctx.num_classes, x_real.shape[-1], ctx.device)
-        if ctx.impl == "loop":
-            # the reference implementation: one forward per class
+        if ctx.impl == "loop" or not per_sample_forward(net):
+            # the reference implementation: one forward per class (and per side). BatchNorm in
+            # training mode normalises with the statistics of each of these batches, so one forward
+            # over all classes would compute something else: such nets always take this path
             total = x_syn.new_zeros(())
             for c in range(ctx.num_classes):
                 d = draw.select(c)
-                with torch.no_grad():
-                    er = embed(net, ctx.augment.apply(x_real[y_real == c], d)).mean(0)
+                with no_grad_forward(ctx):
+                    er = embed(net, ctx.augment.apply(x_real[y_real == c], d)).float().mean(0)
                 es = embed(net, ctx.augment.apply(x_syn[y_syn == c], d)).mean(0)
                 total = total + ((er - es) ** 2).sum()
             return total
-        # one forward for all classes (instance norm is per sample, so this equals the loop);
+        # one forward for all classes (the norm is per sample here, so this equals the loop);
         # the real side needs no graph: only the synthetic pixels receive gradients
-        with torch.no_grad():
-            mr = class_means(embed(net, ctx.augment.apply(x_real, draw, y_real)), y_real, ctx.num_classes)
+        with no_grad_forward(ctx):
+            mr = class_means(embed(net, ctx.augment.apply(x_real, draw, y_real)).float(), y_real, ctx.num_classes)
         ms = class_means(embed(net, ctx.augment.apply(x_syn, draw, y_syn)), y_syn, ctx.num_classes)
         return ((mr - ms) ** 2).sum()

@@ -27,7 +27,7 @@ from torch import nn
 from ddtool.augment import Augmenter, Draw
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
-from ddtool.methods.base import MatchingMethod
+from ddtool.methods.base import MatchingMethod, per_sample_forward
 from ddtool.synthetic import SyntheticSet
 
 DISTANCES = ("dc", "mse", "l1", "cos")
@@ -127,9 +127,8 @@ class Siamese:
 
 # -- per-class gradients and matching losses ---------------------------------------------------------
 
-def vmap_safe(net: nn.Module) -> bool:
-    """False when a forward would update buffers (BatchNorm in training mode): vmap cannot batch that."""
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in net.modules())
+# False when a forward would update buffers (BatchNorm in training mode): vmap cannot batch that
+vmap_safe = per_sample_forward
 
 
 def _class_grads_loop(net: nn.Module, x: torch.Tensor, c: int, create_graph: bool) -> list[torch.Tensor]:
@@ -225,7 +224,7 @@ def synthetic_by_class(syn: SyntheticSet, num_classes: int, images: torch.Tensor
     for c in range(num_classes):
         xc = x[y == c]
         if max_size and len(xc) > max_size:
-            xc = xc[torch.randperm(len(xc))[:max_size].to(xc.device)]
+            xc = xc[torch.randperm(len(xc), device=xc.device)[:max_size]]
         out.append(xc)
     return out
 
@@ -249,6 +248,7 @@ class DC(MatchingMethod):
     description = "Dataset Condensation: per-class gradient matching, layer-wise cosine distance (DC)"
     options_type = DCOptions
     augmented = False  # DSA: siamese augmentation before every gradient
+    trains_network = True  # the network trains on the synthetic set between image updates
 
     def default_iterations(self, ipc: int) -> int:
         return 1000  # DC/DSA reference: --Iteration 1000
@@ -286,7 +286,7 @@ class DC(MatchingMethod):
         net.requires_grad_(True)  # its gradients are what is matched
         net.train()
         net_opt = torch.optim.SGD(net.parameters(), lr=o.lr_net, momentum=o.momentum_net)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=syn.images.device)  # one host sync per step
         for k in range(inner):
             _freeze_batchnorm(ctx, net)
             loss = self.loss(ctx, syn, net)
@@ -294,13 +294,13 @@ class DC(MatchingMethod):
             # only the images: the network's .grad stays clean for its own updates
             loss.backward(inputs=[syn.images])
             opt.step()
-            total += float(loss.detach())
+            total += loss.detach()
             if k == inner - 1:
                 break  # the reference does not train the network after the last image update
             net.train()
             self._train_on_synthetic(ctx, syn, net, net_opt, inner_net, o.batch_train)
         ctx.selection.after_step(ctx, it, net)
-        return total / inner
+        return float(total) / inner
 
     def _train_on_synthetic(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module,
                             net_opt: torch.optim.Optimizer, epochs: int, batch: int) -> None:

@@ -12,7 +12,9 @@ The backbone of Acc-DD ("Ours", seeds 000-002). Numbers from the IDC reference c
   ``batch_syn_max`` (128) decoded synthetic images, augmented together (siamese), the gradient
   matching loss over the convolution weights (``mse`` on CIFAR, ``l1`` on ImageNet), and one
   SGD step on the images *per class*; then the network trains on real data (``n_data`` = 2000
-  images on CIFAR-10 = 32 batches of 64, with DSA augmentation and CutMix p = 0.5);
+  images on CIFAR-10 = 32 batches of 64), each batch augmented with the same chain as the
+  matching (flip, color, one of crop/scale/rotate; per-sample parameters; no cutout when CutMix
+  is on) and CutMixed with p = 0.5;
 * the images are clamped to the valid pixel range at the start of every outer loop.
 
 IDC optimises pixels in [0, 1] and normalises inside the augmentation; ddtool stores normalised
@@ -32,12 +34,12 @@ the same images. Other optimisers fall back to the loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ddtool.augment import Augmenter
+from ddtool.augment import Augmenter, DSAParams
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod
@@ -50,10 +52,33 @@ from ddtool.methods.gradmatch import (
 )
 from ddtool.synthetic import SyntheticSet, decode, init_synthetic
 
-# IDC's DiffAug (batch mode): flip, color and cutout are always applied (in this order around the
-# rest), one of the remaining operations is drawn at random
+# IDC's DiffAug: flip, color and cutout are always applied (in this order around the rest), one
+# of the remaining operations is drawn at random
 _ALWAYS_BEFORE = ("flip", "color")
 _ALWAYS_AFTER = ("cutout",)
+
+
+def idc_augmentation(ops: Sequence[str], params: DSAParams, groups: int, size: int,
+                     device: torch.device | str) -> Siamese:
+    """IDC's DiffAug chain over the operations in ``ops``, with ``groups`` parameter sets.
+
+    flip and color always, then one of the remaining operations (crop, scale, rotate) drawn at
+    random, then cutout always. The matching step uses one group per class (siamese: the real
+    and the synthetic images of a class share parameters, IDC's ``batch=True``); the network
+    updates use one group per sample (apply with ``groups=None``, IDC's ``batch=False``).
+    """
+    if not ops:
+        return Siamese()
+    middle = [o for o in ops if o not in _ALWAYS_BEFORE + _ALWAYS_AFTER]
+    chosen = [o for o in _ALWAYS_BEFORE if o in ops]
+    if middle:
+        chosen.append(middle[int(torch.randint(len(middle), (1,)).item())])
+    chosen += [o for o in _ALWAYS_AFTER if o in ops]
+    parts = []
+    for op in chosen:
+        aug = Augmenter(op, params)
+        parts.append((aug, aug.sample(groups, size, device)))
+    return Siamese(parts)
 
 
 @dataclass
@@ -90,6 +115,7 @@ class IDC(MatchingMethod):
     description = "IDC: multi-formation + per-class gradient matching, network trained on real data (Acc-DD's backbone)"
     options_type = IDCOptions
     factor = 2  # the default; the run's factor comes from [distill.options] (factor_for)
+    trains_network = True  # the network trains on real data between image updates
 
     def default_iterations(self, ipc: int) -> int:
         return 2000  # IDC on CIFAR-10 (niter 2000 x 100 inner loops); Acc-DD uses 400/200/100
@@ -126,27 +152,20 @@ class IDC(MatchingMethod):
     # -- pieces --------------------------------------------------------------------------------
 
     def siamese(self, ctx: DistillContext) -> Siamese:
-        """IDC's augmentation: flip/color always, one of crop/scale/rotate, cutout always; per class."""
-        ops = ctx.augment.ops
-        if not ops:
-            return Siamese()
-        middle = [o for o in ops if o not in _ALWAYS_BEFORE + _ALWAYS_AFTER]
-        chosen = [o for o in _ALWAYS_BEFORE if o in ops]
-        if middle:
-            chosen.append(middle[int(torch.randint(len(middle), (1,)).item())])
-        chosen += [o for o in _ALWAYS_AFTER if o in ops]
-        parts = []
-        for op in chosen:
-            aug = Augmenter(op, ctx.augment.p)
-            parts.append((aug, aug.sample(ctx.num_classes, ctx.data.resolution, ctx.device)))
-        return Siamese(parts)
+        """IDC's augmentation of the matching step (:func:`idc_augmentation`), one parameter set per class."""
+        return idc_augmentation(ctx.augment.ops, ctx.augment.p, ctx.num_classes, ctx.data.resolution, ctx.device)
+
+    @staticmethod
+    def net_ops(ctx: DistillContext, o: IDCOptions) -> tuple[str, ...]:
+        """The operations of the network updates: cutout is left out when CutMix is on (IDC's remove_aug)."""
+        return tuple(op for op in ctx.augment.ops if not (o.cutmix > 0 and op == "cutout"))
 
     def _batches(self, ctx: DistillContext, syn: SyntheticSet, o: IDCOptions
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor], Siamese]:
         """All randomness of one inner step, drawn in a fixed order: real batches, synthetic subsets, augmentation."""
         reals = [ctx.real_class(c, ctx.cfg.batch_real) for c in range(ctx.num_classes)]
         n_dec = syn.ipc * syn.factor**2
-        picks = [torch.randperm(n_dec)[:o.batch_syn_max] if n_dec > o.batch_syn_max else None
+        picks = [torch.randperm(n_dec, device=ctx.device)[:o.batch_syn_max] if n_dec > o.batch_syn_max else None
                  for _ in range(ctx.num_classes)]
         return reals, picks, self.siamese(ctx)  # type: ignore[return-value]
 
@@ -173,12 +192,15 @@ class IDC(MatchingMethod):
     def _grad_scale(self, ctx: DistillContext, o: IDCOptions, like: torch.Tensor) -> torch.Tensor | None:
         if not o.pixel_lr:
             return None
-        std = torch.tensor(ctx.data.std, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
+        _, std = ctx.data.stats(like.device, like.dtype)
         return 1.0 / std**2
 
     def image_update(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer,
-                     net: nn.Module) -> float:
-        """One inner step on the images: a matching loss and an optimiser step per class; returns the loss sum."""
+                     net: nn.Module) -> torch.Tensor:
+        """One inner step on the images: a matching loss and an optimiser step per class.
+
+        Returns the sum of the class losses as a detached 0-d tensor (no host sync per step).
+        """
         o = self.opts(ctx)
         reals, picks, siamese = self._batches(ctx, syn, o)
         scale = self._grad_scale(ctx, o, syn.images)
@@ -186,7 +208,7 @@ class IDC(MatchingMethod):
         rows = [syn.labels == c for c in range(num)]
         sgd = _plain_sgd(opt, syn.images)
         if ctx.impl != "vectorized" or sgd is None or not vmap_safe(net):
-            total = 0.0
+            total = syn.images.new_zeros((), dtype=torch.float64)
             for c in range(num):
                 x_syn = self._syn_class(syn, c, picks[c])  # decoded from the images as they are now
                 loss = class_matching_losses(net, reals[c:c + 1], [x_syn], siamese.select(c), o.dist,
@@ -196,7 +218,7 @@ class IDC(MatchingMethod):
                 if scale is not None:
                     syn.images.grad.mul_(scale)  # type: ignore[union-attr]
                 opt.step()
-                total += float(loss.detach())
+                total += loss.detach()
             return total
         lr, mu = sgd
         # where class c's images will be when its turn comes: moved by the momentum buffer in the
@@ -218,25 +240,22 @@ class IDC(MatchingMethod):
             opt.zero_grad(set_to_none=True)
             syn.images.grad = torch.where(rows[c].view(-1, 1, 1, 1), g, torch.zeros_like(g))
             opt.step()
-        return float(losses.detach().sum())
+        return losses.detach().sum().double()
 
     def train_net(self, ctx: DistillContext, net: nn.Module, net_opt: torch.optim.Optimizer, o: IDCOptions,
-                  augment: Augmenter) -> None:
-        """IDC's network update on real data: DSA per sample (no cutout when CutMix is on), CutMix p."""
-        from ddtool.runtime.train import cutmix
+                  ops: Sequence[str]) -> None:
+        """IDC's network update on real data: ``o.net_steps`` SGD steps on random real batches, each
+        augmented with IDC's chain (:func:`idc_augmentation`) over ``ops`` with per-sample
+        parameters, and CutMix with probability ``o.cutmix``."""
+        from ddtool.runtime.train import batch_loss
 
         net.train()
         for _ in range(o.net_steps):
             x, y = ctx.real_random(o.net_batch)
-            if augment.enabled:
+            if ops:
                 with torch.no_grad():
-                    x = augment(x)
-            if o.cutmix > 0 and torch.rand(()).item() < o.cutmix:
-                x, ya, yb, lam = cutmix(x, y)
-                out = net(x)
-                loss = lam * F.cross_entropy(out, ya) + (1 - lam) * F.cross_entropy(out, yb)
-            else:
-                loss = F.cross_entropy(net(x), y)
+                    x = idc_augmentation(ops, ctx.augment.p, x.shape[0], x.shape[-1], x.device).apply(x)
+            loss = batch_loss(net, x, y, o.cutmix)
             net_opt.zero_grad(set_to_none=True)
             loss.backward()
             net_opt.step()
@@ -244,8 +263,7 @@ class IDC(MatchingMethod):
     @torch.no_grad()
     def clamp(self, ctx: DistillContext, syn: SyntheticSet) -> None:
         """Keep the images inside the normalised image of [0, 1] (IDC clamps its pixels every outer loop)."""
-        mean = torch.tensor(ctx.data.mean, device=syn.images.device, dtype=syn.images.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(ctx.data.std, device=syn.images.device, dtype=syn.images.dtype).view(1, -1, 1, 1)
+        mean, std = ctx.data.stats(syn.images.device, syn.images.dtype)
         syn.images.copy_(torch.maximum(torch.minimum(syn.images, (1 - mean) / std), -mean / std))
 
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
@@ -255,17 +273,15 @@ class IDC(MatchingMethod):
         net.train()
         net_opt = torch.optim.SGD(net.parameters(), lr=o.lr_net, momentum=o.momentum_net,
                                   weight_decay=o.weight_decay_net)
-        # cutout is left out of the network's augmentation when CutMix is on (IDC's remove_aug)
-        ops = [op for op in ctx.augment.ops if not (o.cutmix > 0 and op == "cutout")]
-        net_aug = Augmenter("_".join(ops) or "none", ctx.augment.p)
+        net_ops = self.net_ops(ctx, o)
         if o.clamp:
             self.clamp(ctx, syn)
-        total = 0.0
+        total = syn.images.new_zeros((), dtype=torch.float64)
         for _ in range(o.inner_loops):
             total += self.image_update(ctx, syn, opt, net)
-            self.train_net(ctx, net, net_opt, o, net_aug)
+            self.train_net(ctx, net, net_opt, o, net_ops)
         ctx.selection.after_step(ctx, it, net)
-        return total / o.inner_loops
+        return float(total) / o.inner_loops  # the one host sync of the outer loop
 
 
 def _plain_sgd(opt: torch.optim.Optimizer, images: torch.Tensor) -> tuple[float, float] | None:

@@ -22,6 +22,7 @@ from ddtool.augment import Augmenter
 from ddtool.context import DistillContext
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError
+from ddtool.methods.base import default_impl
 from ddtool.nets import build_net
 from ddtool.plugins import registries
 from ddtool.pool import Pool
@@ -64,7 +65,8 @@ class Plan:
         }
 
 
-def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = None) -> Plan:
+def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = None,
+         device: torch.device | str = "cpu") -> Plan:
     """Resolve and check the recipe against the registries, the store and the data."""
     cfg = recipe.distill
     regs = registries()
@@ -103,7 +105,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
         )
     iterations = cfg.iterations or method.default_iterations(cfg.ipc) if method.iterative else 0
     every = cfg.checkpoint_every or max(1, iterations // 10)
-    impl = "vectorized" if cfg.impl == "auto" else cfg.impl
+    impl = default_impl(method.name, device) if cfg.impl == "auto" else cfg.impl
     return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl)
 
 
@@ -232,9 +234,11 @@ def resume(store: Store, run_id: str, data: ImageData, device: torch.device,
            reporter: Reporter | None = None) -> DistillResult:
     """Continue an interrupted, failed or crashed distill run from its last readable checkpoint.
 
-    The run's recorded recipe, pool and artifact name are used again; on the same device the
-    result is bit-identical to an uninterrupted run. A new run record is written with
-    ``resumed_from`` (the parent run, iteration and checkpoint); the parent gets ``resumed_by``.
+    The run's recorded recipe, pool and artifact name are used again; on CPU the result is
+    bit-identical to an uninterrupted run (CUDA kernels need not be deterministic). Seconds go on
+    from the checkpoint's, so checkpoint ``seconds`` and ``wall_seconds`` count the whole run.
+    A new run record is written with ``resumed_from`` (the parent run, iteration and
+    checkpoint); the parent gets ``resumed_by``.
     """
     parent, recipe = resumable_run(store, run_id)
     entry = tensors = None
@@ -260,7 +264,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     reporter = reporter or Silent()
     cfg = recipe.distill
     art_name = check_name(name or cfg.name or recipe.name)  # fails before any work, not after the last step
-    p = plan(store, recipe, data, pool_ref)
+    p = plan(store, recipe, data, pool_ref, device)
     torch.manual_seed(cfg.seed)
     ctx = DistillContext(data=data, cfg=cfg, net_spec=net_spec_of(recipe), device=device, iterations=p.iterations,
                          selection=p.selection, schedule=p.schedule, pool=p.pool, options=p.options, impl=p.impl,
@@ -275,9 +279,12 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     if p.pool_artifact is not None:
         record["inputs"].append(io_entry(p.pool_artifact, "pool"))
     first = 0
+    elapsed = 0.0  # seconds the runs before this one spent reaching ``first`` (a resume goes on counting)
     if _resume is not None:
         ckpt = _resume.checkpoint
         first = int(ckpt["iteration"]) if ckpt else 0
+        if ckpt and isinstance(ckpt.get("seconds"), (int, float)):
+            elapsed = float(ckpt["seconds"])
         record["resumed_from"] = {"run": _resume.parent["id"], "iteration": first,
                                   "checkpoint": ckpt["digest"] if ckpt else None}
         if _resume.skipped:
@@ -296,7 +303,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
         if _resume.tensors is not None:
             _restore(_resume.tensors, syn, opt, p.selection, device)  # last: it sets the RNG state
     losses: list[float] = []
-    start = time.perf_counter()
+    start = time.perf_counter() - elapsed  # checkpoint seconds and wall_seconds stay monotonic across resumes
     it = first
     snapshot: tuple[int, dict[str, torch.Tensor]] | None = None  # (iteration, the state at its start)
     try:
@@ -332,6 +339,17 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
         raise RunInterrupted(record["id"], last) from None
     except DDToolError as exc:
         record.update(status="failed", error=str(exc), wall_seconds=time.perf_counter() - start)
+        store.write_run(record)
+        raise
+    except torch.cuda.OutOfMemoryError:
+        message = f"out of memory on CUDA at iteration {it}"
+        record.update(status="failed", error=message, wall_seconds=time.perf_counter() - start)
+        store.write_run(record)
+        raise DDToolError(f"{message}; lower distill.batch_real or the synthetic batch") from None
+    except Exception as exc:
+        # a bug (ddtool's or a plugin's) keeps its traceback, but the record must not stay "running"
+        record.update(status="failed", error=f"{type(exc).__name__} at iteration {it}: {exc}",
+                      wall_seconds=time.perf_counter() - start)
         store.write_run(record)
         raise
     seconds = time.perf_counter() - start

@@ -69,7 +69,8 @@ def train_stacked(nets: list[nn.Module], images: torch.Tensor, labels: torch.Ten
         for group in opt.param_groups:
             group["lr"] = lr_at(settings, epoch)
         perms = torch.stack([torch.randperm(n, device=images.device) for _ in range(r)])
-        total, seen = 0.0, 0
+        total = torch.zeros((), dtype=torch.float64, device=images.device)  # one host sync per epoch
+        seen = 0
         for start in range(0, n, settings.batch):
             idx = perms[:, start : start + settings.batch]  # [R, B]
             b = idx.shape[1]
@@ -82,9 +83,9 @@ def train_stacked(nets: list[nn.Module], images: torch.Tensor, labels: torch.Ten
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * b / r
+            total += loss.detach().double() * b / r
             seen += b
-        loss_value = total / max(seen, 1)
+        loss_value = float(total) / max(seen, 1)
         if on_epoch is not None:
             on_epoch(epoch, loss_value)
     model.unstack(nets)

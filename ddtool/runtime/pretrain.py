@@ -13,6 +13,7 @@ from ddtool.nets import NetSpec, build_net
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
+from ddtool.runtime.evaluate import normalized_train
 from ddtool.runtime.records import io_entry, new_record
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
@@ -42,7 +43,7 @@ def net_spec_of(recipe: Recipe) -> NetSpec:
 def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, batch: int, seed: int,
                device: torch.device, reporter: Reporter | None = None) -> Pool:
     reporter = reporter or Silent()
-    x = data.normalize(data.train_images.to(device))
+    x = normalized_train(data, device)
     y = data.train_labels.to(device)
     states, models = [], []
     steps_per_epoch = -(-x.shape[0] // batch)

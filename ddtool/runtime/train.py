@@ -17,10 +17,19 @@ def resolve_device(device: str) -> torch.device:
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but no CUDA device is available; use --device cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UsageError(f"unknown device '{device}'; use auto, cpu or cuda")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device != "cuda" and not device.startswith("cuda:"):
+        raise UsageError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N")
+    index = device.partition(":")[2]
+    if device.startswith("cuda:") and not index.isdigit():
+        raise UsageError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N (N a GPU number, e.g. cuda:0)")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UsageError(f"--device {device}: there {'is' if count == 1 else 'are'} only {count} CUDA "
+                         f"device{'' if count == 1 else 's'} (cuda:0{f'..cuda:{count - 1}' if count > 1 else ''})")
     return torch.device(device)
 
 
@@ -54,6 +63,15 @@ def cutmix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return x, y, y[perm], lam
 
 
+def batch_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cutmix_p: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of ``net`` on a batch; with probability ``cutmix_p`` on a CutMix of it instead."""
+    if cutmix_p > 0 and torch.rand(()).item() < cutmix_p:
+        x, ya, yb, lam = cutmix(x, y)
+        out = net(x)
+        return lam * F.cross_entropy(out, ya) + (1 - lam) * F.cross_entropy(out, yb)
+    return F.cross_entropy(net(x), y)
+
+
 def lr_at(settings: TrainSettings, epoch: int) -> float:
     drops = sum(epoch >= int(settings.epochs * m) for m in settings.milestones)
     return settings.lr * (0.1**drops)
@@ -71,24 +89,21 @@ def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: 
         for group in opt.param_groups:
             group["lr"] = lr_at(settings, epoch)
         perm = torch.randperm(n, device=images.device)
-        total, seen = 0.0, 0
+        # summed on the device (in float64, as Python floats were): one host sync per epoch, not per batch
+        total = torch.zeros((), dtype=torch.float64, device=images.device)
+        seen = 0
         for start in range(0, n, settings.batch):
             idx = perm[start : start + settings.batch]
             x, y = images[idx], labels[idx]
             if augment is not None and augment.enabled:
                 x = augment(x)
-            if settings.cutmix > 0 and torch.rand(()).item() < settings.cutmix:
-                x, ya, yb, lam = cutmix(x, y)
-                out = net(x)
-                loss = lam * F.cross_entropy(out, ya) + (1 - lam) * F.cross_entropy(out, yb)
-            else:
-                loss = F.cross_entropy(net(x), y)
+            loss = batch_loss(net, x, y, settings.cutmix)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach().double() * len(idx)
             seen += len(idx)
-        loss_value = total / max(seen, 1)
+        loss_value = float(total) / max(seen, 1)
         if on_epoch is not None:
             on_epoch(epoch, loss_value)
     return loss_value

@@ -11,6 +11,7 @@ from torch import nn
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.hookspecs import hookimpl
+from ddtool.pool import states_from_tensors, states_to_tensors
 
 
 class SelectionStrategy:
@@ -62,9 +63,7 @@ class RandomPool(SelectionStrategy):
     def select(self, ctx: DistillContext, it: int) -> nn.Module:
         pool = _pool_of(ctx, self.name)
         i = int(torch.randint(len(pool), (1,)).item())
-        net = ctx.fresh_net()
-        net.load_state_dict(pool.states[i])
-        return net
+        return ctx.net_from_state(pool.states[i])
 
 
 def average_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -90,9 +89,7 @@ class WeightAverage(SelectionStrategy):
         pool = _pool_of(ctx, self.name)
         if self._avg is None:
             self._avg = average_state(pool.states)
-        net = ctx.fresh_net()
-        net.load_state_dict(self._avg)
-        return net
+        return ctx.net_from_state(self._avg)
 
 
 @dataclass
@@ -112,6 +109,11 @@ class DynaDistill(SelectionStrategy):
     a temperature softmax over the losses. After the outer loop the network (as perturbed and
     trained inside the method's step) replaces its pool entry, so the pool advances with the
     distillation ("we update the trajectory pool with the latest models").
+
+    The write-back happens only when the method trained the network during the loop (its
+    ``trains_network`` attribute: DC, DSA and IDC do; DM never trains it). A network that was
+    only perturbed is not a "later model": writing it back would make the pool a random walk of
+    accumulated perturbations, so with DM the pool stays as loaded.
 
     Which way the softmax points is ambiguous in the seed: Algorithm 1 line 11 writes
     ``Pr(L_i) = exp(L_i) / sum_j exp(L_j)`` (with temperature: exp(L_i / T)), i.e. the model
@@ -141,6 +143,7 @@ class DynaDistill(SelectionStrategy):
         self._check(self.options)
         self._states: list[dict[str, torch.Tensor]] | None = None
         self._current: int | None = None
+        self._placed = True  # False: _states came from a checkpoint and may be on another device
         self.last_losses: torch.Tensor | None = None  # the candidates' losses of the latest choice
         self.last_candidates: list[int] = []
 
@@ -171,9 +174,15 @@ class DynaDistill(SelectionStrategy):
         return int(torch.multinomial(self.probabilities(losses), 1).item())
 
     def _pool_states(self, ctx: DistillContext) -> list[dict[str, torch.Tensor]]:
+        pool = _pool_of(ctx, self.name)
         if self._states is None:
-            # a private copy: the loaded artifact stays as it was
-            self._states = [{k: v.clone() for k, v in sd.items()} for sd in _pool_of(ctx, self.name).states]
+            # a private copy (on the pool's device, where the context keeps it): the loaded artifact stays as it was
+            self._states = [{k: v.clone() for k, v in sd.items()} for sd in pool.states]
+        elif self._placed is False:
+            # restored from a checkpoint (on the host): moved next to the pool once
+            device = next(iter(pool.states[0].values())).device
+            self._states = [{k: v.to(device) for k, v in sd.items()} for sd in self._states]
+        self._placed = True
         return self._states
 
     def candidate_loss(self, ctx: DistillContext, net: nn.Module) -> float:
@@ -190,8 +199,7 @@ class DynaDistill(SelectionStrategy):
             nets = []
             losses = []
             for i in candidates:
-                net = ctx.fresh_net()
-                net.load_state_dict(states[i])
+                net = ctx.net_from_state(states[i])
                 losses.append(self.candidate_loss(ctx, net))
                 nets.append(net)
             self.last_losses = torch.tensor(losses)
@@ -199,8 +207,7 @@ class DynaDistill(SelectionStrategy):
             chosen, net = candidates[k], nets[k]
         else:
             chosen = candidates[0]
-            net = ctx.fresh_net()
-            net.load_state_dict(states[chosen])
+            net = ctx.net_from_state(states[chosen])
         self.last_candidates = candidates
         self._current = chosen
         net.zero_grad(set_to_none=True)
@@ -208,6 +215,9 @@ class DynaDistill(SelectionStrategy):
 
     def after_step(self, ctx: DistillContext, it: int, net: nn.Module) -> None:
         if self._current is None or self._states is None:
+            return
+        if not getattr(ctx.method, "trains_network", False):
+            self._current = None  # only perturbed (DM): keep the entry, see the class docstring
             return
         old = self._states[self._current]
         self._states[self._current] = {k: v.detach().to(old[k].device).clone() for k, v in net.state_dict().items()}
@@ -217,18 +227,15 @@ class DynaDistill(SelectionStrategy):
         """The advanced pool (``m<i>.<param>``); empty until the first selection."""
         if self._states is None:
             return {}
-        return {f"m{i}.{k}": v for i, sd in enumerate(self._states) for k, v in sd.items()}
+        return states_to_tensors(self._states)
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore the advanced pool from ``state()`` (``ddtool distill --resume``)."""
         if not tensors:
             self._states = None  # not advanced yet: the pool is copied again at the first selection
             return
-        states: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            idx, _, name = key.partition(".")
-            states.setdefault(int(idx[1:]), {})[name] = value.clone()
-        self._states = [states[i] for i in sorted(states)]
+        self._states = [{k: v.clone() for k, v in sd.items()} for sd in states_from_tensors(tensors)]
+        self._placed = False
         self._current = None
 
 

@@ -157,14 +157,18 @@ def _read_runs(store: Store) -> tuple[list[tuple[Path, dict[str, Any]]], list[st
 
 
 def run_digests(rec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(where, digest, entry) for every blob a run record names."""
+    """(where, digest, entry) for every blob a run record names. Inputs of kind "file" (the
+    source file of a 'store import', recorded by its sha256) are not blobs and are skipped."""
     for where in ("inputs", "outputs", "checkpoints"):
         entries = rec.get(where) or []
         if not isinstance(entries, list):
             continue
         for entry in entries:
-            if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
-                yield where, entry["digest"], entry
+            if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+                continue
+            if where == "inputs" and entry.get("kind") == "file":
+                continue
+            yield where, entry["digest"], entry
 
 
 def verify(store: Store) -> VerifyReport:

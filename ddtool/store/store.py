@@ -292,9 +292,11 @@ class Store:
             return out
         for path in sorted(self.runs_dir.glob("*.json")):
             try:
-                out.append(json.loads(path.read_text()))
-            except (OSError, json.JSONDecodeError):
+                rec = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 continue  # verify reports it; listing must not die on one bad record
+            if isinstance(rec, dict):
+                out.append(rec)
         return out
 
     def run(self, run_id: str) -> dict[str, Any]:
@@ -305,7 +307,13 @@ class Store:
             if len(matches) != 1:
                 raise UsageError(f"unknown run '{run_id}'; see 'ddtool store runs'")
             path = matches[0]
-        return json.loads(path.read_text())
+        try:
+            rec = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DDToolError(f"run record {path} is corrupt ({exc}); see 'ddtool store verify'") from None
+        if not isinstance(rec, dict):
+            raise DDToolError(f"run record {path} is not a JSON object; see 'ddtool store verify'")
+        return rec
 
     def lineage(self, digest: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(runs that produced the digest, runs that consumed it)."""
