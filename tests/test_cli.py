@@ -220,3 +220,14 @@ def test_pyproject_declares_what_ddtool_imports_and_the_python_it_needs() -> Non
     assert typer_floor == "typer>=0.19"  # typing.Literal options arrived in typer 0.19.0
     plugin = tomllib.loads((root / "plugins" / "ddtool-pixelmmd" / "pyproject.toml").read_text())["project"]
     assert plugin["requires-python"] == ">=3.11"
+
+
+def test_run_records_hold_cost_and_show_prints_it(cli, store: Store, tiny_recipe: Path) -> None:  # type: ignore[no-untyped-def]
+    out = _json(cli("distill", "-r", tiny_recipe, "--json"))
+    run = store.run(out["run"])
+    assert run["flops_per_iteration"] > 0 and run["flops"] == run["flops_per_iteration"] * 6
+    assert run["peak_rss_bytes"] > 10 * 2**20
+    shown = cli("store", "show", "synthetic/tiny").stdout
+    assert f"{run['flops'] / 1e9:.3g} GFLOP" in shown and "peak" in shown
+    ev = _json(cli("eval", "synthetic/tiny", "--epochs", "2", "--repeats", "1", "--json"))[0]
+    assert store.run(ev["run"])["peak_rss_bytes"] > 0

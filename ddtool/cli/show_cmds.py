@@ -172,6 +172,18 @@ def lineage_tree(info: dict) -> Tree:
     return tree
 
 
+def _cost(run: dict) -> str:  # type: ignore[type-arg]
+    """'12.3s, 4.56 TFLOP, peak 1.2 GiB': what a run cost, from its record."""
+    parts = [f"{run.get('wall_seconds') or 0:.1f}s"]
+    if run.get("flops"):
+        f = run["flops"]
+        parts.append(f"{f / 1e12:.3g} TFLOP" if f >= 1e12 else f"{f / 1e9:.3g} GFLOP")
+    for key, label in (("peak_rss_bytes", "peak RAM"), ("peak_cuda_bytes", "peak GPU")):
+        if run.get(key):
+            parts.append(f"{label} {run[key] / 2**30:.2f} GiB")
+    return ", ".join(parts)
+
+
 @store_app.command("show")
 @guarded
 def store_show(
@@ -194,6 +206,8 @@ def store_show(
         "ref": art.ref, "digest": art.digest, "kind": art.kind, "metadata": meta,
         "parents": json.loads(meta.get("ddtool.parents", "[]")),
         "made_by": [{"run": r["id"], "command": r["command"], "seconds": r.get("wall_seconds"),
+                     "flops": r.get("flops"), "peak_rss_bytes": r.get("peak_rss_bytes"),
+                     "peak_cuda_bytes": r.get("peak_cuda_bytes"),
                      "inputs": r.get("inputs", [])} for r in made],
         "used_by": [{"run": r["id"], "command": r["command"], "metrics": r.get("metrics", {})} for r in used],
     }
@@ -206,7 +220,7 @@ def store_show(
         md.add(f"{k} = {v if len(v) < 120 else v[:117] + '...'}")
     parents = tree_.add("made from")
     for r in made:
-        node = parents.add(f"run {r['id']} ({r['command']}, {r.get('wall_seconds', 0):.1f}s)")
+        node = parents.add(f"run {r['id']} ({r['command']}, {_cost(r)})")
         for i in r.get("inputs", []):
             node.add(f"{i['role']}: {i['ref']} {i['digest'][:12]}")
     children = tree_.add("used by")

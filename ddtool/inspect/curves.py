@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from ddtool.inspect.chart import Series
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
 from ddtool.recipe import EvalSection, Recipe, recipe_from_dict
+from ddtool.runtime.evaluate import mean_std
 from ddtool.store import Store
 from ddtool.synthetic import SyntheticSet
 
@@ -59,11 +59,11 @@ class CurvePoint:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.accuracies)
+        return mean_std(self.accuracies)[0]
 
     @property
     def std(self) -> float:
-        return statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+        return mean_std(self.accuracies)[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": self.mean, "std": self.std}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ddtool import __version__
 from ddtool.augment import Augmenter
@@ -29,7 +30,7 @@ from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe, recipe_from_dict
 from ddtool.runtime.pretrain import net_spec_of
-from ddtool.runtime.records import io_entry, new_record
+from ddtool.runtime.records import io_entry, new_record, peak_memory
 from ddtool.store import Artifact, Store
 from ddtool.synthetic import SyntheticSet
 
@@ -312,7 +313,12 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
                 task.advance(first)
             for it in range(first, p.iterations):
                 snapshot = (it, _state(syn, opt, p.selection, device))
-                loss = p.method.step(ctx, syn, opt, it)
+                if it == first:  # count one iteration's FLOPs; the rest run without the counter
+                    with FlopCounterMode(display=False) as counter:
+                        loss = p.method.step(ctx, syn, opt, it)
+                    record["flops_per_iteration"] = int(counter.get_total_flops())
+                else:
+                    loss = p.method.step(ctx, syn, opt, it)
                 if not math.isfinite(loss):
                     last = record["checkpoints"][-1]["iteration"] if record["checkpoints"] else None
                     raise DDToolError(
@@ -365,7 +371,9 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     }
     art = store.put("synthetic", art_name, {"images": syn.images.detach(), "labels": syn.labels}, meta)
     record["outputs"].append(io_entry(art, "synthetic"))
-    record.update(status="complete", wall_seconds=seconds,
+    per_it = record.get("flops_per_iteration")
+    record.update(status="complete", wall_seconds=seconds, **peak_memory(device),
+                  flops=per_it * p.iterations if per_it is not None else None,
                   metrics={"final_loss": losses[-1] if losses else None, "iterations": p.iterations})
     store.write_run(record)
     return DistillResult(syn, art, record["id"], seconds, losses)

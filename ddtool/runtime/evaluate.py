@@ -16,7 +16,7 @@ from ddtool.errors import UsageError
 from ddtool.nets import NetSpec, build_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection
-from ddtool.runtime.records import io_entry, new_record
+from ddtool.runtime.records import io_entry, new_record, peak_memory
 from ddtool.runtime import ensemble
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
@@ -39,11 +39,17 @@ class EvalResult:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.accuracies)
+        return mean_std(self.accuracies)[0]
 
     @property
     def std(self) -> float:
-        return statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+        return mean_std(self.accuracies)[1]
+
+
+def mean_std(accuracies: list[float]) -> tuple[float, float]:
+    """Mean and population std over repeats (0 std for a single repeat), as the papers report."""
+    std = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
+    return statistics.fmean(accuracies), std
 
 
 def load_synthetic(store: Store, ref: str) -> tuple[Artifact, SyntheticSet, dict[str, str]]:
@@ -112,7 +118,7 @@ def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: 
     accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=art.ref)
     seconds = time.perf_counter() - start
     result = EvalResult(art.ref, spec.name, accs, seconds, record["id"], dict(cfg.__dict__))
-    record.update(status="complete", wall_seconds=seconds,
+    record.update(status="complete", wall_seconds=seconds, **peak_memory(device),
                   metrics={"accuracies": accs, "mean": result.mean, "std": result.std, "net": spec.name,
                            "repeats": cfg.repeats, "epochs": cfg.epochs, "protocol": cfg.protocol})
     store.write_run(record)
@@ -150,7 +156,7 @@ def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: 
     accs = evaluate_set(syn, data, net, cfg, device, reporter, label=label)
     seconds = time.perf_counter() - start
     result = EvalResult(label, net.name, accs, seconds, record["id"], dict(cfg.__dict__))
-    record.update(status="complete", wall_seconds=seconds,
+    record.update(status="complete", wall_seconds=seconds, **peak_memory(device),
                   metrics={"accuracies": accs, "mean": result.mean, "std": result.std, "net": net.name,
                            "repeats": cfg.repeats, "epochs": cfg.epochs, "protocol": cfg.protocol,
                            "full_data": True, "dataset": data.name, "train_images": int(labels.shape[0])})

@@ -14,7 +14,7 @@ from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
 from ddtool.runtime.evaluate import normalized_train
-from ddtool.runtime.records import io_entry, new_record
+from ddtool.runtime.records import io_entry, new_record, peak_memory
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 
@@ -82,7 +82,7 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
     art = store.put("pool", name, pool.to_tensors(), meta)
     pool.digest = art.digest
     accs = [m["test_acc"] for m in pool.models]
-    record.update(outputs=[io_entry(art, "pool")], wall_seconds=seconds, status="complete",
+    record.update(outputs=[io_entry(art, "pool")], wall_seconds=seconds, status="complete", **peak_memory(device),
                   metrics={"test_acc_mean": sum(accs) / len(accs), "test_acc": accs})
     store.write_run(record)
     return PretrainResult(pool, art, record["id"], seconds)

@@ -35,3 +35,13 @@ def new_record(store: Store, command: str, **fields: Any) -> dict[str, Any]:
         "status": "running",
         **fields,
     }
+
+
+def peak_memory(device: torch.device | str) -> dict[str, int]:
+    """Peak resident memory of this process (and peak CUDA allocation on a GPU), in bytes."""
+    import resource
+
+    out = {"peak_rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
+    if torch.device(device).type == "cuda":
+        out["peak_cuda_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    return out
