@@ -226,7 +226,7 @@ def eval_cmd(
         return
     table = Table(title=f"test accuracy ({r.eval.protocol} protocol, {r.eval.epochs} epochs)")
     for col in ("set", "net", "accuracy", "repeats", "seconds"):
-        table.add_column(col, justify="right" if col != "set" else "left", no_wrap=col == "set")
+        table.add_column(col, justify="right" if col != "set" else "left", no_wrap=col in ("set", "accuracy"))
     for e in results:
         table.add_row(e.ref, e.net, f"{100 * e.mean:.2f} ± {100 * e.std:.2f} %", str(len(e.accuracies)),
                       f"{e.seconds:.1f}")
