@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--pool-n", type=int, default=5)
     ap.add_argument("--pool-epochs", type=int, default=2)
     ap.add_argument("--rows", default="", help="comma list of rows (default: all)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="extra recipe override for every row (repeatable)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -76,7 +78,7 @@ def main() -> None:
     store = Store(tempfile.mkdtemp(prefix="ddtool-bench-"))
     base = [f"data.dataset=\"{args.dataset}\"", f"net.width={args.width}", f"eval.epochs={args.epochs}",
             f"eval.repeats={args.repeats}", f"pretrain.n={args.pool_n}", f"pretrain.epochs={args.pool_epochs}",
-            "pretrain.name=\"bench\""]
+            "pretrain.name=\"bench\"", *args.set]
     print(f"# bench.methods  {datetime.date.today()}  {machine()}  dataset={args.dataset}")
     print(f"# {vars(args)}")
     t = time.perf_counter()
