@@ -16,6 +16,15 @@ TINY = ["net.width=16", "distill.iterations=6", "eval.epochs=8", "eval.repeats=2
         "pretrain.epochs=1"]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny kernels: two OpenMP threads on a shared 2-core box are many times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own store; nothing touches the user's real one."""

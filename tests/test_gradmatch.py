@@ -23,13 +23,7 @@ from ddtool.store import Store
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny kernels: two OpenMP threads on a shared 2-core box are many times slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_ctx(data, method, overrides=(), impl="loop"):

@@ -19,12 +19,7 @@ from ddtool.synthetic import SyntheticSet
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def frequencies(strategy: DynaDistill, losses: torch.Tensor, n: int = 4000) -> torch.Tensor:
