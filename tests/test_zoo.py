@@ -128,9 +128,10 @@ def test_eval_protocol_lr_schedule_augmentation_and_cutmix(digits, monkeypatch: 
     from ddtool.runtime.evaluate import evaluate_set
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    lrs: dict[int, list[float]] = {}
+    # Keyed by the optimiser itself: holding it keeps a collected optimiser's id from being reused by the next repeat.
+    lrs: dict[object, list[float]] = {}
     handle = register_optimizer_step_pre_hook(
-        lambda opt, args, kwargs: lrs.setdefault(id(opt), []).append(opt.param_groups[0]["lr"]))
+        lambda opt, args, kwargs: lrs.setdefault(opt, []).append(opt.param_groups[0]["lr"]))
     augmented, mixed = [], []
     real_call, real_cutmix = augment.Augmenter.__call__, train.cutmix
     monkeypatch.setattr(augment.Augmenter, "__call__",
@@ -145,7 +146,7 @@ def test_eval_protocol_lr_schedule_augmentation_and_cutmix(digits, monkeypatch: 
     expected = [lr for lr in per_epoch for _ in range(steps_per_epoch)]
     assert lrs and all(seq == pytest.approx(expected) for seq in lrs.values())  # every optimiser, every step
     steps = sum(len(seq) for seq in lrs.values())
-    assert len(accs) == repeats
+    assert len(accs) == repeats and len(lrs) == repeats  # one optimiser per repeat
     assert sum(augmented) == 40 * 12 * repeats  # DSA on every training image, every epoch
     if protocol == "idc":  # CutMix on about half the batches (Binomial(60, 0.5): 18..42 covers > 4 sigma)
         assert 18 <= len(mixed) <= 42 and steps == 60
