@@ -59,7 +59,7 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
         load_dataset("digitz")
 
 
-@pytest.mark.parametrize("res, depth", [(8, 3), (32, 3), (64, 4)])
+@pytest.mark.parametrize("res, depth", [(8, 2), (16, 3), (28, 3), (32, 3), (64, 4)])
 @pytest.mark.parametrize("norm", ["instance", "batch", "none"])
 def test_convnet_shapes(res: int, depth: int, norm: str) -> None:
     net = build_net(NetSpec("convnet", {"width": 8, "norm": norm}), 3, 7, res)

@@ -12,17 +12,25 @@ from ddtool.nets.convnet import NORMS, ConvNet
 
 
 def auto_depth(resolution: int) -> int:
-    """ConvNet-3 for 32x32 and below, one more block per doubling above (ConvNet-4 at 64x64)."""
+    """ConvNet-3 from 16x16 to 32x32, one more block per doubling above (ConvNet-4 at 64x64).
+
+    Below 16x16 fewer blocks: every block normalises its map before pooling, and the last
+    block must still see at least 4x4. On 8x8 digits a third block would instance-normalise
+    2x2 maps, which makes the weight gradients explode (gradient matching then drives the
+    images to chance accuracy); two blocks train and match well there.
+    """
     depth, r = 3, 32
     while resolution > r:
         depth, r = depth + 1, r * 2
+    while depth > 1 and resolution >> (depth - 1) < 4:
+        depth -= 1
     return depth
 
 
 @dataclass(frozen=True)
 class ConvNetArch:
     name: str = "convnet"
-    description: str = "ConvNet-d (depth auto: 3 up to 32x32, 4 at 64x64), width 128, instance norm"
+    description: str = "ConvNet-d (depth auto: 2 at 8x8, 3 from 16x16 to 32x32, 4 at 64x64), width 128, instance norm"
     depth: int | None = None
 
     def build(self, channels: int, num_classes: int, resolution: int, depth: int | None = None,
