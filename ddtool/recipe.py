@@ -42,6 +42,7 @@ class PretrainSection:
     batch: int = 128
     seed: int = 0
     name: str = ""  # pool name ('' = DATASET-NET)
+    impl: str = "auto"  # auto | stacked (the n models as one vmapped ensemble) | loop
 
 
 @dataclass
@@ -110,6 +111,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("pretrain", "epochs"): (lambda v: v >= 1, ">= 1"),
     ("pretrain", "lr"): (lambda v: v > 0, "> 0"),
     ("pretrain", "batch"): (lambda v: v >= 1, ">= 1"),
+    ("pretrain", "impl"): (lambda v: v in ("auto", "stacked", "loop"), "auto, stacked or loop"),
     ("distill", "ipc"): (lambda v: v >= 1, ">= 1"),
     ("distill", "iterations"): (lambda v: v >= 0, ">= 0"),
     ("distill", "lr_img"): (lambda v: v > 0, "> 0"),

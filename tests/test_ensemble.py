@@ -64,3 +64,44 @@ def test_auto_implementations_loop_on_cpu_batched_on_cuda() -> None:
     for method in ("dm", "dc", "dsa", "idc"):
         assert default_impl(method, "cpu") == "loop"
         assert default_impl(method, torch.device("cuda:0")) == "vectorized"
+
+
+def test_stacked_members_keep_their_own_lr_and_augmentation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ddtool.augment import Augmenter
+
+    _FixedOrder(monkeypatch)
+    torch.manual_seed(2)
+    nets = [build_net(NetSpec("convnet", {"width": 8}), 1, 10, 8) for _ in range(3)]
+    start = [copy.deepcopy(n) for n in nets]
+    x, y = torch.randn(24, 1, 8, 8), torch.arange(24) % 10
+    settings = TrainSettings(epochs=2, lr=0.02, batch=8, milestones=())
+    losses = ensemble.train_stacked(nets, x, y, settings, Augmenter("flip_rotate"), lr_scale=[1.0, 3.0, 0.5],
+                                    augmented=[False, True, False])
+    assert len(losses) == 3 and all(v == v for v in losses)
+    for r in (0, 2):  # un-augmented members: exactly a looped run at their own lr
+        alone = copy.deepcopy(start[r])
+        scale = [1.0, 3.0, 0.5][r]
+        train(alone, x, y, TrainSettings(epochs=2, lr=0.02 * scale, batch=8, milestones=()), augment=None)
+        for (name, pa), pb in zip(nets[r].named_parameters(), alone.parameters()):
+            assert torch.allclose(pa, pb, atol=1e-5), (r, name)
+    plain = copy.deepcopy(start[1])
+    train(plain, x, y, TrainSettings(epochs=2, lr=0.06, batch=8, milestones=()), augment=None)
+    assert not torch.allclose(plain.classifier.weight, nets[1].classifier.weight, atol=1e-4)  # augmented
+
+
+def test_stacked_pool_equals_looped_pool(monkeypatch: pytest.MonkeyPatch, digits) -> None:  # type: ignore[no-untyped-def]
+    import ddtool.runtime.pretrain as pretrain
+
+    _FixedOrder(monkeypatch)
+    monkeypatch.setattr(pretrain, "AUGMENT_CYCLE", (False,))  # augmentation draws differ between the paths
+    spec = NetSpec("convnet", {"width": 4})
+    stacked = pretrain.train_pool(digits, spec, 3, 1, 0.01, 256, 7, torch.device("cpu"), impl="stacked")
+    looped = pretrain.train_pool(digits, spec, 3, 1, 0.01, 256, 7, torch.device("cpu"), impl="loop")
+    assert [m["lr"] for m in stacked.models] == [0.01, 0.005, 0.02]  # LR_CYCLE: the models differ
+    for a, b in zip(stacked.states, looped.states):
+        for key in a:
+            assert torch.allclose(a[key], b[key], atol=1e-5), key
+    for ma, mb in zip(stacked.models, looped.models):
+        assert ma["train_loss"] == pytest.approx(mb["train_loss"], rel=1e-4)
+        assert ma["test_acc"] == pytest.approx(mb["test_acc"], abs=1e-3)
+    assert not torch.allclose(stacked.states[0]["classifier.weight"], stacked.states[1]["classifier.weight"])

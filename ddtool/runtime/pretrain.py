@@ -41,29 +41,53 @@ def net_spec_of(recipe: Recipe) -> NetSpec:
 
 
 def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, batch: int, seed: int,
-               device: torch.device, reporter: Reporter | None = None) -> Pool:
+               device: torch.device, reporter: Reporter | None = None, impl: str = "auto") -> Pool:
+    """Train ``n`` models of ``spec`` for ``epochs`` epochs, model i with seed ``seed + i`` and
+    the i-th entries of LR_CYCLE and AUGMENT_CYCLE.
+
+    ``impl``: ``loop`` trains them one after the other; ``stacked`` as one vmapped ensemble
+    (same arithmetic, other random draws: each model still gets its own data order and
+    augmentation); ``auto`` is ``loop`` on CPU and ``stacked`` on CUDA, as for evaluation.
+    Batch norm always takes the loop.
+    """
+    from ddtool.runtime import ensemble
+    from ddtool.runtime.evaluate import default_eval_impl
+
     reporter = reporter or Silent()
     x = normalized_train(data, device)
     y = data.train_labels.to(device)
-    states, models = [], []
     steps_per_epoch = -(-x.shape[0] // batch)
+    lrs = [lr * LR_CYCLE[i % len(LR_CYCLE)] for i in range(n)]
+    augs = [AUGMENT_CYCLE[i % len(AUGMENT_CYCLE)] for i in range(n)]
+    settings = TrainSettings(epochs=epochs, lr=lr, batch=batch, milestones=())
+
+    def build(i: int) -> torch.nn.Module:
+        torch.manual_seed(seed + i)  # the loop then trains model i on the rest of this stream
+        return build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
+
+    impl = impl if impl != "auto" else default_eval_impl(device)
+    nets = [build(i) for i in range(n)] if impl == "stacked" else []
     with reporter.task(f"pretraining {n} x {spec.name}", n * epochs) as task:
-        for i in range(n):
-            model_seed = seed + i
-            torch.manual_seed(model_seed)
-            net = build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
-            model_lr = lr * LR_CYCLE[i % len(LR_CYCLE)]
-            aug = AUGMENT_CYCLE[i % len(AUGMENT_CYCLE)]
-            settings = TrainSettings(epochs=epochs, lr=model_lr, batch=batch, milestones=())
-            loss = train(net, x, y, settings, Augmenter() if aug else None,
-                         on_epoch=lambda e, l, _i=i: task.advance(1, loss=l, model=_i))
-            models.append({
-                "index": i, "seed": model_seed, "lr": model_lr, "augment": "dsa" if aug else "none",
-                "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, "train_loss": loss,
-                "train_acc": accuracy(net, data.train_images, data.train_labels, data.normalize),
-                "test_acc": accuracy(net, data.test_images, data.test_labels, data.normalize),
-            })
-            states.append({k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
+        if nets and ensemble.supports(nets, settings):
+            torch.manual_seed(seed)
+            losses = ensemble.train_stacked(nets, x, y, settings, Augmenter(),
+                                            on_epoch=lambda e, l: task.advance(n, loss=l),
+                                            lr_scale=[m / lr for m in lrs], augmented=augs)
+        else:
+            nets, losses = [], []
+            for i in range(n):
+                net = build(i)
+                one = TrainSettings(epochs=epochs, lr=lrs[i], batch=batch, milestones=())
+                losses.append(train(net, x, y, one, Augmenter() if augs[i] else None,
+                                    on_epoch=lambda e, l, _i=i: task.advance(1, loss=l, model=_i)))
+                nets.append(net)
+    models = [{
+        "index": i, "seed": seed + i, "lr": lrs[i], "augment": "dsa" if augs[i] else "none",
+        "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, "train_loss": losses[i],
+        "train_acc": accuracy(net, data.train_images, data.train_labels, data.normalize),
+        "test_acc": accuracy(net, data.test_images, data.test_labels, data.normalize),
+    } for i, net in enumerate(nets)]
+    states = [{k: v.detach().cpu().clone() for k, v in net.state_dict().items()} for net in nets]
     return Pool(spec, states, models, data.signature())
 
 
@@ -75,7 +99,7 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
     record = new_record(store, "pretrain", recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(),
                         device=str(device))
     start = time.perf_counter()
-    pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter)
+    pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl)
     seconds = time.perf_counter() - start
     meta = {**pool.metadata(), "ddtool.recipe_sha256": recipe.sha256(), "ddtool.seed": str(p.seed),
             "ddtool.arch": spec.name, "ddtool.epochs": str(p.epochs)}
