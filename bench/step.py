@@ -1,6 +1,6 @@
 """Vectorised vs looped: one matching step and one evaluation, timed interleaved in one run.
 
-    python -m bench.step [--device cpu|cuda] [--rounds 3] [--quick]
+    python -m bench.step [--device cpu|cuda] [--rounds 3] [--quick] [--only dm,idc,eval,pool]
 
 Prints the median time of each implementation, their ratio (loop / vectorised: > 1 means
 the default is faster) and the achieved FLOP/s of the vectorised path.
@@ -18,6 +18,7 @@ from bench.common import fake_data, flops_of, interleaved, machine, median
 from ddtool.augment import Augmenter
 from ddtool.context import DistillContext
 from ddtool.methods.dm import DM
+from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.nets import NetSpec, build_net
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
@@ -53,6 +54,50 @@ def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, round
     return out
 
 
+def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_steps: int = 32
+             ) -> dict[str, float]:
+    """One IDC inner step at the reference's CIFAR settings (factor 2, real batch 64, <= 128 decoded
+    images per class, MSE over the conv weights, then ``net_steps`` x 64 real images of network
+    training), split into its matching part and its network part."""
+    data = fake_data(classes, 256, 3, 32)
+    spec = NetSpec("convnet", {"width": 128})
+    opts = IDCOptions(factor=2, net_steps=net_steps)
+    ctxs = {impl: DistillContext(data=data, cfg=DistillSection(ipc=ipc, batch_real=64), net_spec=spec, device=device,
+                                 iterations=1, selection=Scratch(), schedule=NoPerturbation(), options=opts,
+                                 impl=impl, augment=Augmenter("color_crop_cutout"))
+            for impl in ("vectorized", "loop")}
+    method = IDC()
+    syn = method.init_synthetic(ctxs["loop"])
+    syn.images.requires_grad_(True)
+    torch.manual_seed(0)
+    net = build_net(spec, 3, classes, 32).to(device)
+    opt = torch.optim.SGD([syn.images], lr=0.01, momentum=0.5)
+    net_opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    ops = method.net_ops(ctxs["loop"], opts)
+
+    def match(impl: str):  # type: ignore[no-untyped-def]
+        return lambda: method.image_update(ctxs[impl], syn, opt, net)
+
+    times = interleaved({"vectorized": match("vectorized"), "loop": match("loop"),
+                         "network": lambda: method.train_net(ctxs["loop"], net, net_opt, opts, ops)}, rounds)
+    out = {k + "_s": median(v) for k, v in times.items()}
+    out["ratio"] = out["loop_s"] / out["vectorized_s"]
+    return out
+
+
+def pool_case(n: int, epochs: int, device: torch.device, rounds: int) -> dict[str, float]:
+    """``pretrain``'s pool: n digits ConvNets trained stacked vs one after the other."""
+    from ddtool.data import load_dataset
+    from ddtool.runtime.pretrain import train_pool
+
+    data = load_dataset("digits")
+    spec = NetSpec("convnet", {"width": 64})
+    times = interleaved({impl: (lambda impl=impl: train_pool(data, spec, n, epochs, 0.01, 128, 0, device, impl=impl))
+                         for impl in ("stacked", "loop")}, rounds)
+    s, lp = median(times["stacked"]), median(times["loop"])
+    return {"stacked_s": s, "loop_s": lp, "ratio": lp / s}
+
+
 def eval_case(classes: int, ipc: int, repeats: int, epochs: int, res: int, channels: int, device: torch.device,
               rounds: int) -> dict[str, float]:
     spec = NetSpec("convnet", {"width": 128})
@@ -80,23 +125,43 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="only the small cases")
+    ap.add_argument("--only", default="dm,idc,eval,pool", help="comma list of parts to run")
     args = ap.parse_args()
     device = torch.device(args.device)
     print(f"# bench.step  {datetime.date.today()}  {machine()}  device={device}")
     cpu = device.type == "cpu"
     dm_cases = [(10, 1, 256), (10, 10, 256), (10, 50, 256)]
     dm_cases += [(100, 1, 32 if cpu else 256), (100, 10, 32 if cpu else 256)] if not args.quick else []
-    print("| step | classes | ipc | batch_real | vectorised s | loop s | loop/vectorised | GFLOP | GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for classes, ipc, br in dm_cases:
+    parts = set(args.only.split(","))
+    if "dm" in parts:
+        print("| step | classes | ipc | batch_real | vectorised s | loop s | loop/vectorised | GFLOP | GFLOP/s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+    for classes, ipc, br in dm_cases if "dm" in parts else []:
         r = dm_case(classes, ipc, br, device, args.rounds)
         print(f"| dm | {classes} | {ipc} | {br} | {r['vectorized_s']:.3f} | {r['loop_s']:.3f} | {r['ratio']:.2f}x "
               f"| {r['gflops']:.1f} | {r['gflop_per_s']:.1f} |", flush=True)
-    print()
-    print("| eval (5 repeats) | data | ipc | epochs | stacked s | loop s | loop/stacked |")
-    print("|---|---|---|---|---|---|---|")
+    if "idc" in parts:
+        print()
+        print("| IDC inner step | classes | ipc | matching, vectorised s | matching, loop s | loop/vectorised "
+              "| network (32 x 64 real) s |")
+        print("|---|---|---|---|---|---|---|")
+        for classes, ipc in [(10, 1), (10, 10)] + ([(10, 50), (100, 10)] if not args.quick else []):
+            r = idc_case(classes, ipc, device, args.rounds)
+            print(f"| idc | {classes} | {ipc} | {r['vectorized_s']:.3f} | {r['loop_s']:.3f} | {r['ratio']:.2f}x "
+                  f"| {r['network_s']:.3f} |", flush=True)
+    if "pool" in parts:
+        print()
+        print("| pretrain pool | data | models x epochs | stacked s | loop s | loop/stacked |")
+        print("|---|---|---|---|---|---|")
+        r = pool_case(5, 2, device, args.rounds)
+        print(f"| pool | digits, ConvNet width 64 | 5 x 2 | {r['stacked_s']:.3f} | {r['loop_s']:.3f} | {r['ratio']:.2f}x |",
+              flush=True)
+    if "eval" in parts:
+        print()
+        print("| eval (5 repeats) | data | ipc | epochs | stacked s | loop s | loop/stacked |")
+        print("|---|---|---|---|---|---|---|")
     eval_cases = [("digits 8x8x1", 10, 1, 8, 1), ("digits 8x8x1", 10, 10, 8, 1), ("cifar10 32x32x3", 10, 10, 32, 3)]
-    for name, classes, ipc, res, ch in eval_cases:
+    for name, classes, ipc, res, ch in eval_cases if "eval" in parts else []:
         epochs = 20 if res == 8 else 5
         r = eval_case(classes, ipc, 5, epochs, res, ch, device, args.rounds)
         print(f"| eval | {name} | {ipc} | {epochs} | {r['stacked_s']:.3f} | {r['loop_s']:.3f} | {r['ratio']:.2f}x |",

@@ -31,6 +31,9 @@ class DistillContext:
     augment: Augmenter = field(default_factory=Augmenter)
     method: Any = None
     synthetic: Any = None  # the SyntheticSet being distilled (set by the runtime; DynaDistill ranks models on it)
+    # what the schedule added to the selected network in the latest next_model (state_dict keys),
+    # kept only for strategies that write trained networks back (``keeps_trained = True``)
+    perturbation: dict[str, torch.Tensor] | None = None
     _train: torch.Tensor | None = field(default=None, repr=False)
     _template: nn.Module | None = field(default=None, repr=False)
 
@@ -85,5 +88,9 @@ class DistillContext:
     def next_model(self, it: int) -> nn.Module:
         """The network of outer loop ``it``: chosen by the selection strategy, then perturbed."""
         net = self.selection.select(self, it)
+        keep = getattr(self.selection, "keeps_trained", False)
+        before = {k: v.detach().clone() for k, v in net.state_dict().items()} if keep else None
         self.schedule.perturb(net, it, self.iterations, self.cfg)
+        if before is not None:
+            self.perturbation = {k: v.detach() - before[k] for k, v in net.state_dict().items()}
         return net

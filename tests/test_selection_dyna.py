@@ -167,3 +167,38 @@ def test_short_run_idc_with_dynadistill(pool_store):
     assert tensors["images"].shape == (10, 1, 8, 8)
     assert meta["ddtool.selection"] == "dynadistill" and meta["ddtool.factor"] == "2"
     assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_pool_advances_by_training_only_not_by_the_perturbation(pool_store):
+    """With a perturbation schedule the written-back entry is the trained net minus this loop's
+    perturbation: untrained loops leave the pool where it was instead of random-walking it."""
+    from ddtool.context import DistillContext
+    from ddtool.runtime.pretrain import net_spec_of
+
+    store, data = pool_store
+    recipe = load_recipe(None, ["distill.method=idc", "net.width=16", "distill.pool=pool/tiny",
+                                "distill.selection=dynadistill", "distill.schedule=gaussian", "distill.alpha=1.0"])
+    p = plan(store, recipe, data)
+    ctx = DistillContext(data=data, cfg=recipe.distill, net_spec=net_spec_of(recipe), device=CPU, iterations=20,
+                         selection=p.selection, schedule=p.schedule, pool=p.pool, options=p.options, method=p.method,
+                         impl="loop")
+    loaded = [{k: v.clone() for k, v in sd.items()} for sd in p.pool.states]
+    torch.manual_seed(0)
+    for it in range(20):
+        net = ctx.next_model(it)
+        chosen = p.selection._current
+        moved = any(not torch.allclose(v, loaded[chosen][k]) for k, v in net.state_dict().items())
+        assert moved  # the schedule did perturb the network the method sees
+        p.selection.after_step(ctx, it, net)  # "trained" for zero steps
+    for now, then in zip(p.selection._states, loaded):
+        for k in then:
+            torch.testing.assert_close(now[k], then[k], atol=1e-5, rtol=1e-5)
+    # a training step's change (here +0.25 on every weight) is what the entry keeps
+    net = ctx.next_model(20)
+    chosen = p.selection._current
+    with torch.no_grad():
+        for q in net.parameters():
+            q.add_(0.25)
+    p.selection.after_step(ctx, 20, net)
+    w = "classifier.weight"
+    torch.testing.assert_close(p.selection._states[chosen][w], loaded[chosen][w] + 0.25, atol=1e-5, rtol=1e-5)
