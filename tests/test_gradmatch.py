@@ -283,3 +283,36 @@ def test_short_run_produces_artifact(digits, tmp_path, method):
     assert meta["ddtool.factor"] == ("2" if method == "idc" else "1")
     assert len(result.losses) == (0 if method == "herding" else 2)
     assert all(torch.isfinite(torch.tensor(result.losses)))
+
+
+@pytest.mark.parametrize("impl", ["loop", "vectorized"])
+@pytest.mark.parametrize("method", [IDC(), DC()])
+def test_bf16_real_gradients_close_to_fp32_but_not_identical(digits, method, impl):
+    out = {}
+    for precision in ("fp32", "bf16"):
+        ctx = make_ctx(digits, method, ["distill.batch_real=24", f"distill.precision=\"{precision}\""], impl=impl)
+        torch.manual_seed(0)
+        syn = method.init_synthetic(ctx)
+        syn.images.requires_grad_(True)
+        out[precision] = loss_and_grad(method, ctx, syn, ctx.fresh_net(), seed=3)
+    (l32, g32), (l16, g16) = out["fp32"], out["bf16"]
+    assert float(l16) != float(l32)  # autocast really ran on the real side
+    assert abs(float(l16 - l32)) / float(l32) < 0.1
+    assert F.cosine_similarity(g16.flatten(), g32.flatten(), dim=0) > 0.95
+
+
+def test_idc_network_update_runs_under_bf16_autocast(digits, monkeypatch):
+    import ddtool.runtime.train as train
+
+    dtypes = []
+    real = train.batch_loss
+    monkeypatch.setattr(train, "batch_loss", lambda net, x, y, p: dtypes.append(torch.get_autocast_dtype("cpu")
+                                                                               if torch.is_autocast_enabled("cpu")
+                                                                               else None) or real(net, x, y, p))
+    method = IDC()
+    for precision in ("fp32", "bf16"):
+        ctx = make_ctx(digits, method, [f"distill.precision=\"{precision}\"", "distill.options.net_steps=2"])
+        net = ctx.fresh_net()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        method.train_net(ctx, net, opt, method.opts(ctx), ())
+    assert dtypes == [None, None, torch.bfloat16, torch.bfloat16]

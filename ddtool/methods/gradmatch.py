@@ -177,13 +177,16 @@ def _pad_by_class(x: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, tor
 
 def class_matching_losses(net: nn.Module, reals: Sequence[torch.Tensor], syns: Sequence[torch.Tensor],
                           siamese: Siamese, kind: str, *, include_linear: bool = True,
-                          vectorized: bool = True, classes: Sequence[int] | None = None) -> torch.Tensor:
+                          vectorized: bool = True, classes: Sequence[int] | None = None,
+                          real_bf16: bool = False) -> torch.Tensor:
     """The matching distance of every entry (a [K] tensor): entry i from reals[i] and syns[i].
 
     Entry i is class ``classes[i]`` (default: i) and uses group i of ``siamese``, so the real
     and the synthetic batch of a class get the same augmentation. ``reals``/``syns`` are
     un-augmented. The synthetic side keeps the graph to the images when they require grad.
+    ``real_bf16`` computes the real side's gradients (targets, no graph) under bf16 autocast.
     """
+    real_cast = torch.autocast(reals[0].device.type, dtype=torch.bfloat16, enabled=real_bf16)
     num = len(reals)
     labels = list(range(num)) if classes is None else list(classes)
     create_graph = any(s.requires_grad for s in syns)
@@ -191,7 +194,8 @@ def class_matching_losses(net: nn.Module, reals: Sequence[torch.Tensor], syns: S
         out = []
         for i in range(num):
             si = siamese.select(i)
-            g_real = _class_grads_loop(net, si.apply(reals[i]), labels[i], create_graph=False)
+            with real_cast:
+                g_real = _class_grads_loop(net, si.apply(reals[i]), labels[i], create_graph=False)
             g_syn = _class_grads_loop(net, si.apply(syns[i]), labels[i], create_graph=create_graph)
             out.append(match_distance(g_real, g_syn, kind, include_linear=include_linear))
         return torch.stack(out)
@@ -204,7 +208,8 @@ def class_matching_losses(net: nn.Module, reals: Sequence[torch.Tensor], syns: S
     xr, wr = _pad_by_class(xr, real_counts)
     xs = siamese.apply(torch.cat(list(syns)), syn_groups).view(num, len(syns[0]), *syns[0].shape[1:])
     targets = torch.tensor(labels, device=device)
-    g_real = [g.detach() for g in _class_grads_vmap(net, xr, targets, wr)]
+    with real_cast:
+        g_real = [g.detach().float() for g in _class_grads_vmap(net, xr, targets, wr)]
     g_syn = _class_grads_vmap(net, xs, targets, xs.new_ones(num, xs.shape[1]))
     if not create_graph:
         g_syn = [g.detach() for g in g_syn]
@@ -276,8 +281,8 @@ class DC(MatchingMethod):
         reals = [ctx.real_class(c, ctx.cfg.batch_real) for c in range(ctx.num_classes)]
         syns = synthetic_by_class(syn, ctx.num_classes)
         siamese = self._siamese(ctx)
-        return class_matching_losses(net, reals, syns, siamese, o.dist,
-                                     vectorized=ctx.impl == "vectorized").sum()
+        return class_matching_losses(net, reals, syns, siamese, o.dist, vectorized=ctx.impl == "vectorized",
+                                     real_bf16=ctx.cfg.precision == "bf16").sum()
 
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         o = self._opts(ctx)

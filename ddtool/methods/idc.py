@@ -187,7 +187,7 @@ class IDC(MatchingMethod):
         reals, picks, siamese = self._batches(ctx, syn, o)
         syns = self._syn_classes(syn, ctx.num_classes, syn.images, picks)
         return class_matching_losses(net, reals, syns, siamese, o.dist, include_linear=o.match_fc,
-                                     vectorized=ctx.impl == "vectorized").sum()
+                                     vectorized=ctx.impl == "vectorized", real_bf16=_bf16(ctx)).sum()
 
     def _grad_scale(self, ctx: DistillContext, o: IDCOptions, like: torch.Tensor) -> torch.Tensor | None:
         if not o.pixel_lr:
@@ -212,7 +212,8 @@ class IDC(MatchingMethod):
             for c in range(num):
                 x_syn = self._syn_class(syn, c, picks[c])  # decoded from the images as they are now
                 loss = class_matching_losses(net, reals[c:c + 1], [x_syn], siamese.select(c), o.dist,
-                                             include_linear=o.match_fc, vectorized=False, classes=[c])[0]
+                                             include_linear=o.match_fc, vectorized=False, classes=[c],
+                                             real_bf16=_bf16(ctx))[0]
                 opt.zero_grad(set_to_none=True)
                 loss.backward(inputs=[syn.images])
                 if scale is not None:
@@ -232,7 +233,7 @@ class IDC(MatchingMethod):
         x_eval.requires_grad_(True)
         syns = self._syn_classes(syn, num, x_eval, picks)
         losses = class_matching_losses(net, reals, syns, siamese, o.dist, include_linear=o.match_fc,
-                                       vectorized=True)
+                                       vectorized=True, real_bf16=_bf16(ctx))
         (g,) = torch.autograd.grad(losses.sum(), x_eval)
         if scale is not None:
             g = g * scale
@@ -246,7 +247,8 @@ class IDC(MatchingMethod):
                   ops: Sequence[str]) -> None:
         """IDC's network update on real data: ``o.net_steps`` SGD steps on random real batches, each
         augmented with IDC's chain (:func:`idc_augmentation`) over ``ops`` with per-sample
-        parameters, and CutMix with probability ``o.cutmix``."""
+        parameters, and CutMix with probability ``o.cutmix``; under bf16 autocast with
+        ``distill.precision = "bf16"`` (half of an inner step's FLOPs at the CIFAR settings)."""
         from ddtool.runtime.train import batch_loss
 
         net.train()
@@ -255,7 +257,8 @@ class IDC(MatchingMethod):
             if ops:
                 with torch.no_grad():
                     x = idc_augmentation(ops, ctx.augment.p, x.shape[0], x.shape[-1], x.device).apply(x)
-            loss = batch_loss(net, x, y, o.cutmix)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=_bf16(ctx)):
+                loss = batch_loss(net, x, y, o.cutmix)
             net_opt.zero_grad(set_to_none=True)
             loss.backward()
             net_opt.step()
@@ -282,6 +285,12 @@ class IDC(MatchingMethod):
             self.train_net(ctx, net, net_opt, o, net_ops)
         ctx.selection.after_step(ctx, it, net)
         return float(total) / o.inner_loops  # the one host sync of the outer loop
+
+
+def _bf16(ctx: DistillContext) -> bool:
+    """``distill.precision = "bf16"``: the real-side gradients and the network updates run under
+    bf16 autocast; the synthetic side (whose second-order graph reaches the pixels) stays fp32."""
+    return ctx.cfg.precision == "bf16"
 
 
 def _plain_sgd(opt: torch.optim.Optimizer, images: torch.Tensor) -> tuple[float, float] | None:
