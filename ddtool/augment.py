@@ -1,11 +1,13 @@
 """Differentiable siamese augmentation (DSA, Zhao & Bilen 2021).
 
-Each call draws one operation of the strategy (as the reference code does) and its
-parameters for G groups. ``apply`` maps every sample to a group, so:
+Each draw picks an operation of the strategy and its parameters for G groups. ``apply`` maps
+every sample to a group, so:
 
 * siamese matching: one group per class, the real and the synthetic batch of a class get
-  the same parameters (pass the class labels as groups, and the same draw to both calls);
-* training on a synthetic set: one group per sample (``groups=None``).
+  the same operation and parameters (pass the class labels as groups, and the same draw to
+  both calls). ``sample(..., op_per_group=True)`` picks the operation of each class on its own,
+  as the DC/DSA/DM reference code does (it calls DiffAugment once per class);
+* training on a synthetic set: one operation per batch, parameters per sample (``groups=None``).
 
 All operations are differentiable with respect to the images, so gradients reach the
 synthetic pixels through them.
@@ -47,6 +49,17 @@ class Draw:
         return Draw(self.op, {k: v[group : group + 1] for k, v in self.params.items()})
 
 
+@dataclass
+class GroupDraw:
+    """An operation per group (``ops[g]``), with parameters for every group under each drawn op."""
+
+    ops: list[str]
+    draws: dict[str, Draw]
+
+    def select(self, group: int) -> Draw:
+        return self.draws[self.ops[group]].select(group)
+
+
 class Augmenter:
     def __init__(self, strategy: str = DEFAULT_STRATEGY, params: DSAParams | None = None) -> None:
         ops = tuple(o for o in strategy.split("_") if o) if strategy not in ("", "none") else ()
@@ -62,11 +75,20 @@ class Augmenter:
     def enabled(self) -> bool:
         return bool(self.ops)
 
-    def sample(self, groups: int, size: int, device: torch.device | str = "cpu") -> Draw:
-        """Draw an operation and its parameters for ``groups`` groups of ``size``x``size`` images."""
+    def sample(self, groups: int, size: int, device: torch.device | str = "cpu",
+               op_per_group: bool = False) -> Draw | GroupDraw:
+        """Draw an operation and its parameters for ``groups`` groups of ``size``x``size`` images;
+        with ``op_per_group`` every group draws its own operation."""
         if not self.ops:
             return Draw("none")
+        if op_per_group and len(self.ops) > 1:
+            picks = torch.randint(len(self.ops), (groups,)).tolist()
+            ops = [self.ops[i] for i in picks]
+            return GroupDraw(ops, {op: self._params(op, groups, size, device) for op in dict.fromkeys(ops)})
         op = self.ops[int(torch.randint(len(self.ops), (1,)).item())]
+        return self._params(op, groups, size, device)
+
+    def _params(self, op: str, groups: int, size: int, device: torch.device | str) -> Draw:
         r = lambda: torch.rand(groups, device=device)  # noqa: E731
         p = self.p
         if op == "color":
@@ -88,12 +110,29 @@ class Augmenter:
             params = {"theta": (r() - 0.5) * 2 * p.rotate / 180 * math.pi}
         return Draw(op, params)
 
-    def apply(self, x: torch.Tensor, draw: Draw, groups: torch.Tensor | None = None) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, draw: Draw | GroupDraw, groups: torch.Tensor | None = None) -> torch.Tensor:
         """Apply ``draw`` to x; ``groups[i]`` says which group's parameters sample i uses."""
+        if isinstance(draw, GroupDraw):
+            return self._apply_grouped(x, draw, groups)
         if draw.op == "none":
             return x
         prm = {k: (v if groups is None else v[groups]) for k, v in draw.params.items()}
         return getattr(self, f"_{draw.op}")(x, **prm)
+
+    def _apply_grouped(self, x: torch.Tensor, draw: GroupDraw, groups: torch.Tensor | None) -> torch.Tensor:
+        """Each operation on the samples whose group drew it; the pieces go back in their places."""
+        if groups is None:
+            groups = torch.arange(x.shape[0], device=x.device)
+        op_of_sample = torch.tensor([list(draw.draws).index(o) for o in draw.ops], device=x.device)[groups]
+        parts, order = [], []
+        for k, (op, d) in enumerate(draw.draws.items()):
+            rows = (op_of_sample == k).nonzero().flatten()
+            if len(rows):
+                parts.append(self.apply(x[rows], d, groups[rows]))
+                order.append(rows)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat(parts)[torch.argsort(torch.cat(order))]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Independent parameters per sample (training on a synthetic set)."""

@@ -96,3 +96,25 @@ def test_multi_formation_decode_and_encode() -> None:
     expected = torch.nn.functional.interpolate(tile, size=(8, 8), mode="bilinear", align_corners=False)
     assert torch.allclose(out[0:1], expected)
     assert torch.allclose(stored[0, :, :4, 4:], encode_real(real[:4], 2)[0, :, :4, 4:])
+
+
+def test_operation_per_class_like_the_reference() -> None:
+    """Siamese draws for matching pick each class's operation on its own (one DiffAugment call
+    per class in the reference code); the batched apply equals applying each class alone."""
+    from ddtool.augment import GroupDraw
+
+    torch.manual_seed(3)
+    aug = Augmenter()
+    draw = aug.sample(10, 16, op_per_group=True)
+    assert isinstance(draw, GroupDraw) and len(set(draw.ops)) > 1  # 10 classes, 6 ops: several drawn
+    groups = torch.arange(10).repeat_interleave(3)
+    x = torch.randn(30, 3, 16, 16, requires_grad=True)
+    batched = aug.apply(x, draw, groups)
+    for c in range(10):
+        alone = aug.apply(x[groups == c], draw.select(c))
+        assert draw.select(c).op == draw.ops[c]
+        torch.testing.assert_close(batched[groups == c], alone, atol=1e-6, rtol=1e-5)
+    batched.square().sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    # per-sample training keeps one operation per batch (the reference's training-time call)
+    assert not isinstance(aug.sample(30, 16), GroupDraw)

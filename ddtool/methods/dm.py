@@ -50,7 +50,7 @@ class DM(MatchingMethod):
         net.requires_grad_(False)
         x_real, y_real = ctx.real_batch(ctx.cfg.batch_real)
         x_syn, y_syn = syn.decoded()
-        draw = ctx.augment.sample(ctx.num_classes, x_real.shape[-1], ctx.device)
+        draw = ctx.augment.sample(ctx.num_classes, x_real.shape[-1], ctx.device, op_per_group=True)
         if ctx.impl == "loop" or not per_sample_forward(net):
             # the reference implementation: one forward per class (and per side). BatchNorm in
             # training mode normalises with the statistics of each of these batches, so one forward

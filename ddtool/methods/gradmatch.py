@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddtool.augment import Augmenter, Draw
+from ddtool.augment import Augmenter, Draw, GroupDraw
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod, per_sample_forward
@@ -107,14 +107,14 @@ class Siamese:
     (see ``ddtool.methods.idc``); DC uses none.
     """
 
-    def __init__(self, parts: Sequence[tuple[Augmenter, Draw]] = ()) -> None:
+    def __init__(self, parts: Sequence[tuple[Augmenter, Draw | GroupDraw]] = ()) -> None:
         self.parts = list(parts)
 
     @classmethod
     def sample(cls, augment: Augmenter, groups: int, size: int, device: torch.device) -> "Siamese":
         if not augment.enabled:
             return cls()
-        return cls([(augment, augment.sample(groups, size, device))])
+        return cls([(augment, augment.sample(groups, size, device, op_per_group=True))])
 
     def select(self, group: int) -> "Siamese":
         return Siamese([(a, d.select(group)) for a, d in self.parts])
