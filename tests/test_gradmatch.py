@@ -198,6 +198,25 @@ def test_idc_network_updates_apply_idc_chain_per_sample(digits, monkeypatch):
     assert len(middles) > 1  # the middle operation is drawn per step
 
 
+def test_idc_matching_chain_draws_the_middle_operation_per_class(digits):
+    """IDC augments class by class: in the matching step each class gets its own crop/scale/rotate,
+    shared by its real and synthetic images (siamese)."""
+    from ddtool.augment import GroupDraw
+
+    ctx = make_ctx(digits, IDC(), [])
+    torch.manual_seed(1)
+    siamese = IDC().siamese(ctx)
+    ops = [aug.ops for aug, _ in siamese.parts]
+    assert ops == [("flip",), ("color",), ("crop", "scale", "rotate"), ("cutout",)]
+    middle = siamese.parts[2][1]
+    assert isinstance(middle, GroupDraw) and len(middle.ops) == 10 and len(set(middle.ops)) > 1
+    x = torch.randn(4, 1, 8, 8)
+    for c in (0, 9):
+        one = siamese.select(c)
+        assert one.parts[2][1].op == middle.ops[c]
+        torch.testing.assert_close(one.apply(x), one.apply(x))  # the same draw twice: siamese
+
+
 def test_idc_outer_loop_lowers_matching_loss(digits):
     method = IDC()
     ctx = make_ctx(digits, method, ["distill.lr_img=0.01", "distill.augment=none", "distill.batch_real=64",

@@ -59,26 +59,23 @@ _ALWAYS_AFTER = ("cutout",)
 
 
 def idc_augmentation(ops: Sequence[str], params: DSAParams, groups: int, size: int,
-                     device: torch.device | str) -> Siamese:
+                     device: torch.device | str, op_per_group: bool = False) -> Siamese:
     """IDC's DiffAug chain over the operations in ``ops``, with ``groups`` parameter sets.
 
     flip and color always, then one of the remaining operations (crop, scale, rotate) drawn at
     random, then cutout always. The matching step uses one group per class (siamese: the real
-    and the synthetic images of a class share parameters, IDC's ``batch=True``); the network
-    updates use one group per sample (apply with ``groups=None``, IDC's ``batch=False``).
+    and the synthetic images of a class share parameters, IDC's ``batch=True``) and, with
+    ``op_per_group``, each class draws its own middle operation (IDC augments class by class);
+    the network updates use one group per sample and one middle operation per batch.
     """
     if not ops:
         return Siamese()
     middle = [o for o in ops if o not in _ALWAYS_BEFORE + _ALWAYS_AFTER]
-    chosen = [o for o in _ALWAYS_BEFORE if o in ops]
+    chain = [Augmenter(o, params) for o in _ALWAYS_BEFORE if o in ops]
     if middle:
-        chosen.append(middle[int(torch.randint(len(middle), (1,)).item())])
-    chosen += [o for o in _ALWAYS_AFTER if o in ops]
-    parts = []
-    for op in chosen:
-        aug = Augmenter(op, params)
-        parts.append((aug, aug.sample(groups, size, device)))
-    return Siamese(parts)
+        chain.append(Augmenter("_".join(middle), params))
+    chain += [Augmenter(o, params) for o in _ALWAYS_AFTER if o in ops]
+    return Siamese([(aug, aug.sample(groups, size, device, op_per_group=op_per_group)) for aug in chain])
 
 
 @dataclass
@@ -153,7 +150,8 @@ class IDC(MatchingMethod):
 
     def siamese(self, ctx: DistillContext) -> Siamese:
         """IDC's augmentation of the matching step (:func:`idc_augmentation`), one parameter set per class."""
-        return idc_augmentation(ctx.augment.ops, ctx.augment.p, ctx.num_classes, ctx.data.resolution, ctx.device)
+        return idc_augmentation(ctx.augment.ops, ctx.augment.p, ctx.num_classes, ctx.data.resolution, ctx.device,
+                                op_per_group=True)
 
     @staticmethod
     def net_ops(ctx: DistillContext, o: IDCOptions) -> tuple[str, ...]:
