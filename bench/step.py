@@ -32,10 +32,12 @@ def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, round
     data = fake_data(classes, max(batch_real, ipc), 3, 32)
     spec = NetSpec("convnet", {"width": 128})
     out = {}
-    ctxs = {impl: DistillContext(data=data, cfg=DistillSection(ipc=ipc, batch_real=batch_real), net_spec=spec,
-                                 device=device, iterations=1, selection=Scratch(), schedule=NoPerturbation(),
-                                 impl=impl, augment=Augmenter())
-            for impl in ("vectorized", "loop")}
+    ctxs = {impl: DistillContext(data=data, cfg=DistillSection(ipc=ipc, batch_real=batch_real,
+                                                               compile=impl == "compiled"),
+                                 net_spec=spec, device=device, iterations=1, selection=Scratch(),
+                                 schedule=NoPerturbation(), impl="loop" if impl == "compiled" else impl,
+                                 augment=Augmenter())
+            for impl in ("vectorized", "loop", "compiled")}
     syn = init_synthetic(data, ipc, "real", device=device)
     syn.images.requires_grad_(True)
     method = DM()
@@ -46,8 +48,9 @@ def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, round
             method.step(ctxs[impl], syn, opt, 0)
         return go
 
-    times = interleaved({"vectorized": run("vectorized"), "loop": run("loop")}, rounds)
+    times = interleaved({"vectorized": run("vectorized"), "loop": run("loop"), "compiled": run("compiled")}, rounds)
     out["vectorized_s"], out["loop_s"] = median(times["vectorized"]), median(times["loop"])
+    out["compiled_s"] = median(times["compiled"])
     out["ratio"] = out["loop_s"] / out["vectorized_s"]
     out["gflops"] = flops_of(run("vectorized")) / 1e9
     out["gflop_per_s"] = out["gflops"] / out["vectorized_s"]
@@ -62,10 +65,13 @@ def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_step
     data = fake_data(classes, 256, 3, 32)
     spec = NetSpec("convnet", {"width": 128})
     opts = IDCOptions(factor=2, net_steps=net_steps)
-    ctxs = {impl: DistillContext(data=data, cfg=DistillSection(ipc=ipc, batch_real=64), net_spec=spec, device=device,
-                                 iterations=1, selection=Scratch(), schedule=NoPerturbation(), options=opts,
-                                 impl=impl, augment=Augmenter("color_crop_cutout"))
-            for impl in ("vectorized", "loop")}
+    ctxs = {impl: DistillContext(data=data, cfg=DistillSection(ipc=ipc, batch_real=64, compile=impl == "compiled",
+                                                               precision="bf16" if impl == "bf16" else "fp32"),
+                                 net_spec=spec, device=device, iterations=1, selection=Scratch(),
+                                 schedule=NoPerturbation(), options=opts,
+                                 impl="vectorized" if impl == "vectorized" else "loop",
+                                 augment=Augmenter("color_crop_cutout"))
+            for impl in ("vectorized", "loop", "compiled", "bf16")}
     method = IDC()
     syn = method.init_synthetic(ctxs["loop"])
     syn.images.requires_grad_(True)
@@ -78,8 +84,12 @@ def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_step
     def match(impl: str):  # type: ignore[no-untyped-def]
         return lambda: method.image_update(ctxs[impl], syn, opt, net)
 
-    times = interleaved({"vectorized": match("vectorized"), "loop": match("loop"),
-                         "network": lambda: method.train_net(ctxs["loop"], net, net_opt, opts, ops)}, rounds)
+    def network(impl: str):  # type: ignore[no-untyped-def]
+        return lambda: method.train_net(ctxs[impl], net, net_opt, opts, ops)
+
+    times = interleaved({"vectorized": match("vectorized"), "loop": match("loop"), "compiled": match("compiled"),
+                         "network": network("loop"), "network_compiled": network("compiled"),
+                         "network_bf16": network("bf16")}, rounds)
     out = {k + "_s": median(v) for k, v in times.items()}
     out["ratio"] = out["loop_s"] / out["vectorized_s"]
     return out
@@ -134,21 +144,24 @@ def main() -> None:
     dm_cases += [(100, 1, 32 if cpu else 256), (100, 10, 32 if cpu else 256)] if not args.quick else []
     parts = set(args.only.split(","))
     if "dm" in parts:
-        print("| step | classes | ipc | batch_real | vectorised s | loop s | loop/vectorised | GFLOP | GFLOP/s |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| step | classes | ipc | batch_real | vectorised s | loop s | loop + compile s | loop/vectorised "
+              "| loop/(loop + compile) | GFLOP | GFLOP/s (vectorised) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     for classes, ipc, br in dm_cases if "dm" in parts else []:
         r = dm_case(classes, ipc, br, device, args.rounds)
-        print(f"| dm | {classes} | {ipc} | {br} | {r['vectorized_s']:.3f} | {r['loop_s']:.3f} | {r['ratio']:.2f}x "
-              f"| {r['gflops']:.1f} | {r['gflop_per_s']:.1f} |", flush=True)
+        print(f"| dm | {classes} | {ipc} | {br} | {r['vectorized_s']:.3f} | {r['loop_s']:.3f} | {r['compiled_s']:.3f} "
+              f"| {r['ratio']:.2f}x | {r['loop_s'] / r['compiled_s']:.2f}x | {r['gflops']:.1f} | {r['gflop_per_s']:.1f} |",
+              flush=True)
     if "idc" in parts:
         print()
-        print("| IDC inner step | classes | ipc | matching, vectorised s | matching, loop s | loop/vectorised "
-              "| network (32 x 64 real) s |")
-        print("|---|---|---|---|---|---|---|")
+        print("| IDC inner step | classes | ipc | matching: vectorised s | loop s | loop + compile s | loop/vectorised "
+              "| network (32 x 64 real): fp32 s | + compile s | bf16 s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for classes, ipc in [(10, 1), (10, 10)] + ([(10, 50), (100, 10)] if not args.quick else []):
             r = idc_case(classes, ipc, device, args.rounds)
-            print(f"| idc | {classes} | {ipc} | {r['vectorized_s']:.3f} | {r['loop_s']:.3f} | {r['ratio']:.2f}x "
-                  f"| {r['network_s']:.3f} |", flush=True)
+            print(f"| idc | {classes} | {ipc} | {r['vectorized_s']:.3f} | {r['loop_s']:.3f} | {r['compiled_s']:.3f} "
+                  f"| {r['ratio']:.2f}x | {r['network_s']:.3f} | {r['network_compiled_s']:.3f} "
+                  f"| {r['network_bf16_s']:.3f} |", flush=True)
     if "pool" in parts:
         print()
         print("| pretrain pool | data | models x epochs | stacked s | loop s | loop/stacked |")

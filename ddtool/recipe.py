@@ -60,6 +60,7 @@ class DistillSection:
     alpha: float = 1.0  # perturbation magnitude (Acc-DD: 1 on CIFAR)
     alpha_decay: str = "constant"  # constant | linear | cosine
     impl: str = "auto"  # auto | vectorized | loop
+    compile: bool = False  # torch.compile the first-order forwards (DM; IDC's real side and network updates)
     precision: str = "fp32"  # fp32 | bf16: autocast for the real side (DM embeddings, IDC/DC gradients) and IDC's network updates
     augment: str = "color_crop_cutout_flip_scale_rotate"  # DSA strategy ('none' to disable)
     checkpoint_every: int = 0  # 0 = every iterations // 10 (9 periodic ones for a multiple of 10) + the final set

@@ -7,7 +7,7 @@ from torch import nn
 
 from ddtool.context import DistillContext
 from ddtool.methods.base import MatchingMethod
-from ddtool.methods.dm import embed
+from ddtool.compiled import embed
 from ddtool.synthetic import SyntheticSet
 
 

@@ -15,6 +15,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ddtool.compiled import forward_fn
 from ddtool.context import DistillContext
 from ddtool.methods.base import MatchingMethod, per_sample_forward
 from ddtool.synthetic import SyntheticSet
@@ -35,10 +36,6 @@ def no_grad_forward(ctx: DistillContext) -> Iterator[None]:
         yield
 
 
-def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return net.embed(x) if hasattr(net, "embed") else net(x)
-
-
 class DM(MatchingMethod):
     name = "dm"
     description = "Distribution Matching: per-class mean embeddings under random networks (seed 004)"
@@ -50,6 +47,7 @@ class DM(MatchingMethod):
         net.requires_grad_(False)
         x_real, y_real = ctx.real_batch(ctx.cfg.batch_real)
         x_syn, y_syn = syn.decoded()
+        embed = forward_fn(ctx.cfg.compile, "embed")
         draw = ctx.augment.sample(ctx.num_classes, x_real.shape[-1], ctx.device, op_per_group=True)
         if ctx.impl == "loop" or not per_sample_forward(net):
             # the reference implementation: one forward per class (and per side). BatchNorm in

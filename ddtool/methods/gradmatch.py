@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddtool.augment import Augmenter, Draw, GroupDraw
+from ddtool.compiled import Forward, forward_fn, plain_forward
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod, per_sample_forward
@@ -131,10 +132,11 @@ class Siamese:
 vmap_safe = per_sample_forward
 
 
-def _class_grads_loop(net: nn.Module, x: torch.Tensor, c: int, create_graph: bool) -> list[torch.Tensor]:
+def _class_grads_loop(net: nn.Module, x: torch.Tensor, c: int, create_graph: bool,
+                      forward: Forward = plain_forward) -> list[torch.Tensor]:
     params = [p for p in net.parameters()]
     y = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-    loss = F.cross_entropy(net(x), y)
+    loss = F.cross_entropy(forward(net, x), y)
     grads = torch.autograd.grad(loss, params, create_graph=create_graph)
     return list(grads) if create_graph else [g.detach() for g in grads]
 
@@ -178,13 +180,15 @@ def _pad_by_class(x: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, tor
 def class_matching_losses(net: nn.Module, reals: Sequence[torch.Tensor], syns: Sequence[torch.Tensor],
                           siamese: Siamese, kind: str, *, include_linear: bool = True,
                           vectorized: bool = True, classes: Sequence[int] | None = None,
-                          real_bf16: bool = False) -> torch.Tensor:
+                          real_bf16: bool = False, real_compiled: bool = False) -> torch.Tensor:
     """The matching distance of every entry (a [K] tensor): entry i from reals[i] and syns[i].
 
     Entry i is class ``classes[i]`` (default: i) and uses group i of ``siamese``, so the real
     and the synthetic batch of a class get the same augmentation. ``reals``/``syns`` are
     un-augmented. The synthetic side keeps the graph to the images when they require grad.
-    ``real_bf16`` computes the real side's gradients (targets, no graph) under bf16 autocast.
+    ``real_bf16`` computes the real side's gradients (targets, no graph) under bf16 autocast;
+    ``real_compiled`` computes them with a torch.compile'd forward (per-class loop only: the
+    synthetic side needs double backward, which compiled graphs do not have).
     """
     real_cast = torch.autocast(reals[0].device.type, dtype=torch.bfloat16, enabled=real_bf16)
     num = len(reals)
@@ -195,7 +199,8 @@ def class_matching_losses(net: nn.Module, reals: Sequence[torch.Tensor], syns: S
         for i in range(num):
             si = siamese.select(i)
             with real_cast:
-                g_real = _class_grads_loop(net, si.apply(reals[i]), labels[i], create_graph=False)
+                g_real = _class_grads_loop(net, si.apply(reals[i]), labels[i], create_graph=False,
+                                           forward=forward_fn(real_compiled))
             g_syn = _class_grads_loop(net, si.apply(syns[i]), labels[i], create_graph=create_graph)
             out.append(match_distance(g_real, g_syn, kind, include_linear=include_linear))
         return torch.stack(out)
@@ -282,7 +287,7 @@ class DC(MatchingMethod):
         syns = synthetic_by_class(syn, ctx.num_classes)
         siamese = self._siamese(ctx)
         return class_matching_losses(net, reals, syns, siamese, o.dist, vectorized=ctx.impl == "vectorized",
-                                     real_bf16=ctx.cfg.precision == "bf16").sum()
+                                     real_bf16=ctx.cfg.precision == "bf16", real_compiled=ctx.cfg.compile).sum()
 
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         o = self._opts(ctx)

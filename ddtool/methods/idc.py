@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ddtool.augment import Augmenter, DSAParams
+from ddtool.compiled import forward_fn
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod
@@ -185,7 +186,8 @@ class IDC(MatchingMethod):
         reals, picks, siamese = self._batches(ctx, syn, o)
         syns = self._syn_classes(syn, ctx.num_classes, syn.images, picks)
         return class_matching_losses(net, reals, syns, siamese, o.dist, include_linear=o.match_fc,
-                                     vectorized=ctx.impl == "vectorized", real_bf16=_bf16(ctx)).sum()
+                                     vectorized=ctx.impl == "vectorized", real_bf16=_bf16(ctx),
+                                     real_compiled=ctx.cfg.compile).sum()
 
     def _grad_scale(self, ctx: DistillContext, o: IDCOptions, like: torch.Tensor) -> torch.Tensor | None:
         if not o.pixel_lr:
@@ -211,7 +213,7 @@ class IDC(MatchingMethod):
                 x_syn = self._syn_class(syn, c, picks[c])  # decoded from the images as they are now
                 loss = class_matching_losses(net, reals[c:c + 1], [x_syn], siamese.select(c), o.dist,
                                              include_linear=o.match_fc, vectorized=False, classes=[c],
-                                             real_bf16=_bf16(ctx))[0]
+                                             real_bf16=_bf16(ctx), real_compiled=ctx.cfg.compile)[0]
                 opt.zero_grad(set_to_none=True)
                 loss.backward(inputs=[syn.images])
                 if scale is not None:
@@ -250,13 +252,14 @@ class IDC(MatchingMethod):
         from ddtool.runtime.train import batch_loss
 
         net.train()
+        forward = forward_fn(ctx.cfg.compile)
         for _ in range(o.net_steps):
             x, y = ctx.real_random(o.net_batch)
             if ops:
                 with torch.no_grad():
                     x = idc_augmentation(ops, ctx.augment.p, x.shape[0], x.shape[-1], x.device).apply(x)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=_bf16(ctx)):
-                loss = batch_loss(net, x, y, o.cutmix)
+                loss = batch_loss(lambda b: forward(net, b), x, y, o.cutmix)
             net_opt.zero_grad(set_to_none=True)
             loss.backward()
             net_opt.step()

@@ -63,8 +63,10 @@ def cutmix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return x, y, y[perm], lam
 
 
-def batch_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cutmix_p: float = 0.0) -> torch.Tensor:
-    """Cross-entropy of ``net`` on a batch; with probability ``cutmix_p`` on a CutMix of it instead."""
+def batch_loss(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+               cutmix_p: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of ``net`` (a module or any forward) on a batch; with probability ``cutmix_p``
+    on a CutMix of it instead."""
     if cutmix_p > 0 and torch.rand(()).item() < cutmix_p:
         x, ya, yb, lam = cutmix(x, y)
         out = net(x)

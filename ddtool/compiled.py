@@ -1,0 +1,52 @@
+"""torch.compile for the networks a distillation draws (``distill.compile = true``).
+
+The network is an argument of the compiled function, not captured by it, so the fresh or
+perturbed network of every outer loop runs the same compiled code (its parameters are graph
+inputs); only a new input shape, grad mode or autocast state compiles again. A forward whose
+graph is differentiated twice (the synthetic side of gradient matching) stays eager:
+AOTAutograd has no double backward.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ddtool.errors import DDToolError
+
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def plain_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return net(x)
+
+
+def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The features before the last linear layer (``net.embed``), else the output."""
+    return net.embed(x) if hasattr(net, "embed") else net(x)
+
+
+_PLAIN: dict[str, Forward] = {"forward": plain_forward, "embed": embed}
+_COMPILED: dict[str, Forward] = {}
+
+
+def forward_fn(compile: bool, kind: str = "forward") -> Forward:
+    """``f(net, x)``: the net's forward (``kind="forward"``) or its features (``"embed"``),
+    compiled once per process when ``compile`` is set."""
+    plain = _PLAIN[kind]
+    if not compile:
+        return plain
+    if kind not in _COMPILED:
+        compiled = torch.compile(plain)
+
+        def call(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            try:
+                return compiled(net, x)
+            except torch._dynamo.exc.TorchDynamoException as e:  # compiler missing or failing
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise DDToolError(f"torch.compile failed ({first[:200]}); set distill.compile = false") from None
+
+        _COMPILED[kind] = call
+    return _COMPILED[kind]

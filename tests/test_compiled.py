@@ -1,0 +1,67 @@
+"""distill.compile: the compiled forwards compute what the eager ones do, and a failing
+compiler is one clear error."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from ddtool import compiled
+from ddtool.errors import DDToolError
+from ddtool.methods.dm import DM
+from ddtool.methods.idc import IDC
+
+from tests.test_gradmatch import make_ctx
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                                    reason="torch.compile's CPU backend needs a C++ compiler")
+
+
+@needs_compiler
+def test_compiled_dm_and_idc_match_eager_across_fresh_networks(digits):
+    from torch._dynamo.utils import counters
+
+    graphs_before = counters["stats"]["unique_graphs"]
+    for method, extra in ((DM(), []), (IDC(), ["distill.options.net_steps=2", "distill.options.net_batch=16",
+                                               "distill.batch_real=16"])):
+        out = {}
+        for flag in ("false", "true"):
+            ctx = make_ctx(digits, method, [f"distill.compile={flag}", *extra])
+            torch.manual_seed(0)
+            syn = method.init_synthetic(ctx)
+            syn.images.requires_grad_(True)
+            results = []
+            for _ in range(2):  # a fresh network each time: the compiled code is reused, not rebuilt
+                net = ctx.fresh_net()
+                loss = method.loss(ctx, syn, net)
+                (g,) = torch.autograd.grad(loss, syn.images)
+                results.append((loss.detach(), g))
+            if isinstance(method, IDC):  # the network update on real data goes through the compiled forward too
+                opt = torch.optim.SGD(net.parameters(), lr=0.05)
+                method.train_net(ctx, net, opt, method.opts(ctx), ())
+                results.append((net.classifier.weight.detach().clone(), net.classifier.weight.detach().clone()))
+            out[flag] = results
+        for (l0, g0), (l1, g1) in zip(out["false"], out["true"]):
+            torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(g1, g0, rtol=1e-3, atol=1e-5)
+    # really compiled: a handful of graphs (grad mode / shape variants), not one per fresh network
+    assert 1 <= counters["stats"]["unique_graphs"] - graphs_before <= 8
+
+
+def test_a_failing_compiler_is_one_clear_error(monkeypatch, digits):
+    def broken(fn):
+        def run(*args):
+            raise torch._dynamo.exc.TorchDynamoException("no working C++ compiler found\ndetails")
+        return run
+
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    ctx = make_ctx(digits, DM(), ["distill.compile=true"])
+    syn = DM().init_synthetic(ctx)
+    with pytest.raises(DDToolError, match=r"torch.compile failed \(no working C\+\+ compiler found\); "
+                                          r"set distill.compile = false"):
+        DM().loss(ctx, syn, ctx.fresh_net())
+    assert compiled.forward_fn(False) is compiled.plain_forward  # off: nothing compiled
