@@ -268,6 +268,10 @@ def test_imagefolder_is_cached_and_a_damaged_cache_is_a_miss(tmp_path: Path, mon
     monkeypatch.setattr(builtin, "_decode_listed", lambda listed: calls.append(1) or real(listed))
     second = load_dataset(f"imagefolder:{folder}", root=root)
     assert calls == [] and torch.equal(first.train_images, second.train_images)
+    # the same folder spelled relatively (as typed on a command line) hits the same cache
+    monkeypatch.chdir(tmp_path)
+    relative = load_dataset("imagefolder:folder/../folder", root=root)
+    assert calls == [] and relative.name == first.name and len(_cache_files(root)) == 2
     # a truncated cache file is read as a miss and rewritten, never an error
     train_cache = next(p for p in _cache_files(root) if "-train-" in p.name)
     train_cache.write_bytes(train_cache.read_bytes()[:100])

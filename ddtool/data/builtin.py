@@ -105,7 +105,10 @@ class ImageFolderData:
         path = Path(arg or "").expanduser()
         if not path.is_dir():
             raise UsageError(f"imagefolder path '{path}' is not a directory")
-        name = f"imagefolder:{path.resolve()}"
+        # one spelling of the folder for the name and the cache key: a relative path on the command
+        # line and the absolute one in an artifact's metadata must find the same cache
+        path = path.resolve()
+        name = f"imagefolder:{path}"
         classes: list[str] | None = None
         splits = []
         for split in ("train", "test"):  # decoded once, then read from DATA_ROOT/ddtool-cache
