@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ddtool.augment import Augmenter
 from ddtool.data import ImageData
+from ddtool.methods.base import MatchingMethod
 from ddtool.nets import NetSpec, build_net
+from ddtool.perturb import PerturbationSchedule
 from ddtool.pool import Pool
 from ddtool.recipe import DistillSection
+from ddtool.registry import adapt
+from ddtool.selection.base import SelectionStrategy
+
+if TYPE_CHECKING:
+    from ddtool.synthetic import SyntheticSet
+
+# the plugin objects a context holds, each seen through its contract (ddtool.registry.adapt): an
+# object that does not subclass it, handed over directly rather than registered, still gets the defaults
+CONTRACTS: dict[str, type] = {"selection": SelectionStrategy, "schedule": PerturbationSchedule,
+                              "method": MatchingMethod}
 
 
 @dataclass
@@ -23,19 +35,24 @@ class DistillContext:
     net_spec: NetSpec
     device: torch.device
     iterations: int
-    selection: Any
-    schedule: Any
+    selection: SelectionStrategy
+    schedule: PerturbationSchedule
     pool: Pool | None = None
-    options: Any = None
-    impl: str = "vectorized"  # vectorized | loop
+    options: Any = None  # the method's parse_options() of [distill.options]
+    impl: str = "vectorized"  # vectorized | loop (ddtool.impl)
     augment: Augmenter = field(default_factory=Augmenter)
-    method: Any = None
-    synthetic: Any = None  # the SyntheticSet being distilled (set by the runtime; DynaDistill ranks models on it)
+    method: MatchingMethod | None = None
+    synthetic: SyntheticSet | None = None  # the set being distilled (set by the runtime; DynaDistill ranks models on it)
     # what the schedule added to the selected network in the latest next_model (state_dict keys),
     # kept only for strategies that write trained networks back (``keeps_trained = True``)
     perturbation: dict[str, torch.Tensor] | None = None
     _train: torch.Tensor | None = field(default=None, repr=False)
     _template: nn.Module | None = field(default=None, repr=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if value is not None and name in CONTRACTS:
+            value = adapt(value, CONTRACTS[name])
+        object.__setattr__(self, name, value)
 
     def __post_init__(self) -> None:
         # uint8 on the device once: per-step batches are then gathers, not host copies
@@ -88,7 +105,7 @@ class DistillContext:
     def next_model(self, it: int) -> nn.Module:
         """The network of outer loop ``it``: chosen by the selection strategy, then perturbed."""
         net = self.selection.select(self, it)
-        keep = getattr(self.selection, "keeps_trained", False)
+        keep = self.selection.keeps_trained
         before = {k: v.detach().clone() for k, v in net.state_dict().items()} if keep else None
         self.schedule.perturb(net, it, self.iterations, self.cfg)
         if before is not None:

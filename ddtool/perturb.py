@@ -13,9 +13,24 @@ import math
 import torch
 from torch import nn
 
-from ddtool.hookspecs import hookimpl
+from ddtool.hookspecs import RegisterSchedule, hookimpl
+from ddtool.recipe import DistillSection
 
 EPS = 1e-10
+
+
+class PerturbationSchedule:
+    """The contract of a perturbation schedule (``ddtool.api.PerturbationSchedule``): what happens
+    to the selected network before the method sees it. Every member has a default except
+    ``name`` and ``perturb``."""
+
+    name: str = ""  # the registry name: [distill] schedule = "NAME"
+    description: str = ""  # one line for 'ddtool plugins'
+
+    def perturb(self, net: nn.Module, it: int, total: int, cfg: DistillSection) -> None:
+        """Change ``net`` in place for outer loop ``it`` of ``total``; ``cfg`` is the recipe's
+        [distill] (``alpha``, ``alpha_decay``). Draw from the global RNG (a resumed run replays it)."""
+        raise NotImplementedError(f"schedule '{self.name}' does not implement perturb")
 
 
 def filter_normalized_direction(param: torch.Tensor) -> torch.Tensor:
@@ -35,20 +50,20 @@ def decay_factor(kind: str, it: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * t))  # cosine
 
 
-class NoPerturbation:
+class NoPerturbation(PerturbationSchedule):
     name = "none"
     description = "use the selected network as it is"
 
-    def perturb(self, net: nn.Module, it: int, total: int, cfg) -> None:  # type: ignore[no-untyped-def]
+    def perturb(self, net: nn.Module, it: int, total: int, cfg: DistillSection) -> None:
         return None
 
 
-class Gaussian:
+class Gaussian(PerturbationSchedule):
     name = "gaussian"
     description = "theta + alpha * d, d filter-normalised Gaussian (Acc-DD Eq. 2-3; alpha=1 on CIFAR)"
 
     @torch.no_grad()
-    def perturb(self, net: nn.Module, it: int, total: int, cfg) -> None:  # type: ignore[no-untyped-def]
+    def perturb(self, net: nn.Module, it: int, total: int, cfg: DistillSection) -> None:
         alpha = cfg.alpha * decay_factor(cfg.alpha_decay, it, total)
         if alpha == 0:
             return
@@ -57,13 +72,13 @@ class Gaussian:
                 p.add_(filter_normalized_direction(p), alpha=alpha)
 
 
-class TwoDirection:
+class TwoDirection(PerturbationSchedule):
     name = "two_direction"
     description = "released Acc-DD code: two filter-normalised directions, magnitudes +-U(0.01, 0.09)"
     low, high = 0.01, 0.09
 
     @torch.no_grad()
-    def perturb(self, net: nn.Module, it: int, total: int, cfg) -> None:  # type: ignore[no-untyped-def]
+    def perturb(self, net: nn.Module, it: int, total: int, cfg: DistillSection) -> None:
         decay = decay_factor(cfg.alpha_decay, it, total)
         mags = []
         for _ in range(2):
@@ -76,7 +91,7 @@ class TwoDirection:
 
 
 @hookimpl
-def ddtool_register_perturbation_schedules(register) -> None:  # type: ignore[no-untyped-def]
+def ddtool_register_perturbation_schedules(register: RegisterSchedule) -> None:
     register(NoPerturbation())
     register(Gaussian())
     register(TwoDirection(), aliases=("two-direction",))

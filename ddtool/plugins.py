@@ -14,13 +14,18 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import pluggy
 
 from ddtool import __version__, hookspecs
+from ddtool.data.dataset import Dataset
 from ddtool.errors import DDToolError, UsageError
-from ddtool.registry import Registry
+from ddtool.methods.base import MatchingMethod
+from ddtool.nets.factory import Architecture
+from ddtool.perturb import PerturbationSchedule
+from ddtool.registry import Contract, Registry
+from ddtool.selection.base import SelectionStrategy
 
 BUILTIN_MODULES = (
     "ddtool.data.builtin",
@@ -40,14 +45,24 @@ KINDS = {
     "architecture": "ddtool_register_architectures",
 }
 
+# what each kind's objects must provide themselves; the base class has a default for every other
+# member (an object that does not subclass it is seen through it)
+CONTRACTS = {
+    "method": Contract(MatchingMethod, ("name", "step")),
+    "selection": Contract(SelectionStrategy, ("name", "select")),
+    "schedule": Contract(PerturbationSchedule, ("name", "perturb")),
+    "dataset": Contract(Dataset, ("name", "description", "load")),
+    "architecture": Contract(Architecture, ("name", "description", "build")),
+}
+
 
 @dataclass
 class Registries:
-    method: Registry[Any]
-    selection: Registry[Any]
-    schedule: Registry[Any]
-    dataset: Registry[Any]
-    architecture: Registry[Any]
+    method: Registry[MatchingMethod]
+    selection: Registry[SelectionStrategy]
+    schedule: Registry[PerturbationSchedule]
+    dataset: Registry[Dataset]
+    architecture: Registry[Architecture]
 
     def kind(self, kind: str) -> Registry[Any]:
         return getattr(self, kind)
@@ -114,7 +129,7 @@ def _distribution_of(pm: pluggy.PluginManager) -> dict[str, str]:
 
 
 def _fill(pm: pluggy.PluginManager) -> Registries:
-    regs = Registries(**{kind: Registry(kind) for kind in KINDS})
+    regs = Registries(**{kind: Registry(kind, CONTRACTS[kind]) for kind in KINDS})
     dists = _distribution_of(pm)
     for kind, hookname in KINDS.items():
         hook = getattr(pm.hook, hookname)
@@ -125,7 +140,7 @@ def _fill(pm: pluggy.PluginManager) -> Registries:
         for impl in impls:
             source = pm.get_name(impl.plugin) or repr(impl.plugin)
 
-            def register(obj: Any, aliases: tuple[str, ...] = (), *, _s: str = source,
+            def register(obj: Any, aliases: Sequence[str] = (), *, _s: str = source,
                          _k: str = kind) -> None:
                 regs.kind(_k).add(obj, aliases=aliases, source=_s,
                                   distribution=dists.get(_s, "local"))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from ddtool.data import ImageData
-from ddtool.errors import UsageError
+from ddtool.errors import DDToolError, UsageError
 from ddtool.nets import NetSpec
+from ddtool.store.meta import DatasetSignature, PoolMeta
 
 
 def states_to_tensors(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -31,11 +31,17 @@ def states_from_tensors(tensors: dict[str, torch.Tensor], n: int | None = None) 
 
 @dataclass
 class Pool:
+    """N models of one architecture; the pool artifact's only reader and writer (``to_artifact``/``from_artifact``)."""
+
     net: NetSpec
     states: list[dict[str, torch.Tensor]]
     models: list[dict[str, Any]] = field(default_factory=list)  # per-model hyper-parameters, accuracy
-    signature: dict[str, str] = field(default_factory=dict)
+    signature: DatasetSignature = field(default_factory=DatasetSignature)
     digest: str = ""
+    # how it was made (pretrain): None when not recorded
+    recipe_sha256: str | None = None
+    seed: int | None = None
+    epochs: int | None = None
 
     def __len__(self) -> int:
         return len(self.states)
@@ -49,28 +55,32 @@ class Pool:
         if all(v.device == device for sd in self.states for v in sd.values()):
             return self
         states = [{k: v.to(device) for k, v in sd.items()} for sd in self.states]
-        return Pool(self.net, states, self.models, self.signature, self.digest)
+        return replace(self, states=states)
 
-    def metadata(self) -> dict[str, str]:
-        return {**self.signature, "ddtool.net": self.net.to_json(), "ddtool.n": str(len(self)),
-                "ddtool.models": json.dumps(self.models, sort_keys=True)}
+    def to_artifact(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """(tensors, metadata) to store; the metadata repeats the net's name as ``arch`` (ddtool 0.1 did)."""
+        info = PoolMeta(signature=self.signature, net=self.net.to_json(), n=len(self), models=self.models,
+                        recipe_sha256=self.recipe_sha256, seed=self.seed, arch=self.net.name, epochs=self.epochs)
+        return self.to_tensors(), info.to_metadata()
 
     @classmethod
     def from_artifact(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str], digest: str) -> "Pool":
-        states = states_from_tensors(tensors, int(meta["ddtool.n"]))
-        sig = {k: v for k, v in meta.items() if k in ("ddtool.dataset", "ddtool.classes", "ddtool.shape")}
-        return cls(NetSpec.from_json(meta["ddtool.net"]), states, json.loads(meta["ddtool.models"]), sig, digest)
+        info = PoolMeta.from_metadata(meta)
+        if info.n is None or info.net is None or info.models is None:
+            raise DDToolError(f"pool {digest[:12]} does not record its size, network and models; it cannot be used")
+        states = states_from_tensors(tensors, info.n)
+        return cls(NetSpec.from_json(info.net), states, info.models, info.signature, digest,
+                   recipe_sha256=info.recipe_sha256, seed=info.seed, epochs=info.epochs)
 
     def check_compatible(self, data: ImageData, net: NetSpec, ref: str) -> None:
         """Refuse a pool trained on another dataset or architecture."""
-        want = data.signature()
-        for key in ("ddtool.dataset", "ddtool.classes", "ddtool.shape"):
-            if self.signature.get(key) != want[key]:
-                label = key.split(".")[1]
-                raise UsageError(
-                    f"pool '{ref}' was trained on {label} '{self.signature.get(key)}', but this run uses "
-                    f"'{want[key]}'; pretrain a pool for it with 'ddtool pretrain --dataset ...'"
-                )
+        diff = self.signature.difference(DatasetSignature.of(data))
+        if diff is not None:
+            label, have, want = diff
+            raise UsageError(
+                f"pool '{ref}' was trained on {label} '{have}', but this run uses "
+                f"'{want}'; pretrain a pool for it with 'ddtool pretrain --dataset ...'"
+            )
         if self.net != net:
             raise UsageError(
                 f"pool '{ref}' holds {self.net.to_json()} networks, but the recipe's [net] is "

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from ddtool.errors import UsageError, closest
+from ddtool.impl import ALIASES as IMPL_ALIASES
+from ddtool.impl import IMPLS
 
 
 @dataclass
@@ -42,7 +44,7 @@ class PretrainSection:
     batch: int = 128
     seed: int = 0
     name: str = ""  # pool name ('' = DATASET-NET)
-    impl: str = "auto"  # auto | stacked (the n models as one vmapped ensemble) | loop
+    impl: str = "auto"  # auto | vectorized (the n models as one vmapped ensemble) | loop
 
 
 @dataclass
@@ -59,7 +61,7 @@ class DistillSection:
     schedule: str = "none"  # perturbation of that network
     alpha: float = 1.0  # perturbation magnitude (Acc-DD: 1 on CIFAR)
     alpha_decay: str = "constant"  # constant | linear | cosine
-    impl: str = "auto"  # auto | vectorized | loop
+    impl: str = "auto"  # auto | vectorized (classes in one vmapped call) | loop
     compile: bool = False  # torch.compile the first-order forwards (DM; IDC's real side and network updates)
     precision: str = "fp32"  # fp32 | bf16: autocast for the real side (DM embeddings, IDC/DC gradients) and IDC's network updates
     augment: str = "color_crop_cutout_flip_scale_rotate"  # DSA strategy ('none' to disable)
@@ -81,7 +83,7 @@ class EvalSection:
     repeats: int = 5
     augment: str = "color_crop_cutout_flip_scale_rotate"
     seed: int = 0
-    impl: str = "auto"  # auto | stacked (repeats as one vmapped ensemble) | loop
+    impl: str = "auto"  # auto | vectorized (repeats as one vmapped ensemble) | loop
 
 
 @dataclass
@@ -103,6 +105,9 @@ class Recipe:
 
 SECTIONS = {f.name: f for f in dataclasses.fields(Recipe) if dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
 
+# every section's ``impl`` (ddtool.impl): the value is kept as written, aliases resolve at run time
+_IMPL = (lambda v: v in IMPLS or v in IMPL_ALIASES, "auto, vectorized or loop")
+
 # (section, key) -> (predicate, what it must be)
 RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("net", "depth"): (lambda v: v >= 0, ">= 0"),
@@ -112,7 +117,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("pretrain", "epochs"): (lambda v: v >= 1, ">= 1"),
     ("pretrain", "lr"): (lambda v: v > 0, "> 0"),
     ("pretrain", "batch"): (lambda v: v >= 1, ">= 1"),
-    ("pretrain", "impl"): (lambda v: v in ("auto", "stacked", "loop"), "auto, stacked or loop"),
+    ("pretrain", "impl"): _IMPL,
     ("distill", "ipc"): (lambda v: v >= 1, ">= 1"),
     ("distill", "iterations"): (lambda v: v >= 0, ">= 0"),
     ("distill", "lr_img"): (lambda v: v > 0, "> 0"),
@@ -121,7 +126,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("distill", "init"): (lambda v: v in ("real", "noise"), "real or noise"),
     ("distill", "alpha"): (lambda v: v >= 0, ">= 0"),
     ("distill", "alpha_decay"): (lambda v: v in ("constant", "linear", "cosine"), "constant, linear or cosine"),
-    ("distill", "impl"): (lambda v: v in ("auto", "vectorized", "loop"), "auto, vectorized or loop"),
+    ("distill", "impl"): _IMPL,
     ("distill", "precision"): (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     ("distill", "checkpoint_every"): (lambda v: v >= 0, ">= 0"),
     ("eval", "protocol"): (lambda v: v in ("dsa", "idc"), "dsa or idc"),
@@ -131,7 +136,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("eval", "weight_decay"): (lambda v: v >= 0, ">= 0"),
     ("eval", "batch"): (lambda v: v >= 1, ">= 1"),
     ("eval", "repeats"): (lambda v: v >= 1, ">= 1"),
-    ("eval", "impl"): (lambda v: v in ("auto", "stacked", "loop"), "auto, stacked or loop"),
+    ("eval", "impl"): _IMPL,
 }
 
 
@@ -154,7 +159,13 @@ def _coerce(where: str, tp: Any, value: Any) -> Any:
     return value
 
 
-def _build_section(section: str, cls: type, raw: Any) -> Any:
+def parse_section(section: str, cls: type, raw: Any) -> Any:
+    """The dataclass ``cls`` from the TOML table ``raw`` of ``[section]``.
+
+    Unknown keys and wrong types are one-line :class:`UsageError` s that name ``section.key``
+    (and the allowed keys); an int is accepted for a float. Plugins parse their own tables
+    (``[distill.options]``, ``[distill.options.<selection>]``) with it.
+    """
     if not isinstance(raw, dict):
         raise UsageError(f"[{section}] must be a table of keys, got {raw!r}")
     hints = get_type_hints(cls)
@@ -179,7 +190,7 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
         if key not in ("name", "description"):
             raise UsageError(f"unknown section or key '{key}'{closest(key, allowed_top)}; allowed: {', '.join(allowed_top)}")
         _coerce(key, str, value)
-    sections = {name: _build_section(name, SECTIONS[name].default_factory, raw.get(name, {}))  # type: ignore[misc]
+    sections = {name: parse_section(name, SECTIONS[name].default_factory, raw.get(name, {}))  # type: ignore[misc]
                 for name in SECTIONS}
     return Recipe(**top, **sections)
 

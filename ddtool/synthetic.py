@@ -1,14 +1,17 @@
-"""The synthetic set: parameterisation, initialisation and IDC's multi-formation decode."""
+"""The synthetic set: parameterisation, initialisation, IDC's multi-formation decode, and the
+synthetic artifact (``to_artifact``/``from_artifact``, the only way sets enter and leave the store)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError
+from ddtool.nets import NetSpec
+from ddtool.store.meta import DatasetSignature, SyntheticMeta
 
 
 @dataclass
@@ -16,16 +19,42 @@ class SyntheticSet:
     """Stored images (normalised float, a leaf tensor when distilling) and their labels.
 
     ``factor`` > 1 means IDC's multi-formation: each stored image holds factor x factor
-    tiles that decode to factor**2 training images of the full resolution.
+    tiles that decode to factor**2 training images of the full resolution. ``info`` is what
+    the stored set says about itself (dataset, normalisation, method, provenance); ``digest``
+    the artifact it was read from.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     ipc: int
     factor: int = 1
+    info: SyntheticMeta = field(default_factory=SyntheticMeta)
+    digest: str = ""
 
     def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
         return decode(self.images, self.labels, self.factor)
+
+    @property
+    def signature(self) -> DatasetSignature:
+        return self.info.signature
+
+    @property
+    def net(self) -> NetSpec | None:
+        """The network it was distilled (or imported) with, if recorded."""
+        return NetSpec.from_json(self.info.net) if self.info.net else None
+
+    def to_artifact(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """(tensors, metadata) to store: ``images`` and ``labels``, and ``info`` with this set's ipc and factor."""
+        meta = replace(self.info, ipc=self.ipc, factor=self.factor).to_metadata()
+        return {"images": self.images.detach(), "labels": self.labels}, meta
+
+    @classmethod
+    def from_artifact(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str], digest: str = "") -> "SyntheticSet":
+        """A stored set (or checkpoint) back: ipc from the metadata, else the largest class."""
+        info = SyntheticMeta.from_metadata(meta)
+        labels = tensors["labels"]
+        ipc = info.ipc or int(torch.bincount(labels).max())
+        return cls(tensors["images"], labels, ipc, info.factor or 1, info, digest)
 
 
 def decode(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,6 +42,7 @@ def test_distill_eval_inspect_pipeline_with_lineage(cli, store: Store, tiny_reci
     assert tensors["images"].shape == (10, 1, 8, 8) and tensors["labels"].tolist() == list(range(10))
     assert json.loads(meta["ddtool.parents"]) == [pool["digest"]]
     assert (meta["ddtool.method"], meta["ddtool.selection"], meta["ddtool.schedule"]) == ("dm", "random", "gaussian")
+    assert "ddtool.arch" not in meta and json.loads(meta["ddtool.net"])["name"] == "convnet"  # arch: net's name, once
     run = store.run(syn["run"])
     assert run["inputs"][0]["digest"] == pool["digest"] and run["outputs"][0]["digest"] == art.digest
     assert [c["iteration"] for c in run["checkpoints"]] == [2, 4]

@@ -56,14 +56,14 @@ def test_batchnorm_and_cutmix_take_the_loop() -> None:
 
 
 def test_auto_implementations_loop_on_cpu_batched_on_cuda() -> None:
-    from ddtool.methods.base import default_impl
-    from ddtool.runtime.evaluate import default_eval_impl
+    from ddtool.impl import default_impl, resolve_impl
 
-    assert default_eval_impl(torch.device("cpu")) == "loop"
-    assert default_eval_impl(torch.device("cuda")) == "stacked"
-    for method in ("dm", "dc", "dsa", "idc"):
-        assert default_impl(method, "cpu") == "loop"
-        assert default_impl(method, torch.device("cuda:0")) == "vectorized"
+    # one vocabulary for distill, eval and pretrain; "stacked" (eval/pretrain's old word) is an alias
+    assert default_impl(torch.device("cpu")) == "loop"
+    assert default_impl(torch.device("cuda")) == "vectorized"
+    assert default_impl("cpu") == "loop"
+    assert default_impl(torch.device("cuda:0")) == "vectorized"
+    assert resolve_impl("stacked", "cpu") == "vectorized" and resolve_impl("auto", "cpu") == "loop"
 
 
 def test_stacked_members_keep_their_own_lr_and_augmentation(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,9 @@ from ddtool.augment import Augmenter
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.methods.coreset import Herding, herding_indices
-from ddtool.methods.gradmatch import DC, DSA, dc_loops, match_distance
+from ddtool.methods.dc import DC, DSA, dc_loops
 from ddtool.methods.idc import IDC, IDCOptions
+from ddtool.methods.matching import match_distance
 from ddtool.plugins import registries
 from ddtool.recipe import load_recipe
 from ddtool.runtime.distill import distill, plan
@@ -321,13 +322,13 @@ def test_bf16_real_gradients_close_to_fp32_but_not_identical(digits, method, imp
 
 
 def test_idc_network_update_runs_under_bf16_autocast(digits, monkeypatch):
-    import ddtool.runtime.train as train
+    import ddtool.methods.idc as idc
 
     dtypes = []
-    real = train.batch_loss
-    monkeypatch.setattr(train, "batch_loss", lambda net, x, y, p: dtypes.append(torch.get_autocast_dtype("cpu")
-                                                                               if torch.is_autocast_enabled("cpu")
-                                                                               else None) or real(net, x, y, p))
+    real = idc.batch_loss
+    monkeypatch.setattr(idc, "batch_loss", lambda net, x, y, p: dtypes.append(torch.get_autocast_dtype("cpu")
+                                                                             if torch.is_autocast_enabled("cpu")
+                                                                             else None) or real(net, x, y, p))
     method = IDC()
     for precision in ("fp32", "bf16"):
         ctx = make_ctx(digits, method, [f"distill.precision=\"{precision}\"", "distill.options.net_steps=2"])

@@ -13,10 +13,10 @@ from PIL import Image
 from rich.console import Console
 
 from ddtool.inspect.chart import PALETTE, Series, nice_ticks, render_chart, save_chart_png
-from ddtool.inspect.curves import is_run_id, select_points
 from ddtool.inspect.grid import HALF, RAMP, layout, png_scale, render_grid, save_png
 from ddtool.nets import NetSpec
 from ddtool.store import Store
+from ddtool.store.runs import is_run_id, select_points
 from ddtool.synthetic import encode_real
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -337,3 +337,13 @@ def test_store_show_tree_lists_sources_and_products(cli, store: Store, digits) -
     assert "85.00 ± 1.00 %" in pool_tree
     plain = json.loads(cli("store", "show", "synthetic/s", "--json").stdout)  # the old view stays
     assert plain["used_by"][0]["run"] == "20260101-000002-eval-cccccc"
+
+
+@pytest.mark.parametrize("module", ["ddtool.inspect.chart", "ddtool.inspect.curves", "ddtool.inspect.grid"])
+def test_inspect_draws_and_does_not_train(module: str) -> None:
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('ddtool.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in loaded if m.split(".")[1] in ("runtime", "methods", "cli")] == []

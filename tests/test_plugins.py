@@ -13,6 +13,17 @@ import torch
 
 import ddtool.plugins as plugins
 from ddtool import hookspecs
+from ddtool.api import (
+    Architecture,
+    Dataset,
+    ImageData,
+    PerturbationSchedule,
+    RegisterArchitecture,
+    RegisterDataset,
+    RegisterSchedule,
+    RegisterSelection,
+    hookimpl,
+)
 from ddtool.errors import UsageError
 from ddtool.store import Store
 
@@ -232,3 +243,94 @@ def test_pixelmmd_installed_plugin_runs_through_distill(cli, store: Store, tiny_
     assert (tensors["images"] - means).norm() < 0.05 * (one_real - means).norm()
     bad = cli("distill", "-r", tiny_recipe, "--method", "pixelmmd", "--set", 'distill.options.kernel="rbf"')
     assert bad.exit_code == 2 and "linear" in bad.stderr
+
+
+class EveryKind:
+    """A plugin with one object of every kind, each through its own hook: a dataset and an
+    architecture that subclass their contracts, a selection strategy that does not (it gets the
+    contract's defaults), a schedule, and a command."""
+
+    perturbed: list[int] = []  # class-level: the runtime works on copies of the registered objects
+    selected: list[int] = []
+
+    class Noise(Dataset):
+        name = "noise"
+        description = "two classes of seeded uniform noise, 8x8 grey (NOISE:SEED)"
+        takes_argument = "optional"
+
+        def load(self, arg, root, download):  # type: ignore[no-untyped-def]
+            g = torch.Generator().manual_seed(int(arg or 0))
+            x = torch.randint(0, 256, (48, 1, 8, 8), generator=g, dtype=torch.uint8)
+            y = torch.arange(48) % 2
+            return ImageData(f"noise:{int(arg or 0)}", ["a", "b"], x[:40], y[:40], x[40:], y[40:])
+
+    class Flat(Architecture):
+        name = "flat"
+        description = "one linear layer on the flattened image"
+
+        def build(self, channels, num_classes, resolution, **_ignored):  # type: ignore[no-untyped-def]
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(channels * resolution ** 2, num_classes))
+
+    class Fresh:  # duck-typed: no SelectionStrategy base, only the required members
+        name = "fresh"
+
+        def select(self, ctx, it):  # type: ignore[no-untyped-def]
+            EveryKind.selected.append(it)
+            return ctx.fresh_net()
+
+    class Count(PerturbationSchedule):
+        name = "count"
+
+        def perturb(self, net, it, total, cfg):  # type: ignore[no-untyped-def]
+            EveryKind.perturbed.append(it)
+
+    @hookimpl
+    def ddtool_register_datasets(self, register: RegisterDataset) -> None:
+        register(self.Noise())
+
+    @hookimpl
+    def ddtool_register_architectures(self, register: RegisterArchitecture) -> None:
+        register(self.Flat(), aliases=("linear",))
+
+    @hookimpl
+    def ddtool_register_selection_strategies(self, register: RegisterSelection) -> None:
+        register(self.Fresh())
+
+    @hookimpl
+    def ddtool_register_perturbation_schedules(self, register: RegisterSchedule) -> None:
+        register(self.Count())
+
+    @hookimpl
+    def ddtool_register_commands(self, app) -> None:  # type: ignore[no-untyped-def]
+        @app.command("every-kind")
+        def every_kind() -> None:
+            print("every kind")
+
+
+def test_a_plugin_registers_every_kind_and_distill_uses_them(store: Store, fresh_registries) -> None:  # type: ignore[no-untyped-def]
+    import typer
+    from typer.testing import CliRunner
+
+    from ddtool.api import SelectionStrategy
+    from ddtool.data import load_dataset
+    from ddtool.recipe import load_recipe
+    from ddtool.runtime.distill import distill
+
+    regs = plugins.reload(EveryKind())
+    fresh = regs.selection.get("fresh")
+    assert isinstance(fresh, SelectionStrategy) and not fresh.needs_pool and fresh.state() == {}  # the defaults
+    data = load_dataset("noise:3")
+    assert data.name == "noise:3" and data.num_classes == 2
+    EveryKind.perturbed.clear()
+    EveryKind.selected.clear()
+    recipe = load_recipe(None, ["data.dataset=\"noise:3\"", "net.name=\"linear\"", "distill.method=\"dm\"",
+                                "distill.selection=\"fresh\"", "distill.schedule=\"count\"", "distill.iterations=3",
+                                "distill.batch_real=8", "distill.augment=\"none\""])
+    result = distill(store, recipe, data, torch.device("cpu"))
+    _, _, meta = store.load(result.artifact.ref)
+    assert (meta["ddtool.selection"], meta["ddtool.schedule"]) == ("fresh", "count")
+    assert EveryKind.selected == EveryKind.perturbed == [0, 1, 2]
+    app = typer.Typer()
+    app.command("other")(lambda: None)  # two commands: typer then dispatches by name
+    plugins.plugin_manager().hook.ddtool_register_commands(app=app)
+    assert CliRunner().invoke(app, ["every-kind"]).stdout.strip() == "every kind"

@@ -72,7 +72,8 @@ def fake_ctx(biases):
         return net
 
     return SimpleNamespace(pool=Pool(states), fresh_net=lambda: nn.Linear(2, 1), net_from_state=net_from_state,
-                           method=ScoreByBias(), synthetic=SyntheticSet(images, torch.tensor([0, 1]), 1))
+                           method=ScoreByBias(), synthetic=SyntheticSet(images, torch.tensor([0, 1]), 1),
+                           perturbation=None)
 
 
 class Pool(list):
@@ -115,7 +116,7 @@ def test_select_ranks_pool_models_by_method_loss_and_updates_the_pool():
 def test_pool_keeps_its_entry_when_the_method_does_not_train_the_network():
     """DM only perturbs the selected network: writing it back would random-walk the pool."""
     from ddtool.methods.dm import DM
-    from ddtool.methods.gradmatch import DC, DSA
+    from ddtool.methods.dc import DC, DSA
     from ddtool.methods.idc import IDC
 
     assert not DM.trains_network and DC.trains_network and DSA.trains_network and IDC.trains_network

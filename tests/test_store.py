@@ -106,3 +106,35 @@ def test_put_rejects_escaping_names(store: Store) -> None:
     with pytest.raises(UsageError, match="invalid artifact name"):
         store.put("pool", "../../evil", {"x": torch.zeros(1)}, {})
     assert not (store.root.parent / "evil").exists()
+
+
+def _imported_by(module: str) -> list[str]:
+    """The ddtool modules a fresh interpreter has loaded after importing ``module``."""
+    code = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m.startswith('ddtool.'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_store_imports_nothing_above_it() -> None:
+    for module in ("ddtool.store", "ddtool.store.meta", "ddtool.store.lineage", "ddtool.store.runs",
+                   "ddtool.store.integrity"):
+        above = [m for m in _imported_by(module)
+                 if m.split(".")[1] in ("data", "nets", "synthetic", "pool", "methods", "selection", "runtime",
+                                        "inspect", "cli")]
+        assert above == [], (module, above)
+
+
+def test_lineage_follows_pools_and_evals_as_plain_dicts(store: Store) -> None:
+    pool = store.put("pool", "p", {"x": torch.zeros(1)}, {"ddtool.dataset": "digits", "ddtool.classes": "a,b"})
+    syn = store.put("synthetic", "s", {"x": torch.ones(1)}, {"ddtool.dataset": "digits", "ddtool.shape": "1x8x8",
+                                                               "ddtool.parents": json.dumps([pool.digest])})
+    store.write_run({"id": "r2", "command": "eval", "inputs": [{"digest": syn.digest, "ref": syn.ref}],
+                     "outputs": [], "metrics": {"mean": 0.5, "std": 0.0, "net": "convnet", "accuracies": [0.5]}})
+    info = store.lineage(syn.digest, depth=2)
+    assert info["ref"] == "synthetic/s:v1" and info["kind"] == "synthetic"
+    assert info["made_from"]["dataset"] == {"name": "digits", "shape": "1x8x8", "classes": None}
+    assert info["made_from"]["pool"] == [{"ref": pool.digest[:12], "digest": pool.digest, "made_from": {
+        "dataset": {"name": "digits", "shape": None, "classes": 2}, "pool": []}}]
+    assert info["made_into"] == [{"run": "r2", "command": "eval", "status": None,
+                                  "metrics": {"mean": 0.5, "std": 0.0, "net": "convnet"}}]
+    json.dumps(info)  # plain data: what 'store show --tree --json' prints

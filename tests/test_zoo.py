@@ -123,7 +123,7 @@ def _tiny_set(digits, per_class: int = 4):  # type: ignore[no-untyped-def]
 def test_eval_protocol_lr_schedule_augmentation_and_cutmix(digits, monkeypatch: pytest.MonkeyPatch, protocol: str,  # type: ignore[no-untyped-def]
                                                            repeats: int, per_epoch: list[float]) -> None:
     import ddtool.augment as augment
-    import ddtool.runtime.train as train
+    import ddtool.nets.losses as losses
     from ddtool.recipe import EvalSection
     from ddtool.runtime.evaluate import evaluate_set
     from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -133,10 +133,10 @@ def test_eval_protocol_lr_schedule_augmentation_and_cutmix(digits, monkeypatch: 
     handle = register_optimizer_step_pre_hook(
         lambda opt, args, kwargs: lrs.setdefault(opt, []).append(opt.param_groups[0]["lr"]))
     augmented, mixed = [], []
-    real_call, real_cutmix = augment.Augmenter.__call__, train.cutmix
+    real_call, real_cutmix = augment.Augmenter.__call__, losses.cutmix
     monkeypatch.setattr(augment.Augmenter, "__call__",
                         lambda self, x: augmented.append(x.shape[0]) or real_call(self, x))
-    monkeypatch.setattr(train, "cutmix", lambda x, y: mixed.append(1) or real_cutmix(x, y))
+    monkeypatch.setattr(losses, "cutmix", lambda x, y: mixed.append(1) or real_cutmix(x, y))
     cfg = EvalSection(protocol=protocol, epochs=12, batch=8, repeats=repeats)
     try:
         accs = evaluate_set(_tiny_set(digits), digits, NetSpec("convnet", {"width": 8}), cfg, torch.device("cpu"))

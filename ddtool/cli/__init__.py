@@ -9,8 +9,12 @@ import typer
 
 from ddtool import __version__
 from ddtool.cli.common import err, state
-from ddtool.cli.run_cmds import distill_cmd, eval_cmd, pretrain_cmd
-from ddtool.cli.show_cmds import inspect_cmd, plugins_cmd, store_app
+from ddtool.cli.distill_cmd import distill_cmd
+from ddtool.cli.eval_cmd import eval_cmd
+from ddtool.cli.inspect_cmd import inspect_cmd
+from ddtool.cli.plugins_cmd import plugins_cmd
+from ddtool.cli.pretrain_cmd import pretrain_cmd
+from ddtool.cli.store_cmds import store_app
 
 app = typer.Typer(
     name="ddtool",

@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: consoles, error handling, the store option, rich progress."""
+"""Shared CLI plumbing: consoles, error handling, the store option, recipes and data, rich progress."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ddtool.data import ImageData, load_dataset
 from ddtool.errors import DDToolError
+from ddtool.recipe import Recipe, load_recipe
 from ddtool.store import Store, open_store
 
 console = Console()  # data
@@ -33,6 +35,17 @@ state = State()
 
 def get_store() -> Store:
     return open_store(state.store_root)
+
+
+def recipe_with(path: Path | None, sets: list[str] | None, **shortcuts: Any) -> Recipe:
+    """A recipe file (or the defaults) plus --set overrides plus the command's own options."""
+    extra = [f"{key}={json.dumps(value)}" for key, value in shortcuts.items() if value is not None]
+    return load_recipe(path, [*(sets or []), *extra])
+
+
+def recipe_data(recipe: Recipe, data_root: Path | None) -> ImageData:
+    """The recipe's dataset (``--data-root`` over its ``[data] root``)."""
+    return load_dataset(recipe.data.dataset, data_root or recipe.data.root or None, recipe.data.download)
 
 
 def guarded(fn: F) -> F:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import torch
 
-from ddtool.data.dataset import ImageData
+from ddtool.data.dataset import Dataset, ImageData
 from ddtool.errors import DDToolError, UsageError
-from ddtool.hookspecs import hookimpl
+from ddtool.hookspecs import RegisterDataset, hookimpl
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 
 
 @dataclass(frozen=True)
-class Digits:
+class Digits(Dataset):
     """scikit-learn's bundled 8x8 handwritten digits: 1,797 images, 10 classes, no download."""
 
     name: str = "digits"
@@ -92,7 +92,7 @@ def _decode_listed(listed: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.T
 
 
 @dataclass(frozen=True)
-class ImageFolderData:
+class ImageFolderData(Dataset):
     """``imagefolder:PATH``: PATH/train/<class>/* and PATH/test/<class>/*, all one square size."""
 
     name: str = "imagefolder"
@@ -120,6 +120,6 @@ class ImageFolderData:
 
 
 @hookimpl
-def ddtool_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def ddtool_register_datasets(register: RegisterDataset) -> None:
     register(Digits())
     register(ImageFolderData())

@@ -104,6 +104,24 @@ def _key(dataset: str, split: str, resolution: int | None, sources: list[list[ob
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# The cache file's own metadata (not an artifact's: the class names are a JSON list here),
+# spelled only in the next two functions.
+def _cache_metadata(key: str, split: Split, dataset: str, split_name: str) -> dict[str, str]:
+    return {"ddtool.cache_key": key, "ddtool.cache_format": FORMAT, "ddtool.dataset": dataset,
+            "ddtool.split": split_name, "ddtool.classes": json.dumps(split.classes),
+            "ddtool.mean": json.dumps(list(split.mean)), "ddtool.std": json.dumps(list(split.std))}
+
+
+def _cached_split(meta: dict[str, str], key: str, tensors: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+                  ) -> Split | None:
+    """The split a cache file holds when its metadata carries ``key``; ``tensors`` reads them."""
+    if meta.get("ddtool.cache_key") != key:
+        return None
+    images, labels = tensors()
+    return Split(images, labels, json.loads(meta["ddtool.classes"]),
+                 tuple(json.loads(meta["ddtool.mean"])), tuple(json.loads(meta["ddtool.std"])))
+
+
 def _read(path: Path, key: str) -> Split | None:
     from safetensors import safe_open
 
@@ -111,12 +129,7 @@ def _read(path: Path, key: str) -> Split | None:
         return None
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("ddtool.cache_key") != key:
-                return None
-            images, labels = f.get_tensor("images"), f.get_tensor("labels")
-        return Split(images, labels, json.loads(meta["ddtool.classes"]),
-                     tuple(json.loads(meta["ddtool.mean"])), tuple(json.loads(meta["ddtool.std"])))
+            return _cached_split(f.metadata() or {}, key, lambda: (f.get_tensor("images"), f.get_tensor("labels")))
     except Exception:  # a damaged or foreign file is a cache miss, never an error
         return None
 
@@ -130,10 +143,8 @@ def _write(path: Path, key: str, split: Split, dataset: str, split_name: str) ->
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".incomplete", dir=folder)
         os.close(fd)
-        meta = {"ddtool.cache_key": key, "ddtool.cache_format": FORMAT, "ddtool.dataset": dataset,
-                "ddtool.split": split_name, "ddtool.classes": json.dumps(split.classes),
-                "ddtool.mean": json.dumps(list(split.mean)), "ddtool.std": json.dumps(list(split.std))}
-        save_file({"images": split.images.contiguous(), "labels": split.labels.contiguous()}, tmp, metadata=meta)
+        save_file({"images": split.images.contiguous(), "labels": split.labels.contiguous()}, tmp,
+                  metadata=_cache_metadata(key, split, dataset, split_name))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared data root's cache serves everyone

@@ -1,10 +1,11 @@
-"""The in-memory form every dataset is decoded to, and the lookup by name."""
+"""The in-memory form every dataset is decoded to, the contract of a dataset, and the lookup by name."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -84,12 +85,29 @@ class ImageData:
         return idx[perm]
 
     def signature(self) -> dict[str, str]:
-        """What a pool or synthetic set must agree with to be used on this dataset."""
-        return {
-            "ddtool.dataset": self.name,
-            "ddtool.classes": ",".join(self.classes),
-            "ddtool.shape": f"{self.channels}x{self.resolution}x{self.resolution}",
-        }
+        """What a pool or synthetic set must agree with to be used on this dataset, as metadata."""
+        from ddtool.store.meta import DatasetSignature
+
+        return DatasetSignature.of(self).to_metadata()
+
+
+class Dataset:
+    """The contract of a dataset (``ddtool.api.Dataset``): a name and how to load it.
+
+    ``name`` and ``description`` have no default (set both): the built-in datasets are
+    dataclasses whose leading fields are these two, and a value here would become their default.
+    """
+
+    name: str  # the registry name: --dataset NAME, [data] dataset = "NAME"
+    description: str  # one line for 'ddtool plugins'
+    # whether the name takes ':ARGUMENT' (imagefolder:PATH, tinyimagenet:RES): False (never),
+    # True (required) or "optional"; load() gets it as ``arg`` (None when absent)
+    takes_argument: bool | Literal["optional"] = False
+
+    def load(self, arg: str | None, root: Path, download: bool) -> ImageData:
+        """The decoded dataset. ``root`` is the data root (--data-root, [data] root, $DDTOOL_DATA
+        or the user cache); ``download``: whether fetching missing files is allowed."""
+        raise NotImplementedError(f"dataset '{self.name}' does not implement load")
 
 
 def data_root(root: str | Path | None = None) -> Path:
@@ -107,7 +125,7 @@ def load_dataset(spec: str, root: str | Path | None = None, download: bool = Fal
 
     name, _, arg = spec.partition(":")
     ds = registries().dataset.get(name)
-    takes = getattr(ds, "takes_argument", False)  # False, True (required) or "optional"
+    takes = ds.takes_argument
     if arg and not takes:
         raise UsageError(f"dataset '{name}' takes no ':ARGUMENT' (got '{spec}')")
     if not arg and takes is True:

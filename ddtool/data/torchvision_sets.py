@@ -33,9 +33,9 @@ from typing import Any
 import torch
 
 from ddtool.data.cache import Split, fingerprint, image_data, load_or_decode
-from ddtool.data.dataset import ImageData
+from ddtool.data.dataset import Dataset, ImageData
 from ddtool.errors import DDToolError, UsageError
-from ddtool.hookspecs import hookimpl
+from ddtool.hookspecs import RegisterDataset, hookimpl
 
 HINT = "download it with --set data.download=true, or point --data-root at the folder that holds it"
 
@@ -49,7 +49,7 @@ def _missing(name: str, expected: str, folder: Path) -> DDToolError:
 
 
 @dataclass(frozen=True)
-class TorchvisionSet:
+class TorchvisionSet(Dataset):
     """A torchvision dataset read from the data root (``subdir``), decoded to uint8 tensors."""
 
     name: str
@@ -214,7 +214,7 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 @dataclass(frozen=True)
-class TinyImageNet:
+class TinyImageNet(Dataset):
     name: str = "tinyimagenet"
     description: str = ("Tiny-ImageNet (200 classes, 100k/10k val, 64x64) from DATA_ROOT/tiny-imagenet-200; "
                         "tinyimagenet:RES resizes")
@@ -282,7 +282,7 @@ def imagenet100_classes() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class ImageNetSubset:
+class ImageNetSubset(Dataset):
     """The first ``n`` classes of the ImageNet-100 list from DATA_ROOT/imagenet/{train,val}/<wnid>/."""
 
     name: str
@@ -329,7 +329,7 @@ JPEG_SETS = (
 
 
 @hookimpl
-def ddtool_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def ddtool_register_datasets(register: RegisterDataset) -> None:
     for ds in TORCHVISION_SETS:
         register(ds, aliases=("fmnist",) if ds.name == "fashion-mnist" else ())
     register(JPEG_SETS[0], aliases=("tiny-imagenet",))

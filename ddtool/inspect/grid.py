@@ -15,13 +15,17 @@ than the width allows) are downsampled by area averaging.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from rich.color import Color, ColorSystem
 from rich.style import Style
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from ddtool.synthetic import SyntheticSet
 
 HALF = "▀"
 RAMP = " .:-=+*#%@"  # grey-scale glyphs, dark to bright
@@ -189,23 +193,23 @@ def png_scale(resolution: int, min_side: int = 64) -> int:
     return max(1, -(-min_side // resolution))
 
 
-def grid_images(tensors: dict[str, torch.Tensor], meta: dict[str, str], decoded: bool = False,
-                real_data=None, max_per_class: int | None = None,  # type: ignore[no-untyped-def]
+def grid_images(syn: SyntheticSet, decoded: bool = False, real_data=None,  # type: ignore[no-untyped-def]
+                max_per_class: int | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """(images in [0, 1], labels, real images and labels or None) of a stored synthetic set.
 
-    ``decoded`` splits IDC's multi-formation images (metadata ``ddtool.factor``) into the
-    training images they decode to. ``real_data`` (an ImageData) adds as many real training
-    images per class as are shown of the synthetic ones, drawn with a fixed seed per class.
+    ``decoded`` splits IDC's multi-formation images (``syn.factor``) into the training images
+    they decode to. ``real_data`` (an ImageData) adds as many real training images per class as
+    are shown of the synthetic ones, drawn with a fixed seed per class.
     """
     from ddtool.synthetic import decode
 
-    images, labels = tensors["images"].detach().float().cpu(), tensors["labels"].cpu()
+    images, labels = syn.images.detach().float().cpu(), syn.labels.cpu()
     if decoded:
-        images, labels = decode(images, labels, int(meta.get("ddtool.factor", "1")))
+        images, labels = decode(images, labels, syn.factor)
     # sets without statistics (hand-made ones) are shown as stored, clamped to [0, 1]
-    mean = torch.tensor(json.loads(meta.get("ddtool.mean", "[0.0]"))).view(1, -1, 1, 1)
-    std = torch.tensor(json.loads(meta.get("ddtool.std", "[1.0]"))).view(1, -1, 1, 1)
+    mean = torch.tensor(syn.info.mean if syn.info.mean is not None else (0.0,)).view(1, -1, 1, 1)
+    std = torch.tensor(syn.info.std if syn.info.std is not None else (1.0,)).view(1, -1, 1, 1)
     images = (images * std + mean).clamp(0, 1)
     real = None
     if real_data is not None:

@@ -1,45 +1,59 @@
-"""The interface every matching method implements (built-in or plugin).
+"""The contract of a matching method (built-in or plugin); re-exported as ``ddtool.api.MatchingMethod``.
 
 The runtime owns the loop, progress, checkpoints and the artifact; a method owns one outer
 iteration. Subclass :class:`MatchingMethod` and override what differs::
 
     class MyMethod(MatchingMethod):
         name = "mine"
-        def step(self, ctx, syn, opt, it):
-            loss = ...            # from ctx.real_batch(...), ctx.next_model(it), syn.images
-            opt.zero_grad(); loss.backward(); opt.step()
-            return float(loss)
+        def loss(self, ctx, syn, net):
+            ...                   # from ctx.real_batch(...), syn.decoded(), net
+            return loss           # the default step selects, perturbs and steps the images
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ddtool.context import DistillContext
+from ddtool.errors import UsageError
+from ddtool.recipe import parse_section
 from ddtool.synthetic import SyntheticSet, init_synthetic
+
+if TYPE_CHECKING:  # the context holds the contracts (ddtool.context imports this module)
+    from ddtool.context import DistillContext
 
 
 class MatchingMethod:
-    name: str = ""
-    description: str = ""
+    """What the runtime calls of a method. Every member has a default except ``name`` and ``loss``
+    (or ``step``, which by default takes one SGD step on the images down ``loss``)."""
+
+    name: str = ""  # the registry name: [distill] method = "NAME", --method NAME
+    description: str = ""  # one line for 'ddtool plugins'
     iterative: bool = True  # False: the initial set is the result (coresets)
-    factor: int = 1  # multi-formation factor of the stored images
-    options_type: type | None = None  # dataclass for [distill.options]
+    factor: int = 1  # multi-formation factor of the stored images (see factor_for)
+    options_type: type | None = None  # dataclass for [distill.options]; None: the method takes none
     # True when ``step`` trains the outer loop's network (DC/DSA/IDC); False when the network is
     # only used as it was selected and perturbed (DM). DynaDistill writes a network back into its
     # pool only when it was trained, so perturbations alone do not accumulate in the pool.
     trains_network: bool = False
 
     def default_iterations(self, ipc: int) -> int:
+        """Outer iterations when the recipe leaves ``distill.iterations = 0``."""
         return 1000
 
+    def factor_for(self, options: Any, resolution: int | None = None) -> int:
+        """The multi-formation factor a run with these parsed options makes (``factor`` unless it
+        is a setting, as IDC's); the runtime checks the data has ``ipc * factor**2`` images per class."""
+        return self.factor
+
     def init_synthetic(self, ctx: DistillContext) -> SyntheticSet:
+        """The starting set: real images of each class (``distill.init = "real"``) or noise."""
         return init_synthetic(ctx.data, ctx.cfg.ipc, ctx.cfg.init, self.factor, ctx.device)
 
     def make_optimizer(self, ctx: DistillContext, syn: SyntheticSet) -> torch.optim.Optimizer:
+        """The optimizer of the synthetic images (SGD with ``lr_img`` and ``momentum_img``)."""
         return torch.optim.SGD([syn.images], lr=ctx.cfg.lr_img, momentum=ctx.cfg.momentum_img)
 
     def loss(self, ctx: DistillContext, syn: SyntheticSet, net: torch.nn.Module) -> torch.Tensor:
@@ -47,6 +61,8 @@ class MatchingMethod:
         raise NotImplementedError(f"method '{self.name}' has no matching loss")
 
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
+        """One outer iteration: the network of the loop (``ctx.next_model``), one step of ``opt``
+        down ``loss``, then the selection strategy's ``after_step``. Returns the loss."""
         net = ctx.next_model(it)
         loss = self.loss(ctx, syn, net)
         opt.zero_grad(set_to_none=True)
@@ -56,15 +72,13 @@ class MatchingMethod:
         return float(loss.detach())
 
     def parse_options(self, raw: dict[str, Any]) -> Any:
+        """``[distill.options]`` (less the selection strategy's sub-table) as ``options_type``;
+        what it returns is ``ctx.options``."""
         if self.options_type is None:
             if raw:
-                from ddtool.errors import UsageError
-
                 raise UsageError(f"method '{self.name}' takes no [distill.options] (got {sorted(raw)})")
             return None
-        from ddtool.recipe import _build_section
-
-        return _build_section("distill.options", self.options_type, raw)
+        return parse_section("distill.options", self.options_type, raw)
 
 
 def per_sample_forward(net: nn.Module) -> bool:
@@ -76,15 +90,3 @@ def per_sample_forward(net: nn.Module) -> bool:
     eval mode (running statistics) are per sample.
     """
     return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in net.modules())
-
-
-def default_impl(method_name: str, device: torch.device | str) -> str:
-    """The implementation ``[distill] impl = "auto"`` resolves to: ``loop`` on CPU, ``vectorized`` on CUDA.
-
-    On the 2-core benchmark CPU the batched paths were slower than the per-class loop (DM
-    0.5-0.8x the loop's speed; DC, DSA and IDC likewise), because a CPU gains nothing from
-    fewer, larger kernel launches. On CUDA the batched paths are the point (many tiny per-class
-    kernels otherwise); that choice is not yet measured on a GPU. ``method_name`` is accepted so
-    a per-method choice can be made once measured; every method takes the same default today.
-    """
-    return "vectorized" if torch.device(device).type == "cuda" else "loop"

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from ddtool.hookspecs import hookimpl
+from ddtool.hookspecs import RegisterMethod, hookimpl
 from ddtool.methods.coreset import Herding, RandomReal
 from ddtool.methods.dm import DM
-from ddtool.methods.gradmatch import DC, DSA
+from ddtool.methods.dc import DC, DSA
 from ddtool.methods.idc import IDC
 
 
 @hookimpl
-def ddtool_register_matching_methods(register) -> None:  # type: ignore[no-untyped-def]
+def ddtool_register_matching_methods(register: RegisterMethod) -> None:
     register(DM())
     register(RandomReal(), aliases=("random-real",))
     register(DC())

@@ -44,13 +44,14 @@ from ddtool.compiled import forward_fn
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod
-from ddtool.methods.gradmatch import (
+from ddtool.methods.matching import (
     DISTANCES,
     Siamese,
     class_matching_losses,
     synthetic_by_class,
     vmap_safe,
 )
+from ddtool.nets.losses import batch_loss
 from ddtool.synthetic import SyntheticSet, decode, init_synthetic
 
 # IDC's DiffAug: flip, color and cutout are always applied (in this order around the rest), one
@@ -98,6 +99,11 @@ class IDCOptions:
     clamp: bool = True  # clamp the images to the valid pixel range every outer loop
 
 
+def _check_dist(dist: str) -> None:
+    if dist not in DISTANCES:
+        raise UsageError(f"unknown distill.options.dist '{dist}'; choose from {', '.join(DISTANCES)}")
+
+
 def check_factor(factor: int, resolution: int) -> None:
     if factor < 1:
         raise UsageError(f"distill.options.factor must be >= 1, got {factor}")
@@ -120,8 +126,7 @@ class IDC(MatchingMethod):
 
     def opts(self, ctx: DistillContext) -> IDCOptions:
         o = ctx.options if isinstance(ctx.options, IDCOptions) else IDCOptions()
-        if o.dist not in DISTANCES:
-            raise UsageError(f"unknown distill.options.dist '{o.dist}'; choose from {', '.join(DISTANCES)}")
+        _check_dist(o.dist)
         return o
 
     def factor_for(self, options: object, resolution: int | None = None) -> int:
@@ -138,8 +143,7 @@ class IDC(MatchingMethod):
                 raise UsageError(f"distill.options.{key} must be >= 1, got {getattr(o, key)}")
         if o.net_steps < 0:
             raise UsageError(f"distill.options.net_steps must be >= 0, got {o.net_steps}")
-        if o.dist not in DISTANCES:
-            raise UsageError(f"unknown distill.options.dist '{o.dist}'; choose from {', '.join(DISTANCES)}")
+        _check_dist(o.dist)
         return o
 
     def init_synthetic(self, ctx: DistillContext) -> SyntheticSet:
@@ -249,8 +253,6 @@ class IDC(MatchingMethod):
         augmented with IDC's chain (:func:`idc_augmentation`) over ``ops`` with per-sample
         parameters, and CutMix with probability ``o.cutmix``; under bf16 autocast with
         ``distill.precision = "bf16"`` (half of an inner step's FLOPs at the CIFAR settings)."""
-        from ddtool.runtime.train import batch_loss
-
         net.train()
         forward = forward_fn(ctx.cfg.compile)
         for _ in range(o.net_steps):

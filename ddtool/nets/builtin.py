@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from ddtool.errors import UsageError
-from ddtool.hookspecs import hookimpl
+from ddtool.hookspecs import RegisterArchitecture, hookimpl
 from ddtool.nets.convnet import NORMS, ConvNet
+from ddtool.nets.factory import Architecture
 
 
 def auto_depth(resolution: int) -> int:
@@ -28,7 +29,7 @@ def auto_depth(resolution: int) -> int:
 
 
 @dataclass(frozen=True)
-class ConvNetArch:
+class ConvNetArch(Architecture):
     name: str = "convnet"
     description: str = "ConvNet-d (depth auto: 2 at 8x8, 3 from 16x16 to 32x32, 4 at 64x64), width 128, instance norm"
     depth: int | None = None
@@ -44,7 +45,7 @@ class ConvNetArch:
 
 
 @hookimpl
-def ddtool_register_architectures(register) -> None:  # type: ignore[no-untyped-def]
+def ddtool_register_architectures(register: RegisterArchitecture) -> None:
     register(ConvNetArch())
     register(ConvNetArch(name="convnet3", description="ConvNet-3 (seed 002 Table 1)", depth=3))
     register(ConvNetArch(name="convnet4", description="ConvNet-4 for 64x64 inputs", depth=4))

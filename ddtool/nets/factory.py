@@ -1,4 +1,4 @@
-"""Build registered architectures from a name plus keyword settings."""
+"""The contract of an architecture, and building registered ones from a name plus keyword settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,28 @@ from typing import Any
 from torch import nn
 
 from ddtool.errors import UsageError
+
+
+class Architecture:
+    """The contract of a network architecture (``ddtool.api.Architecture``): a name and ``build``.
+
+    ``name`` and ``description`` have no default (set both): the built-in architectures are
+    dataclasses whose leading fields are these two, and a value here would become their default.
+    """
+
+    name: str  # the registry name: [net] name = "NAME", --net NAME
+    description: str  # one line for 'ddtool plugins'
+
+    def build(self, channels: int, num_classes: int, resolution: int, **options: Any) -> nn.Module:
+        """A freshly initialised network (global RNG) for ``channels`` x ``resolution`` x
+        ``resolution`` inputs and ``num_classes`` logits.
+
+        ``options`` are the recipe's [net] settings that are set (``width``, ``norm``, and
+        ``depth`` when it is not 0): take the ones that apply and accept the rest (``**_ignored``),
+        since every recipe passes them. A module with ``embed(x)`` (features before the last
+        linear layer) serves DM and herding; without it they use the output of ``forward``.
+        """
+        raise NotImplementedError(f"architecture '{self.name}' does not implement build")
 
 
 @dataclass(frozen=True)

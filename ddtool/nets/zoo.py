@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from ddtool.errors import UsageError
-from ddtool.hookspecs import hookimpl
+from ddtool.hookspecs import RegisterArchitecture, hookimpl
 from ddtool.nets.convnet import NORMS, ConvNet
+from ddtool.nets.factory import Architecture
 
 SMALL = 64  # inputs up to this size get the CIFAR-style stem
 
@@ -107,7 +108,7 @@ def drop_small_pools(features: nn.Sequential, resolution: int, min_out: int = 1)
 
 
 @dataclass(frozen=True)
-class ConvNetBN:
+class ConvNetBN(Architecture):
     name: str = "convnet3-bn"
     description: str = "ConvNet-3 with batch norm instead of instance norm (DM's ConvNetBN); width option"
     depth: int = 3
@@ -181,7 +182,7 @@ def resnet_ap(channels: int, num_classes: int, resolution: int, norm: str = "ins
 
 
 @dataclass(frozen=True)
-class ResNetAP10:
+class ResNetAP10(Architecture):
     name: str = "resnetap10"
     description: str = "ResNetAP-10: ResNet-10, downsampling by stride-1 conv + AvgPool2d(2); instance norm (IDC)"
 
@@ -298,7 +299,7 @@ def _efficientnet_b0(channels: int, num_classes: int, resolution: int, norm: str
 
 
 @dataclass(frozen=True)
-class TorchvisionArch:
+class TorchvisionArch(Architecture):
     """A torchvision model (weights=None) adapted to the dataset's channels and resolution."""
 
     name: str
@@ -335,6 +336,6 @@ ALIASES = {"resnetap10": ("resnet-ap10", "resnetap-10"), "efficientnet-b0": ("ef
 
 
 @hookimpl
-def ddtool_register_architectures(register) -> None:  # type: ignore[no-untyped-def]
+def ddtool_register_architectures(register: RegisterArchitecture) -> None:
     for arch in ZOO:
         register(arch, aliases=ALIASES.get(arch.name, ()))

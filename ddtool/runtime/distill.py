@@ -7,7 +7,6 @@ checkpoints (kept as blobs listed in the run record), a NaN guard and Ctrl-C han
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import socket
@@ -23,7 +22,7 @@ from ddtool.augment import Augmenter
 from ddtool.context import DistillContext
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError
-from ddtool.methods.base import default_impl
+from ddtool.impl import resolve_impl
 from ddtool.nets import build_net
 from ddtool.plugins import registries
 from ddtool.pool import Pool
@@ -32,6 +31,7 @@ from ddtool.recipe import Recipe, recipe_from_dict
 from ddtool.runtime.pretrain import net_spec_of
 from ddtool.runtime.records import io_entry, new_record, peak_memory
 from ddtool.store import Artifact, Store
+from ddtool.store.meta import DatasetSignature, SyntheticMeta
 from ddtool.synthetic import SyntheticSet
 
 
@@ -77,9 +77,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     # a sub-table of [distill.options] named after the selection strategy is the strategy's own
     # (e.g. [distill.options.dynadistill]); the rest belongs to the method
     method_raw = dict(cfg.options)
-    if hasattr(selection, "configure"):
-        sel_raw = method_raw.pop(selection.name, None)
-        selection.configure(sel_raw)
+    selection.configure(method_raw.pop(selection.name, None))
     options = method.parse_options(method_raw)
     spec = net_spec_of(recipe)
     build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
@@ -89,13 +87,13 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
         pool_art, tensors, meta = store.load(ref, kind="pool")
         pool = Pool.from_artifact(tensors, meta, pool_art.digest)
         pool.check_compatible(data, spec, ref)
-    if getattr(selection, "needs_pool", False) and pool is None:
+    if selection.needs_pool and pool is None:
         raise UsageError(
             f"selection '{selection.name}' needs a model pool: run 'ddtool pretrain' and set "
             "[distill] pool = \"pool/NAME\" (or pass --pool)"
         )
     # a method whose multi-formation factor is a setting (IDC) says which one this run uses
-    factor = method.factor_for(options, data.resolution) if hasattr(method, "factor_for") else method.factor
+    factor = method.factor_for(options, data.resolution)
     need = cfg.ipc * factor**2
     smallest = min(data.class_counts())
     if cfg.init == "real" and smallest < need:
@@ -106,7 +104,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
         )
     iterations = cfg.iterations or method.default_iterations(cfg.ipc) if method.iterative else 0
     every = cfg.checkpoint_every or max(1, iterations // 10)
-    impl = default_impl(method.name, device) if cfg.impl == "auto" else cfg.impl
+    impl = resolve_impl(cfg.impl, device)
     return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl)
 
 
@@ -136,8 +134,7 @@ def _state(syn: SyntheticSet, opt: torch.optim.Optimizer, selection: Any, device
                 continue
             name = "momentum" if q is syn.images and key == "momentum_buffer" else f"optim.{i}.{key}"
             tensors[name] = value.detach().clone()
-    state = getattr(selection, "state", None)  # plugin strategies need not subclass SelectionStrategy
-    for key, value in (state() if state else {}).items():
+    for key, value in selection.state().items():
         tensors[f"selection.{key}"] = value.detach().clone()
     return tensors
 
@@ -160,11 +157,7 @@ def _restore(tensors: dict[str, torch.Tensor], syn: SyntheticSet, opt: torch.opt
             _, index, name = key.split(".", 2)
             q = params[int(index)]
             opt.state[q][name] = value if name == "step" else value.to(q.device)
-    own = {k[len("selection."):]: v for k, v in tensors.items() if k.startswith("selection.")}
-    if own or hasattr(selection, "load_state"):
-        if not hasattr(selection, "load_state"):
-            raise DDToolError(f"selection '{selection.name}' cannot load its checkpointed state (no load_state)")
-        selection.load_state(own)
+    selection.load_state({k[len("selection."):]: v for k, v in tensors.items() if k.startswith("selection.")})
     torch.set_rng_state(tensors["rng"])
     if "rng.cuda" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
@@ -359,17 +352,13 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
         store.write_run(record)
         raise
     seconds = time.perf_counter() - start
-    parents = [p.pool_artifact.digest] if p.pool_artifact else []
-    meta = {
-        **data.signature(),
-        "ddtool.ipc": str(cfg.ipc), "ddtool.method": p.method.name, "ddtool.selection": p.selection.name,
-        "ddtool.schedule": p.schedule.name, "ddtool.factor": str(syn.factor),
-        "ddtool.mean": json.dumps(list(data.mean)), "ddtool.std": json.dumps(list(data.std)),
-        "ddtool.net": ctx.net_spec.to_json(), "ddtool.arch": ctx.net_spec.name,
-        "ddtool.parents": json.dumps(parents), "ddtool.recipe_sha256": recipe.sha256(),
-        "ddtool.seed": str(cfg.seed), "ddtool.iterations": str(p.iterations), "ddtool.version": __version__,
-    }
-    art = store.put("synthetic", art_name, {"images": syn.images.detach(), "labels": syn.labels}, meta)
+    info = SyntheticMeta(
+        signature=DatasetSignature.of(data), method=p.method.name, selection=p.selection.name,
+        schedule=p.schedule.name, mean=data.mean, std=data.std, net=ctx.net_spec.to_json(),
+        parents=(p.pool_artifact.digest,) if p.pool_artifact else (), recipe_sha256=recipe.sha256(),
+        seed=cfg.seed, iterations=p.iterations, version=__version__)
+    stored = SyntheticSet(syn.images, syn.labels, cfg.ipc, syn.factor, info)  # the ipc the recipe asked for
+    art = store.put("synthetic", art_name, *stored.to_artifact())
     record["outputs"].append(io_entry(art, "synthetic"))
     per_it = record.get("flops_per_iteration")
     record.update(status="complete", wall_seconds=seconds, **peak_memory(device),

@@ -13,6 +13,7 @@ import torch
 from ddtool.augment import Augmenter
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
+from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec, build_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection
@@ -20,6 +21,7 @@ from ddtool.runtime.records import io_entry, new_record, peak_memory
 from ddtool.runtime import ensemble
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
+from ddtool.store.meta import DatasetSignature
 from ddtool.synthetic import SyntheticSet
 
 PROTOCOLS = {
@@ -52,20 +54,24 @@ def mean_std(accuracies: list[float]) -> tuple[float, float]:
     return statistics.fmean(accuracies), std
 
 
-def load_synthetic(store: Store, ref: str) -> tuple[Artifact, SyntheticSet, dict[str, str]]:
+def load_synthetic(store: Store, ref: str) -> tuple[Artifact, SyntheticSet]:
     art, tensors, meta = store.load(ref, kind="synthetic")
-    labels = tensors["labels"]
-    ipc = int(meta.get("ddtool.ipc", 0)) or int(torch.bincount(labels).max())
-    return art, SyntheticSet(tensors["images"], labels, ipc, int(meta.get("ddtool.factor", "1"))), meta
+    return art, SyntheticSet.from_artifact(tensors, meta, art.digest)
 
 
-def check_data(meta: dict[str, str], data: ImageData, ref: str) -> None:
-    for key, value in data.signature().items():
-        if meta.get(key) != value:
-            raise UsageError(
-                f"'{ref}' was distilled from {key.split('.')[1]} '{meta.get(key)}', not '{value}'; "
-                "evaluate it on its own dataset"
-            )
+def check_data(signature: DatasetSignature, data: ImageData, ref: str) -> None:
+    """Refuse a set distilled from another dataset than ``data``."""
+    diff = signature.difference(DatasetSignature.of(data))
+    if diff is not None:
+        label, have, want = diff
+        raise UsageError(f"'{ref}' was distilled from {label} '{have}', not '{want}'; evaluate it on its own dataset")
+
+
+def net_of(syn: SyntheticSet, ref: str) -> NetSpec:
+    """The network a stored set records (the default to evaluate it with)."""
+    if syn.net is None:
+        raise UsageError(f"'{ref}' does not record the network it was distilled with; name one with --net")
+    return syn.net
 
 
 def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
@@ -82,9 +88,9 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     for r in range(cfg.repeats):
         torch.manual_seed(cfg.seed + r)
         nets.append(build_net(spec, data.channels, data.num_classes, data.resolution).to(device))
-    impl = cfg.impl if cfg.impl != "auto" else default_eval_impl(device)
+    impl = resolve_impl(cfg.impl, device)
     with reporter.task(f"evaluating {label} on {spec.name}".strip(), cfg.repeats * cfg.epochs) as task:
-        if impl == "stacked" and ensemble.supports(nets, settings):
+        if impl == "vectorized" and ensemble.supports(nets, settings):
             torch.manual_seed(cfg.seed)
             ensemble.train_stacked(nets, images, labels, settings, augment,
                                    on_epoch=lambda e, l: task.advance(cfg.repeats, loss=l))
@@ -95,22 +101,11 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     return [accuracy(net, data.test_images, data.test_labels, data.normalize) for net in nets]
 
 
-def default_eval_impl(device: torch.device) -> str:
-    """The evaluation implementation ``impl = "auto"`` resolves to: ``loop`` on CPU, ``stacked`` on CUDA.
-
-    Measured on the 2-core benchmark CPU (bench/step.py), the stacked ensemble was 1.27x the
-    loop's speed for digits ipc 1 but 0.84x at digits ipc 10 and 0.49x for a CIFAR-10-sized
-    set at ipc 10: a CPU gains nothing from fewer, larger kernels. On CUDA one vmapped launch
-    serving every repeat is the point of the stacked path; that choice is not yet measured on a GPU.
-    """
-    return "stacked" if torch.device(device).type == "cuda" else "loop"
-
-
 def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: torch.device,
              net: NetSpec | None = None, reporter: Reporter | None = None) -> EvalResult:
-    art, syn, meta = load_synthetic(store, ref)
-    check_data(meta, data, ref)
-    spec = net or (NetSpec(cfg.net) if cfg.net else NetSpec.from_json(meta["ddtool.net"]))
+    art, syn = load_synthetic(store, ref)
+    check_data(syn.signature, data, ref)
+    spec = net or (NetSpec(cfg.net) if cfg.net else net_of(syn, ref))
     record = new_record(store, "eval", device=str(device), settings=json.loads(json.dumps(cfg.__dict__)),
                         net=json.loads(spec.to_json()))
     record["inputs"].append(io_entry(art, "synthetic"))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ddtool.augment import Augmenter
 from ddtool.data import ImageData
+from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec, build_net
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
@@ -17,6 +18,7 @@ from ddtool.runtime.evaluate import normalized_train
 from ddtool.runtime.records import io_entry, new_record, peak_memory
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
+from ddtool.store.meta import DatasetSignature
 
 # Diversity across the pool (Acc-DD trains its early-stage models with different learning
 # rates, seeds and augmentation): model i takes the i-th entry of each cycle.
@@ -45,13 +47,13 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     """Train ``n`` models of ``spec`` for ``epochs`` epochs, model i with seed ``seed + i`` and
     the i-th entries of LR_CYCLE and AUGMENT_CYCLE.
 
-    ``impl``: ``loop`` trains them one after the other; ``stacked`` as one vmapped ensemble
-    (same arithmetic, other random draws: each model still gets its own data order and
-    augmentation); ``auto`` is ``loop`` on CPU and ``stacked`` on CUDA, as for evaluation.
+    ``impl`` (:mod:`ddtool.impl`): ``loop`` trains them one after the other; ``vectorized`` (or
+    its alias ``stacked``) as one vmapped ensemble (same arithmetic, other random draws: each
+    model still gets its own data order and augmentation); ``auto`` is ``loop`` on CPU and
+    ``vectorized`` on CUDA, as for evaluation.
     Batch norm always takes the loop.
     """
     from ddtool.runtime import ensemble
-    from ddtool.runtime.evaluate import default_eval_impl
 
     reporter = reporter or Silent()
     x = normalized_train(data, device)
@@ -65,8 +67,8 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
         torch.manual_seed(seed + i)  # the loop then trains model i on the rest of this stream
         return build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
 
-    impl = impl if impl != "auto" else default_eval_impl(device)
-    nets = [build(i) for i in range(n)] if impl == "stacked" else []
+    impl = resolve_impl(impl, device)
+    nets = [build(i) for i in range(n)] if impl == "vectorized" else []
     with reporter.task(f"pretraining {n} x {spec.name}", n * epochs) as task:
         if nets and ensemble.supports(nets, settings):
             torch.manual_seed(seed)
@@ -88,7 +90,7 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
         "test_acc": accuracy(net, data.test_images, data.test_labels, data.normalize),
     } for i, net in enumerate(nets)]
     states = [{k: v.detach().cpu().clone() for k, v in net.state_dict().items()} for net in nets]
-    return Pool(spec, states, models, data.signature())
+    return Pool(spec, states, models, DatasetSignature.of(data))
 
 
 def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
@@ -101,9 +103,8 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
     start = time.perf_counter()
     pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl)
     seconds = time.perf_counter() - start
-    meta = {**pool.metadata(), "ddtool.recipe_sha256": recipe.sha256(), "ddtool.seed": str(p.seed),
-            "ddtool.arch": spec.name, "ddtool.epochs": str(p.epochs)}
-    art = store.put("pool", name, pool.to_tensors(), meta)
+    pool = replace(pool, recipe_sha256=recipe.sha256(), seed=p.seed, epochs=p.epochs)
+    art = store.put("pool", name, *pool.to_artifact())
     pool.digest = art.digest
     accs = [m["test_acc"] for m in pool.models]
     record.update(outputs=[io_entry(art, "pool")], wall_seconds=seconds, status="complete", **peak_memory(device),

@@ -10,35 +10,13 @@ from torch import nn
 
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
-from ddtool.hookspecs import hookimpl
+from ddtool.hookspecs import RegisterSelection, hookimpl
 from ddtool.pool import states_from_tensors, states_to_tensors
+from ddtool.recipe import parse_section
+from ddtool.selection.base import SelectionStrategy
 
-
-class SelectionStrategy:
-    name: str = ""
-    description: str = ""
-    needs_pool: bool = False
-
-    def select(self, ctx: DistillContext, it: int) -> nn.Module:
-        raise NotImplementedError
-
-    def after_step(self, ctx: DistillContext, it: int, net: nn.Module) -> None:
-        """Called with the network of the outer loop once the loop is done."""
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """Tensors to checkpoint so a resumed run continues identically."""
-        return {}
-
-    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what ``state()`` returned (``ddtool distill --resume``). A strategy whose
-        ``state()`` returns tensors must override this; the default accepts only nothing."""
-        if tensors:
-            from ddtool.errors import DDToolError
-
-            raise DDToolError(
-                f"selection '{self.name}' saved state in the checkpoint but cannot load it "
-                "(it does not implement load_state); this run cannot be resumed exactly"
-            )
+__all__ = ["DynaDistill", "DynaDistillOptions", "RandomPool", "Scratch", "SelectionStrategy", "WeightAverage",
+           "average_state"]
 
 
 def _pool_of(ctx: DistillContext, who: str):  # type: ignore[no-untyped-def]
@@ -163,9 +141,7 @@ class DynaDistill(SelectionStrategy):
 
     def configure(self, raw: dict[str, Any] | None) -> None:
         """Apply ``[distill.options.dynadistill]`` (unknown keys and wrong types are errors)."""
-        from ddtool.recipe import _build_section
-
-        o = _build_section("distill.options.dynadistill", DynaDistillOptions, raw or {})
+        o = parse_section("distill.options.dynadistill", DynaDistillOptions, raw or {})
         self._check(o)
         self.options = o
 
@@ -221,11 +197,11 @@ class DynaDistill(SelectionStrategy):
     def after_step(self, ctx: DistillContext, it: int, net: nn.Module) -> None:
         if self._current is None or self._states is None:
             return
-        if not getattr(ctx.method, "trains_network", False):
+        if ctx.method is None or not ctx.method.trains_network:
             self._current = None  # only perturbed (DM): keep the entry, see the class docstring
             return
         old = self._states[self._current]
-        delta = getattr(ctx, "perturbation", None) or {}
+        delta = ctx.perturbation or {}
         self._states[self._current] = {
             k: (v.detach() - delta[k] if k in delta else v.detach()).to(old[k].device).clone()
             for k, v in net.state_dict().items()}
@@ -248,7 +224,7 @@ class DynaDistill(SelectionStrategy):
 
 
 @hookimpl
-def ddtool_register_selection_strategies(register) -> None:  # type: ignore[no-untyped-def]
+def ddtool_register_selection_strategies(register: RegisterSelection) -> None:
     register(Scratch())
     register(RandomPool(), aliases=("uniform",))
     register(WeightAverage(), aliases=("wavg",))

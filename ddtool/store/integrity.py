@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ddtool.errors import DDToolError
+from ddtool.store.meta import SCHEMA, kind_of, schema_of
 from ddtool.store.refs import KINDS, check_name
-from ddtool.store.store import SCHEMA, Store
+from ddtool.store.store import Store
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_SUFFIX = ".incomplete"
@@ -114,7 +115,7 @@ def _check_blob(path: Path, digest: str) -> str | None:
             list(fh.keys())
     except Exception as exc:  # safetensors raises its own error types
         return f"blob {digest[:12]} is not a readable safetensors file: {exc}"
-    schema = meta.get("ddtool.schema", SCHEMA)
+    schema = schema_of(meta)
     if not schema.isdigit() or int(schema) > int(SCHEMA):
         return f"blob {digest[:12]} uses schema {schema}, newer than this ddtool understands ({SCHEMA})"
     return None
@@ -221,7 +222,7 @@ def verify(store: Store) -> VerifyReport:
             elif digest in bad:
                 report.problems.append(f"ref {ref} points to a broken blob: {bad[digest]}")
             else:
-                blob_kind = store.blob_metadata(digest).get("ddtool.kind", kind)
+                blob_kind = kind_of(store.blob_metadata(digest), kind)
                 if blob_kind != kind:
                     report.problems.append(f"ref {ref} points to blob {digest[:12]}, which is a {blob_kind} artifact")
 

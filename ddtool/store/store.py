@@ -21,7 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, overload
 
 import torch
 from filelock import FileLock
@@ -30,9 +30,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ddtool.errors import DDToolError, UsageError
+from ddtool.store.meta import SCHEMA, kind_of, schema_of, with_kind, with_schema
 from ddtool.store.refs import Ref, check_name, parse_ref
-
-SCHEMA = "1"
 
 
 def default_root() -> Path:
@@ -128,7 +127,7 @@ class Store:
     def put_blob(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
         """Write a safetensors blob; identical content dedupes to the same digest."""
         self._ensure()
-        meta = {"ddtool.schema": SCHEMA, **metadata}
+        meta = with_schema(metadata)
         data = canonical_bytes(
             st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
         )
@@ -164,9 +163,9 @@ class Store:
                 meta = fh.metadata() or {}
         except Exception as exc:  # safetensors raises its own error types
             raise DDToolError(f"blob {digest[:12]} is not a readable safetensors file: {exc}")
-        if int(meta.get("ddtool.schema", SCHEMA)) > int(SCHEMA):
+        if int(schema_of(meta)) > int(SCHEMA):
             raise DDToolError(
-                f"artifact {digest[:12]} uses schema {meta['ddtool.schema']}, newer than this ddtool "
+                f"artifact {digest[:12]} uses schema {schema_of(meta)}, newer than this ddtool "
                 f"understands ({SCHEMA}); upgrade ddtool"
             )
         return tensors, meta
@@ -186,7 +185,7 @@ class Store:
         """Store an artifact and give it the next version of ``KIND/NAME``."""
         check_name(name)
         with self.lock():  # blob and ref under one lock: gc never sees the blob unreferenced
-            digest = self.put_blob(tensors, {"ddtool.kind": kind, **metadata})
+            digest = self.put_blob(tensors, with_kind(kind, metadata))
             refs = self._read_refs()
             versions = refs.setdefault(f"{kind}/{name}", {})
             version = max((int(v) for v in versions), default=0) + 1
@@ -211,7 +210,7 @@ class Store:
                 )
             digest = hits[0]
             named = [(k, int(v)) for k, vs in refs.items() for v, d in vs.items() if d == digest]
-            meta_kind = self.blob_metadata(digest).get("ddtool.kind", "?")
+            meta_kind = kind_of(self.blob_metadata(digest), "?")
             art = Artifact(digest, self.blob_path(digest), meta_kind)
             if named:
                 key, version = max(named, key=lambda kv: kv[1])
@@ -315,15 +314,33 @@ class Store:
             raise DDToolError(f"run record {path} is not a JSON object; see 'ddtool store verify'")
         return rec
 
-    def lineage(self, digest: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(runs that produced the digest, runs that consumed it)."""
+    def runs_of(self, digest: str, runs: list[dict[str, Any]] | None = None
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(runs that produced the digest, runs that consumed it), from ``runs`` or every record."""
         made, used = [], []
-        for rec in self.runs():
+        for rec in self.runs() if runs is None else runs:
             if any(o.get("digest") == digest for o in rec.get("outputs", [])):
                 made.append(rec)
             if any(i.get("digest") == digest for i in rec.get("inputs", [])):
                 used.append(rec)
         return made, used
+
+    @overload
+    def lineage(self, digest: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+    @overload
+    def lineage(self, digest: str, depth: int) -> dict[str, Any]: ...
+
+    def lineage(self, digest: str, depth: int | None = None) -> Any:
+        """What an artifact was made from and what was made from it, ``depth`` levels each way, as
+        plain dicts (``ddtool store show --tree --json``; see :mod:`ddtool.store.lineage`).
+
+        Without ``depth``: :meth:`runs_of`, the one-level form of ddtool 0.1.
+        """
+        if depth is None:
+            return self.runs_of(digest)
+        from ddtool.store.lineage import lineage
+
+        return lineage(self, digest, depth)
 
     def iter_blob_digests(self) -> Iterator[str]:
         if self.blobs.exists():

@@ -1,4 +1,7 @@
-"""Pixel-space linear-kernel MMD (DM paper, appendix Table T6), registered as a ddtool plugin."""
+"""Pixel-space linear-kernel MMD (DM paper, appendix Table T6), registered as a ddtool plugin.
+
+It imports only ddtool's public API (``ddtool.api``, also importable as ``ddtool``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ddtool.hookspecs import hookimpl
-from ddtool.methods.base import MatchingMethod
-from ddtool.methods.dm import class_means
+from ddtool.api import (
+    DistillContext,
+    MatchingMethod,
+    RegisterMethod,
+    SyntheticSet,
+    UsageError,
+    class_means,
+    hookimpl,
+)
 
 __version__ = "0.1.0"
 
@@ -26,10 +35,8 @@ class PixelMMD(MatchingMethod):
     def default_iterations(self, ipc: int) -> int:
         return 1000
 
-    def loss(self, ctx, syn, net=None):  # type: ignore[no-untyped-def, override]
+    def loss(self, ctx: DistillContext, syn: SyntheticSet, net: torch.nn.Module | None = None) -> torch.Tensor:
         if ctx.options.kernel != "linear":
-            from ddtool.errors import UsageError
-
             raise UsageError("pixelmmd supports kernel = 'linear' only")
         x_real, y_real = ctx.real_batch(ctx.cfg.batch_real)
         x_syn, y_syn = syn.decoded()
@@ -38,7 +45,8 @@ class PixelMMD(MatchingMethod):
         ms = class_means(x_syn.flatten(1), y_syn, ctx.num_classes)
         return ((mr - ms) ** 2).sum()
 
-    def step(self, ctx, syn, opt, it):  # type: ignore[no-untyped-def, override]
+    def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
+        # no network: neither the selection strategy nor the schedule is asked for one
         loss = self.loss(ctx, syn)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -47,5 +55,5 @@ class PixelMMD(MatchingMethod):
 
 
 @hookimpl
-def ddtool_register_matching_methods(register):  # type: ignore[no-untyped-def]
+def ddtool_register_matching_methods(register: RegisterMethod) -> None:
     register(PixelMMD(), aliases=("mmd",))

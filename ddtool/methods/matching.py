@@ -1,23 +1,17 @@
-"""Gradient matching: DC (Zhao et al. 2021) and DSA (Zhao & Bilen 2021).
+"""The per-class gradient matching shared by DC, DSA (``ddtool.methods.dc``) and IDC (``ddtool.methods.idc``).
 
-Every outer loop draws a network (``ctx.next_model``: a fresh init for DC/DSA, a perturbed
-early-stage model for "DC + Ours", Acc-DD supp. Table 5). Then, ``inner`` times: for every class
-the cross-entropy gradient of the network's parameters on a real batch of the class is matched
-to the gradient on the synthetic images of the class; one SGD step on the images with the sum
-over classes; then the network trains on the synthetic set for ``inner_net`` epochs.
+For every class the cross-entropy gradient of a network's parameters on a real batch of the
+class is compared with the gradient on the synthetic images of the class (``match_distance``),
+both batches passed through the same sampled augmentation (``Siamese``).
 
-The per-class gradients come either from the reference per-class Python loop (``impl = "loop"``)
-or from one batched call over classes (``impl = "vectorized"``: ``torch.func.vmap`` of
-``grad`` over the class axis, so the weights' gradients stay per class). Both give the same
-loss and the same image gradient; ``tests/test_gradmatch.py`` checks it.
-
-The building blocks (``match_distance``, ``Siamese``, ``class_matching_losses``) are shared with
-IDC (``ddtool.methods.idc``).
+The per-class gradients come either from the reference per-class Python loop or from one
+batched call over classes (``vectorized=True``: ``torch.func.vmap`` of ``grad`` over the class
+axis, so the weights' gradients stay per class). Both give the same loss and the same image
+gradient; ``tests/test_gradmatch.py`` checks it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -26,33 +20,18 @@ from torch import nn
 
 from ddtool.augment import Augmenter, Draw, GroupDraw
 from ddtool.compiled import Forward, forward_fn, plain_forward
-from ddtool.context import DistillContext
 from ddtool.errors import UsageError
-from ddtool.methods.base import MatchingMethod, per_sample_forward
-from ddtool.synthetic import SyntheticSet
+from ddtool.methods.base import per_sample_forward
+from ddtool.synthetic import SyntheticSet, decode
 
 DISTANCES = ("dc", "mse", "l1", "cos")
 EPS = 1e-6  # as in the DC reference: 1 - <a, b> / (|a| |b| + 1e-6)
 
-# DC reference (get_loops): ipc -> (image updates per network, network epochs between them)
-DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
-
-
-def dc_loops(ipc: int) -> tuple[int, int]:
-    """(image updates per outer loop, network epochs on the synthetic set after each but the last).
-
-    DC defines them for ipc 1, 10, 20, ..., 50 only; other ipc take the nearest defined entry
-    (ties go to the larger ipc) so that any ipc runs.
-    """
-    if ipc in DC_LOOPS:
-        return DC_LOOPS[ipc]
-    best = min(DC_LOOPS, key=lambda k: (abs(k - ipc), -k))
-    return DC_LOOPS[best]
-
 
 # -- distances -------------------------------------------------------------------------------
 
-def _check_kind(kind: str) -> None:
+def check_distance(kind: str) -> None:
+    """A UsageError unless ``kind`` is one of :data:`DISTANCES`."""
     if kind not in DISTANCES:
         raise UsageError(f"unknown gradient distance '{kind}'; choose from {', '.join(DISTANCES)}")
 
@@ -72,7 +51,7 @@ def match_distance(g_real: Sequence[torch.Tensor], g_syn: Sequence[torch.Tensor]
     ``--fc False``: only convolutions are matched). With ``batched=True`` every gradient has a
     leading class axis and the result has one distance per class.
     """
-    _check_kind(kind)
+    check_distance(kind)
     lead = 1 if batched else 0
     pairs = [(r, s) for r, s in zip(g_real, g_syn)
              if r.dim() - lead > 1 and (include_linear or r.dim() - lead != 2)]
@@ -227,8 +206,6 @@ def synthetic_by_class(syn: SyntheticSet, num_classes: int, images: torch.Tensor
 
     ``images`` replaces ``syn.images`` (IDC evaluates at shifted images, see ``idc.py``).
     """
-    from ddtool.synthetic import decode
-
     x, y = decode(syn.images if images is None else images, syn.labels, syn.factor)
     out = []
     for c in range(num_classes):
@@ -237,115 +214,3 @@ def synthetic_by_class(syn: SyntheticSet, num_classes: int, images: torch.Tensor
             xc = xc[torch.randperm(len(xc), device=xc.device)[:max_size]]
         out.append(xc)
     return out
-
-
-# -- DC / DSA ------------------------------------------------------------------------------------
-
-@dataclass
-class DCOptions:
-    """``[distill.options]`` of dc and dsa (0 = the DC reference's value for the ipc)."""
-
-    inner: int = 0  # image updates per outer loop (DC's "outer_loop"; 1/10/50 for ipc 1/10/50)
-    inner_net: int = 0  # network epochs on the synthetic set between them (DC's "inner_loop": 1/50/10)
-    lr_net: float = 0.01  # SGD on the network (DC/DSA reference: lr_net 0.01, no momentum)
-    momentum_net: float = 0.0
-    batch_train: int = 256  # minibatch of synthetic images for the network updates
-    dist: str = "dc"  # dc | mse | l1 | cos (DC's "ours" = dc)
-
-
-class DC(MatchingMethod):
-    name = "dc"
-    description = "Dataset Condensation: per-class gradient matching, layer-wise cosine distance (DC)"
-    options_type = DCOptions
-    augmented = False  # DSA: siamese augmentation before every gradient
-    trains_network = True  # the network trains on the synthetic set between image updates
-
-    def default_iterations(self, ipc: int) -> int:
-        return 1000  # DC/DSA reference: --Iteration 1000
-
-    def _opts(self, ctx: DistillContext) -> DCOptions:
-        o = ctx.options if isinstance(ctx.options, DCOptions) else DCOptions()
-        _check_kind(o.dist)
-        return o
-
-    def loops(self, ctx: DistillContext) -> tuple[int, int]:
-        o = self._opts(ctx)
-        inner, inner_net = dc_loops(ctx.cfg.ipc)
-        return (o.inner or inner, o.inner_net or inner_net)
-
-    def _siamese(self, ctx: DistillContext) -> Siamese:
-        if not self.augmented:
-            return Siamese()
-        return Siamese.sample(ctx.augment, ctx.num_classes, ctx.data.resolution, ctx.device)
-
-    def loss(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module) -> torch.Tensor:
-        """Sum over classes of the gradient-matching distance (real batch of ``batch_real`` per class)."""
-        o = self._opts(ctx)
-        # randomness in a fixed order (real batches, then the augmentation draw) so that both
-        # implementations see the same batches for the same seed
-        reals = [ctx.real_class(c, ctx.cfg.batch_real) for c in range(ctx.num_classes)]
-        syns = synthetic_by_class(syn, ctx.num_classes)
-        siamese = self._siamese(ctx)
-        return class_matching_losses(net, reals, syns, siamese, o.dist, vectorized=ctx.impl == "vectorized",
-                                     real_bf16=ctx.cfg.precision == "bf16", real_compiled=ctx.cfg.compile).sum()
-
-    def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
-        o = self._opts(ctx)
-        inner, inner_net = self.loops(ctx)
-        net = ctx.next_model(it)
-        net.requires_grad_(True)  # its gradients are what is matched
-        net.train()
-        net_opt = torch.optim.SGD(net.parameters(), lr=o.lr_net, momentum=o.momentum_net)
-        total = torch.zeros((), dtype=torch.float64, device=syn.images.device)  # one host sync per step
-        for k in range(inner):
-            _freeze_batchnorm(ctx, net)
-            loss = self.loss(ctx, syn, net)
-            opt.zero_grad(set_to_none=True)
-            # only the images: the network's .grad stays clean for its own updates
-            loss.backward(inputs=[syn.images])
-            opt.step()
-            total += loss.detach()
-            if k == inner - 1:
-                break  # the reference does not train the network after the last image update
-            net.train()
-            self._train_on_synthetic(ctx, syn, net, net_opt, inner_net, o.batch_train)
-        ctx.selection.after_step(ctx, it, net)
-        return float(total) / inner
-
-    def _train_on_synthetic(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module,
-                            net_opt: torch.optim.Optimizer, epochs: int, batch: int) -> None:
-        x_all, y_all = syn.decoded()
-        x_all, y_all = x_all.detach(), y_all.detach()
-        for _ in range(epochs):
-            perm = torch.randperm(len(y_all), device=y_all.device)
-            for start in range(0, len(perm), batch):
-                idx = perm[start:start + batch]
-                x = x_all[idx]
-                if self.augmented and ctx.augment.enabled:
-                    x = ctx.augment(x)  # DSA trains the inner network with (per-sample) augmentation too
-                loss = F.cross_entropy(net(x), y_all[idx])
-                net_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                net_opt.step()
-
-
-class DSA(DC):
-    name = "dsa"
-    description = "DC with differentiable siamese augmentation (same draw for real and synthetic of a class)"
-    augmented = True
-
-
-def _freeze_batchnorm(ctx: DistillContext, net: nn.Module, per_class: int = 16) -> None:
-    """DC's trick for BatchNorm nets: set the running statistics on a real batch, then freeze them.
-
-    A class's few synthetic images give unusable batch statistics. Instance norm (the default
-    ConvNet) has no running statistics, so nothing happens there.
-    """
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    net.train()
-    with torch.no_grad():
-        net(ctx.real_batch(per_class)[0])
-    for m in bns:
-        m.eval()

@@ -1,140 +1,20 @@
-"""The work verbs: pretrain, distill, eval."""
+"""``ddtool eval``: train fresh networks on synthetic sets (or the real data, or a run's
+checkpoints) and report real test accuracy."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from ddtool.cli import options as o
-from ddtool.cli.common import RichReporter, console, err, get_store, guarded, print_json
+from ddtool.cli.common import RichReporter, console, err, get_store, guarded, print_json, recipe_with
+from ddtool.cli.render import accuracy_cell
 from ddtool.data import load_dataset
-from ddtool.recipe import Recipe, load_recipe
+from ddtool.errors import UsageError
 from ddtool.runtime.train import resolve_device
-
-
-def _recipe(path: Path | None, sets: list[str] | None, **shortcuts: Any) -> Recipe:
-    """A recipe file (or the defaults) plus --set overrides plus the command's own options."""
-    extra = [f"{key}={json.dumps(value)}" for key, value in shortcuts.items() if value is not None]
-    return load_recipe(path, [*(sets or []), *extra])
-
-
-def _data(recipe: Recipe, data_root: Path | None):  # type: ignore[no-untyped-def]
-    return load_dataset(recipe.data.dataset, data_root or recipe.data.root or None, recipe.data.download)
-
-
-@guarded
-def pretrain_cmd(
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs per model (early stage: 2 on CIFAR). \\[default: 2]")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Models in the pool. \\[default: 5]")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset name or imagefolder:PATH. \\[default: digits]")] = None,
-    net: Annotated[Optional[str], typer.Option(help="Architecture (see 'ddtool plugins'). \\[default: convnet]")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Base learning rate; models use multiples of it.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the first model; model i uses seed + i.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Pool name in the store. \\[default: DATASET-NET]")] = None,
-    recipe: o.Recipe = None,
-    set_: o.Set = None,
-    device: o.Device = "auto",
-    data_root: o.DataRoot = None,
-    as_json: o.Json = False,
-) -> None:
-    """Train a pool of early-stage models and store it as [bold]pool/NAME[/]."""
-    from ddtool.runtime.pretrain import pretrain
-
-    r = _recipe(recipe, set_, **{"pretrain.epochs": epochs, "pretrain.n": n, "data.dataset": dataset,
-                                "net.name": net, "pretrain.lr": lr, "pretrain.seed": seed, "pretrain.name": name})
-    if r.pretrain.name:
-        from ddtool.store.refs import check_name
-
-        check_name(r.pretrain.name)  # before training, not after it
-    dev = resolve_device(device)
-    data = _data(r, data_root)
-    res = pretrain(get_store(), r, data, dev, RichReporter())
-    if as_json:
-        print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id,
-                    "seconds": res.seconds, "models": res.pool.models})
-        return
-    table = Table(title=f"{res.artifact.ref}  ({res.artifact.digest[:12]}, {res.seconds:.1f}s)")
-    for col in ("model", "seed", "lr", "augment", "epochs", "train acc", "test acc"):
-        table.add_column(col, justify="right")
-    for m in res.pool.models:
-        table.add_row(str(m["index"]), str(m["seed"]), f"{m['lr']:.4g}", m["augment"], str(m["epochs"]),
-                      f"{100 * m['train_acc']:.1f}%", f"{100 * m['test_acc']:.1f}%")
-    console.print(table)
-
-
-@guarded
-def distill_cmd(
-    recipe: o.Recipe = None,
-    set_: o.Set = None,
-    pool: Annotated[Optional[str], typer.Option(help="Pool ref for pool-based selection (overrides \\[distill] pool).")] = None,
-    name: Annotated[Optional[str], typer.Option(help=(
-        "Artifact name (overrides \\[distill] name). \\[default: the recipe's top-level name, else the recipe "
-        "file's name without .toml; 'recipe' without --recipe]"))] = None,
-    method: Annotated[Optional[str], typer.Option(help="Matching method (overrides \\[distill] method).")] = None,
-    ipc: Annotated[Optional[int], typer.Option(help="Images per class (overrides \\[distill] ipc).")] = None,
-    iterations: Annotated[Optional[int], typer.Option(help="Outer iterations (overrides \\[distill] iterations).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset (overrides \\[data] dataset).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the resolved plan; run nothing.")] = False,
-    resume: Annotated[Optional[str], typer.Option(
-        "--resume", metavar="RUN_ID",
-        help="Continue an interrupted or crashed distill run from its last checkpoint, with its recorded recipe.")] = None,
-    device: o.Device = "auto",
-    data_root: o.DataRoot = None,
-    as_json: o.Json = False,
-) -> None:
-    """Distil a synthetic set with a recipe and store it as [bold]synthetic/NAME[/]."""
-    from ddtool.runtime.distill import distill, plan
-
-    if resume is not None:
-        _resume_distill(resume, device, data_root, as_json, recipe=recipe, set=set_, pool=pool, name=name,
-                        method=method, ipc=ipc, iterations=iterations, dataset=dataset, dry_run=dry_run or None)
-        return
-    r = _recipe(recipe, set_, **{"distill.method": method, "distill.ipc": ipc, "distill.iterations": iterations,
-                                "data.dataset": dataset, "distill.name": name})
-    dev = resolve_device(device)
-    data = _data(r, data_root)
-    store = get_store()
-    if dry_run:
-        resolved = {"recipe": r.to_dict(), "recipe_sha256": r.sha256(), "plan": plan(store, r, data, pool, dev).describe(),
-                    "device": str(dev)}
-        print_json(resolved) if as_json else console.print_json(data=resolved)
-        return
-    res = distill(store, r, data, dev, RichReporter(), pool_ref=pool)
-    _print_distilled(res, as_json)
-
-
-def _resume_distill(run_id: str, device: str, data_root: Path | None, as_json: bool, **others: Any) -> None:
-    """``ddtool distill --resume RUN_ID``: the run's own recipe, pool and name; no other settings."""
-    from ddtool.errors import UsageError
-    from ddtool.runtime.distill import resume, resumable_run
-
-    given = [k for k, v in others.items() if v is not None and v != []]
-    if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise UsageError(f"--resume continues a run with its recorded recipe; drop {flags}")
-    dev = resolve_device(device)
-    store = get_store()
-    _, r = resumable_run(store, run_id)
-    data = _data(r, data_root)
-    _print_distilled(resume(store, run_id, data, dev, RichReporter()), as_json)
-
-
-def _print_distilled(res: Any, as_json: bool) -> None:
-    summary = {"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id,
-               "iterations": len(res.losses), "seconds": res.seconds,
-               "final_loss": res.losses[-1] if res.losses else None}
-    if as_json:
-        print_json(summary)
-        return
-    table = Table(title="distilled", show_header=False)
-    for k, v in summary.items():
-        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    console.print(table)
 
 
 @guarded
@@ -174,15 +54,14 @@ def eval_cmd(
     """Train fresh networks on synthetic sets and report real test accuracy."""
     from ddtool.nets import NetSpec
     from ddtool.runtime.evaluate import evaluate
+    from ddtool.store.meta import SyntheticMeta
 
     refs = refs or []
     if (not refs and not full_data) or (full_dataset and not full_data):
-        from ddtool.errors import UsageError
-
         raise UsageError("--dataset goes with --full-data (a synthetic set is evaluated on its own dataset)"
                          if full_dataset else
                          "eval needs synthetic-set refs, or --full-data (with --dataset) for the real-data bound")
-    r = _recipe(recipe, set_, **{"eval.net": net, "eval.repeats": repeats, "eval.epochs": epochs,
+    r = recipe_with(recipe, set_, **{"eval.net": net, "eval.repeats": repeats, "eval.epochs": epochs,
                                 "eval.protocol": protocol, "eval.lr": lr, "eval.batch": batch, "eval.seed": seed})
     dev = resolve_device(device)
     store = get_store()
@@ -195,21 +74,17 @@ def eval_cmd(
             registries().architecture.get(name)  # unknown names fail before any work
         spec = NetSpec(nets[0])
         if len(nets) > 1 and checkpoints:
-            from ddtool.errors import UsageError
-
             raise UsageError("--checkpoints evaluates with one --net; name a single architecture")
     if checkpoints:
         _eval_checkpoints(store, refs, r, dev, spec, every, at, flops, data_root, as_json)
         return
     if every is not None or at is not None:
-        from ddtool.errors import UsageError
-
         raise UsageError("--every and --at select checkpoints: add --checkpoints")
     results, cache = [], {}
     for ref in refs:
         _no_run_id(ref)
-        meta = store.blob_metadata(store.resolve(ref, kind="synthetic").digest)
-        dataset = meta.get("ddtool.dataset", r.data.dataset)
+        recorded = SyntheticMeta.from_metadata(store.blob_metadata(store.resolve(ref, kind="synthetic").digest))
+        dataset = recorded.signature.dataset if recorded.signature.dataset is not None else r.data.dataset
         if dataset not in cache:
             cache[dataset] = load_dataset(dataset, data_root or r.data.root or None, r.data.download)
         for one in [NetSpec(n) for n in nets] or [None]:
@@ -228,15 +103,14 @@ def eval_cmd(
     for col in ("set", "net", "accuracy", "repeats", "seconds"):
         table.add_column(col, justify="right" if col != "set" else "left", no_wrap=col in ("set", "accuracy"))
     for e in results:
-        table.add_row(e.ref, e.net, f"{100 * e.mean:.2f} ± {100 * e.std:.2f} %", str(len(e.accuracies)),
+        table.add_row(e.ref, e.net, accuracy_cell(e.mean, e.std), str(len(e.accuracies)),
                       f"{e.seconds:.1f}")
     console.print(table)
     err.print(f"eval runs: {', '.join(e.run_id for e in results)}", highlight=False)
 
 
 def _no_run_id(ref: str) -> None:
-    from ddtool.errors import UsageError
-    from ddtool.inspect.curves import is_run_id
+    from ddtool.store.runs import is_run_id
 
     if is_run_id(ref):
         raise UsageError(f"'{ref}' is a run id; add --checkpoints to evaluate its checkpoints, "
@@ -246,7 +120,8 @@ def _no_run_id(ref: str) -> None:
 def _eval_checkpoints(store, refs, r, dev, spec, every, at, count_flops, data_root, as_json):  # type: ignore[no-untyped-def]
     """eval --checkpoints: one accuracy curve (an eval run record) per distill run."""
     from ddtool.inspect.chart import fmt_number
-    from ddtool.inspect.curves import distill_run, evaluate_curve, parse_at, select_points
+    from ddtool.runtime.curves import evaluate_curve
+    from ddtool.store.runs import distill_run, select_points
 
     at_list = parse_at(at)
     runs = [distill_run(store, ref) for ref in refs]  # every name and selection resolves before any work
@@ -275,7 +150,7 @@ def _eval_checkpoints(store, refs, r, dev, spec, every, at, count_flops, data_ro
             table.add_row(str(p.iteration) + (" (final)" if p.final else ""),
                           f"{p.seconds:.1f}" if p.seconds is not None else "-",
                           fmt_number(p.flops) if p.flops is not None else "-",
-                          f"{100 * p.mean:.2f} ± {100 * p.std:.2f} %", str(len(p.accuracies)))
+                          accuracy_cell(p.mean, p.std), str(len(p.accuracies)))
         console.print(table)
         if c.flops_per_iteration is None:
             err.print(f"FLOPs {c.flops_note}", highlight=False)
@@ -313,9 +188,19 @@ def _print_cross_arch(results, nets, r) -> None:  # type: ignore[no-untyped-def]
     for e in results:
         epochs = e.settings.get("epochs", r.eval.epochs)
         label = e.ref if epochs == r.eval.epochs else f"{e.ref} ({epochs} epochs)"
-        cells.setdefault(label, {})[e.net] = f"{100 * e.mean:.2f} ± {100 * e.std:.2f}"
+        cells.setdefault(label, {})[e.net] = accuracy_cell(e.mean, e.std, unit=False)
     for label, row in cells.items():
         table.add_row(label, *(row.get(n, "-") for n in nets))
     console.print(table)
     err.print(f"{r.eval.epochs} epochs per set; eval runs: {', '.join(e.run_id for e in results)}", highlight=False,
               soft_wrap=True)
+
+
+def parse_at(text: str | None) -> list[int] | None:
+    """``--at 100,200``: the iterations to evaluate."""
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise UsageError(f"--at takes iterations separated by commas, e.g. 100,200 (got '{text}')")

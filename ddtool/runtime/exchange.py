@@ -36,8 +36,11 @@ import torch
 from ddtool import __version__
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
-from ddtool.store.store import Artifact, Store
-from ddtool.synthetic import decode
+from ddtool.nets import NetSpec
+from ddtool.runtime.records import io_entry, new_record
+from ddtool.store import Artifact, Store
+from ddtool.store.meta import DatasetSignature, SyntheticMeta, exported_metadata
+from ddtool.synthetic import SyntheticSet, decode
 
 FORMATS = ("imagefolder", "npz")
 _IMAGE_KEYS = ("images", "image_syn", "x", "data", "imgs")
@@ -63,23 +66,31 @@ def _uint8(images01: torch.Tensor) -> torch.Tensor:
     return images01.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
-def _denormalize(images: torch.Tensor, meta: dict[str, str]) -> torch.Tensor:
-    mean = torch.tensor(json.loads(meta["ddtool.mean"])).view(1, -1, 1, 1)
-    std = torch.tensor(json.loads(meta["ddtool.std"])).view(1, -1, 1, 1)
+def _denormalize(images: torch.Tensor, info: SyntheticMeta) -> torch.Tensor:
+    if info.mean is None or info.std is None:
+        raise UsageError("the set does not record the mean and std it was normalised with; it cannot be "
+                         "turned back into pixels")
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
     return (images.float() * std + mean).clamp(0, 1)
+
+
+def _load(store: Store, ref: str) -> tuple[Artifact, SyntheticSet, dict[str, str]]:
+    art, tensors, meta = store.load(ref, kind="synthetic")
+    return art, SyntheticSet.from_artifact(tensors, meta, art.digest), meta
 
 
 def export_imagefolder(store: Store, ref: str, folder: Path) -> dict[str, Any]:
     """Write the training (decoded) images as PNGs in class folders plus labels.csv."""
     from PIL import Image
 
-    art, tensors, meta = store.load(ref, kind="synthetic")
+    art, syn, _ = _load(store, ref)
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise UsageError(f"'{folder}' exists and is not an empty folder; choose a new one")
-    images, labels = decode(tensors["images"].float(), tensors["labels"], int(meta.get("ddtool.factor", "1")))
-    pixels = _uint8(_denormalize(images, meta)).permute(0, 2, 3, 1).numpy()
-    classes = meta.get("ddtool.classes", "").split(",") if meta.get("ddtool.classes") else []
+    images, labels = decode(syn.images.float(), syn.labels, syn.factor)
+    pixels = _uint8(_denormalize(images, syn.info)).permute(0, 2, 3, 1).numpy()
+    classes = syn.signature.class_names() or []
     names = [_safe_folder(c, i) for i, c in enumerate(classes)]
     if len(set(names)) != len(names):  # two class names that clean up to the same folder
         names = [f"{i:03d}_{n}" for i, n in enumerate(names)]
@@ -102,27 +113,27 @@ def export_imagefolder(store: Store, ref: str, folder: Path) -> dict[str, Any]:
     return {"ref": art.ref, "digest": art.digest, "format": "imagefolder", "path": str(folder),
             "files": len(rows), "per_class": {classes[k] if k < len(classes) else str(k): v
                                               for k, v in sorted(counts.items())},
-            "decoded": int(meta.get("ddtool.factor", "1")) > 1}
+            "decoded": syn.factor > 1}
 
 
 def export_npz(store: Store, ref: str, path: Path) -> dict[str, Any]:
     """Write images (float32, normalised, as stored), labels (int64) and the metadata as JSON."""
     import numpy as np
 
-    art, tensors, meta = store.load(ref, kind="synthetic")
+    art, syn, meta = _load(store, ref)
     path = Path(path)
     if path.is_dir():
         path = path / f"{(art.name or art.digest[:12])}-v{art.version or 0}.npz"
     elif path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    images = tensors["images"].to(torch.float32).contiguous().numpy()
-    labels = tensors["labels"].to(torch.int64).numpy()
-    info = {**meta, "ddtool.exported_from": art.ref, "ddtool.exported_digest": art.digest}
+    images = syn.images.to(torch.float32).contiguous().numpy()
+    labels = syn.labels.to(torch.int64).numpy()
+    info = exported_metadata(meta, art.ref, art.digest)
     with open(path, "wb") as fh:
         np.savez(fh, images=images, labels=labels, metadata=np.array([json.dumps(info, sort_keys=True)]))
     return {"ref": art.ref, "digest": art.digest, "format": "npz", "path": str(path),
-            "images": list(images.shape), "factor": int(meta.get("ddtool.factor", "1"))}
+            "images": list(images.shape), "factor": syn.factor}
 
 
 def export_set(store: Store, ref: str, dest: Path, fmt: str) -> dict[str, Any]:
@@ -203,19 +214,19 @@ def _to_nchw(images: torch.Tensor, data: ImageData, path: Path) -> torch.Tensor:
 def import_set(store: Store, path: Path, data: ImageData, name: str | None = None,
                normalized: bool | None = None) -> ImportResult:
     """Store images and labels from another tool as ``synthetic/NAME`` with method ``imported``."""
-    from ddtool.nets import NetSpec
-    from ddtool.runtime.records import io_entry, new_record
-
     start = time.perf_counter()
     path = Path(path)
     images, labels, meta = read_file(path)
+    try:
+        given = SyntheticMeta.from_metadata(meta)  # what a file exported by ddtool says about itself
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"'{path}' carries ddtool metadata that cannot be read: {exc}") from None
     notes = []
-    if meta:
-        for key, value in data.signature().items():
-            if key in meta and meta[key] != value:
-                raise UsageError(f"'{path}' was exported from {key.split('.')[1]} '{meta[key]}', not '{value}'; "
-                                 "import it with its own --dataset")
-    factor = int(meta.get("ddtool.factor", "1"))
+    diff = given.signature.difference(DatasetSignature.of(data), recorded_only=True)
+    if diff is not None:
+        label, have, want = diff
+        raise UsageError(f"'{path}' was exported from {label} '{have}', not '{want}'; import it with its own --dataset")
+    factor = given.factor or 1
     if factor > 1:  # stored multi-formation images: each holds factor x factor tiles
         notes.append(f"multi-formation factor {factor} from the file's metadata")
     images = _to_nchw(images, data, path)
@@ -239,7 +250,7 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
         if not torch.isfinite(images).all():
             raise UsageError(f"images in '{path}' contain NaN or infinite values")
         if normalized is None:
-            if meta.get("ddtool.mean"):
+            if given.mean is not None:
                 normalized, why = True, "ddtool metadata in the file"
             else:
                 normalized = bool(images.min() < 0 or images.max() > 1)
@@ -256,20 +267,14 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
     ipc = int(counts.max())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._") or "imported"
-    out_meta = {
-        **data.signature(),
-        "ddtool.ipc": str(ipc), "ddtool.method": "imported", "ddtool.factor": str(factor),
-        "ddtool.mean": json.dumps(list(data.mean)), "ddtool.std": json.dumps(list(data.std)),
-        "ddtool.net": meta.get("ddtool.net") or NetSpec("convnet").to_json(),
-        "ddtool.arch": meta.get("ddtool.arch") or "convnet",
-        "ddtool.parents": "[]", "ddtool.iterations": "0", "ddtool.version": __version__,
-        "ddtool.source": path.name, "ddtool.source_sha256": digest,
-    }
-    if meta.get("ddtool.method"):
-        out_meta["ddtool.source_method"] = meta["ddtool.method"]
+    info = SyntheticMeta(
+        signature=DatasetSignature.of(data), method="imported", mean=data.mean, std=data.std,
+        net=given.net or NetSpec("convnet").to_json(), parents=(), iterations=0, version=__version__,
+        source=path.name, source_sha256=digest, source_method=given.method or None)
+    syn = SyntheticSet(stored.contiguous(), labels, ipc, factor, info)
     record = new_record(store, "import", source={"path": str(path), "sha256": digest, "detected": detected})
     record["inputs"].append({"ref": path.name, "digest": digest, "kind": "file", "role": "source"})
-    art = store.put("synthetic", name, {"images": stored.contiguous(), "labels": labels}, out_meta)
+    art = store.put("synthetic", name, *syn.to_artifact())
     record["outputs"].append(io_entry(art, "synthetic"))
     record.update(status="complete", wall_seconds=time.perf_counter() - start,
                   metrics={"count": len(labels), "ipc": ipc, "per_class": counts.tolist()})

@@ -1,0 +1,83 @@
+"""``ddtool distill``: distil a synthetic set with a recipe (or resume an interrupted run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ddtool.cli import options as o
+from ddtool.cli.common import RichReporter, console, get_store, guarded, print_json, recipe_data, recipe_with
+from ddtool.runtime.train import resolve_device
+
+
+@guarded
+def distill_cmd(
+    recipe: o.Recipe = None,
+    set_: o.Set = None,
+    pool: Annotated[Optional[str], typer.Option(help="Pool ref for pool-based selection (overrides \\[distill] pool).")] = None,
+    name: Annotated[Optional[str], typer.Option(help=(
+        "Artifact name (overrides \\[distill] name). \\[default: the recipe's top-level name, else the recipe "
+        "file's name without .toml; 'recipe' without --recipe]"))] = None,
+    method: Annotated[Optional[str], typer.Option(help="Matching method (overrides \\[distill] method).")] = None,
+    ipc: Annotated[Optional[int], typer.Option(help="Images per class (overrides \\[distill] ipc).")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Outer iterations (overrides \\[distill] iterations).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset (overrides \\[data] dataset).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the resolved plan; run nothing.")] = False,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="RUN_ID",
+        help="Continue an interrupted or crashed distill run from its last checkpoint, with its recorded recipe.")] = None,
+    device: o.Device = "auto",
+    data_root: o.DataRoot = None,
+    as_json: o.Json = False,
+) -> None:
+    """Distil a synthetic set with a recipe and store it as [bold]synthetic/NAME[/]."""
+    from ddtool.runtime.distill import distill, plan
+
+    if resume is not None:
+        _resume_distill(resume, device, data_root, as_json, recipe=recipe, set=set_, pool=pool, name=name,
+                        method=method, ipc=ipc, iterations=iterations, dataset=dataset, dry_run=dry_run or None)
+        return
+    r = recipe_with(recipe, set_, **{"distill.method": method, "distill.ipc": ipc, "distill.iterations": iterations,
+                                    "data.dataset": dataset, "distill.name": name})
+    dev = resolve_device(device)
+    data = recipe_data(r, data_root)
+    store = get_store()
+    if dry_run:
+        resolved = {"recipe": r.to_dict(), "recipe_sha256": r.sha256(), "plan": plan(store, r, data, pool, dev).describe(),
+                    "device": str(dev)}
+        print_json(resolved) if as_json else console.print_json(data=resolved)
+        return
+    res = distill(store, r, data, dev, RichReporter(), pool_ref=pool)
+    _print_distilled(res, as_json)
+
+
+def _resume_distill(run_id: str, device: str, data_root: Path | None, as_json: bool, **others: Any) -> None:
+    """``ddtool distill --resume RUN_ID``: the run's own recipe, pool and name; no other settings."""
+    from ddtool.errors import UsageError
+    from ddtool.runtime.distill import resume, resumable_run
+
+    given = [k for k, v in others.items() if v is not None and v != []]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"--resume continues a run with its recorded recipe; drop {flags}")
+    dev = resolve_device(device)
+    store = get_store()
+    _, r = resumable_run(store, run_id)
+    data = recipe_data(r, data_root)
+    _print_distilled(resume(store, run_id, data, dev, RichReporter()), as_json)
+
+
+def _print_distilled(res: Any, as_json: bool) -> None:
+    summary = {"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id,
+               "iterations": len(res.losses), "seconds": res.seconds,
+               "final_loss": res.losses[-1] if res.losses else None}
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title="distilled", show_header=False)
+    for k, v in summary.items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)

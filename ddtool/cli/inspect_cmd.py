@@ -1,0 +1,134 @@
+"""``ddtool inspect``: a synthetic set as an image grid, a pool's models, accuracy curves, or the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from ddtool.cli import options as o
+from ddtool.cli.common import console, err, get_store, guarded, print_json
+from ddtool.cli.render import pool_table, print_listing
+from ddtool.store import Artifact, Store
+from ddtool.store.meta import PoolMeta
+
+
+def _print_pool(art: Artifact, meta: dict[str, str], as_json: bool) -> None:
+    info = PoolMeta.from_metadata(meta)
+    net = json.loads(info.net) if info.net is not None else None
+    models = info.models or []
+    if as_json:
+        print_json({"ref": art.ref, "digest": art.digest, "net": net, "models": models})
+        return
+    name = net["name"] if net else "?"
+    console.print(pool_table(f"{art.ref}: {info.n} x {name} on {info.signature.dataset}", models))
+
+
+def _inspect_curves(store: Store, refs: list[str], x: str, png: Path | None, color: str, as_json: bool) -> None:
+    from ddtool.inspect.chart import fmt_number, render_chart, save_chart_png
+    from ddtool.inspect.curves import load_series
+
+    series, records = load_series(store, refs, x)
+    x_label = {"iteration": "outer-loop step", "seconds": "wall seconds of distillation",
+               "flops": "estimated FLOPs of distillation"}[x]
+    if as_json:
+        print_json([{"name": s.name, "x": x, "xs": s.xs, "accuracy_percent": s.ys, "std_percent": s.errs,
+                     "eval_run": r["id"], "source_run": r["source_run"], "flops_note": r.get("flops_note")}
+                    for s, r in zip(series, records)])
+    else:
+        out = _console_for(color)
+        out.print(render_chart(series, width=out.width, height=16, x_label=x_label, color=color != "none"),
+                  highlight=False, end="")
+    if png is not None:
+        w, h = save_chart_png(series, png, x_label=x_label, title="test accuracy during distillation",
+                              x_format=fmt_number)
+        err.print(f"wrote {png} ({w}x{h})", highlight=False)
+
+
+def _console_for(color: str):  # type: ignore[no-untyped-def]
+    """The data console, or one forced to a colour system (rich then emits that system's codes)."""
+    from rich.console import Console
+
+    if color == "auto":
+        return console
+    return Console(color_system=None if color == "none" else color, width=console.width, highlight=False)
+
+
+ColorOpt = Annotated[Literal["auto", "truecolor", "256", "standard", "none"], typer.Option(
+    "--color",
+    help="Colours of the terminal drawing: auto (what the terminal supports), truecolor, 256, standard (16), "
+         "or none (a grey-scale glyph ramp, no escape codes).")]
+
+
+@guarded
+def inspect_cmd(
+    refs: Annotated[Optional[list[str]], typer.Argument(
+        help="Artifact to show (none lists the store); with --curve one or more distill run ids or synthetic refs.",
+        show_default=False)] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Also write the grid (or chart) as a PNG file (FILE.png).")] = None,
+    max_per_class: Annotated[Optional[int], typer.Option(help="Show at most this many images per class.")] = None,
+    size: Annotated[int, typer.Option(help="Largest side, in pixels, an image is drawn at in the terminal.")] = 32,
+    color: ColorOpt = "auto",
+    real: Annotated[bool, typer.Option("--real", help="Show real training images of each class beside the synthetic ones.")] = False,
+    decoded: Annotated[bool, typer.Option("--decoded", help="Show IDC's decoded training images (factor x factor per stored image).")] = False,
+    curve: Annotated[bool, typer.Option("--curve", help="Plot test accuracy against the outer-loop step "
+                                                        "(from 'ddtool eval RUN_ID --checkpoints').")] = False,
+    x: Annotated[Literal["iteration", "seconds", "flops"], typer.Option("--x",
+                                   help="x axis of --curve.")] = "iteration",
+    data_root: o.DataRoot = None,
+    as_json: o.Json = False,
+) -> None:
+    """Show a synthetic set as an image grid (one row per class), a pool's models, accuracy curves, or the store."""
+    from ddtool.errors import UsageError
+    from ddtool.inspect.chart import check_png_path
+    from ddtool.inspect.grid import color_mode_of, grid_images, render_grid, save_png
+    from ddtool.synthetic import SyntheticSet
+
+    if png is not None:
+        check_png_path(png)  # before any work
+    store = get_store()
+    if not refs:
+        if curve:
+            raise UsageError("--curve needs one or more distill run ids (distill prints them; the store keeps them "
+                             "under runs/) or the synthetic sets they made")
+        print_listing(store, as_json)
+        return
+    if curve:
+        _inspect_curves(store, refs, x, png, color, as_json)
+        return
+    if len(refs) > 1:
+        raise UsageError(f"inspect shows one artifact at a time (got {len(refs)}); several only with --curve")
+    if max_per_class is not None and max_per_class < 1:
+        raise UsageError(f"--max-per-class must be >= 1, got {max_per_class}")
+    art, tensors, meta = store.load(refs[0])
+    if art.kind == "pool":
+        _print_pool(art, meta, as_json)
+        return
+    syn = SyntheticSet.from_artifact(tensors, meta, art.digest)
+    classes = syn.signature.class_names() or [str(c) for c in range(int(syn.labels.max()) + 1)]
+    real_data = None
+    if real:
+        from ddtool.data import load_dataset
+
+        if not syn.signature.dataset:
+            raise UsageError(f"'{art.ref}' does not say which dataset it was made from; --real needs one")
+        real_data = load_dataset(syn.signature.dataset, data_root)
+    images, labels, real_set = grid_images(syn, decoded, real_data, max_per_class)
+    if as_json:
+        print_json({"ref": art.ref, "digest": art.digest, "shape": list(images.shape), "classes": classes,
+                    "decoded": decoded, "real": real_set is not None})
+    else:
+        out = _console_for(color)
+        mode = "none" if color == "none" else color_mode_of(out.color_system)
+        info = syn.info
+        note = f" factor={syn.factor}" + (" (decoded)" if decoded else "") if syn.factor > 1 else ""
+        out.print(f"[bold]{art.ref}[/] {'?' if info.method is None else info.method} ipc={info.ipc}{note} "
+                  f"on {info.signature.dataset}" + ("  [dim](synthetic │ real)[/]" if real_set else ""),
+                  highlight=False)
+        out.print(render_grid(images, labels, classes, width=out.width, max_per_class=max_per_class,
+                              max_size=size, color=mode, real=real_set), end="")
+    if png is not None:
+        w, h = save_png(images, labels, png, max_per_class=max_per_class, real=real_set, num_classes=len(classes))
+        err.print(f"wrote {png} ({w}x{h})", highlight=False)

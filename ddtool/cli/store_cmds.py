@@ -1,0 +1,272 @@
+"""``ddtool store ...``: list, show, remove, verify, clean, export and import artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from ddtool.cli import options as o
+from ddtool.cli.common import console, err, get_store, guarded, print_json
+from ddtool.cli.render import accuracy_cell, print_listing
+from ddtool.store.meta import parents_of
+
+store_app = typer.Typer(help="List, show, remove, verify and clean artifacts in the store.", no_args_is_help=True)
+
+
+@store_app.command("ls")
+@guarded
+def store_ls(as_json: o.Json = False) -> None:
+    """List every artifact version with its digest, dataset and method."""
+    print_listing(get_store(), as_json)
+
+
+def _acc_text(m: dict) -> str:
+    if "mean" not in m:
+        return ""
+    text = f" [bold]{accuracy_cell(m['mean'], m['std'])}[/] on {m.get('net')}"
+    if m.get("repeats"):
+        text += f" ({m['repeats']} x {m.get('epochs')} epochs)"
+    if m.get("curve_points"):
+        text += f", curve of {m['curve_points']} points"
+    return text
+
+
+def _add_sources(node: Tree, src: dict) -> None:
+    ds = src.get("dataset", {})
+    if ds.get("name"):
+        node.add(f"dataset [cyan]{escape(ds['name'])}[/] ({ds.get('classes')} classes, {ds.get('shape')})")
+    for p in src.get("pool", []):
+        child = node.add(f"pool [cyan]{escape(p['ref'])}[/] {p['digest'][:12]}")
+        if "made_from" in p:
+            _add_sources(child, p["made_from"])
+    if "recipe" in src:
+        rc = src["recipe"]
+        what = ", ".join(f"{k} {rc[k]}" for k in ("method", "ipc", "iterations") if rc.get(k) is not None)
+        node.add(f"recipe {escape(str(rc.get('name') or ''))} sha256 {str(rc.get('sha256'))[:12]}"
+                 + (f" ({what})" if what else ""))
+    if "file" in src:
+        node.add(f"file {escape(src['file']['name'])} sha256 {src['file']['sha256'][:12]}")
+    if "run" in src:
+        r = src["run"]
+        node.add(f"run {r['id']} ({r['command']}, {r.get('seconds') or 0:.1f}s, {r.get('status')})")
+    if src.get("plugins"):
+        node.add("plugins " + escape(", ".join(src["plugins"])))
+
+
+def _add_products(node: Tree, items: list) -> None:
+    for e in items:
+        child = node.add(f"{e['command']} run {e['run']}{_acc_text(e.get('metrics', {}))}")
+        for out in e.get("outputs", []):
+            sub = child.add(f"[cyan]{escape(str(out['ref']))}[/] {str(out['digest'])[:12]}")
+            _add_products(sub, out.get("made_into", []))
+
+
+def lineage_tree(info: dict) -> Tree:
+    tree = Tree(f"[bold]{escape(info['ref'])}[/] {info['digest'][:12]} ({info['kind']})")
+    _add_sources(tree.add("[bold]made from[/]"), info["made_from"])
+    made_into = tree.add("[bold]made into[/]")
+    _add_products(made_into, info["made_into"])
+    if not info["made_into"]:
+        made_into.add("[dim]nothing yet[/]")
+    return tree
+
+
+def _cost(run: dict) -> str:  # type: ignore[type-arg]
+    """'12.3s, 4.56 TFLOP, peak 1.2 GiB': what a run cost, from its record."""
+    parts = [f"{run.get('wall_seconds') or 0:.1f}s"]
+    if run.get("flops"):
+        f = run["flops"]
+        parts.append(f"{f / 1e12:.3g} TFLOP" if f >= 1e12 else f"{f / 1e9:.3g} GFLOP")
+    for key, label in (("peak_rss_bytes", "peak RAM"), ("peak_cuda_bytes", "peak GPU")):
+        if run.get(key):
+            parts.append(f"{label} {run[key] / 2**30:.2f} GiB")
+    return ", ".join(parts)
+
+
+@store_app.command("show")
+@guarded
+def store_show(
+    ref: Annotated[str, typer.Argument(help="KIND/NAME[:vN] or a digest prefix.")],
+    tree: Annotated[bool, typer.Option("--tree", help="Lineage tree: dataset, pool, recipe hash, plugins it was made "
+                                                      "from; runs and artifacts made from it (evals with accuracy).")] = False,
+    as_json: o.Json = False,
+) -> None:
+    """Metadata and lineage of one artifact: the runs that made it and the runs that used it."""
+    store = get_store()
+    art = store.resolve(ref)
+    if tree:
+        info = store.lineage(art.digest, depth=2)
+        info["ref"] = art.ref
+        print_json(info) if as_json else console.print(lineage_tree(info), highlight=False)
+        return
+    meta = store.blob_metadata(art.digest)
+    made, used = store.runs_of(art.digest)
+    info = {
+        "ref": art.ref, "digest": art.digest, "kind": art.kind, "metadata": meta,
+        "parents": parents_of(meta),
+        "made_by": [{"run": r["id"], "command": r["command"], "seconds": r.get("wall_seconds"),
+                     "flops": r.get("flops"), "peak_rss_bytes": r.get("peak_rss_bytes"),
+                     "peak_cuda_bytes": r.get("peak_cuda_bytes"),
+                     "inputs": r.get("inputs", [])} for r in made],
+        "used_by": [{"run": r["id"], "command": r["command"], "metrics": r.get("metrics", {})} for r in used],
+    }
+    if as_json:
+        print_json(info)
+        return
+    tree_ = Tree(f"[bold]{art.ref}[/] {art.digest}")
+    md = tree_.add("metadata")
+    for k, v in sorted(meta.items()):
+        md.add(f"{k} = {v if len(v) < 120 else v[:117] + '...'}")
+    parents = tree_.add("made from")
+    for r in made:
+        node = parents.add(f"run {r['id']} ({r['command']}, {_cost(r)})")
+        for i in r.get("inputs", []):
+            node.add(f"{i['role']}: {i['ref']} {i['digest'][:12]}")
+    children = tree_.add("used by")
+    for r in used:
+        m = r.get("metrics", {})
+        extra = f" acc {accuracy_cell(m['mean'], m['std'])} on {m.get('net')}" if "mean" in m else ""
+        children.add(f"run {r['id']} ({r['command']}){extra}")
+    console.print(tree_)
+
+
+@store_app.command("runs")
+@guarded
+def store_runs(
+    command: Annotated[Optional[str], typer.Option(help="Only runs of this command: pretrain, distill, eval, import.")] = None,
+    as_json: o.Json = False,
+) -> None:
+    """List run records: id, command, status, wall time, outputs and key metric."""
+    runs = [r for r in get_store().runs() if command in (None, r.get("command"))]
+    if as_json:
+        print_json(runs)
+        return
+    table = Table(title="runs")
+    for col in ("id", "command", "status", "seconds", "outputs", "metric"):
+        table.add_column(col, no_wrap=col != "outputs")
+    for r in runs:
+        m = r.get("metrics", {})
+        metric = (f"acc {accuracy_cell(m['mean'], m['std'])}" if "mean" in m
+                  else f"loss {m['final_loss']:.4g}" if isinstance(m.get("final_loss"), float) else "")
+        seconds = r.get("wall_seconds")
+        table.add_row(r["id"], r.get("command", "?"), r.get("status", "?"),
+                      f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "",
+                      ", ".join(o["ref"] for o in r.get("outputs", [])), metric)
+    console.print(table)
+
+
+@store_app.command("rm")
+@guarded
+def store_rm(ref: Annotated[str, typer.Argument(help="KIND/NAME:vN removes one version; KIND/NAME all of them.")]) -> None:
+    """Remove artifact refs (and their blobs once nothing refers to them)."""
+    removed = get_store().remove(ref)
+    for art in removed:
+        console.print(f"removed {art.ref} ({art.digest[:12]})")
+
+
+@store_app.command("verify")
+@guarded
+def store_verify(as_json: o.Json = False) -> None:
+    """Re-hash every blob and check every ref and run record; exit 1 listing each problem."""
+    from ddtool.store.integrity import verify
+
+    report = verify(get_store())
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(report.summary(), highlight=False)
+        extra = [f"{len(report.temp_files)} leftover temp files" if report.temp_files else "",
+                 f"{len(report.unreferenced)} unreferenced blobs" if report.unreferenced else ""]
+        if any(extra):
+            console.print(f"note: {', '.join(e for e in extra if e)}; 'ddtool store gc' removes them", highlight=False)
+    for problem in report.problems:
+        err.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@store_app.command("gc")
+@guarded
+def store_gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")] = False,
+    as_json: o.Json = False,
+) -> None:
+    """Remove blobs no ref or run record uses and temp files left by crashed writes."""
+    from ddtool.store.integrity import gc
+
+    report = gc(get_store(), dry_run=dry_run)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for digest, size in report.blobs:
+        console.print(f"{verb} blob {digest[:12]} ({size} bytes)", highlight=False)
+    for path, size in report.temp_files:
+        console.print(f"{verb} temp file {path} ({size} bytes)", highlight=False)
+    n = len(report.blobs) + len(report.temp_files)
+    console.print(f"{'would free' if dry_run else 'freed'} {report.bytes_freed} bytes ({n} file{'' if n == 1 else 's'})",
+                  highlight=False)
+
+
+@store_app.command("export")
+@guarded
+def store_export(
+    ref: Annotated[str, typer.Argument(help="Synthetic set: KIND/NAME[:vN] or a digest prefix.")],
+    dest: Annotated[Path, typer.Argument(help="imagefolder: a new or empty folder; npz: a file (or a folder for NAME-vN.npz).")],
+    fmt: Annotated[Literal["imagefolder", "npz"], typer.Option("--format", "-f", help=(
+        "imagefolder: one PNG per training image (IDC multi-formation sets are [bold]decoded[/]), denormalised "
+        "to uint8, in DIR/CLASS/NNNN.png, plus DIR/labels.csv (path,label,class). npz: images float32 "
+        "normalised exactly as stored (not decoded), labels int64, metadata as a JSON string array."))] = "npz",
+    as_json: o.Json = False,
+) -> None:
+    """Write a synthetic set for other tools: PNGs in class folders, or one .npz file."""
+    from ddtool.runtime.exchange import export_set
+
+    info = export_set(get_store(), ref, dest, fmt)
+    if as_json:
+        print_json(info)
+        return
+    what = (f"{info['files']} PNGs" + (" (decoded)" if info["decoded"] else "") if fmt == "imagefolder"
+            else f"images {info['images']}")
+    console.print(f"exported {info['ref']} ({info['digest'][:12]}) as {fmt} to {info['path']}: {what}", highlight=False)
+
+
+@store_app.command("import")
+@guarded
+def store_import(
+    file: Annotated[Path, typer.Argument(help=".npz (read with allow_pickle=False) or .pt (torch.load weights_only=True).")],
+    dataset: Annotated[str, typer.Option(help="The dataset the images belong to (digits, imagefolder:PATH...).")],
+    name: Annotated[Optional[str], typer.Option(help="Artifact name (default: the file's name).")] = None,
+    normalized: Annotated[Optional[bool], typer.Option("--normalized/--unit-range", help=(
+        "Float images are already normalised with the dataset's mean/std (--normalized) or pixels in [0, 1] "
+        "(--unit-range). Default: ddtool-exported files are normalised; otherwise detect by range: all values "
+        "in [0, 1] means pixels, anything outside means normalised. uint8 images are always pixels 0..255."),
+        show_default=False)] = None,
+    data_root: o.DataRoot = None,
+    as_json: o.Json = False,
+) -> None:
+    """Store images and labels from other dataset-distillation code as [bold]synthetic/NAME[/] (method 'imported').
+
+    Files: .npz with arrays images and labels; .pt with a dict {"images", "labels"}, a pair (images, labels),
+    or DC/DSA/DM's {"data": \\[\\[images, labels], ...]} (the first).
+    Images are [N, C, H, W] (or NHWC) of the dataset's shape.
+    """
+    from ddtool.data import load_dataset
+    from ddtool.runtime.exchange import import_set
+
+    data = load_dataset(dataset, data_root)
+    res = import_set(get_store(), file, data, name, normalized)
+    if as_json:
+        print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id, "count": res.count,
+                    "ipc": res.ipc, "detected": res.detected, "notes": res.notes})
+        return
+    table = Table(title=f"imported {res.artifact.ref}", show_header=False)
+    for k, v in (("ref", res.artifact.ref), ("digest", res.artifact.digest[:12]), ("images", res.count),
+                 ("ipc", res.ipc), ("range", res.detected), ("run", res.run_id), *(("note", n) for n in res.notes)):
+        table.add_row(k, str(v))
+    console.print(table)

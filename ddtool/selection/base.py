@@ -1,0 +1,57 @@
+"""The contract of a model-selection strategy; re-exported as ``ddtool.api.SelectionStrategy``.
+
+A strategy decides where each outer loop's network comes from (a fresh init, a pool model, an
+average...). The registered object is the prototype: every run works on a deep copy of it, so a
+strategy may keep per-run state on ``self``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ddtool.errors import DDToolError, UsageError
+
+if TYPE_CHECKING:  # the context holds the contracts (ddtool.context imports this module)
+    from ddtool.context import DistillContext
+
+
+class SelectionStrategy:
+    """What the runtime calls of a strategy. Every member has a default except ``name`` and ``select``."""
+
+    name: str = ""  # the registry name: [distill] selection = "NAME"
+    description: str = ""  # one line for 'ddtool plugins'
+    needs_pool: bool = False  # True: a run without [distill] pool / --pool is refused before any work
+    # True: the context keeps what the perturbation schedule added to the selected network
+    # (``ctx.perturbation``), so ``after_step`` can take it out of a network it writes back
+    keeps_trained: bool = False
+
+    def configure(self, raw: dict[str, Any] | None) -> None:
+        """Apply ``[distill.options.<name>]``, the sub-table of the method options named after the
+        strategy (None when the recipe has none). A strategy with settings parses it with
+        ``ddtool.api.parse_section``; the default takes no settings."""
+        if raw:
+            shown = sorted(raw) if isinstance(raw, dict) else raw
+            raise UsageError(f"selection '{self.name}' takes no settings (got [distill.options.{self.name}] {shown})")
+
+    def select(self, ctx: DistillContext, it: int) -> nn.Module:
+        """The network of outer loop ``it``, before the perturbation schedule sees it."""
+        raise NotImplementedError(f"selection '{self.name}' does not implement select")
+
+    def after_step(self, ctx: DistillContext, it: int, net: nn.Module) -> None:
+        """Called with the network of the outer loop once the loop is done."""
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors to checkpoint so a resumed run continues identically."""
+        return {}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state()`` returned (``ddtool distill --resume``). A strategy whose
+        ``state()`` returns tensors must override this; the default accepts only nothing."""
+        if tensors:
+            raise DDToolError(
+                f"selection '{self.name}' saved state in the checkpoint but cannot load it "
+                "(it does not implement load_state); this run cannot be resumed exactly"
+            )

@@ -1,0 +1,251 @@
+"""Artifact metadata: every ``ddtool.*`` key of a blob's safetensors header is spelled here.
+
+safetensors metadata is a flat ``str -> str`` map. Each artifact kind has one typed record that
+is the only reader and writer of its keys; the objects of the layers above
+(:class:`ddtool.synthetic.SyntheticSet`, :class:`ddtool.pool.Pool`) build on these records in
+their ``to_artifact``/``from_artifact``:
+
+* every blob: ``ddtool.schema`` (the format version) and ``ddtool.kind`` (``synthetic``,
+  ``pool``, ``checkpoint``): :func:`with_schema`, :func:`with_kind`, :func:`schema_of`, :func:`kind_of`
+* :class:`DatasetSignature`: ``ddtool.dataset``, ``ddtool.classes``, ``ddtool.shape``, what the
+  pixels of a synthetic set or the inputs of a pool belong to
+* :class:`SyntheticMeta`: a synthetic set (how to read its images, and what made it)
+* :class:`PoolMeta`: a pool of early-stage models
+* :func:`checkpoint_metadata`: a distill checkpoint
+
+Values are written as ddtool 0.1 wrote them (``str()`` of numbers, ``json.dumps`` of lists), so
+the same inputs keep the same bytes and digest. Reading ignores keys it does not know, and every
+field a hand-made artifact may lack is ``None``.
+
+Older artifacts: synthetic sets written by ddtool 0.1 also carry ``ddtool.arch``, the name that
+``ddtool.net`` holds too; it is read past and no longer written (pools keep writing it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple
+
+SCHEMA = "1"
+SCHEMA_KEY = "ddtool.schema"
+KIND_KEY = "ddtool.kind"
+
+Metadata = Mapping[str, str]
+
+
+# -- every blob ---------------------------------------------------------------------------------
+def with_schema(metadata: Metadata) -> dict[str, str]:
+    """``metadata`` with the schema version (a caller's own ``ddtool.schema`` wins: tests fake newer ones)."""
+    return {SCHEMA_KEY: SCHEMA, **metadata}
+
+
+def with_kind(kind: str, metadata: Metadata) -> dict[str, str]:
+    return {KIND_KEY: kind, **metadata}
+
+
+def schema_of(meta: Metadata) -> str:
+    """The schema a blob was written with (blobs without one predate the key: the current one)."""
+    return meta.get(SCHEMA_KEY, SCHEMA)
+
+
+def kind_of(meta: Metadata, default: str | None = None) -> str | None:
+    return meta.get(KIND_KEY, default)
+
+
+# -- the dataset signature ----------------------------------------------------------------------
+_SIGNATURE_KEYS = {"dataset": "ddtool.dataset", "classes": "ddtool.classes", "shape": "ddtool.shape"}
+
+
+@dataclass(frozen=True)
+class DatasetSignature:
+    """What a pool or synthetic set must agree with to be used on a dataset."""
+
+    dataset: str | None = None
+    classes: tuple[str, ...] | None = None
+    shape: str | None = None  # "CxHxW"
+
+    @classmethod
+    def of(cls, data: Any) -> "DatasetSignature":
+        """The signature of an ``ImageData`` (anything with name, classes, channels, resolution)."""
+        return cls(data.name, tuple(data.classes), f"{data.channels}x{data.resolution}x{data.resolution}")
+
+    @classmethod
+    def from_metadata(cls, meta: Metadata) -> "DatasetSignature":
+        classes = meta.get(_SIGNATURE_KEYS["classes"])
+        return cls(meta.get(_SIGNATURE_KEYS["dataset"]), None if classes is None else tuple(classes.split(",")),
+                   meta.get(_SIGNATURE_KEYS["shape"]))
+
+    def texts(self) -> dict[str, str | None]:
+        """The stored text of each field by its label (dataset, classes, shape), None when absent."""
+        return {"dataset": self.dataset, "classes": None if self.classes is None else ",".join(self.classes),
+                "shape": self.shape}
+
+    def to_metadata(self) -> dict[str, str]:
+        texts = self.texts()
+        return {key: text for label, key in _SIGNATURE_KEYS.items() if (text := texts[label]) is not None}
+
+    def class_names(self) -> list[str] | None:
+        """The class names, or None when the artifact does not record them."""
+        return list(self.classes) if self.classes and self.classes != ("",) else None
+
+    def difference(self, want: "DatasetSignature", recorded_only: bool = False
+                   ) -> tuple[str, str | None, str | None] | None:
+        """The first field that differs from ``want`` as (label, this text, wanted text), or None.
+
+        ``recorded_only`` skips the fields this signature does not record (a foreign file).
+        """
+        have, wanted = self.texts(), want.texts()
+        for label in _SIGNATURE_KEYS:
+            if recorded_only and have[label] is None:
+                continue
+            if have[label] != wanted[label]:
+                return label, have[label], wanted[label]
+        return None
+
+
+# -- field codecs -------------------------------------------------------------------------------
+class _Codec(NamedTuple):
+    read: Callable[[str], Any]
+    write: Callable[[Any], str]
+
+
+_TEXT = _Codec(str, str)
+_INT = _Codec(int, str)
+_LIST = _Codec(lambda text: tuple(json.loads(text)) if text else None, lambda values: json.dumps(list(values)))
+_SORTED_JSON = _Codec(json.loads, lambda value: json.dumps(value, sort_keys=True))
+
+_RECIPE_SHA256 = "ddtool.recipe_sha256"
+_PARENTS = "ddtool.parents"
+_NET = "ddtool.net"
+_SEED = "ddtool.seed"
+
+
+def _read_fields(fields: dict[str, tuple[str, _Codec]], meta: Metadata) -> dict[str, Any]:
+    return {name: codec.read(meta[key]) for name, (key, codec) in fields.items() if key in meta}
+
+
+def _write_fields(fields: dict[str, tuple[str, _Codec]], record: Any) -> dict[str, str]:
+    out = record.signature.to_metadata()
+    for name, (key, codec) in fields.items():
+        value = getattr(record, name)
+        if value is not None:
+            out[key] = codec.write(value)
+    return out
+
+
+def recipe_sha256_of(meta: Metadata) -> str | None:
+    return meta.get(_RECIPE_SHA256)
+
+
+def parents_of(meta: Metadata) -> list[str]:
+    """Digests of the artifacts this one was made from (a synthetic set's pool)."""
+    return list(json.loads(meta.get(_PARENTS, "[]")))
+
+
+# -- synthetic sets -----------------------------------------------------------------------------
+_SYNTHETIC_FIELDS = {
+    "ipc": ("ddtool.ipc", _INT),
+    "factor": ("ddtool.factor", _INT),
+    "mean": ("ddtool.mean", _LIST),
+    "std": ("ddtool.std", _LIST),
+    "method": ("ddtool.method", _TEXT),
+    "selection": ("ddtool.selection", _TEXT),
+    "schedule": ("ddtool.schedule", _TEXT),
+    "net": (_NET, _TEXT),
+    "parents": (_PARENTS, _LIST),
+    "recipe_sha256": (_RECIPE_SHA256, _TEXT),
+    "seed": (_SEED, _INT),
+    "iterations": ("ddtool.iterations", _INT),
+    "version": ("ddtool.version", _TEXT),
+    "source": ("ddtool.source", _TEXT),
+    "source_sha256": ("ddtool.source_sha256", _TEXT),
+    "source_method": ("ddtool.source_method", _TEXT),
+}  # ddtool 0.1 also wrote "ddtool.arch", the name inside "ddtool.net": read past, not written
+
+
+@dataclass(frozen=True)
+class SyntheticMeta:
+    """Everything a stored synthetic set says about itself; None: not recorded.
+
+    Distilled sets record the dataset, the normalisation, the method, selection strategy,
+    schedule, network, pool (``parents``), recipe hash, seed and iteration count; imported sets
+    record ``method = "imported"`` and where they came from (``source``, its sha256 and the
+    ``source_method`` its file named).
+    """
+
+    signature: DatasetSignature = DatasetSignature()
+    ipc: int | None = None
+    factor: int | None = None  # IDC's multi-formation factor; None reads as 1
+    mean: tuple[float, ...] | None = None  # normalisation of the stored images
+    std: tuple[float, ...] | None = None
+    method: str | None = None
+    selection: str | None = None
+    schedule: str | None = None
+    net: str | None = None  # the network as NetSpec JSON
+    parents: tuple[str, ...] | None = None  # digests of the pool it was distilled with
+    recipe_sha256: str | None = None
+    seed: int | None = None
+    iterations: int | None = None
+    version: str | None = None  # of ddtool
+    source: str | None = None  # an imported file's name
+    source_sha256: str | None = None
+    source_method: str | None = None
+
+    @classmethod
+    def from_metadata(cls, meta: Metadata) -> "SyntheticMeta":
+        return cls(signature=DatasetSignature.from_metadata(meta), **_read_fields(_SYNTHETIC_FIELDS, meta))
+
+    def to_metadata(self) -> dict[str, str]:
+        return _write_fields(_SYNTHETIC_FIELDS, self)
+
+
+def exported_metadata(meta: Metadata, ref: str, digest: str) -> dict[str, str]:
+    """A stored set's metadata as an exported file carries it: as stored, plus which artifact it was."""
+    return {**meta, "ddtool.exported_from": ref, "ddtool.exported_digest": digest}
+
+
+# -- pools --------------------------------------------------------------------------------------
+_POOL_FIELDS = {
+    "net": (_NET, _TEXT),
+    "n": ("ddtool.n", _INT),
+    "models": ("ddtool.models", _SORTED_JSON),
+    "recipe_sha256": (_RECIPE_SHA256, _TEXT),
+    "seed": (_SEED, _INT),
+    "arch": ("ddtool.arch", _TEXT),
+    "epochs": ("ddtool.epochs", _INT),
+}
+
+
+@dataclass(frozen=True)
+class PoolMeta:
+    """Everything a stored pool says about itself; None: not recorded."""
+
+    signature: DatasetSignature = DatasetSignature()
+    net: str | None = None  # the architecture as NetSpec JSON
+    n: int | None = None  # models in the pool
+    models: list[dict[str, Any]] | None = None  # per-model hyper-parameters and accuracy
+    recipe_sha256: str | None = None
+    seed: int | None = None
+    arch: str | None = None  # the name inside ``net``, as ddtool 0.1 wrote it
+    epochs: int | None = None
+
+    @classmethod
+    def from_metadata(cls, meta: Metadata) -> "PoolMeta":
+        return cls(signature=DatasetSignature.from_metadata(meta), **_read_fields(_POOL_FIELDS, meta))
+
+    def to_metadata(self) -> dict[str, str]:
+        return _write_fields(_POOL_FIELDS, self)
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def checkpoint_metadata(iteration: int) -> dict[str, str]:
+    """A distill checkpoint blob's metadata: its kind and the outer iteration it was taken after."""
+    return {KIND_KEY: "checkpoint", "ddtool.iteration": str(iteration)}
+
+
+# -- listings -----------------------------------------------------------------------------------
+def listing_fields(meta: Metadata) -> dict[str, str]:
+    """The stored text of the fields ``store ls`` shows for any kind: dataset, method, ipc, n."""
+    return {"dataset": meta.get(_SIGNATURE_KEYS["dataset"], "?"), "method": meta.get(_SYNTHETIC_FIELDS["method"][0], ""),
+            "ipc": meta.get(_SYNTHETIC_FIELDS["ipc"][0], ""), "n": meta.get(_POOL_FIELDS["n"][0], "")}
