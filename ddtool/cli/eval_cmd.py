@@ -62,7 +62,7 @@ def eval_cmd(
                          if full_dataset else
                          "eval needs synthetic-set refs, or --full-data (with --dataset) for the real-data bound")
     r = recipe_with(recipe, set_, **{"eval.net": net, "eval.repeats": repeats, "eval.epochs": epochs,
-                                "eval.protocol": protocol, "eval.lr": lr, "eval.batch": batch, "eval.seed": seed})
+                                    "eval.protocol": protocol, "eval.lr": lr, "eval.batch": batch, "eval.seed": seed})
     dev = resolve_device(device)
     store = get_store()
     spec = None

@@ -27,7 +27,7 @@ from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
 from ddtool.recipe import EvalSection, Recipe, recipe_from_dict
-from ddtool.runtime.evaluate import check_data, evaluate_set, mean_std
+from ddtool.runtime.evaluate import RepeatedAccuracy, check_data, evaluate_set
 from ddtool.runtime.pretrain import net_spec_of
 from ddtool.runtime.records import new_record
 from ddtool.store import Store
@@ -39,21 +39,13 @@ FLOP_BUDGET_S = 10.0  # replay one outer iteration for the FLOP count only when 
 
 
 @dataclass
-class CurvePoint:
+class CurvePoint(RepeatedAccuracy):
     iteration: int
     seconds: float | None  # wall seconds into the distill run
     digest: str
     accuracies: list[float]
     flops: float | None = None  # estimated FLOPs of the distillation up to this iteration
     final: bool = False
-
-    @property
-    def mean(self) -> float:
-        return mean_std(self.accuracies)[0]
-
-    @property
-    def std(self) -> float:
-        return mean_std(self.accuracies)[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": self.mean, "std": self.std}

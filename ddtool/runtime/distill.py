@@ -31,7 +31,7 @@ from ddtool.recipe import Recipe, recipe_from_dict
 from ddtool.runtime.pretrain import net_spec_of
 from ddtool.runtime.records import io_entry, new_record, peak_memory
 from ddtool.store import Artifact, Store
-from ddtool.store.meta import DatasetSignature, SyntheticMeta
+from ddtool.store.meta import DatasetSignature, SyntheticMeta, checkpoint_metadata
 from ddtool.synthetic import SyntheticSet
 
 
@@ -167,7 +167,7 @@ def _checkpoint(store: Store, record: dict[str, Any], tensors: dict[str, torch.T
                 seconds: float) -> str:
     """Store a checkpoint blob and list it in the run record on disk, under one lock (gc keeps it)."""
     with store.lock():
-        digest = store.put_blob(tensors, {"ddtool.kind": "checkpoint", "ddtool.iteration": str(it)})
+        digest = store.put_blob(tensors, checkpoint_metadata(it))
         if not record["checkpoints"] or record["checkpoints"][-1]["iteration"] != it:
             record["checkpoints"].append({"iteration": it, "digest": digest, "seconds": seconds})
         store.write_run(record)  # a crash (even SIGKILL) can resume from here

@@ -30,14 +30,10 @@ PROTOCOLS = {
 }
 
 
-@dataclass
-class EvalResult:
-    ref: str
-    net: str
+class RepeatedAccuracy:
+    """``mean`` and ``std`` of the test accuracies of networks trained on one set (``accuracies``)."""
+
     accuracies: list[float]
-    seconds: float
-    run_id: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
@@ -46,6 +42,16 @@ class EvalResult:
     @property
     def std(self) -> float:
         return mean_std(self.accuracies)[1]
+
+
+@dataclass
+class EvalResult(RepeatedAccuracy):
+    ref: str
+    net: str
+    accuracies: list[float]
+    seconds: float
+    run_id: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def mean_std(accuracies: list[float]) -> tuple[float, float]:
