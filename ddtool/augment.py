@@ -9,6 +9,9 @@ every sample to a group, so:
   as the DC/DSA/DM reference code does (it calls DiffAugment once per class);
 * training on a synthetic set: one operation per batch, parameters per sample (``groups=None``).
 
+:class:`DiffAugChain` is IDC's ``DiffAug``: flip and colour always, one of the remaining
+operations, cutout always (:func:`chain_stages`); IDC's matching and its evaluation use it.
+
 All operations are differentiable with respect to the images, so gradients reach the
 synthetic pixels through them.
 """
@@ -188,3 +191,43 @@ class Augmenter:
         cos, sin, zero = torch.cos(theta), torch.sin(theta), torch.zeros_like(theta)
         mat = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
         return self._affine(x, mat)
+
+
+# IDC's DiffAug order: these operations run on every call, around the one drawn from the rest
+ALWAYS_BEFORE = ("flip", "color")
+ALWAYS_AFTER = ("cutout",)
+
+
+def chain_stages(ops: tuple[str, ...] | list[str], params: DSAParams | None = None) -> list[Augmenter]:
+    """IDC's ``DiffAug`` as stages: flip and color always (in that order), then one of the
+    remaining operations (crop, scale, rotate) drawn per call, then cutout always."""
+    middle = [o for o in ops if o not in ALWAYS_BEFORE + ALWAYS_AFTER]
+    stages = [Augmenter(o, params) for o in ALWAYS_BEFORE if o in ops]
+    if middle:
+        stages.append(Augmenter("_".join(middle), params))
+    return stages + [Augmenter(o, params) for o in ALWAYS_AFTER if o in ops]
+
+
+class DiffAugChain:
+    """IDC's ``DiffAug(batch=False)`` for training on a synthetic set (its ``train.py``).
+
+    Every stage of :func:`chain_stages` runs on each batch with parameters drawn per sample; the
+    middle operation is drawn once per batch. With IDC's CIFAR evaluation strategy
+    ``color_crop_flip_scale_rotate`` a batch is flipped (p 0.5) and colour-jittered per sample,
+    then cropped, scaled or rotated. A plain :class:`Augmenter` instead applies a single
+    operation of the strategy per batch (the DSA/DM papers' evaluation).
+    """
+
+    def __init__(self, strategy: str = "color_crop_flip_scale_rotate", params: DSAParams | None = None) -> None:
+        self.ops = Augmenter(strategy, params).ops  # validates the names
+        self.p = params or DSAParams()
+        self.stages = chain_stages(self.ops, self.p)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ops)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x

@@ -54,8 +54,8 @@ def _ctx(digits, impl: str, norm: str = "instance") -> DistillContext:  # type: 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])
 def test_dm_vectorized_equals_loop(digits, norm: str) -> None:  # type: ignore[no-untyped-def]
-    # batch norm (training mode) normalises with the statistics of each forward's batch: one forward
-    # over all classes is not the per-class loop, so such nets must take the loop
+    # batch norm (training mode) normalises with the statistics of each forward's batch: both impls
+    # take the reference's one-forward-per-side path for such nets (see test_dm_batchnorm.py)
     results = []
     for impl in ("vectorized", "loop"):
         torch.manual_seed(0)

@@ -118,7 +118,7 @@ def _tiny_set(digits, per_class: int = 4):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("protocol, repeats, per_epoch", [
     ("dsa", 2, [0.01] * 6 + [0.001] * 6),  # x0.1 at half
-    ("idc", 1, [0.01] * 8 + [0.001] * 2 + [0.0001] * 2),  # x0.1 at 2/3 and 5/6
+    ("idc", 1, [0.01] * 8 + [0.002] * 2 + [0.0004] * 2),  # x0.2 at 2E//3 and 5E//6 (IDC's MultiStepLR)
 ])
 def test_eval_protocol_lr_schedule_augmentation_and_cutmix(digits, monkeypatch: pytest.MonkeyPatch, protocol: str,  # type: ignore[no-untyped-def]
                                                            repeats: int, per_epoch: list[float]) -> None:
@@ -147,7 +147,10 @@ def test_eval_protocol_lr_schedule_augmentation_and_cutmix(digits, monkeypatch: 
     assert lrs and all(seq == pytest.approx(expected) for seq in lrs.values())  # every optimiser, every step
     steps = sum(len(seq) for seq in lrs.values())
     assert len(accs) == repeats and len(lrs) == repeats  # one optimiser per repeat
-    assert sum(augmented) == 40 * 12 * repeats  # DSA on every training image, every epoch
+    # DSA: one operation on every training image, every epoch; IDC: its DiffAug chain, three
+    # stages (flip, colour, one of crop/scale/rotate) on every image
+    stages = 3 if protocol == "idc" else 1
+    assert sum(augmented) == 40 * 12 * repeats * stages
     if protocol == "idc":  # CutMix on about half the batches (Binomial(60, 0.5): 18..42 covers > 4 sigma)
         assert 18 <= len(mixed) <= 42 and steps == 60
     else:

@@ -51,10 +51,8 @@ class DM(MatchingMethod):
         x_syn, y_syn = syn.decoded()
         embed = forward_fn(ctx.cfg.compile, "embed")
         draw = ctx.augment.sample(ctx.num_classes, x_real.shape[-1], ctx.device, op_per_group=True)
-        if ctx.impl == "loop" or not per_sample_forward(net):
-            # the reference implementation: one forward per class (and per side). BatchNorm in
-            # training mode normalises with the statistics of each of these batches, so one forward
-            # over all classes would compute something else: such nets always take this path
+        if ctx.impl == "loop" and per_sample_forward(net):
+            # the reference's ConvNet branch: one forward per class and side
             total = x_syn.new_zeros(())
             for c in range(ctx.num_classes):
                 d = draw.select(c)
@@ -63,8 +61,11 @@ class DM(MatchingMethod):
                 es = embed(net, ctx.augment.apply(x_syn[y_syn == c], d)).mean(0)
                 total = total + ((er - es) ** 2).sum()
             return total
-        # one forward for all classes (the norm is per sample here, so this equals the loop);
-        # the real side needs no graph: only the synthetic pixels receive gradients
+        # one forward for all classes per side: with a per-sample norm this equals the loop; with
+        # BatchNorm in training mode it is what the reference's ConvNetBN branch of main_DM.py
+        # computes (each class augmented on its own, then all classes concatenated, so the batch
+        # statistics are those of the whole real / whole synthetic batch; seed 004 Table 2's BN
+        # rows). The real side needs no graph: only the synthetic pixels receive gradients.
         with no_grad_forward(ctx):
             mr = class_means(embed(net, ctx.augment.apply(x_real, draw, y_real)).float(), y_real, ctx.num_classes)
         ms = class_means(embed(net, ctx.augment.apply(x_syn, draw, y_syn)), y_syn, ctx.num_classes)

@@ -39,7 +39,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ddtool.augment import Augmenter, DSAParams
+from ddtool.augment import DSAParams, chain_stages
 from ddtool.compiled import forward_fn
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
@@ -54,12 +54,6 @@ from ddtool.methods.matching import (
 from ddtool.nets.losses import batch_loss
 from ddtool.synthetic import SyntheticSet, decode, init_synthetic
 
-# IDC's DiffAug: flip, color and cutout are always applied (in this order around the rest), one
-# of the remaining operations is drawn at random
-_ALWAYS_BEFORE = ("flip", "color")
-_ALWAYS_AFTER = ("cutout",)
-
-
 def idc_augmentation(ops: Sequence[str], params: DSAParams, groups: int, size: int,
                      device: torch.device | str, op_per_group: bool = False) -> Siamese:
     """IDC's DiffAug chain over the operations in ``ops``, with ``groups`` parameter sets.
@@ -72,12 +66,8 @@ def idc_augmentation(ops: Sequence[str], params: DSAParams, groups: int, size: i
     """
     if not ops:
         return Siamese()
-    middle = [o for o in ops if o not in _ALWAYS_BEFORE + _ALWAYS_AFTER]
-    chain = [Augmenter(o, params) for o in _ALWAYS_BEFORE if o in ops]
-    if middle:
-        chain.append(Augmenter("_".join(middle), params))
-    chain += [Augmenter(o, params) for o in _ALWAYS_AFTER if o in ops]
-    return Siamese([(aug, aug.sample(groups, size, device, op_per_group=op_per_group)) for aug in chain])
+    return Siamese([(aug, aug.sample(groups, size, device, op_per_group=op_per_group))
+                    for aug in chain_stages(tuple(ops), params)])
 
 
 @dataclass

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from ddtool.augment import Augmenter
-from ddtool.runtime.train import TrainSettings, lr_at
+from ddtool.runtime.train import BatchAugment, TrainSettings, lr_at
 
 
 def supports(nets: list[nn.Module], settings: TrainSettings) -> bool:
@@ -76,7 +75,7 @@ def _sgd_step(params: list[torch.Tensor], bufs: list[torch.Tensor | None], lr: t
 
 
 def train_stacked(nets: list[nn.Module], images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings,
-                  augment: Augmenter | None = None, on_epoch: Callable[[int, float], None] | None = None,
+                  augment: BatchAugment | None = None, on_epoch: Callable[[int, float], None] | None = None,
                   lr_scale: Sequence[float] | None = None, augmented: Sequence[bool] | None = None) -> list[float]:
     """Like :func:`ddtool.runtime.train.train` for every net at once; updates ``nets`` in place.
 

@@ -6,11 +6,12 @@ import json
 import statistics
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import torch
 
-from ddtool.augment import Augmenter
+from ddtool.augment import Augmenter, DiffAugChain
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
@@ -19,14 +20,34 @@ from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection
 from ddtool.runtime.records import io_entry, new_record, peak_memory
 from ddtool.runtime import ensemble
-from ddtool.runtime.train import TrainSettings, accuracy, train
+from ddtool.runtime.train import BatchAugment, TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature
 from ddtool.synthetic import SyntheticSet
 
+@dataclass(frozen=True)
+class Protocol:
+    """How a synthetic set is trained on at evaluation: the lr schedule, CutMix and augmentation."""
+
+    milestones: tuple[Fraction, ...]  # fractions of the epochs where the lr is multiplied by gamma
+    gamma: float
+    cutmix: float  # probability per batch
+    chain: bool  # True: IDC's DiffAug chain (flip, colour, then one more op); False: one DSA op per batch
+
+    def augmenter(self, strategy: str) -> BatchAugment:
+        if not self.chain:
+            return Augmenter(strategy)
+        # IDC's argument.py removes cutout from the strategy when CutMix is on
+        ops = [o for o in strategy.split("_") if o] if strategy not in ("", "none") else []
+        return DiffAugChain("_".join(o for o in ops if not (self.cutmix > 0 and o == "cutout")) or "none")
+
+
 PROTOCOLS = {
-    "dsa": {"milestones": (0.5,), "cutmix": 0.0},  # DM/DSA papers
-    "idc": {"milestones": (2 / 3, 5 / 6), "cutmix": 0.5},  # IDC
+    # DC/DSA/DM papers: lr x0.1 at half of the epochs, one DSA operation per batch
+    "dsa": Protocol((Fraction(1, 2),), 0.1, 0.0, False),
+    # IDC's and Acc-DD's train.py: MultiStepLR(milestones=[2E//3, 5E//6], gamma=0.2), CutMix
+    # p 0.5 (mix_p on CIFAR), DiffAug(batch=False) over the strategy (flip and colour always)
+    "idc": Protocol((Fraction(2, 3), Fraction(5, 6)), 0.2, 0.5, True),
 }
 
 
@@ -86,10 +107,10 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     reporter = reporter or Silent()
     proto = PROTOCOLS[cfg.protocol]
     settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                             batch=cfg.batch, milestones=proto["milestones"], cutmix=proto["cutmix"])
+                             batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix)
     images, labels = syn.decoded()
     images, labels = images.detach().to(device), labels.to(device)
-    augment = Augmenter(cfg.augment)
+    augment = proto.augmenter(cfg.augment)
     nets = []
     for r in range(cfg.repeats):
         torch.manual_seed(cfg.seed + r)

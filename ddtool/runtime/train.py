@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from fractions import Fraction
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
 
-from ddtool.augment import Augmenter
 from ddtool.nets.losses import batch_loss
 
 
@@ -40,17 +40,36 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch: int = 256
-    milestones: tuple[float, ...] = (0.5,)  # fractions of the epochs where lr drops x0.1
+    # fractions of the epochs where the lr is multiplied by ``gamma``; Fractions, so that
+    # 2/3 of 300 epochs is epoch 200 exactly as the reference's integer ``2 * epochs // 3``
+    milestones: tuple[Fraction, ...] = (Fraction(1, 2),)
+    gamma: float = 0.1
     cutmix: float = 0.0  # probability of CutMix per batch (IDC's evaluation)
 
 
+class BatchAugment(Protocol):
+    """What training applies to each batch: an :class:`~ddtool.augment.Augmenter` or a
+    :class:`~ddtool.augment.DiffAugChain`."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def milestone_epochs(settings: TrainSettings) -> list[int]:
+    """The 0-based epochs from which each lr drop applies: ``floor(epochs * m)`` in exact arithmetic."""
+    return [int(settings.epochs * Fraction(m)) for m in settings.milestones]
+
+
 def lr_at(settings: TrainSettings, epoch: int) -> float:
-    drops = sum(epoch >= int(settings.epochs * m) for m in settings.milestones)
-    return settings.lr * (0.1**drops)
+    """MultiStepLR stepped once per epoch: ``lr * gamma ** (milestones reached by this epoch)``."""
+    drops = sum(epoch >= e for e in milestone_epochs(settings))
+    return settings.lr * (settings.gamma**drops)
 
 
 def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings,
-          augment: Augmenter | None = None, on_epoch: Callable[[int, float], None] | None = None) -> float:
+          augment: BatchAugment | None = None, on_epoch: Callable[[int, float], None] | None = None) -> float:
     """SGD on (images, labels), both already on the net's device; returns the last epoch's loss."""
     opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay)
