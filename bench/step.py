@@ -16,13 +16,13 @@ import torch
 
 from bench.common import fake_data, flops_of, interleaved, machine, median
 from ddtool.augment import Augmenter
-from ddtool.context import DistillContext
 from ddtool.methods.dm import DM
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.nets import NetSpec, build_net
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
 from ddtool.runtime import ensemble
+from ddtool.runtime.plan import build_context
 from ddtool.runtime.train import TrainSettings, train
 from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import init_synthetic
@@ -32,11 +32,9 @@ def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, round
     data = fake_data(classes, max(batch_real, ipc), 3, 32)
     spec = NetSpec("convnet", {"width": 128})
     out = {}
-    ctxs = {impl: DistillContext(data=data, cfg=DistillSection(ipc=ipc, batch_real=batch_real,
-                                                               compile=impl == "compiled"),
-                                 net_spec=spec, device=device, iterations=1, selection=Scratch(),
-                                 schedule=NoPerturbation(), impl="loop" if impl == "compiled" else impl,
-                                 augment=Augmenter())
+    ctxs = {impl: build_context(DistillSection(ipc=ipc, batch_real=batch_real, compile=impl == "compiled"), data,
+                                device, net_spec=spec, iterations=1, selection=Scratch(), schedule=NoPerturbation(),
+                                impl="loop" if impl == "compiled" else impl, augment=Augmenter())
             for impl in ("vectorized", "loop", "compiled")}
     syn = init_synthetic(data, ipc, "real", device=device)
     syn.images.requires_grad_(True)
@@ -65,12 +63,11 @@ def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_step
     data = fake_data(classes, 256, 3, 32)
     spec = NetSpec("convnet", {"width": 128})
     opts = IDCOptions(factor=2, net_steps=net_steps)
-    ctxs = {impl: DistillContext(data=data, cfg=DistillSection(ipc=ipc, batch_real=64, compile=impl == "compiled",
-                                                               precision="bf16" if impl == "bf16" else "fp32"),
-                                 net_spec=spec, device=device, iterations=1, selection=Scratch(),
-                                 schedule=NoPerturbation(), options=opts,
-                                 impl="vectorized" if impl == "vectorized" else "loop",
-                                 augment=Augmenter("color_crop_cutout"))
+    ctxs = {impl: build_context(DistillSection(ipc=ipc, batch_real=64, compile=impl == "compiled",
+                                               precision="bf16" if impl == "bf16" else "fp32"), data, device,
+                                net_spec=spec, iterations=1, selection=Scratch(), schedule=NoPerturbation(),
+                                options=opts, impl="vectorized" if impl == "vectorized" else "loop",
+                                augment=Augmenter("color_crop_cutout"))
             for impl in ("vectorized", "loop", "compiled", "bf16")}
     method = IDC()
     syn = method.init_synthetic(ctxs["loop"])

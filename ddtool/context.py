@@ -30,6 +30,9 @@ CONTRACTS: dict[str, type] = {"selection": SelectionStrategy, "schedule": Pertur
 
 @dataclass
 class DistillContext:
+    """What a matching method sees during a run. The runtime, benchmarks and tests build it with
+    :func:`ddtool.runtime.plan.build_context` (from a recipe or a ``[distill]`` section and a plan)."""
+
     data: ImageData
     cfg: DistillSection
     net_spec: NetSpec

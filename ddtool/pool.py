@@ -10,6 +10,7 @@ import torch
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError
 from ddtool.nets import NetSpec
+from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature, PoolMeta
 
 
@@ -86,3 +87,23 @@ class Pool:
                 f"pool '{ref}' holds {self.net.to_json()} networks, but the recipe's [net] is "
                 f"{net.to_json()}; make them agree or pretrain a matching pool"
             )
+
+
+def newest_compatible(store: Store, data: ImageData, net: NetSpec) -> Artifact | None:
+    """The most recently stored pool made for this dataset and network, or None.
+
+    What a recipe falls back to when the pool it names is not in the store (the design card's
+    ``ddtool pretrain --epochs 2 --n 5`` names its pool after the dataset and net, not the recipe).
+    """
+    want = DatasetSignature.of(data)
+    best: tuple[float, int, Artifact] | None = None
+    for art in store.list():
+        if art.kind != "pool" or not art.path.exists():
+            continue
+        info = PoolMeta.from_metadata(store.blob_metadata(art.digest))
+        if info.net is None or NetSpec.from_json(info.net) != net or info.signature.difference(want) is not None:
+            continue
+        key = (art.path.stat().st_mtime, art.version or 0, art)
+        if best is None or key[:2] >= best[:2]:
+            best = key
+    return best[2] if best else None

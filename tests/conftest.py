@@ -1,7 +1,10 @@
+"""Fixtures shared by every test: an isolated store, the CLI, the digits data, tiny recipes, helpers."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -86,9 +89,88 @@ repeats = 2
     return path
 
 
-def store_snapshot(root: Path) -> dict[str, bytes]:
-    """Every file of a store with its bytes: for 'nothing was touched' assertions."""
+def _snapshot(root: Path) -> dict[str, bytes]:
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture
+def store_snapshot() -> Callable[[Path], dict[str, bytes]]:
+    """``store_snapshot(root)``: every file of a store with its bytes, for 'nothing was touched' assertions."""
+    return _snapshot
+
+
+@pytest.fixture
+def fresh_registries():  # type: ignore[no-untyped-def]
+    """Registries built anew for the test (and again after it): plugins it loads do not leak."""
+    import ddtool.plugins as plugins
+
+    plugins._registries = None
+    yield
+    plugins._registries = None
+
+
+@pytest.fixture
+def put_set() -> Callable[..., torch.Tensor]:
+    """``put_set(store, digits, name="s", ipc=2, factor=1)``: store a synthetic set of real digits
+    (normalised, as distill stores them) and return the stored images."""
+    import json
+
+    from ddtool.nets import NetSpec
+    from ddtool.synthetic import encode_real
+
+    def put(store: Store, digits, name: str = "s", ipc: int = 2, factor: int = 1) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        g = torch.Generator().manual_seed(0)
+        xs, ys = [], []
+        for c in range(10):
+            idx = digits.sample_class(c, ipc * factor * factor, generator=g)
+            xs.append(encode_real(digits.normalize(digits.train_images[idx]), factor))
+            ys.append(torch.full((ipc,), c, dtype=torch.long))
+        images = torch.cat(xs)
+        meta = {**digits.signature(), "ddtool.ipc": str(ipc), "ddtool.method": "dm", "ddtool.factor": str(factor),
+                "ddtool.mean": json.dumps(list(digits.mean)), "ddtool.std": json.dumps(list(digits.std)),
+                "ddtool.net": NetSpec("convnet", {"width": 16}).to_json(), "ddtool.parents": "[]"}
+        store.put("synthetic", name, {"images": images, "labels": torch.cat(ys)}, meta)
+        return images
+
+    return put
+
+
+@pytest.fixture
+def make_ctx():  # type: ignore[no-untyped-def]
+    """``make_ctx(data, method, overrides=(), impl="loop")``: the context ``method`` sees on CPU under
+    the default recipe with ConvNet width 16, ipc 2 and ``overrides`` (``--set`` strings), one outer
+    iteration, the recipe's selection strategy (scratch), schedule (none) and augmentation."""
+    from ddtool.recipe import load_recipe
+    from ddtool.runtime.plan import build_context
+
+    def make(data, method, overrides=(), impl="loop"):  # type: ignore[no-untyped-def]
+        recipe = load_recipe(None, [f"distill.method={method.name}", "net.width=16", "distill.ipc=2", *overrides])
+        return build_context(recipe, data, "cpu", method=method, impl=impl, iterations=1)
+
+    return make
+
+
+@pytest.fixture
+def rel_err() -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """``rel_err(a, b)``: |a - b| / |b|. Float32 batched (grouped) convolutions round differently
+    from per-class ones: vectorised and looped results are compared in norm."""
+
+    def err(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm())
+
+    return err
+
+
+@pytest.fixture
+def denorm_uint8() -> Callable[..., torch.Tensor]:
+    """``denorm_uint8(images, digits)``: normalised images back to uint8 pixels, rounded as
+    torchvision's ``save_image`` rounds."""
+
+    def to_uint8(images: torch.Tensor, digits) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        x = (images * torch.tensor(digits.std).view(1, -1, 1, 1) + torch.tensor(digits.mean).view(1, -1, 1, 1)).clamp(0, 1)
+        return x.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+
+    return to_uint8

@@ -13,7 +13,6 @@ from ddtool.errors import DDToolError
 from ddtool.methods.dm import DM
 from ddtool.methods.idc import IDC
 
-from tests.test_gradmatch import make_ctx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
@@ -21,7 +20,7 @@ needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c+
 
 
 @needs_compiler
-def test_compiled_dm_and_idc_match_eager_across_fresh_networks(digits):
+def test_compiled_dm_and_idc_match_eager_across_fresh_networks(make_ctx, digits):
     from torch._dynamo.utils import counters
 
     graphs_before = counters["stats"]["unique_graphs"]
@@ -51,7 +50,7 @@ def test_compiled_dm_and_idc_match_eager_across_fresh_networks(digits):
     assert 1 <= counters["stats"]["unique_graphs"] - graphs_before <= 8
 
 
-def test_a_failing_compiler_is_one_clear_error(monkeypatch, digits):
+def test_a_failing_compiler_is_one_clear_error(make_ctx, monkeypatch, digits):
     def broken(fn):
         def run(*args):
             raise torch._dynamo.exc.TorchDynamoException("no working C++ compiler found\ndetails")

@@ -16,7 +16,6 @@ took longer than ``FLOP_BUDGET_S`` or the replay fails (e.g. its pool was remove
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,8 +27,8 @@ from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
 from ddtool.recipe import EvalSection, Recipe, recipe_from_dict
 from ddtool.runtime.evaluate import RepeatedAccuracy, check_data, evaluate_set
-from ddtool.runtime.pretrain import net_spec_of
-from ddtool.runtime.records import new_record
+from ddtool.runtime.plan import net_spec_of, plan
+from ddtool.runtime.records import run_record
 from ddtool.store import Store
 from ddtool.store.meta import SyntheticMeta
 from ddtool.store.runs import distill_run, final_output, run_iterations, select_points
@@ -74,9 +73,7 @@ def flops_per_iteration(store: Store, rec: dict[str, Any], data: ImageData, devi
     """(FLOPs of one outer iteration, how they were obtained or why not)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ddtool.augment import Augmenter
-    from ddtool.context import DistillContext
-    from ddtool.runtime.distill import plan
+    from ddtool.runtime.loop import start_run
 
     n = run_iterations(rec)
     if n == 0:
@@ -88,16 +85,8 @@ def flops_per_iteration(store: Store, rec: dict[str, Any], data: ImageData, devi
         recipe = _recipe(rec)
         pools = [i["digest"] for i in rec.get("inputs", []) if i.get("role") == "pool"]
         p = plan(store, recipe, data, pools[0] if pools else None, device)
-        cfg = recipe.distill
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed)
-            ctx = DistillContext(data=data, cfg=cfg, net_spec=net_spec_of(recipe), device=device,
-                                 iterations=p.iterations, selection=p.selection, schedule=p.schedule, pool=p.pool,
-                                 options=p.options, impl=p.impl, augment=Augmenter(cfg.augment), method=p.method)
-            syn = p.method.init_synthetic(ctx)
-            syn.images.requires_grad_(True)
-            ctx.synthetic = syn
-            opt = p.method.make_optimizer(ctx, syn)
+            ctx, syn, opt = start_run(recipe, data, device, p)
             with FlopCounterMode(display=False) as counter:
                 p.method.step(ctx, syn, opt, 0)
         return float(counter.get_total_flops()), (
@@ -136,28 +125,26 @@ def evaluate_curve(store: Store, text: str, data: ImageData, cfg: EvalSection, d
     spec = net or (NetSpec(cfg.net) if cfg.net else
                    NetSpec.from_json(info.net) if info.net is not None else net_spec_of(_recipe(rec)))
     flops, note = flops_per_iteration(store, rec, data, device) if count_flops else (None, "not counted (--no-flops)")
-    record = new_record(store, "eval", device=str(device), settings=json.loads(json.dumps(cfg.__dict__)),
-                        net=json.loads(spec.to_json()), source_run=rec["id"], curve=[],
-                        flops_per_iteration=flops, flops_note=note)
     label = (out or {}).get("ref") or rec["id"]
-    start = time.perf_counter()
     done: list[CurvePoint] = []
-    for e in points:
-        tensors, _ = store.read_blob(e["digest"])  # a checkpoint holds no factor: the run's applies
-        labels = tensors["labels"]
-        syn = SyntheticSet(tensors["images"], labels, int(torch.bincount(labels).max()), factor)
-        accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=f"{label} @ {e['iteration']}")
-        point = CurvePoint(e["iteration"], e["seconds"], e["digest"], accs,
-                           flops * e["iteration"] if flops is not None else None, e["final"])
-        done.append(point)
-        record["inputs"].append({"ref": e["ref"] or f"{rec['id']}@{e['iteration']}", "digest": e["digest"],
-                                 "kind": "synthetic" if e["final"] else "checkpoint",
-                                 "role": "synthetic" if e["final"] else "checkpoint", "iteration": e["iteration"]})
-    seconds = time.perf_counter() - start
-    last = done[-1]
-    record.update(status="complete", wall_seconds=seconds, curve=[p.to_dict() for p in done],
-                  metrics={"accuracies": last.accuracies, "mean": last.mean, "std": last.std, "net": spec.name,
-                           "iteration": last.iteration, "points": len(done), "repeats": cfg.repeats,
-                           "epochs": cfg.epochs, "protocol": cfg.protocol})
-    store.write_run(record)
-    return CurveResult(rec["id"], spec.name, done, seconds, record["id"], flops, note, label, dict(cfg.__dict__))
+    with run_record(store, "eval", device, settings=json.loads(json.dumps(cfg.__dict__)),
+                    net=json.loads(spec.to_json()), source_run=rec["id"], curve=[],
+                    flops_per_iteration=flops, flops_note=note) as run:
+        for e in points:
+            tensors, _ = store.read_blob(e["digest"])  # a checkpoint holds no factor: the run's applies
+            labels = tensors["labels"]
+            syn = SyntheticSet(tensors["images"], labels, int(torch.bincount(labels).max()), factor)
+            accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=f"{label} @ {e['iteration']}")
+            point = CurvePoint(e["iteration"], e["seconds"], e["digest"], accs,
+                               flops * e["iteration"] if flops is not None else None, e["final"])
+            done.append(point)
+            run.record["inputs"].append({
+                "ref": e["ref"] or f"{rec['id']}@{e['iteration']}", "digest": e["digest"],
+                "kind": "synthetic" if e["final"] else "checkpoint",
+                "role": "synthetic" if e["final"] else "checkpoint", "iteration": e["iteration"]})
+        last = done[-1]
+        seconds = run.complete(curve=[p.to_dict() for p in done], metrics={
+            "accuracies": last.accuracies, "mean": last.mean, "std": last.std, "net": spec.name,
+            "iteration": last.iteration, "points": len(done), "repeats": cfg.repeats, "epochs": cfg.epochs,
+            "protocol": cfg.protocol})
+    return CurveResult(rec["id"], spec.name, done, seconds, run.id, flops, note, label, dict(cfg.__dict__))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -18,7 +17,7 @@ from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec, build_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection
-from ddtool.runtime.records import io_entry, new_record, peak_memory
+from ddtool.runtime.records import io_entry, run_record
 from ddtool.runtime import ensemble
 from ddtool.runtime.train import BatchAugment, TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
@@ -133,17 +132,21 @@ def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: 
     art, syn = load_synthetic(store, ref)
     check_data(syn.signature, data, ref)
     spec = net or (NetSpec(cfg.net) if cfg.net else net_of(syn, ref))
-    record = new_record(store, "eval", device=str(device), settings=json.loads(json.dumps(cfg.__dict__)),
-                        net=json.loads(spec.to_json()))
-    record["inputs"].append(io_entry(art, "synthetic"))
-    start = time.perf_counter()
-    accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=art.ref)
-    seconds = time.perf_counter() - start
-    result = EvalResult(art.ref, spec.name, accs, seconds, record["id"], dict(cfg.__dict__))
-    record.update(status="complete", wall_seconds=seconds, **peak_memory(device),
-                  metrics={"accuracies": accs, "mean": result.mean, "std": result.std, "net": spec.name,
-                           "repeats": cfg.repeats, "epochs": cfg.epochs, "protocol": cfg.protocol})
-    store.write_run(record)
+    return _recorded(store, syn, data, spec, cfg, device, reporter, art.ref, inputs=[io_entry(art, "synthetic")])
+
+
+def _recorded(store: Store, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection,
+              device: torch.device, reporter: Reporter | None, label: str, inputs: list[dict[str, str]],
+              fields: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> EvalResult:
+    """``evaluate_set`` inside an eval run record (``fields``: more of the record; ``metrics``: more
+    of its metrics)."""
+    with run_record(store, "eval", device, settings=json.loads(json.dumps(cfg.__dict__)),
+                    net=json.loads(spec.to_json()), inputs=inputs, **(fields or {})) as run:
+        accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=label)
+        result = EvalResult(label, spec.name, accs, run.elapsed(), run.id, dict(cfg.__dict__))
+        run.complete(result.seconds, metrics={
+            "accuracies": accs, "mean": result.mean, "std": result.std, "net": spec.name, "repeats": cfg.repeats,
+            "epochs": cfg.epochs, "protocol": cfg.protocol, **(metrics or {})})
     return result
 
 
@@ -171,16 +174,6 @@ def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: 
     labels = data.train_labels.to(device)
     ipc = max(data.class_counts()) if data.num_classes else 0
     syn = SyntheticSet(images, labels, ipc)
-    label = f"full:{data.name}"
-    record = new_record(store, "eval", device=str(device), settings=json.loads(json.dumps(cfg.__dict__)),
-                        net=json.loads(net.to_json()), full_data=True, dataset=data.name)
-    start = time.perf_counter()
-    accs = evaluate_set(syn, data, net, cfg, device, reporter, label=label)
-    seconds = time.perf_counter() - start
-    result = EvalResult(label, net.name, accs, seconds, record["id"], dict(cfg.__dict__))
-    record.update(status="complete", wall_seconds=seconds, **peak_memory(device),
-                  metrics={"accuracies": accs, "mean": result.mean, "std": result.std, "net": net.name,
-                           "repeats": cfg.repeats, "epochs": cfg.epochs, "protocol": cfg.protocol,
-                           "full_data": True, "dataset": data.name, "train_images": int(labels.shape[0])})
-    store.write_run(record)
-    return result
+    full = {"full_data": True, "dataset": data.name}
+    return _recorded(store, syn, data, net, cfg, device, reporter, f"full:{data.name}", inputs=[], fields=full,
+                     metrics={**full, "train_images": int(labels.shape[0])})

@@ -37,7 +37,7 @@ from ddtool import __version__
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
-from ddtool.runtime.records import io_entry, new_record
+from ddtool.runtime.records import io_entry, run_record
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature, SyntheticMeta, exported_metadata
 from ddtool.synthetic import SyntheticSet, decode
@@ -272,11 +272,11 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
         net=given.net or NetSpec("convnet").to_json(), parents=(), iterations=0, version=__version__,
         source=path.name, source_sha256=digest, source_method=given.method or None)
     syn = SyntheticSet(stored.contiguous(), labels, ipc, factor, info)
-    record = new_record(store, "import", source={"path": str(path), "sha256": digest, "detected": detected})
-    record["inputs"].append({"ref": path.name, "digest": digest, "kind": "file", "role": "source"})
-    art = store.put("synthetic", name, *syn.to_artifact())
-    record["outputs"].append(io_entry(art, "synthetic"))
-    record.update(status="complete", wall_seconds=time.perf_counter() - start,
-                  metrics={"count": len(labels), "ipc": ipc, "per_class": counts.tolist()})
-    store.write_run(record)
-    return ImportResult(art, record["id"], len(labels), ipc, detected, notes)
+    # the run began with reading the file
+    with run_record(store, "import", elapsed=time.perf_counter() - start,
+                    source={"path": str(path), "sha256": digest, "detected": detected},
+                    inputs=[{"ref": path.name, "digest": digest, "kind": "file", "role": "source"}]) as run:
+        art = store.put("synthetic", name, *syn.to_artifact())
+        run.complete(outputs=[io_entry(art, "synthetic")],
+                     metrics={"count": len(labels), "ipc": ipc, "per_class": counts.tolist()})
+    return ImportResult(art, run.id, len(labels), ipc, detected, notes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 import torch
@@ -15,7 +14,8 @@ from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
 from ddtool.runtime.evaluate import normalized_train
-from ddtool.runtime.records import io_entry, new_record, peak_memory
+from ddtool.runtime.plan import net_spec_of
+from ddtool.runtime.records import io_entry, run_record
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature
@@ -32,14 +32,6 @@ class PretrainResult:
     artifact: Artifact
     run_id: str
     seconds: float
-
-
-def net_spec_of(recipe: Recipe) -> NetSpec:
-    n = recipe.net
-    options = {"width": n.width, "norm": n.norm}
-    if n.depth:
-        options["depth"] = n.depth
-    return NetSpec(n.name, options)
 
 
 def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, batch: int, seed: int,
@@ -98,16 +90,13 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
     spec = net_spec_of(recipe)
     p = recipe.pretrain
     name = name or p.name or f"{data.name.split(':')[0]}-{spec.name}"
-    record = new_record(store, "pretrain", recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(),
-                        device=str(device))
-    start = time.perf_counter()
-    pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl)
-    seconds = time.perf_counter() - start
-    pool = replace(pool, recipe_sha256=recipe.sha256(), seed=p.seed, epochs=p.epochs)
-    art = store.put("pool", name, *pool.to_artifact())
-    pool.digest = art.digest
-    accs = [m["test_acc"] for m in pool.models]
-    record.update(outputs=[io_entry(art, "pool")], wall_seconds=seconds, status="complete", **peak_memory(device),
-                  metrics={"test_acc_mean": sum(accs) / len(accs), "test_acc": accs})
-    store.write_run(record)
-    return PretrainResult(pool, art, record["id"], seconds)
+    with run_record(store, "pretrain", device, recipe=recipe.to_dict(), recipe_sha256=recipe.sha256()) as run:
+        pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl)
+        seconds = run.elapsed()
+        pool = replace(pool, recipe_sha256=recipe.sha256(), seed=p.seed, epochs=p.epochs)
+        art = store.put("pool", name, *pool.to_artifact())
+        pool.digest = art.digest
+        accs = [m["test_acc"] for m in pool.models]
+        run.complete(seconds, outputs=[io_entry(art, "pool")],
+                     metrics={"test_acc_mean": sum(accs) / len(accs), "test_acc": accs})
+    return PretrainResult(pool, art, run.id, seconds)

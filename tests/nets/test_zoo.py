@@ -1,9 +1,6 @@
-"""The architecture zoo (small inputs, 1-channel inputs, norms) and the cross-architecture evaluation."""
+"""The architecture zoo (ddtool.nets.zoo): small inputs, 1-channel inputs, norms, tiny inputs still train."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,11 +8,10 @@ from torch import nn
 
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec, build_net
-from ddtool.store import Store
+
 
 ZOO = ["convnet3-bn", "resnetap10", "resnet18", "alexnet", "vgg11", "densenet121", "efficientnet-b0"]
 HEAVY = {"densenet121", "efficientnet-b0"}
-# (channels, resolution) of digits, CIFAR and Tiny-ImageNet
 SHAPES = [(1, 8), (3, 32), (3, 64)]
 
 
@@ -105,86 +101,6 @@ def test_norm_option_and_recipe_settings() -> None:
     assert isinstance(net, nn.Module)
     with pytest.raises(UsageError, match="unknown norm 'layer' for resnet18"):
         build_net(NetSpec("resnet18", {"norm": "layer"}), 3, 10, 32)
-
-
-# --- the evaluation protocol, checked rather than assumed -------------------------------------
-
-def _tiny_set(digits, per_class: int = 4):  # type: ignore[no-untyped-def]
-    from ddtool.synthetic import SyntheticSet
-
-    idx = torch.cat([digits.class_indices(c)[:per_class] for c in range(digits.num_classes)])
-    return SyntheticSet(digits.normalize(digits.train_images[idx]), digits.train_labels[idx], per_class)
-
-
-@pytest.mark.parametrize("protocol, repeats, per_epoch", [
-    ("dsa", 2, [0.01] * 6 + [0.001] * 6),  # x0.1 at half
-    ("idc", 1, [0.01] * 8 + [0.002] * 2 + [0.0004] * 2),  # x0.2 at 2E//3 and 5E//6 (IDC's MultiStepLR)
-])
-def test_eval_protocol_lr_schedule_augmentation_and_cutmix(digits, monkeypatch: pytest.MonkeyPatch, protocol: str,  # type: ignore[no-untyped-def]
-                                                           repeats: int, per_epoch: list[float]) -> None:
-    import ddtool.augment as augment
-    import ddtool.nets.losses as losses
-    from ddtool.recipe import EvalSection
-    from ddtool.runtime.evaluate import evaluate_set
-    from torch.optim.optimizer import register_optimizer_step_pre_hook
-
-    # Keyed by the optimiser itself: holding it keeps a collected optimiser's id from being reused by the next repeat.
-    lrs: dict[object, list[float]] = {}
-    handle = register_optimizer_step_pre_hook(
-        lambda opt, args, kwargs: lrs.setdefault(opt, []).append(opt.param_groups[0]["lr"]))
-    augmented, mixed = [], []
-    real_call, real_cutmix = augment.Augmenter.__call__, losses.cutmix
-    monkeypatch.setattr(augment.Augmenter, "__call__",
-                        lambda self, x: augmented.append(x.shape[0]) or real_call(self, x))
-    monkeypatch.setattr(losses, "cutmix", lambda x, y: mixed.append(1) or real_cutmix(x, y))
-    cfg = EvalSection(protocol=protocol, epochs=12, batch=8, repeats=repeats)
-    try:
-        accs = evaluate_set(_tiny_set(digits), digits, NetSpec("convnet", {"width": 8}), cfg, torch.device("cpu"))
-    finally:
-        handle.remove()
-    steps_per_epoch = 40 // 8
-    expected = [lr for lr in per_epoch for _ in range(steps_per_epoch)]
-    assert lrs and all(seq == pytest.approx(expected) for seq in lrs.values())  # every optimiser, every step
-    steps = sum(len(seq) for seq in lrs.values())
-    assert len(accs) == repeats and len(lrs) == repeats  # one optimiser per repeat
-    # DSA: one operation on every training image, every epoch; IDC: its DiffAug chain, three
-    # stages (flip, colour, one of crop/scale/rotate) on every image
-    stages = 3 if protocol == "idc" else 1
-    assert sum(augmented) == 40 * 12 * repeats * stages
-    if protocol == "idc":  # CutMix on about half the batches (Binomial(60, 0.5): 18..42 covers > 4 sigma)
-        assert 18 <= len(mixed) <= 42 and steps == 60
-    else:
-        assert mixed == []
-
-
-def test_cross_architecture_table_and_full_data(cli, store: Store, tiny_recipe: Path) -> None:  # type: ignore[no-untyped-def]
-    assert cli("distill", "-r", tiny_recipe, "--method", "random", "--name", "rnd").exit_code == 0
-    res = cli("eval", "synthetic/rnd", "-r", tiny_recipe, "--net", "convnet3,convnet3-bn", "--epochs", "2",
-              "--repeats", "1", "--set", "eval.batch=64")
-    assert res.exit_code == 0, res.stderr
-    header = next(line for line in res.stdout.splitlines() if "convnet3-bn" in line)
-    assert "set" in header and "convnet3 " in header
-    row = next(line for line in res.stdout.splitlines() if "synthetic/rnd:v1" in line)
-    assert row.count("±") == 2
-    evals = [r for r in store.runs() if r["command"] == "eval"]
-    assert sorted(r["net"]["name"] for r in evals) == ["convnet3", "convnet3-bn"]
-
-    res = cli("eval", "--full-data", "--dataset", "digits", "--epochs", "1", "--repeats", "1", "-r", tiny_recipe,
-              "--json")
-    assert res.exit_code == 0, res.stderr
-    out = json.loads(res.stdout)
-    assert [(e["ref"], e["net"]) for e in out] == [("full:digits", "convnet")]
-    record = store.run(out[0]["run"])
-    assert record["inputs"] == [] and record["full_data"] is True
-    assert record["metrics"]["full_data"] is True and record["metrics"]["train_images"] == 1437
-    assert record["metrics"]["epochs"] == 1 and record["net"]["options"]["width"] == 16
-
-
-def test_eval_needs_refs_or_full_data_and_known_nets(cli, tiny_recipe: Path) -> None:  # type: ignore[no-untyped-def]
-    res = cli("eval")
-    assert res.exit_code == 2 and "--full-data" in res.stderr
-    res = cli("eval", "--full-data", "--dataset", "digits", "--net", "convnet3,resnet99")
-    assert res.exit_code == 2 and "unknown architecture 'resnet99'" in res.stderr
 
 
 @pytest.mark.parametrize("name", ["alexnet", "resnetap10"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from ddtool.api import (
 from ddtool.errors import UsageError
 from ddtool.store import Store
 
+
 THROWAWAY = '''
 import torch
 from ddtool.hookspecs import hookimpl
@@ -47,13 +47,6 @@ class Constant(MatchingMethod):
 def ddtool_register_matching_methods(register):
     register(Constant(), aliases=("const",))
 '''
-
-
-@pytest.fixture
-def fresh_registries():  # type: ignore[no-untyped-def]
-    plugins._registries = None
-    yield
-    plugins._registries = None
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from ddtool.augment import Augmenter
-from ddtool.context import DistillContext
 from ddtool.methods.dm import DM, class_means
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
+from ddtool.runtime.plan import build_context
 from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import init_synthetic
 
@@ -29,10 +29,9 @@ def _reference_losses(net, x_real, y_real, x_syn, y_syn, classes):  # type: igno
 
 @pytest.mark.parametrize("impl", ["loop", "vectorized"])
 def test_dm_batchnorm_forwards_all_classes_at_once(digits, impl: str) -> None:  # type: ignore[no-untyped-def]
-    ctx = DistillContext(data=digits, cfg=DistillSection(batch_real=8),
-                         net_spec=NetSpec("convnet", {"width": 8, "norm": "batch"}),
-                         device=torch.device("cpu"), iterations=1, selection=Scratch(), schedule=NoPerturbation(),
-                         impl=impl)
+    ctx = build_context(DistillSection(batch_real=8), digits, torch.device("cpu"),
+                        net_spec=NetSpec("convnet", {"width": 8, "norm": "batch"}), iterations=1, selection=Scratch(),
+                        schedule=NoPerturbation(), impl=impl)
     ctx.augment = Augmenter("none")
     torch.manual_seed(1)
     syn = init_synthetic(digits, 2, "real")

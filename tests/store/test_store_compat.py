@@ -20,7 +20,7 @@ from ddtool.store import Store
 from ddtool.store.meta import with_kind
 from ddtool.synthetic import SyntheticSet
 
-FIXTURE = Path(__file__).parent / "fixtures" / "store_v0_1"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store_v0_1"
 DIGITS_CLASSES = [str(c) for c in range(10)]
 NET = NetSpec("convnet", {"norm": "instance", "width": 8})
 

@@ -173,16 +173,13 @@ def test_short_run_idc_with_dynadistill(pool_store):
 def test_pool_advances_by_training_only_not_by_the_perturbation(pool_store):
     """With a perturbation schedule the written-back entry is the trained net minus this loop's
     perturbation: untrained loops leave the pool where it was instead of random-walking it."""
-    from ddtool.context import DistillContext
-    from ddtool.runtime.pretrain import net_spec_of
+    from ddtool.runtime.plan import build_context
 
     store, data = pool_store
     recipe = load_recipe(None, ["distill.method=idc", "net.width=16", "distill.pool=pool/tiny",
                                 "distill.selection=dynadistill", "distill.schedule=gaussian", "distill.alpha=1.0"])
     p = plan(store, recipe, data)
-    ctx = DistillContext(data=data, cfg=recipe.distill, net_spec=net_spec_of(recipe), device=CPU, iterations=20,
-                         selection=p.selection, schedule=p.schedule, pool=p.pool, options=p.options, method=p.method,
-                         impl="loop")
+    ctx = build_context(recipe, data, CPU, plan=p, iterations=20, impl="loop")
     loaded = [{k: v.clone() for k, v in sd.items()} for sd in p.pool.states]
     torch.manual_seed(0)
     for it in range(20):

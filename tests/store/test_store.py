@@ -1,3 +1,5 @@
+"""The artifact store (ddtool.store): versions, digests, read-only blobs, refs, run records, lineage."""
+
 from __future__ import annotations
 
 import json
@@ -106,22 +108,6 @@ def test_put_rejects_escaping_names(store: Store) -> None:
     with pytest.raises(UsageError, match="invalid artifact name"):
         store.put("pool", "../../evil", {"x": torch.zeros(1)}, {})
     assert not (store.root.parent / "evil").exists()
-
-
-def _imported_by(module: str) -> list[str]:
-    """The ddtool modules a fresh interpreter has loaded after importing ``module``."""
-    code = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m.startswith('ddtool.'))))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return out.stdout.split()
-
-
-def test_store_imports_nothing_above_it() -> None:
-    for module in ("ddtool.store", "ddtool.store.meta", "ddtool.store.lineage", "ddtool.store.runs",
-                   "ddtool.store.integrity"):
-        above = [m for m in _imported_by(module)
-                 if m.split(".")[1] in ("data", "nets", "synthetic", "pool", "methods", "selection", "runtime",
-                                        "inspect", "cli")]
-        assert above == [], (module, above)
 
 
 def test_lineage_follows_pools_and_evals_as_plain_dicts(store: Store) -> None:

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from ddtool.store import Store
-from tests.conftest import store_snapshot
 
 
 def _json(result) -> object:  # type: ignore[no-untyped-def]
@@ -112,7 +111,7 @@ def test_store_ls_and_rm(cli, store: Store, tiny_recipe: Path) -> None:  # type:
         (["plugins", "--kind", "widget"], 2, "unknown kind 'widget'"),
     ],
 )
-def test_bad_input_is_one_line_with_exit_code_and_store_untouched(
+def test_bad_input_is_one_line_with_exit_code_and_store_untouched(store_snapshot, 
     cli, store: Store, tiny_recipe: Path, args: list[str], code: int, message: str  # type: ignore[no-untyped-def]
 ) -> None:
     import re
@@ -170,7 +169,7 @@ def test_eval_full_data_honours_epochs_even_when_it_equals_the_default(
     assert seen == [expected]
 
 
-def test_ctrl_c_outside_distill_does_not_claim_a_checkpoint(cli, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_outside_distill_does_not_claim_a_checkpoint(store_snapshot, cli, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     import ddtool.runtime.pretrain as pretrain
 
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -203,7 +202,7 @@ def test_pyproject_declares_what_ddtool_imports_and_the_python_it_needs() -> Non
     import sys
     import tomllib
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     declared = {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
     dist_of = {"PIL": "pillow", "sklearn": "scikit-learn"}

@@ -1,4 +1,5 @@
-"""Export synthetic sets for other tools and import theirs: imagefolder, npz, .pt."""
+"""Export synthetic sets for other tools and import theirs (ddtool.runtime.exchange): imagefolder,
+npz, .pt."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import torch
 from PIL import Image
 
 from ddtool.store import Store
-from tests.test_inspect import put_set
 
 
 def _ok(result):  # type: ignore[no-untyped-def]
@@ -19,12 +19,7 @@ def _ok(result):  # type: ignore[no-untyped-def]
     return json.loads(result.stdout)
 
 
-def _denorm_uint8(images: torch.Tensor, digits) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    x = (images * torch.tensor(digits.std).view(1, -1, 1, 1) + torch.tensor(digits.mean).view(1, -1, 1, 1)).clamp(0, 1)
-    return x.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
-
-
-def test_npz_round_trip_is_bit_exact_and_evaluable(cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_npz_round_trip_is_bit_exact_and_evaluable(put_set, cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     put_set(store, digits, "s", ipc=2)
     _, orig, meta = store.load("synthetic/s")
     # distilled images are arbitrary floats, not only what normalising uint8 pixels gives
@@ -62,7 +57,7 @@ def test_store_verify_passes_after_import(cli, store: Store, digits, tmp_path: P
     assert gc["blobs"] == []
 
 
-def test_imagefolder_export_writes_decoded_pngs_per_class(cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_imagefolder_export_writes_decoded_pngs_per_class(put_set, denorm_uint8, cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     images = put_set(store, digits, "s", ipc=3)
     folder = tmp_path / "if"
     out = _ok(cli("store", "export", "synthetic/s", folder, "--format", "imagefolder", "--json"))
@@ -72,7 +67,7 @@ def test_imagefolder_export_writes_decoded_pngs_per_class(cli, store: Store, dig
     with open(folder / "labels.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 30 and rows[4] == {"path": "1/0001.png", "label": "1", "class": "1"}
-    want = _denorm_uint8(images, digits)
+    want = denorm_uint8(images, digits)
     with Image.open(folder / "1" / "0001.png") as im:
         assert im.mode == "L" and im.size == (8, 8)
         assert torch.equal(torch.from_numpy(np.array(im)), want[4, 0])

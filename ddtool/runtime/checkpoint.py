@@ -1,0 +1,76 @@
+"""The resumable state of a distill run: taken between two iterations, stored as a checkpoint
+blob listed in the run record, put back by ``--resume`` (:mod:`ddtool.runtime.resume`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ddtool.errors import DDToolError
+from ddtool.selection.base import SelectionStrategy
+from ddtool.store import Store
+from ddtool.store.meta import checkpoint_metadata
+from ddtool.synthetic import SyntheticSet
+
+
+def state(syn: SyntheticSet, opt: torch.optim.Optimizer, selection: SelectionStrategy,
+          device: torch.device) -> dict[str, torch.Tensor]:
+    """Everything the rest of a run depends on, taken between two iterations: the images, the
+    optimizer state (SGD's buffer of the images as ``momentum``; anything else as
+    ``optim.<param index>.<key>``), the selection strategy's ``state()`` (as ``selection.*``) and
+    the RNG state (``rng``, plus ``rng.cuda`` on CUDA). Copies, so later steps do not change it."""
+    tensors = {"images": syn.images.detach().clone(), "labels": syn.labels, "rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    params = [q for group in opt.param_groups for q in group["params"]]
+    for i, q in enumerate(params):
+        for key, value in opt.state.get(q, {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = torch.tensor(value)
+            if not isinstance(value, torch.Tensor):
+                continue
+            name = "momentum" if q is syn.images and key == "momentum_buffer" else f"optim.{i}.{key}"
+            tensors[name] = value.detach().clone()
+    for key, value in selection.state().items():
+        tensors[f"selection.{key}"] = value.detach().clone()
+    return tensors
+
+
+def restore(tensors: dict[str, torch.Tensor], syn: SyntheticSet, opt: torch.optim.Optimizer,
+            selection: SelectionStrategy, device: torch.device) -> None:
+    """Put a checkpoint back: the inverse of :func:`state`. Call it last before the loop (RNG)."""
+    if tensors["images"].shape != syn.images.shape or not torch.equal(tensors["labels"].cpu(), syn.labels.cpu()):
+        raise DDToolError(
+            f"the checkpoint holds images {tuple(tensors['images'].shape)}, but this run makes "
+            f"{tuple(syn.images.shape)}; resume with the data the run was started with"
+        )
+    with torch.no_grad():
+        syn.images.copy_(tensors["images"].to(syn.images.device))
+    params = [q for group in opt.param_groups for q in group["params"]]
+    for key, value in tensors.items():
+        if key == "momentum":
+            opt.state[syn.images]["momentum_buffer"] = value.to(syn.images.device)
+        elif key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            q = params[int(index)]
+            opt.state[q][name] = value if name == "step" else value.to(q.device)
+    selection.load_state({k[len("selection."):]: v for k, v in tensors.items() if k.startswith("selection.")})
+    torch.set_rng_state(tensors["rng"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+
+
+def save(store: Store, record: dict[str, Any], tensors: dict[str, torch.Tensor], it: int, seconds: float) -> str:
+    """Store a checkpoint blob and list it in the run record on disk, under one lock (gc keeps it)."""
+    with store.lock():
+        digest = store.put_blob(tensors, checkpoint_metadata(it))
+        if not record["checkpoints"] or record["checkpoints"][-1]["iteration"] != it:
+            record["checkpoints"].append({"iteration": it, "digest": digest, "seconds": seconds})
+        store.write_run(record)  # a crash (even SIGKILL) can resume from here
+    return digest
+
+
+def last_iteration(record: dict[str, Any]) -> int | None:
+    """The iteration of the run's latest checkpoint (None: it has none yet)."""
+    return record["checkpoints"][-1]["iteration"] if record["checkpoints"] else None

@@ -1,0 +1,143 @@
+"""The distillation loop: run a planned recipe's iterations and store the synthetic set.
+
+The loop is the runtime's, not the method's, so every method gets progress, periodic
+checkpoints (kept as blobs listed in the run record), a NaN guard and Ctrl-C handling.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ddtool import __version__
+from ddtool.context import DistillContext
+from ddtool.data import ImageData
+from ddtool.errors import DDToolError
+from ddtool.progress import Reporter, Silent
+from ddtool.recipe import Recipe
+from ddtool.runtime import checkpoint
+from ddtool.runtime.plan import Plan, build_context, plan
+from ddtool.runtime.records import io_entry, run_record
+from ddtool.store import Artifact, Store
+from ddtool.store.meta import DatasetSignature, SyntheticMeta
+from ddtool.synthetic import SyntheticSet
+
+if TYPE_CHECKING:
+    from ddtool.runtime.resume import ResumePoint
+
+
+@dataclass
+class DistillResult:
+    synthetic: SyntheticSet
+    artifact: Artifact
+    run_id: str
+    seconds: float
+    losses: list[float]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a distill run, raised once its resumable checkpoint is saved."""
+
+    def __init__(self, run_id: str, iteration: int | None) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+        self.iteration = iteration  # the checkpoint's iteration (None: interrupted before the first)
+
+
+def start_run(recipe: Recipe, data: ImageData, device: torch.device, p: Plan
+              ) -> tuple[DistillContext, SyntheticSet, torch.optim.Optimizer]:
+    """The start of a run of ``recipe`` as planned: seeded, its context, the initial synthetic set
+    (requiring grad) and the set's optimizer, drawing what the run draws."""
+    torch.manual_seed(recipe.distill.seed)
+    ctx = build_context(recipe, data, device, plan=p)
+    syn = p.method.init_synthetic(ctx)
+    syn.images.requires_grad_(True)
+    ctx.synthetic = syn  # strategies that rank models on the current set (dynadistill) read it
+    opt = p.method.make_optimizer(ctx, syn)
+    return ctx, syn, opt
+
+
+def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
+            reporter: Reporter | None = None, pool_ref: str | None = None, name: str | None = None,
+            _resume: ResumePoint | None = None) -> DistillResult:
+    from ddtool.store.refs import check_name
+
+    reporter = reporter or Silent()
+    cfg = recipe.distill
+    art_name = check_name(name or cfg.name or recipe.name)  # fails before any work, not after the last step
+    p = plan(store, recipe, data, pool_ref, device)
+    ctx, syn, opt = start_run(recipe, data, device, p)
+    fields = dict(recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(), plan=p.describe(), checkpoints=[],
+                  artifact_name=art_name, pid=os.getpid(), host=socket.gethostname(),
+                  inputs=[io_entry(p.pool_artifact, "pool")] if p.pool_artifact is not None else [])
+    if _resume is not None:
+        _resume.note(fields)
+    # a resumed run starts at its checkpoint, and its seconds (checkpoints', wall_seconds) go on counting
+    first, elapsed = (_resume.iteration, _resume.seconds) if _resume is not None else (0, 0.0)
+    losses: list[float] = []
+    with run_record(store, "distill", device, elapsed=elapsed, **fields) as run:
+        record = run.record
+        if _resume is not None:
+            _resume.mark_parent(store, run.id)
+            if _resume.tensors is not None:
+                checkpoint.restore(_resume.tensors, syn, opt, p.selection, device)  # last: it sets the RNG state
+        snapshot: tuple[int, dict[str, torch.Tensor]] | None = None  # (iteration, the state at its start)
+
+        def interrupted() -> RunInterrupted:
+            # Ctrl-C can land anywhere inside a step (RNG drawn, images half-updated): save the state
+            # at the start of the interrupted iteration, which --resume redoes from scratch
+            if snapshot is not None:
+                checkpoint.save(store, record, snapshot[1], snapshot[0], run.elapsed())
+            else:
+                run.write()
+            return RunInterrupted(run.id, checkpoint.last_iteration(record))
+
+        run.on_interrupt = interrupted
+        run.oom_hint = "lower distill.batch_real or the synthetic batch"
+        run.where = f"iteration {first}"
+        with reporter.task(f"distilling {cfg.method} ipc={cfg.ipc}", p.iterations) as task:
+            if first:
+                task.advance(first)
+            for it in range(first, p.iterations):
+                run.where = f"iteration {it}"
+                snapshot = (it, checkpoint.state(syn, opt, p.selection, device))
+                if it == first:  # count one iteration's FLOPs; the rest run without the counter
+                    with FlopCounterMode(display=False) as counter:
+                        loss = p.method.step(ctx, syn, opt, it)
+                    record["flops_per_iteration"] = int(counter.get_total_flops())
+                else:
+                    loss = p.method.step(ctx, syn, opt, it)
+                if not math.isfinite(loss):
+                    last = checkpoint.last_iteration(record)
+                    raise DDToolError(
+                        f"loss became {loss} at iteration {it}; stopped"
+                        + (f", last good checkpoint at iteration {last}" if last is not None else "")
+                        + " (try a smaller distill.lr_img)"
+                    )
+                losses.append(loss)
+                task.advance(1, loss=loss)
+                if (it + 1) % p.checkpoint_every == 0 and it + 1 < p.iterations:
+                    # right after an iteration: the images, optimizer, selection and RNG state
+                    # determine the rest of the run
+                    checkpoint.save(store, record, checkpoint.state(syn, opt, p.selection, device), it + 1,
+                                    run.elapsed())
+        seconds = run.elapsed()
+        run.where = ""
+        info = SyntheticMeta(
+            signature=DatasetSignature.of(data), method=p.method.name, selection=p.selection.name,
+            schedule=p.schedule.name, mean=data.mean, std=data.std, net=ctx.net_spec.to_json(),
+            parents=(p.pool_artifact.digest,) if p.pool_artifact else (), recipe_sha256=recipe.sha256(),
+            seed=cfg.seed, iterations=p.iterations, version=__version__)
+        stored = SyntheticSet(syn.images, syn.labels, cfg.ipc, syn.factor, info)  # the ipc the recipe asked for
+        art = store.put("synthetic", art_name, *stored.to_artifact())
+        record["outputs"].append(io_entry(art, "synthetic"))
+        per_it = record.get("flops_per_iteration")
+        run.complete(seconds, flops=per_it * p.iterations if per_it is not None else None,
+                     metrics={"final_loss": losses[-1] if losses else None, "iterations": p.iterations})
+    return DistillResult(syn, art, run.id, seconds, losses)

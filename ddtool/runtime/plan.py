@@ -1,0 +1,146 @@
+"""What a recipe resolves to before any work starts: its plugins, pool, iterations and impl
+(:func:`plan`, also what ``ddtool distill --dry-run`` prints), and the context a matching method
+then sees (:func:`build_context`)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ddtool.augment import Augmenter
+from ddtool.context import DistillContext
+from ddtool.data import ImageData
+from ddtool.errors import UsageError
+from ddtool.impl import resolve_impl
+from ddtool.methods.base import MatchingMethod
+from ddtool.nets import NetSpec, build_net
+from ddtool.perturb import PerturbationSchedule
+from ddtool.plugins import registries
+from ddtool.pool import Pool
+from ddtool.recipe import DistillSection, Recipe
+from ddtool.selection.base import SelectionStrategy
+from ddtool.store import Artifact, Store
+
+
+def net_spec_of(recipe: Recipe) -> NetSpec:
+    """The network a recipe's ``[net]`` names."""
+    n = recipe.net
+    options = {"width": n.width, "norm": n.norm}
+    if n.depth:
+        options["depth"] = n.depth
+    return NetSpec(n.name, options)
+
+
+@dataclass
+class Plan:
+    """Everything a recipe resolves to before any work starts (also what --dry-run prints)."""
+
+    method: Any
+    selection: Any
+    schedule: Any
+    options: Any
+    pool: Pool | None
+    pool_artifact: Artifact | None
+    iterations: int
+    checkpoint_every: int
+    impl: str
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.method.name, "selection": self.selection.name, "schedule": self.schedule.name,
+            "pool": self.pool_artifact.ref if self.pool_artifact else None,
+            "iterations": self.iterations, "checkpoint_every": self.checkpoint_every, "impl": self.impl,
+        }
+
+
+def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = None,
+         device: torch.device | str = "cpu") -> Plan:
+    """Resolve and check the recipe against the registries, the store and the data."""
+    cfg = recipe.distill
+    regs = registries()
+    method = regs.method.get(cfg.method)
+    selection = copy.deepcopy(regs.selection.get(cfg.selection))
+    schedule = regs.schedule.get(cfg.schedule)
+    # a sub-table of [distill.options] named after the selection strategy is the strategy's own
+    # (e.g. [distill.options.dynadistill]); the rest belongs to the method
+    method_raw = dict(cfg.options)
+    selection.configure(method_raw.pop(selection.name, None))
+    options = method.parse_options(method_raw)
+    spec = net_spec_of(recipe)
+    build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
+    pool = pool_art = None
+    ref = pool_ref or cfg.pool
+    if ref:
+        pool_art, tensors, meta = store.load(ref, kind="pool")
+        pool = Pool.from_artifact(tensors, meta, pool_art.digest)
+        pool.check_compatible(data, spec, ref)
+    if selection.needs_pool and pool is None:
+        raise UsageError(
+            f"selection '{selection.name}' needs a model pool: run 'ddtool pretrain' and set "
+            "[distill] pool = \"pool/NAME\" (or pass --pool)"
+        )
+    # a method whose multi-formation factor is a setting (IDC) says which one this run uses
+    factor = method.factor_for(options, data.resolution)
+    need = cfg.ipc * factor**2
+    smallest = min(data.class_counts())
+    if cfg.init == "real" and smallest < need:
+        c = data.class_counts().index(smallest)
+        raise UsageError(
+            f"distill.ipc={cfg.ipc} needs {need} real images per class, but class '{data.classes[c]}' "
+            f"has {smallest}; lower distill.ipc"
+        )
+    iterations = cfg.iterations or method.default_iterations(cfg.ipc) if method.iterative else 0
+    every = cfg.checkpoint_every or max(1, iterations // 10)
+    impl = resolve_impl(cfg.impl, device)
+    return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl)
+
+
+def build_context(source: Recipe | DistillSection, data: ImageData, device: torch.device | str = "cpu", *,
+                  plan: Plan | None = None, net_spec: NetSpec | None = None,
+                  method: MatchingMethod | None = None, selection: SelectionStrategy | None = None,
+                  schedule: PerturbationSchedule | None = None, pool: Pool | None = None, options: Any = None,
+                  iterations: int | None = None, impl: str | None = None,
+                  augment: Augmenter | None = None) -> DistillContext:
+    """The :class:`DistillContext` a matching method sees when distilling ``data`` as ``source`` says.
+
+    ``source`` is a recipe (its ``[distill]`` section, and its ``[net]`` unless ``net_spec`` is
+    given) or a ``[distill]`` section with ``net_spec``. The run's pieces come from ``plan``
+    (:func:`plan`: method, selection, schedule, options, pool, iterations, impl); without one a
+    context of its own (tests, benchmarks) gets the section's selection strategy and perturbation
+    schedule from the registries, ``method``'s parse of ``[distill.options]``, one iteration (or
+    ``distill.iterations``) and the section's ``impl`` for the device. The augmentation is the
+    section's. A piece passed by keyword wins over both.
+
+    It builds no network and draws no random numbers: seeding before it (as ``distill()`` does)
+    keeps a run's draws.
+    """
+    if isinstance(source, Recipe):
+        cfg, net_spec = source.distill, net_spec or net_spec_of(source)
+    elif net_spec is None:
+        raise TypeError("build_context: a [distill] section needs net_spec (a recipe brings its [net])")
+    else:
+        cfg = source
+    if plan is not None:
+        method, selection, schedule = _given(method, plan.method), _given(selection, plan.selection), \
+            _given(schedule, plan.schedule)
+        pool, options = _given(pool, plan.pool), _given(options, plan.options)
+        iterations, impl = _given(iterations, plan.iterations), _given(impl, plan.impl)
+    else:
+        if selection is None:  # a copy, as plan() takes: a strategy may hold state
+            selection = copy.deepcopy(registries().selection.get(cfg.selection))
+        if schedule is None:
+            schedule = registries().schedule.get(cfg.schedule)
+        if options is None and method is not None:
+            options = method.parse_options(dict(cfg.options))
+        iterations = _given(iterations, cfg.iterations or 1)
+        impl = _given(impl, resolve_impl(cfg.impl, device))
+    return DistillContext(data=data, cfg=cfg, net_spec=net_spec, device=torch.device(device), iterations=iterations,
+                          selection=selection, schedule=schedule, pool=pool, options=options, impl=impl,
+                          augment=augment if augment is not None else Augmenter(cfg.augment), method=method)
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value

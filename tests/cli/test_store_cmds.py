@@ -1,0 +1,43 @@
+"""``ddtool store show --tree``: the lineage tree of an artifact."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ddtool.store import Store
+
+
+def test_store_show_tree_lists_sources_and_products(put_set, cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    pool = store.put("pool", "p", {"m0.w": torch.zeros(1)}, {**digits.signature(), "ddtool.n": "1"})
+    put_set(store, digits, "s")
+    syn = store.resolve("synthetic/s")
+    base = {"inputs": [], "outputs": [], "metrics": {}, "status": "complete", "wall_seconds": 1.0,
+            "plugins": {"ddtool.methods.builtin": "ddtool 0.1.0 (built-in)", "pixelmmd": "ddtool-pixelmmd 0.1.0"}}
+    pool_io = {"ref": pool.ref, "digest": pool.digest, "kind": "pool", "role": "pool"}
+    syn_io = {"ref": syn.ref, "digest": syn.digest, "kind": "synthetic", "role": "synthetic"}
+    store.write_run({**base, "id": "20260101-000000-pretrain-aaaaaa", "command": "pretrain",
+                     "recipe": {"name": "r"}, "recipe_sha256": "ab" * 32, "outputs": [pool_io]})
+    store.write_run({**base, "id": "20260101-000001-distill-bbbbbb", "command": "distill",
+                     "recipe": {"name": "r", "distill": {"method": "dm", "ipc": 2}}, "recipe_sha256": "cd" * 32,
+                     "plan": {"iterations": 6}, "inputs": [pool_io], "outputs": [syn_io]})
+    store.write_run({**base, "id": "20260101-000002-eval-cccccc", "command": "eval", "inputs": [syn_io],
+                     "metrics": {"mean": 0.85, "std": 0.01, "net": "convnet", "repeats": 5, "epochs": 300}})
+    res = cli("store", "show", "synthetic/s", "--tree")
+    assert res.exit_code == 0, res.stderr
+    out = res.stdout
+    for piece in ("made from", "dataset digits (10 classes, 1x8x8)", "pool pool/p:v1", "recipe r sha256 cdcdcdcdcdcd",
+                  "method dm, ipc 2, iterations 6", "plugins ddtool 0.1.0 (built-in), ddtool-pixelmmd 0.1.0",
+                  "made into", "eval run 20260101-000002-eval-cccccc 85.00 ± 1.00 % on convnet",
+                  "recipe r sha256 abababababab"):  # the pool's own recipe, one level down
+        assert piece in out, (piece, out)
+    info = json.loads(cli("store", "show", "synthetic/s", "--tree", "--json").stdout)
+    assert info["made_from"]["pool"][0]["digest"] == pool.digest
+    assert info["made_into"][0]["metrics"]["mean"] == 0.85
+    # from the pool: the distill run, the set it made, and that set's eval
+    pool_tree = cli("store", "show", "pool/p", "--tree").stdout
+    assert "distill run 20260101-000001-distill-bbbbbb" in pool_tree and "synthetic/s:v1" in pool_tree
+    assert "85.00 ± 1.00 %" in pool_tree
+    plain = json.loads(cli("store", "show", "synthetic/s", "--json").stdout)  # the old view stays
+    assert plain["used_by"][0]["run"] == "20260101-000002-eval-cccccc"
