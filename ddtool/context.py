@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -49,6 +49,8 @@ class DistillContext:
     # what the schedule added to the selected network in the latest next_model (state_dict keys),
     # kept only for strategies that write trained networks back (``keeps_trained = True``)
     perturbation: dict[str, torch.Tensor] | None = None
+    # called by a method after each of its inner steps (IDC's inner loops): the runtime's progress
+    on_inner_step: Callable[[], None] | None = field(default=None, repr=False)
     _train: torch.Tensor | None = field(default=None, repr=False)
     _template: nn.Module | None = field(default=None, repr=False)
 
@@ -56,6 +58,11 @@ class DistillContext:
         if value is not None and name in CONTRACTS:
             value = adapt(value, CONTRACTS[name])
         object.__setattr__(self, name, value)
+
+    def inner_step_done(self) -> None:
+        """Tell the runtime one inner step of the outer iteration is done (progress and ETA)."""
+        if self.on_inner_step is not None:
+            self.on_inner_step()
 
     def __post_init__(self) -> None:
         # uint8 on the device once: per-step batches are then gathers, not host copies

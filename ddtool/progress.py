@@ -16,6 +16,9 @@ class Task(Protocol):
 class Reporter(Protocol):
     def task(self, description: str, total: int) -> Any: ...
 
+    def note(self, text: str) -> None:
+        """A one-line message about a choice made for the user (e.g. which pool a run uses)."""
+
 
 class _SilentTask:
     def advance(self, n: int = 1, **fields: Any) -> None:
@@ -23,6 +26,9 @@ class _SilentTask:
 
 
 class Silent:
+    def note(self, text: str) -> None:
+        return None
+
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Task]:
         yield _SilentTask()

@@ -1,7 +1,14 @@
 """Recipes: TOML -> validated dataclasses, ``--set section.key=value`` overrides, canonical hash.
 
 A recipe has the sections ``[data] [net] [pretrain] [distill] [eval]``; every key has a
-default, so a recipe states only what differs. Unknown keys and wrong types are errors that
+default, so a recipe states only what differs. ``[distill]`` keys whose best value depends on
+the matching method (``lr_img``, ``batch_real``, ``augment``, ``lr_img_scale``) default to the
+method's own (``MatchingMethod.distill_defaults``), resolved when a run is planned.
+
+``[scale.NAME]`` tables hold a budget per dataset: when the run's dataset is NAME (a registry
+name, or the folder name of ``imagefolder:PATH``; ``data.scale`` names another) the table's keys
+replace the recipe's, e.g. ``[scale.digits] distill.iterations = 20``. ``--set`` still wins.
+Where every key came from (recipe, ``scale.NAME``, ``--set``) is kept in ``Recipe.origins``. Unknown keys and wrong types are errors that
 name the key and the allowed ones. ``[distill.options]`` is free-form and belongs to the
 matching method (a plugin's own settings).
 """
@@ -24,6 +31,7 @@ from ddtool.impl import IMPLS
 @dataclass
 class DataSection:
     dataset: str = "digits"  # registry name, or imagefolder:PATH
+    scale: str = ""  # which [scale.NAME] table applies ('' = the dataset's name or folder name)
     root: str = ""  # data root ('' = DDTOOL_DATA or the user cache dir)
     download: bool = False
 
@@ -52,9 +60,10 @@ class DistillSection:
     method: str = "dm"
     ipc: int = 1  # images per class
     iterations: int = 0  # outer iterations (0 = the method's default for the ipc)
-    lr_img: float = 1.0  # SGD on the synthetic images
+    lr_img: float = 0.0  # SGD on the synthetic images (0 = the method's default)
+    lr_img_scale: str = ""  # ipc: lr_img is the value at ipc 10, times ipc / 10 (IDC, Acc-DD) | none | '' = the method's
     momentum_img: float = 0.5
-    batch_real: int = 256  # real images per class per step
+    batch_real: int = 0  # real images per class per step (0 = the method's default)
     init: str = "real"  # real | noise
     pool: str = ""  # pool ref for selection strategies that need one
     selection: str = "scratch"  # where each outer loop's network comes from
@@ -64,7 +73,7 @@ class DistillSection:
     impl: str = "auto"  # auto | vectorized (classes in one vmapped call) | loop
     compile: bool = False  # torch.compile the first-order forwards (DM; IDC's real side and network updates)
     precision: str = "fp32"  # fp32 | bf16: autocast for the real side (DM embeddings, IDC/DC gradients) and IDC's network updates
-    augment: str = "color_crop_cutout_flip_scale_rotate"  # DSA strategy ('none' to disable)
+    augment: str = ""  # DSA strategy ('none' to disable; '' = the method's default)
     checkpoint_every: int = 0  # 0 = every iterations // 10 (9 periodic ones for a multiple of 10) + the final set
     seed: int = 0
     name: str = ""  # artifact name ('' = the recipe's name)
@@ -74,7 +83,7 @@ class DistillSection:
 @dataclass
 class EvalSection:
     net: str = ""  # '' = the net each artifact was distilled with (its own metadata), not the recipe's [net]
-    protocol: str = "dsa"  # dsa: lr x0.1 at half; idc: x0.1 at 2/3 and 5/6 + CutMix
+    protocol: str = "dsa"  # dsa: lr x0.1 at half, one DSA op per batch; idc: x0.2 at 2/3 and 5/6, DiffAug chain, CutMix
     epochs: int = 300
     lr: float = 0.01
     momentum: float = 0.9
@@ -95,15 +104,21 @@ class Recipe:
     pretrain: PretrainSection = field(default_factory=PretrainSection)
     distill: DistillSection = field(default_factory=DistillSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    # "section.key" -> where its value came from ("recipe", "scale.NAME", "--set", "method default"...);
+    # not part of the recipe's identity (to_dict, sha256)
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d.pop("origins")
+        return d
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-SECTIONS = {f.name: f for f in dataclasses.fields(Recipe) if dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
+SECTIONS = {f.name: f for f in dataclasses.fields(Recipe)
+            if f.name != "origins" and dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
 
 # every section's ``impl`` (ddtool.impl): the value is kept as written, aliases resolve at run time
 _IMPL = (lambda v: v in IMPLS or v in IMPL_ALIASES, "auto, vectorized or loop")
@@ -120,9 +135,10 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("pretrain", "impl"): _IMPL,
     ("distill", "ipc"): (lambda v: v >= 1, ">= 1"),
     ("distill", "iterations"): (lambda v: v >= 0, ">= 0"),
-    ("distill", "lr_img"): (lambda v: v > 0, "> 0"),
+    ("distill", "lr_img"): (lambda v: v >= 0, "> 0 (or 0 for the method's default)"),
+    ("distill", "lr_img_scale"): (lambda v: v in ("", "ipc", "none"), "ipc, none or '' (the method's default)"),
     ("distill", "momentum_img"): (lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("distill", "batch_real"): (lambda v: v >= 1, ">= 1"),
+    ("distill", "batch_real"): (lambda v: v >= 0, ">= 1 (or 0 for the method's default)"),
     ("distill", "init"): (lambda v: v in ("real", "noise"), "real or noise"),
     ("distill", "alpha"): (lambda v: v >= 0, ">= 0"),
     ("distill", "alpha_decay"): (lambda v: v in ("constant", "linear", "cosine"), "constant, linear or cosine"),
@@ -207,7 +223,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(raw: dict[str, Any], overrides: list[str],
+                    origins: dict[str, str] | None = None, origin: str = "--set") -> dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)
         node = raw
@@ -216,12 +233,66 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(node, dict):
                 raise UsageError(f"--set '{text}': '{part}' is not a section")
         node[path[-1]] = value
+        if origins is not None:
+            _note(origins, ".".join(path), value, origin)
+    return raw
+
+
+def _note(origins: dict[str, str], key: str, value: Any, origin: str) -> None:
+    """Record ``origin`` for ``key`` and, when the value is a table, for every key inside it."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _note(origins, f"{key}.{k}", v, origin)
+    else:
+        origins[key] = origin
+
+
+def _merge(into: dict[str, Any], table: dict[str, Any]) -> None:
+    for key, value in table.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def scale_name(data: dict[str, Any]) -> str:
+    """The ``[scale.NAME]`` a run's ``[data]`` selects: ``data.scale``, else the dataset's registry
+    name, else (``imagefolder:PATH``) the folder's name."""
+    if data.get("scale"):
+        return str(data["scale"])
+    dataset = str(data.get("dataset", DataSection.dataset))
+    kind, sep, arg = dataset.partition(":")
+    if sep and kind == "imagefolder":
+        return Path(arg).expanduser().resolve().name
+    return kind
+
+
+def apply_scale(raw: dict[str, Any], overrides: list[str], origins: dict[str, str]) -> dict[str, Any]:
+    """Merge the recipe's ``[scale.NAME]`` table for the run's dataset (known only once ``--set``
+    has been applied) under the ``--set`` overrides."""
+    tables = raw.pop("scale", {})
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise UsageError("[scale] must hold one table per dataset, e.g. [scale.digits] distill.iterations = 20")
+    probe = apply_overrides(json.loads(json.dumps(raw)), overrides)
+    name = scale_name(probe.get("data", {}) if isinstance(probe.get("data"), dict) else {})
+    table = tables.get(name)
+    if table:
+        for key in table:
+            if key not in SECTIONS:
+                raise UsageError(f"[scale.{name}] sets '{key}', which is not a recipe section; "
+                                 f"use the sections {', '.join(SECTIONS)}")
+        _merge(raw, json.loads(json.dumps(table)))
+        for section, value in table.items():
+            _note(origins, section, value, f"scale.{name}")
     return raw
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
-    """Read a TOML recipe (or start from defaults when path is None) and apply overrides."""
+    """Read a TOML recipe (or start from defaults when path is None), apply its ``[scale.NAME]``
+    table for the run's dataset, then the overrides."""
     raw: dict[str, Any] = {}
+    overrides = list(overrides or [])
+    origins: dict[str, str] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -232,5 +303,38 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise UsageError(f"recipe '{p}' is not UTF-8 text (byte {exc.start}); TOML files must be UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"recipe '{p}' is not valid TOML: {exc}")
+        for section, value in raw.items():
+            if section != "scale":
+                _note(origins, section, value, "recipe")
         raw.setdefault("name", p.stem)
-    return recipe_from_dict(apply_overrides(raw, list(overrides or [])))
+    raw = apply_scale(raw, overrides, origins)
+    recipe = recipe_from_dict(apply_overrides(raw, overrides, origins))
+    recipe.origins = origins
+    return recipe
+
+
+# [distill] keys whose unset value means "the matching method's default" (MatchingMethod.distill_defaults)
+METHOD_DEFAULTS: dict[str, Any] = {"lr_img": 0.0, "lr_img_scale": "", "batch_real": 0, "augment": ""}
+
+
+def resolve_method_defaults(recipe: Recipe, defaults: dict[str, Any], method: str) -> Recipe:
+    """The recipe with its unset method-dependent ``[distill]`` keys filled from ``defaults`` and
+    ``lr_img_scale = "ipc"`` applied (``lr_img`` is then the value at ipc 10, times ipc / 10, as
+    IDC's ``tune_lr_img``). The scale is applied once: the result says ``lr_img_scale = "none"``,
+    so a recorded recipe resolves to itself (``--resume``). ``origins`` says what came from where."""
+    d = recipe.distill
+    origins = dict(recipe.origins)
+    values: dict[str, Any] = {}
+    for key, unset in METHOD_DEFAULTS.items():
+        if getattr(d, key) == unset:
+            values[key] = defaults[key]
+            origins[f"distill.{key}"] = f"method default ({method})"
+    resolved = dataclasses.replace(d, **values)
+    if resolved.lr_img_scale == "ipc":
+        source = origins.get("distill.lr_img", "recipe")
+        resolved = dataclasses.replace(resolved, lr_img=resolved.lr_img * (resolved.ipc / 10), lr_img_scale="none")
+        origins["distill.lr_img"] = f"{source}, x ipc/10 (lr_img_scale = ipc: {recipe.distill.lr_img or defaults['lr_img']:g} at ipc 10)"
+        origins["distill.lr_img_scale"] = "applied to lr_img"
+    out = dataclasses.replace(recipe, distill=resolved)
+    out.origins = origins
+    return out

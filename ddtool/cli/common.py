@@ -94,6 +94,9 @@ class _RichTask:
 class RichReporter:
     """Progress bars with ETA and the latest loss, on stderr."""
 
+    def note(self, text: str) -> None:
+        err.print(f"ddtool: {text}", highlight=False, markup=False, soft_wrap=True)
+
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[_RichTask]:
         if state.quiet:

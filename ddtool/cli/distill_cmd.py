@@ -46,9 +46,19 @@ def distill_cmd(
     data = recipe_data(r, data_root)
     store = get_store()
     if dry_run:
-        resolved = {"recipe": r.to_dict(), "recipe_sha256": r.sha256(), "plan": plan(store, r, data, pool, dev).describe(),
-                    "device": str(dev)}
-        print_json(resolved) if as_json else console.print_json(data=resolved)
+        p = plan(store, r, data, pool, dev)
+        resolved = {"recipe": p.recipe.to_dict(), "recipe_sha256": p.recipe.sha256(), "plan": p.describe(),
+                    "device": str(dev), "distill": p.settings(), "notes": p.notes}
+        if as_json:
+            print_json(resolved)
+            return
+        console.print_json(data={k: v for k, v in resolved.items() if k != "distill"})
+        table = Table(title=f"\\[distill] as resolved for {p.method.name}")
+        for col in ("key", "value", "from"):
+            table.add_column(col)
+        for key, entry in p.settings().items():
+            table.add_row(key, str(entry["value"]), entry["from"])
+        console.print(table)
         return
     res = distill(store, r, data, dev, RichReporter(), pool_ref=pool)
     _print_distilled(res, as_json)

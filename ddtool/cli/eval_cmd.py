@@ -31,7 +31,9 @@ def eval_cmd(
         "--dataset", help="With --full-data: the dataset. \\[default: the refs' own]")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Networks trained per set (mean ± std). \\[default: 5]")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs. \\[default: 300]")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="dsa (lr x0.1 at half) or idc (x0.1 at 2/3, 5/6, CutMix).")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help=(
+        "dsa (DC/DSA/DM papers: lr x0.1 at half, one DSA operation per batch) or idc (IDC/Acc-DD train.py: "
+        "lr x0.2 at 2/3 and 5/6, flip + colour + one of crop/scale/rotate per batch, CutMix p 0.5)."))] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate. \\[default: 0.01]")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size. \\[default: 256]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first repeat.")] = None,
@@ -100,13 +102,35 @@ def eval_cmd(
         _print_cross_arch(results, nets or list(dict.fromkeys(e.net for e in results)), r)
         return
     table = Table(title=f"test accuracy ({r.eval.protocol} protocol, {r.eval.epochs} epochs)")
-    for col in ("set", "net", "accuracy", "repeats", "seconds"):
-        table.add_column(col, justify="right" if col != "set" else "left", no_wrap=col in ("set", "accuracy"))
+    for col in ("set", "made by", "distill s", "net", "accuracy", "repeats", "eval s"):
+        table.add_column(col, justify="left" if col in ("set", "made by") else "right",
+                         no_wrap=col in ("set", "accuracy"))
+    runs = store.runs()
     for e in results:
-        table.add_row(e.ref, e.net, accuracy_cell(e.mean, e.std), str(len(e.accuracies)),
+        made_by, seconds = _made_by(store, e.ref, runs)
+        table.add_row(e.ref, made_by, seconds, e.net, accuracy_cell(e.mean, e.std), str(len(e.accuracies)),
                       f"{e.seconds:.1f}")
     console.print(table)
     err.print(f"eval runs: {', '.join(e.run_id for e in results)}", highlight=False)
+
+
+def _made_by(store, ref: str, runs: list) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """What made a set (method, its network selection and perturbation, iterations) and the wall
+    seconds of the run that made it: the cost beside the accuracy."""
+    from ddtool.store.meta import SyntheticMeta
+
+    digest = store.resolve(ref, kind="synthetic").digest
+    info = SyntheticMeta.from_metadata(store.blob_metadata(digest))
+    what = info.method or "?"
+    if info.selection and info.selection != "scratch":
+        what += f" + {info.selection}"
+    if info.schedule and info.schedule != "none":
+        what += f"/{info.schedule}"
+    if info.iterations:
+        what += f", {info.iterations} it"
+    made, _ = store.runs_of(digest, runs)
+    secs = next((rec.get("wall_seconds") for rec in reversed(made) if rec.get("command") == "distill"), None)
+    return what, f"{secs:.1f}" if isinstance(secs, (int, float)) else "-"
 
 
 def _no_run_id(ref: str) -> None:
@@ -166,7 +190,7 @@ def _full_data(store, r, nets, dataset, dev, data_root, cli_epochs=None):  # typ
     from ddtool.nets import NetSpec
     from ddtool.recipe import EvalSection
     from ddtool.runtime.evaluate import FULL_DATA_EPOCHS, evaluate_full_data
-    from ddtool.runtime.pretrain import net_spec_of
+    from ddtool.runtime.plan import net_spec_of
 
     data = load_dataset(dataset or r.data.dataset, data_root or r.data.root or None, r.data.download)
     if cli_epochs is not None:

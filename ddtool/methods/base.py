@@ -43,6 +43,18 @@ class MatchingMethod:
         """Outer iterations when the recipe leaves ``distill.iterations = 0``."""
         return 1000
 
+    def progress_steps(self, options: Any) -> int:
+        """Progress ticks per outer iteration: a method with inner steps (IDC's inner loops) returns
+        their count and calls ``ctx.inner_step_done()`` after each, so a long run's ETA shows early."""
+        return 1
+
+    def distill_defaults(self) -> dict[str, Any]:
+        """The ``[distill]`` values this method runs with where a recipe leaves them unset
+        (``lr_img = 0``, ``batch_real = 0``, ``augment = ""``, ``lr_img_scale = ""``). The default
+        is DM's (seed 004): pixel lr 1, 256 real images per class, every DSA operation."""
+        return {"lr_img": 1.0, "lr_img_scale": "none", "batch_real": 256,
+                "augment": "color_crop_cutout_flip_scale_rotate"}
+
     def factor_for(self, options: Any, resolution: int | None = None) -> int:
         """The multi-formation factor a run with these parsed options makes (``factor`` unless it
         is a setting, as IDC's); the runtime checks the data has ``ipc * factor**2`` images per class."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,6 +61,10 @@ class DC(MatchingMethod):
     options_type = DCOptions
     augmented = False  # DSA: siamese augmentation before every gradient
     trains_network = True  # the network trains on the synthetic set between image updates
+
+    def distill_defaults(self) -> dict[str, Any]:
+        # DC/DSA reference (main.py): lr_img 0.1, batch_real 256
+        return {**super().distill_defaults(), "lr_img": 0.1}
 
     def default_iterations(self, ipc: int) -> int:
         return 1000  # DC/DSA reference: --Iteration 1000

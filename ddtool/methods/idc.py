@@ -34,7 +34,7 @@ the same images. Other optimisers fall back to the loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -110,6 +110,14 @@ class IDC(MatchingMethod):
     options_type = IDCOptions
     factor = 2  # the default; the run's factor comes from [distill.options] (factor_for)
     trains_network = True  # the network trains on real data between image updates
+
+    def progress_steps(self, options: Any) -> int:
+        return int(options.inner_loops) if options is not None else 1
+
+    def distill_defaults(self) -> dict[str, Any]:
+        # IDC's argument.py: lr_img 5e-3 at ipc 10, times ipc / 10 (tune_lr_img), batch_real 64,
+        # aug_type color_crop_cutout (Acc-DD keeps all three, with lr_img 1e-2 in its recipes)
+        return {"lr_img": 0.005, "lr_img_scale": "ipc", "batch_real": 64, "augment": "color_crop_cutout"}
 
     def default_iterations(self, ipc: int) -> int:
         return 2000  # IDC on CIFAR-10 (niter 2000 x 100 inner loops); Acc-DD uses 400/200/100
@@ -276,6 +284,7 @@ class IDC(MatchingMethod):
         for _ in range(o.inner_loops):
             total += self.image_update(ctx, syn, opt, net)
             self.train_net(ctx, net, net_opt, o, net_ops)
+            ctx.inner_step_done()
         ctx.selection.after_step(ctx, it, net)
         return float(total) / o.inner_loops  # the one host sync of the outer loop
 

@@ -69,9 +69,12 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     from ddtool.store.refs import check_name
 
     reporter = reporter or Silent()
-    cfg = recipe.distill
-    art_name = check_name(name or cfg.name or recipe.name)  # fails before any work, not after the last step
+    art_name = check_name(name or recipe.distill.name or recipe.name)  # fails before any work, not after the last step
     p = plan(store, recipe, data, pool_ref, device)
+    recipe = p.recipe or recipe  # with the method's defaults filled in: what is recorded and hashed
+    cfg = recipe.distill
+    for note in p.notes:
+        reporter.note(note)
     ctx, syn, opt = start_run(recipe, data, device, p)
     fields = dict(recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(), plan=p.describe(), checkpoints=[],
                   artifact_name=art_name, pid=os.getpid(), host=socket.gethostname(),
@@ -101,11 +104,22 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
         run.on_interrupt = interrupted
         run.oom_hint = "lower distill.batch_real or the synthetic batch"
         run.where = f"iteration {first}"
-        with reporter.task(f"distilling {cfg.method} ipc={cfg.ipc}", p.iterations) as task:
+        # progress counts inner steps where a method has them (IDC), so the ETA is known within seconds
+        per = max(1, p.method.progress_steps(p.options))
+        with reporter.task(f"distilling {cfg.method} ipc={cfg.ipc}", p.iterations * per) as task:
             if first:
-                task.advance(first)
+                task.advance(first * per)
+            ticks = [0]
+
+            def inner_step() -> None:
+                if ticks[0] < per - 1:  # the last one is advanced with the iteration's loss
+                    ticks[0] += 1
+                    task.advance(1)
+
+            ctx.on_inner_step = inner_step
             for it in range(first, p.iterations):
                 run.where = f"iteration {it}"
+                ticks[0] = 0
                 snapshot = (it, checkpoint.state(syn, opt, p.selection, device))
                 if it == first:  # count one iteration's FLOPs; the rest run without the counter
                     with FlopCounterMode(display=False) as counter:
@@ -121,7 +135,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
                         + " (try a smaller distill.lr_img)"
                     )
                 losses.append(loss)
-                task.advance(1, loss=loss)
+                task.advance(per - ticks[0], loss=loss)
                 if (it + 1) % p.checkpoint_every == 0 and it + 1 < p.iterations:
                     # right after an iteration: the images, optimizer, selection and RNG state
                     # determine the rest of the run

@@ -5,7 +5,7 @@ then sees (:func:`build_context`)."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,8 +19,8 @@ from ddtool.methods.base import MatchingMethod
 from ddtool.nets import NetSpec, build_net
 from ddtool.perturb import PerturbationSchedule
 from ddtool.plugins import registries
-from ddtool.pool import Pool
-from ddtool.recipe import DistillSection, Recipe
+from ddtool.pool import Pool, newest_compatible
+from ddtool.recipe import DistillSection, Recipe, resolve_method_defaults
 from ddtool.selection.base import SelectionStrategy
 from ddtool.store import Artifact, Store
 
@@ -47,6 +47,9 @@ class Plan:
     iterations: int
     checkpoint_every: int
     impl: str
+    # the recipe with the method's defaults filled in (what the run records and hashes)
+    recipe: Recipe | None = None
+    notes: list[str] = field(default_factory=list)  # choices the user should hear about (a pool picked)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -55,13 +58,28 @@ class Plan:
             "iterations": self.iterations, "checkpoint_every": self.checkpoint_every, "impl": self.impl,
         }
 
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """Every resolved ``[distill]`` value and where it came from (``--dry-run``)."""
+        assert self.recipe is not None
+        origins = self.recipe.origins
+        out = {}
+        for key, value in self.recipe.to_dict()["distill"].items():
+            if key == "options":
+                for k, v in value.items():
+                    out[f"options.{k}"] = {"value": v, "from": origins.get(f"distill.options.{k}", "recipe")}
+                continue
+            out[key] = {"value": value, "from": origins.get(f"distill.{key}", "default")}
+        return out
+
 
 def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = None,
          device: torch.device | str = "cpu") -> Plan:
     """Resolve and check the recipe against the registries, the store and the data."""
-    cfg = recipe.distill
     regs = registries()
-    method = regs.method.get(cfg.method)
+    method = regs.method.get(recipe.distill.method)
+    recipe = resolve_method_defaults(recipe, method.distill_defaults(), method.name)
+    cfg = recipe.distill
+    notes: list[str] = []
     selection = copy.deepcopy(regs.selection.get(cfg.selection))
     schedule = regs.schedule.get(cfg.schedule)
     # a sub-table of [distill.options] named after the selection strategy is the strategy's own
@@ -73,14 +91,29 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
     pool = pool_art = None
     ref = pool_ref or cfg.pool
+    if ref and not pool_ref and selection.needs_pool and not _in_store(store, ref):
+        # the recipe's own pool name is a suggestion: the newest pool made for this data and net will do
+        pool_art = newest_compatible(store, data, spec)
+        if pool_art is not None:
+            notes.append(f"pool '{ref}' is not in the store; using {pool_art.ref}, the newest pool for "
+                         f"{data.name} and this [net] (pass --pool to choose)")
+            ref = pool_art.ref
+        else:
+            ref = ""
+    elif not ref and selection.needs_pool:
+        pool_art = newest_compatible(store, data, spec)
+        if pool_art is not None:
+            notes.append(f"using {pool_art.ref}, the newest pool for {data.name} and this [net] (pass --pool to choose)")
+            ref = pool_art.ref
     if ref:
         pool_art, tensors, meta = store.load(ref, kind="pool")
         pool = Pool.from_artifact(tensors, meta, pool_art.digest)
         pool.check_compatible(data, spec, ref)
     if selection.needs_pool and pool is None:
+        made = f"--recipe {recipe.name}.toml" if recipe.name and recipe.name != "recipe" else "--epochs 2 --n 5"
         raise UsageError(
-            f"selection '{selection.name}' needs a model pool: run 'ddtool pretrain' and set "
-            "[distill] pool = \"pool/NAME\" (or pass --pool)"
+            f"selection '{selection.name}' needs a model pool, and the store has none for {data.name} and "
+            f"this [net]: make one with 'ddtool pretrain {made}' (same [data] and [net]), or pass --pool"
         )
     # a method whose multi-formation factor is a setting (IDC) says which one this run uses
     factor = method.factor_for(options, data.resolution)
@@ -95,7 +128,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     iterations = cfg.iterations or method.default_iterations(cfg.ipc) if method.iterative else 0
     every = cfg.checkpoint_every or max(1, iterations // 10)
     impl = resolve_impl(cfg.impl, device)
-    return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl)
+    return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl, recipe, notes)
 
 
 def build_context(source: Recipe | DistillSection, data: ImageData, device: torch.device | str = "cpu", *,
@@ -117,12 +150,17 @@ def build_context(source: Recipe | DistillSection, data: ImageData, device: torc
     It builds no network and draws no random numbers: seeding before it (as ``distill()`` does)
     keeps a run's draws.
     """
+    if plan is not None and plan.recipe is not None and isinstance(source, Recipe):
+        source = plan.recipe  # the method's defaults filled in
     if isinstance(source, Recipe):
         cfg, net_spec = source.distill, net_spec or net_spec_of(source)
     elif net_spec is None:
         raise TypeError("build_context: a [distill] section needs net_spec (a recipe brings its [net])")
     else:
         cfg = source
+    # keys left to the method (lr_img = 0, batch_real = 0, augment = ""): the method's values
+    chosen = method or (plan.method if plan is not None else None) or MatchingMethod()
+    cfg = resolve_method_defaults(Recipe(distill=cfg), chosen.distill_defaults(), chosen.name or "base").distill
     if plan is not None:
         method, selection, schedule = _given(method, plan.method), _given(selection, plan.selection), \
             _given(schedule, plan.schedule)
@@ -140,6 +178,14 @@ def build_context(source: Recipe | DistillSection, data: ImageData, device: torc
     return DistillContext(data=data, cfg=cfg, net_spec=net_spec, device=torch.device(device), iterations=iterations,
                           selection=selection, schedule=schedule, pool=pool, options=options, impl=impl,
                           augment=augment if augment is not None else Augmenter(cfg.augment), method=method)
+
+
+def _in_store(store: Store, ref: str) -> bool:
+    try:
+        store.resolve(ref, kind="pool")
+    except UsageError:
+        return False
+    return True
 
 
 def _given(value: Any, default: Any) -> Any:
