@@ -32,7 +32,7 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
          dc_lr: float, idc_lr: float) -> dict[str, list[str]]:
     idc = ["distill.method=\"idc\"", f"distill.options.inner_loops={idc_inner}",
            f"distill.options.net_steps={idc_net_steps}", f"distill.options.factor={factor}",
-           f"distill.lr_img={idc_lr}", "distill.batch_real=64"]
+           f"distill.lr_img={idc_lr}", "distill.lr_img_scale=\"none\"", "distill.batch_real=64"]
     pool = ["distill.pool=\"pool/bench\"", "distill.schedule=\"gaussian\"", "distill.alpha=1.0"]
     return {
         "random": ["distill.method=\"random\""],

@@ -7,7 +7,7 @@ both batches passed through the same sampled augmentation (``Siamese``).
 The per-class gradients come either from the reference per-class Python loop or from one
 batched call over classes (``vectorized=True``: ``torch.func.vmap`` of ``grad`` over the class
 axis, so the weights' gradients stay per class). Both give the same loss and the same image
-gradient; ``tests/test_gradmatch.py`` checks it.
+gradient; ``tests/methods/test_matching.py`` checks it.
 """
 
 from __future__ import annotations

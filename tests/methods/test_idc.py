@@ -79,7 +79,8 @@ def test_idc_network_updates_apply_idc_chain_per_sample(make_ctx, digits, monkey
     from dataclasses import replace
 
     method = IDC()
-    ctx = make_ctx(digits, method, ["distill.options.net_steps=4", "distill.options.net_batch=8"])
+    ctx = make_ctx(digits, method, ["distill.options.net_steps=4", "distill.options.net_batch=8",
+                                    "distill.augment=color_crop_cutout_flip_scale_rotate"])  # all six operations, not IDC's default three
     o = method.opts(ctx)
     assert o.cutmix > 0 and "cutout" in ctx.augment.ops
     ops = method.net_ops(ctx, o)
@@ -111,7 +112,7 @@ def test_idc_matching_chain_draws_the_middle_operation_per_class(make_ctx, digit
     shared by its real and synthetic images (siamese)."""
     from ddtool.augment import GroupDraw
 
-    ctx = make_ctx(digits, IDC(), [])
+    ctx = make_ctx(digits, IDC(), ["distill.augment=color_crop_cutout_flip_scale_rotate"])  # all six operations, not IDC's default three
     torch.manual_seed(1)
     siamese = IDC().siamese(ctx)
     ops = [aug.ops for aug, _ in siamese.parts]
@@ -127,7 +128,7 @@ def test_idc_matching_chain_draws_the_middle_operation_per_class(make_ctx, digit
 
 def test_idc_outer_loop_lowers_matching_loss(make_ctx, digits):
     method = IDC()
-    ctx = make_ctx(digits, method, ["distill.lr_img=0.01", "distill.augment=none", "distill.batch_real=64",
+    ctx = make_ctx(digits, method, ["distill.lr_img=0.01", "distill.lr_img_scale=none", "distill.augment=none", "distill.batch_real=64",
                                     "distill.options.inner_loops=5", "distill.options.net_steps=0"])
     torch.manual_seed(0)
     fixed = ctx.fresh_net()

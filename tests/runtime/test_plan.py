@@ -25,7 +25,9 @@ def test_a_context_from_a_plan_holds_the_plan(store, digits) -> None:  # type: i
     assert torch.equal(torch.get_rng_state(), before)  # seeding before it keeps a run's draws
     assert (ctx.method, ctx.selection, ctx.schedule, ctx.options, ctx.pool) == (
         p.method, p.selection, p.schedule, p.options, p.pool)
-    assert (ctx.iterations, ctx.impl, ctx.cfg, ctx.net_spec) == (7, p.impl, recipe.distill, net_spec_of(recipe))
+    # the context holds the plan's recipe: the method's defaults filled in, the rest as written
+    assert (ctx.iterations, ctx.impl, ctx.cfg, ctx.net_spec) == (7, p.impl, p.recipe.distill, net_spec_of(recipe))
+    assert ctx.cfg.augment == "flip" and (ctx.cfg.lr_img, ctx.cfg.batch_real) == (1.0, 256)  # DM's defaults
     assert ctx.augment.ops == Augmenter("flip").ops and ctx.device == CPU
     assert build_context(recipe, digits, CPU, plan=p, iterations=2, impl="vectorized").iterations == 2
 
@@ -39,7 +41,9 @@ def test_a_context_of_its_own_takes_the_sections_pieces(digits) -> None:  # type
     ctx = build_context(cfg, digits, net_spec=NetSpec("convnet", {"width": 8}), method=DM())
     assert ctx.selection.name == "scratch" and ctx.selection is not registries().selection.get("scratch")
     assert ctx.schedule.name == "none" and ctx.iterations == 1 and ctx.impl == "loop"  # auto on CPU
-    assert ctx.options == DM().parse_options({}) and ctx.augment.ops == Augmenter(cfg.augment).ops
+    # unset method-dependent keys take the method's values; set ones stay
+    assert ctx.options == DM().parse_options({})
+    assert ctx.augment.ops == Augmenter(DM().distill_defaults()["augment"]).ops and ctx.cfg.batch_real == 8
     given = build_context(cfg, digits, CPU, net_spec=NetSpec(), selection=Scratch(), schedule=NoPerturbation(),
                           iterations=5, impl="vectorized", augment=Augmenter("none"))
     assert (given.iterations, given.impl, given.augment.ops, given.method, given.options) == (
