@@ -101,17 +101,26 @@ def eval_cmd(
     if len(nets) > 1 or full_data:  # a table with one column per net (full-data rows name their epochs)
         _print_cross_arch(results, nets or list(dict.fromkeys(e.net for e in results)), r)
         return
-    table = Table(title=f"test accuracy ({r.eval.protocol} protocol, {r.eval.epochs} epochs)")
-    for col in ("set", "made by", "distill s", "net", "accuracy", "repeats", "eval s"):
-        table.add_column(col, justify="left" if col in ("set", "made by") else "right",
-                         no_wrap=col in ("set", "accuracy"))
+    # the net and the repeats go into the title when every row shares them, so the table fits 80 columns
+    nets_used = sorted({e.net for e in results})
+    counts = sorted({len(e.accuracies) for e in results})
+    shared = len(nets_used) == 1 and len(counts) == 1
+    title = f"test accuracy ({r.eval.protocol} protocol, {r.eval.epochs} epochs"
+    title += f", {nets_used[0]}, {counts[0]} repeats)" if shared else ")"
+    table = Table(title=title)
+    cols = ["set", "made by", "distill s", *([] if shared else ["net"]), "accuracy", *([] if shared else ["repeats"])]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("set", "made by") else "right", no_wrap=col != "made by",
+                         overflow="fold" if col == "made by" else "ellipsis")
     runs = store.runs()
     for e in results:
         made_by, seconds = _made_by(store, e.ref, runs)
-        table.add_row(e.ref, made_by, seconds, e.net, accuracy_cell(e.mean, e.std), str(len(e.accuracies)),
-                      f"{e.seconds:.1f}")
+        cells = {"set": e.ref, "made by": made_by, "distill s": seconds, "net": e.net,
+                 "accuracy": accuracy_cell(e.mean, e.std), "repeats": str(len(e.accuracies))}
+        table.add_row(*(cells[c] for c in cols))
     console.print(table)
-    err.print(f"eval runs: {', '.join(e.run_id for e in results)}", highlight=False)
+    err.print(f"eval runs: {', '.join(e.run_id for e in results)} "
+              f"({', '.join(f'{e.seconds:.1f}' for e in results)} s)", highlight=False)
 
 
 def _made_by(store, ref: str, runs: list) -> tuple[str, str]:  # type: ignore[no-untyped-def]
@@ -123,9 +132,9 @@ def _made_by(store, ref: str, runs: list) -> tuple[str, str]:  # type: ignore[no
     info = SyntheticMeta.from_metadata(store.blob_metadata(digest))
     what = info.method or "?"
     if info.selection and info.selection != "scratch":
-        what += f" + {info.selection}"
+        what += f" + {info.selection} pool"
     if info.schedule and info.schedule != "none":
-        what += f"/{info.schedule}"
+        what += f", {info.schedule}"
     if info.iterations:
         what += f", {info.iterations} it"
     made, _ = store.runs_of(digest, runs)

@@ -110,10 +110,10 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
         pool = Pool.from_artifact(tensors, meta, pool_art.digest)
         pool.check_compatible(data, spec, ref)
     if selection.needs_pool and pool is None:
-        made = f"--recipe {recipe.name}.toml" if recipe.name and recipe.name != "recipe" else "--epochs 2 --n 5"
         raise UsageError(
             f"selection '{selection.name}' needs a model pool, and the store has none for {data.name} and "
-            f"this [net]: make one with 'ddtool pretrain {made}' (same [data] and [net]), or pass --pool"
+            "this [net]: make one with 'ddtool pretrain --recipe RECIPE' (the same recipe) or "
+            "'ddtool pretrain --epochs 2 --n 5' for the default [net], or pass --pool"
         )
     # a method whose multi-formation factor is a setting (IDC) says which one this run uses
     factor = method.factor_for(options, data.resolution)
