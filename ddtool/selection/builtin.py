@@ -77,14 +77,16 @@ class DynaDistillOptions:
     m: int = 3  # candidates drawn from the pool per outer loop (seed 003 Sec. 4.1: 3)
     t: float = 0.5  # temperature (seed 003 Sec. 4.1: 0.5)
     prefer: str = "high"  # high: p ~ exp(L/T) (Algorithm 1 line 11); low: p ~ exp(-L/T)
+    shared_draw: bool = True  # score the m candidates on one real batch and augmentation draw (false: one each)
 
 
 class DynaDistill(SelectionStrategy):
     """Feedback-based model selection (DynaDistill, seed 003, Algorithm 1).
 
     Every outer loop: draw ``m`` distinct models from the pool, compute the matching loss
-    ``L_i`` of the current synthetic set under each (``ctx.method.loss``), and sample one with
-    a temperature softmax over the losses. After the outer loop the network (as perturbed and
+    ``L_i`` of the current synthetic set under each (``ctx.method.loss``; all on one real batch
+    and augmentation draw unless ``shared_draw = false``), and sample one with a temperature
+    softmax over the losses. After the outer loop the network (as perturbed and
     trained inside the method's step) replaces its pool entry, so the pool advances with the
     distillation ("we update the trajectory pool with the latest models").
 
@@ -179,9 +181,18 @@ class DynaDistill(SelectionStrategy):
         if m > 1 and ctx.synthetic is not None and ctx.method is not None:
             nets = []
             losses = []
-            for i in candidates:
+            where = ctx.synthetic.images.device
+            devices = [where] if where.type == "cuda" else []
+            for j, i in enumerate(candidates):
                 net = ctx.net_from_state(states[i])
-                losses.append(self.candidate_loss(ctx, net))
+                if self.options.shared_draw and j < len(candidates) - 1:
+                    # every candidate is scored on the same real batch and augmentation draw (the
+                    # RNG state is put back after each), so the losses differ by the model, not by
+                    # sampling noise; the last one advances the RNG as a single scoring would
+                    with torch.random.fork_rng(devices=devices):
+                        losses.append(self.candidate_loss(ctx, net))
+                else:
+                    losses.append(self.candidate_loss(ctx, net))
                 nets.append(net)
             self.last_losses = torch.tensor(losses)
             k = self.choose(self.last_losses)

@@ -200,3 +200,39 @@ def test_pool_advances_by_training_only_not_by_the_perturbation(pool_store):
     p.selection.after_step(ctx, 20, net)
     w = "classifier.weight"
     torch.testing.assert_close(p.selection._states[chosen][w], loaded[chosen][w] + 0.25, atol=1e-5, rtol=1e-5)
+
+
+class _ThreeStates:
+    def __init__(self, states: list) -> None:  # type: ignore[type-arg]
+        self.states = states
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_candidates_are_scored_on_one_shared_draw(shared: bool) -> None:
+    """Issue 11 item 8: with identical candidates, a shared real batch and augmentation draw gives
+    identical losses; one draw per candidate (the old behaviour, shared_draw = false) does not."""
+    from types import SimpleNamespace
+
+    from ddtool.selection.builtin import DynaDistill
+    from ddtool.synthetic import SyntheticSet
+
+    class DrawsNoise:
+        def loss(self, ctx, syn, net):  # type: ignore[no-untyped-def]
+            return torch.rand(()) + 0 * sum(p.sum() for p in net.parameters())  # a "real batch" drawn here
+
+    state = {"w": torch.ones(2, 2)}
+    ctx = SimpleNamespace(method=DrawsNoise(),
+                          synthetic=SyntheticSet(torch.zeros(2, 1, 2, 2), torch.tensor([0, 1]), 1),
+                          pool=_ThreeStates([state, state, state]),
+                          net_from_state=lambda sd: torch.nn.Identity())  # like the real one: no RNG draw
+    dyna = DynaDistill(m=3)
+    dyna.configure({"shared_draw": shared})
+    dyna._states = [dict(state) for _ in range(3)]
+    torch.manual_seed(0)
+    dyna.select(ctx, 0)  # type: ignore[arg-type]
+    losses = dyna.last_losses
+    assert losses is not None and len(losses) == 3
+    assert (len(set(losses.tolist())) == 1) is shared
