@@ -17,7 +17,9 @@ from ddtool.runtime.train import resolve_device
 def distill_cmd(
     recipe: o.Recipe = None,
     set_: o.Set = None,
-    pool: Annotated[Optional[str], typer.Option(help="Pool ref for pool-based selection (overrides \\[distill] pool).")] = None,
+    pool: Annotated[Optional[str], typer.Option(help=(
+        "Pool ref for pool-based selection (overrides \\[distill] pool). \\[default: the recipe's pool; if it is "
+        "not in the store, the newest pool made for the same dataset and \\[net], named on stderr]"))] = None,
     name: Annotated[Optional[str], typer.Option(help=(
         "Artifact name (overrides \\[distill] name). \\[default: the recipe's top-level name, else the recipe "
         "file's name without .toml; 'recipe' without --recipe]"))] = None,
@@ -25,7 +27,9 @@ def distill_cmd(
     ipc: Annotated[Optional[int], typer.Option(help="Images per class (overrides \\[distill] ipc).")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="Outer iterations (overrides \\[distill] iterations).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset (overrides \\[data] dataset).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the resolved plan; run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=(
+        "Validate the recipe and print the resolved plan and every \\[distill] value with where it came from "
+        "(recipe, scale.DATASET, --set, the method's default, ipc scaling); run nothing."))] = False,
     resume: Annotated[Optional[str], typer.Option(
         "--resume", metavar="RUN_ID",
         help="Continue an interrupted or crashed distill run from its last checkpoint, with its recorded recipe.")] = None,
