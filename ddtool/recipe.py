@@ -15,6 +15,7 @@ matching method (a plugin's own settings).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -273,7 +274,7 @@ def apply_scale(raw: dict[str, Any], overrides: list[str], origins: dict[str, st
     tables = raw.pop("scale", {})
     if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
         raise UsageError("[scale] must hold one table per dataset, e.g. [scale.digits] distill.iterations = 20")
-    probe = apply_overrides(json.loads(json.dumps(raw)), overrides)
+    probe = apply_overrides(copy.deepcopy(raw), overrides)
     name = scale_name(probe.get("data", {}) if isinstance(probe.get("data"), dict) else {})
     table = tables.get(name)
     if table:
@@ -281,7 +282,7 @@ def apply_scale(raw: dict[str, Any], overrides: list[str], origins: dict[str, st
             if key not in SECTIONS:
                 raise UsageError(f"[scale.{name}] sets '{key}', which is not a recipe section; "
                                  f"use the sections {', '.join(SECTIONS)}")
-        _merge(raw, json.loads(json.dumps(table)))
+        _merge(raw, copy.deepcopy(table))
         for section, value in table.items():
             _note(origins, section, value, f"scale.{name}")
     return raw
