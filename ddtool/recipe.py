@@ -339,3 +339,14 @@ def resolve_method_defaults(recipe: Recipe, defaults: dict[str, Any], method: st
     out = dataclasses.replace(recipe, distill=resolved)
     out.origins = origins
     return out
+
+
+def recipe_from_record(raw: dict[str, Any]) -> Recipe:
+    """The recipe a run record holds (``--resume``, curves). Records written before
+    ``distill.lr_img_scale`` existed used ``lr_img`` as written: they read as ``"none"``, so a
+    resumed run is not scaled a second time."""
+    raw = copy.deepcopy(raw)
+    distill = raw.get("distill")
+    if isinstance(distill, dict) and "lr_img_scale" not in distill:
+        distill["lr_img_scale"] = "none"
+    return recipe_from_dict(raw)

@@ -25,7 +25,7 @@ from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
-from ddtool.recipe import EvalSection, Recipe, recipe_from_dict
+from ddtool.recipe import EvalSection, Recipe, recipe_from_record
 from ddtool.runtime.evaluate import RepeatedAccuracy, check_data, evaluate_set
 from ddtool.runtime.plan import net_spec_of, plan
 from ddtool.runtime.records import run_record
@@ -64,7 +64,7 @@ class CurveResult:
 
 
 def _recipe(rec: dict[str, Any]) -> Recipe:
-    return recipe_from_dict(rec["recipe"])
+    return recipe_from_record(rec["recipe"])
 
 
 # -- FLOPs --------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError
 from ddtool.progress import Reporter
-from ddtool.recipe import Recipe, recipe_from_dict
+from ddtool.recipe import Recipe, recipe_from_record
 from ddtool.runtime.loop import DistillResult, distill
 from ddtool.store import Store
 
@@ -86,7 +86,7 @@ def resumable_run(store: Store, run_id: str) -> tuple[dict[str, Any], Recipe]:
         raise UsageError(f"run {rid} still appears to be running (process {pid}); stop it before resuming it")
     if "recipe" not in rec:
         raise DDToolError(f"run record {rid} has no recipe; it cannot be resumed")
-    return rec, recipe_from_dict(rec["recipe"])
+    return rec, recipe_from_record(rec["recipe"])
 
 
 def _alive(pid: int) -> bool:

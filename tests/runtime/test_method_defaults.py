@@ -146,3 +146,21 @@ def test_progress_ticks_on_inner_steps(store: Store, digits) -> None:  # type: i
     distill(store, recipe, digits, torch.device("cpu"), rep)
     assert rep.totals == [6]  # 2 outer iterations x 3 inner steps
     assert sum(rep.advances) == 6 and len(rep.advances) == 6  # one tick per inner step
+
+
+def test_records_from_before_lr_img_scale_resume_unscaled() -> None:
+    from ddtool.recipe import Recipe, recipe_from_record
+
+    old = Recipe().to_dict()
+    old["distill"].update(method="idc", ipc=1, lr_img=0.005, batch_real=64, augment="color_crop_cutout")
+    del old["distill"]["lr_img_scale"]
+    del old["data"]["scale"]
+    r = _resolved_from(recipe_from_record(old))
+    assert r.distill.lr_img == pytest.approx(0.005)  # as the old run used it, not x ipc/10
+
+
+def _resolved_from(recipe):  # type: ignore[no-untyped-def]
+    from ddtool.plugins import registries
+
+    method = registries().method.get(recipe.distill.method)
+    return resolve_method_defaults(recipe, method.distill_defaults(), method.name)
