@@ -37,8 +37,8 @@ class Protocol:
         if not self.chain:
             return Augmenter(strategy)
         # IDC's argument.py removes cutout from the strategy when CutMix is on
-        ops = [o for o in strategy.split("_") if o] if strategy not in ("", "none") else []
-        return DiffAugChain("_".join(o for o in ops if not (self.cutmix > 0 and o == "cutout")) or "none")
+        ops = [o for o in Augmenter(strategy).ops if not (self.cutmix > 0 and o == "cutout")]
+        return DiffAugChain("_".join(ops) or "none")
 
 
 PROTOCOLS = {

@@ -91,20 +91,15 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
     pool = pool_art = None
     ref = pool_ref or cfg.pool
-    if ref and not pool_ref and selection.needs_pool and not _in_store(store, ref):
-        # the recipe's own pool name is a suggestion: the newest pool made for this data and net will do
+    # a pool the recipe names is a suggestion (--pool is not): when it is missing, or none is named,
+    # the newest pool made for this data and net will do
+    if selection.needs_pool and not pool_ref and not (ref and _in_store(store, ref)):
         pool_art = newest_compatible(store, data, spec)
         if pool_art is not None:
-            notes.append(f"pool '{ref}' is not in the store; using {pool_art.ref}, the newest pool for "
-                         f"{data.name} and this [net] (pass --pool to choose)")
-            ref = pool_art.ref
-        else:
-            ref = ""
-    elif not ref and selection.needs_pool:
-        pool_art = newest_compatible(store, data, spec)
-        if pool_art is not None:
-            notes.append(f"using {pool_art.ref}, the newest pool for {data.name} and this [net] (pass --pool to choose)")
-            ref = pool_art.ref
+            missing = f"pool '{ref}' is not in the store; " if ref else ""
+            notes.append(f"{missing}using {pool_art.ref}, the newest pool for {data.name} and this [net] "
+                         "(pass --pool to choose)")
+        ref = pool_art.ref if pool_art is not None else ""
     if ref:
         pool_art, tensors, meta = store.load(ref, kind="pool")
         pool = Pool.from_artifact(tensors, meta, pool_art.digest)
