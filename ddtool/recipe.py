@@ -50,7 +50,13 @@ class PretrainSection:
     n: int = 5  # models in the pool (Acc-DD: 5 on CIFAR-10)
     epochs: int = 2  # early-stage: 2 on CIFAR
     lr: float = 0.01
-    batch: int = 128
+    # Acc-DD's pretrain.py: batch 64, IDC's DiffAug chain color_crop (cutout removed under CutMix),
+    # CutMix p 0.5, one lr for every model. ddtool's earlier pools: batch 128, augment "alternate"
+    # (one DSA op per batch on every other model), cutmix 0, lr_cycle true.
+    batch: int = 64
+    augment: str = "color_crop"  # a DiffAug-chain strategy for every model, or "alternate"
+    cutmix: float = 0.5
+    lr_cycle: bool = False  # model i at lr x (1, 0.5, 2, 0.75, 1.5)[i % 5]
     seed: int = 0
     name: str = ""  # pool name ('' = DATASET-NET)
     impl: str = "auto"  # auto | vectorized (the n models as one vmapped ensemble) | loop
@@ -133,6 +139,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("pretrain", "epochs"): (lambda v: v >= 1, ">= 1"),
     ("pretrain", "lr"): (lambda v: v > 0, "> 0"),
     ("pretrain", "batch"): (lambda v: v >= 1, ">= 1"),
+    ("pretrain", "cutmix"): (lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("pretrain", "impl"): _IMPL,
     ("distill", "ipc"): (lambda v: v >= 1, ">= 1"),
     ("distill", "iterations"): (lambda v: v >= 0, ">= 0"),

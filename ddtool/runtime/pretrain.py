@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ddtool.augment import Augmenter
+from ddtool.augment import Augmenter, DiffAugChain
 from ddtool.data import ImageData
 from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec, build_net
@@ -20,10 +20,13 @@ from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature
 
-# Diversity across the pool (Acc-DD trains its early-stage models with different learning
-# rates, seeds and augmentation): model i takes the i-th entry of each cycle.
+# ddtool's first pools (pretrain.augment = "alternate", pretrain.lr_cycle = true): diversity from
+# different learning rates and augmentation; model i takes the i-th entry of each cycle. The
+# Acc-DD reference (pretrain.py) instead trains every model alike (lr 0.01, batch 64, IDC's
+# DiffAug chain color_crop, CutMix p 0.5), diverse only by seed: the recipe default.
 LR_CYCLE = (1.0, 0.5, 2.0, 0.75, 1.5)
 AUGMENT_CYCLE = (True, False)
+ALTERNATE = "alternate"
 
 
 @dataclass
@@ -35,9 +38,14 @@ class PretrainResult:
 
 
 def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, batch: int, seed: int,
-               device: torch.device, reporter: Reporter | None = None, impl: str = "auto") -> Pool:
-    """Train ``n`` models of ``spec`` for ``epochs`` epochs, model i with seed ``seed + i`` and
-    the i-th entries of LR_CYCLE and AUGMENT_CYCLE.
+               device: torch.device, reporter: Reporter | None = None, impl: str = "auto",
+               augment: str = ALTERNATE, cutmix: float = 0.0, lr_cycle: bool = True) -> Pool:
+    """Train ``n`` models of ``spec`` for ``epochs`` epochs, model i with seed ``seed + i``.
+
+    ``augment = "alternate"``: one DSA operation per batch on every other model (AUGMENT_CYCLE);
+    any other value is a strategy for IDC's DiffAug chain on every model (Acc-DD's pretrain.py
+    uses ``color_crop``). ``cutmix``: CutMix probability per batch. ``lr_cycle``: model i trains
+    at ``lr`` times the i-th entry of LR_CYCLE, else every model at ``lr``.
 
     ``impl`` (:mod:`ddtool.impl`): ``loop`` trains them one after the other; ``vectorized`` (or
     its alias ``stacked``) as one vmapped ensemble (same arithmetic, other random draws: each
@@ -51,9 +59,11 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     x = normalized_train(data, device)
     y = data.train_labels.to(device)
     steps_per_epoch = -(-x.shape[0] // batch)
-    lrs = [lr * LR_CYCLE[i % len(LR_CYCLE)] for i in range(n)]
-    augs = [AUGMENT_CYCLE[i % len(AUGMENT_CYCLE)] for i in range(n)]
-    settings = TrainSettings(epochs=epochs, lr=lr, batch=batch, milestones=())
+    lrs = [lr * LR_CYCLE[i % len(LR_CYCLE)] if lr_cycle else lr for i in range(n)]
+    alternate = augment == ALTERNATE
+    augs = [AUGMENT_CYCLE[i % len(AUGMENT_CYCLE)] if alternate else bool(augment) for i in range(n)]
+    chain = None if alternate else DiffAugChain(augment)  # validates the operation names
+    settings = TrainSettings(epochs=epochs, lr=lr, batch=batch, milestones=(), cutmix=cutmix)
 
     def build(i: int) -> torch.nn.Module:
         torch.manual_seed(seed + i)  # the loop then trains model i on the rest of this stream
@@ -62,7 +72,7 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     impl = resolve_impl(impl, device)
     nets = [build(i) for i in range(n)] if impl == "vectorized" else []
     with reporter.task(f"pretraining {n} x {spec.name}", n * epochs) as task:
-        if nets and ensemble.supports(nets, settings):
+        if nets and alternate and ensemble.supports(nets, settings):
             torch.manual_seed(seed)
             losses = ensemble.train_stacked(nets, x, y, settings, Augmenter(),
                                             on_epoch=lambda e, l: task.advance(n, loss=l),
@@ -71,13 +81,14 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
             nets, losses = [], []
             for i in range(n):
                 net = build(i)
-                one = TrainSettings(epochs=epochs, lr=lrs[i], batch=batch, milestones=())
-                losses.append(train(net, x, y, one, Augmenter() if augs[i] else None,
+                one = replace(settings, lr=lrs[i])
+                aug = (Augmenter() if augs[i] else None) if alternate else chain
+                losses.append(train(net, x, y, one, aug,
                                     on_epoch=lambda e, l, _i=i: task.advance(1, loss=l, model=_i)))
                 nets.append(net)
     models = [{
-        "index": i, "seed": seed + i, "lr": lrs[i], "augment": "dsa" if augs[i] else "none",
-        "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, "train_loss": losses[i],
+        "index": i, "seed": seed + i, "lr": lrs[i], "augment": ("dsa" if augs[i] else "none") if alternate else augment,
+        "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, "train_loss": losses[i],
         "train_acc": accuracy(net, data.train_images, data.train_labels, data.normalize),
         "test_acc": accuracy(net, data.test_images, data.test_labels, data.normalize),
     } for i, net in enumerate(nets)]
@@ -90,8 +101,11 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
     spec = net_spec_of(recipe)
     p = recipe.pretrain
     name = name or p.name or f"{data.name.split(':')[0]}-{spec.name}"
+    if p.augment != ALTERNATE:
+        DiffAugChain(p.augment)  # an unknown operation is a usage error before any work
     with run_record(store, "pretrain", device, recipe=recipe.to_dict(), recipe_sha256=recipe.sha256()) as run:
-        pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl)
+        pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl,
+                          augment=p.augment, cutmix=p.cutmix, lr_cycle=p.lr_cycle)
         seconds = run.elapsed()
         pool = replace(pool, recipe_sha256=recipe.sha256(), seed=p.seed, epochs=p.epochs)
         art = store.put("pool", name, *pool.to_artifact())

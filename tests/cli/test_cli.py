@@ -24,7 +24,8 @@ def test_pretrain_writes_a_pool_with_per_model_metadata(cli, store: Store, tiny_
     assert {k.split(".")[0] for k in tensors} == {"m0", "m1", "m2"}
     models = json.loads(meta["ddtool.models"])
     assert [m["seed"] for m in models] == [0, 1, 2]
-    assert len({m["lr"] for m in models}) == 3  # diverse learning rates
+    # Acc-DD's pretraining by default: one lr, IDC's chain, CutMix, batch 64; diverse by seed only
+    assert {(m["lr"], m["augment"], m["cutmix"], m["batch"]) for m in models} == {(0.01, "color_crop", 0.5, 64)}
     assert all(0.0 <= m["test_acc"] <= 1.0 for m in models)
     run = store.run(out["run"])
     assert run["outputs"][0]["digest"] == out["digest"] and run["status"] == "complete"
