@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ddtool.data import ImageData, load_dataset
 from ddtool.errors import DDToolError
 from ddtool.recipe import Recipe, load_recipe
+from ddtool.cli.signals import SIGTERM_EXIT, sigterm_as_interrupt
 from ddtool.store import Store, open_store
 
 console = Console()  # data
@@ -33,8 +34,12 @@ class State:
 state = State()
 
 
-def get_store() -> Store:
-    return open_store(state.store_root)
+def get_store(write: bool = False) -> Store:
+    """The store the command names, refused in one line when its path cannot be a store folder
+    (``write``: also when it cannot be created or written to; ask before the command's work)."""
+    store = open_store(state.store_root)
+    store.check_usable(write)
+    return store
 
 
 def recipe_with(path: Path | None, sets: list[str] | None, **shortcuts: Any) -> Recipe:
@@ -53,29 +58,34 @@ def guarded(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DDToolError as exc:
-            # escape: messages name recipe sections like [distill], which rich would take for markup
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code)
-        except KeyboardInterrupt as exc:
-            from ddtool.runtime.distill import RunInterrupted
-
-            if isinstance(exc, RunInterrupted):  # only distill saves a checkpoint to resume from
-                run_id, at = exc.run_id, exc.iteration
-                where = f"its checkpoint at iteration {at}" if at is not None else "the start (no checkpoint yet)"
-                err.print(f"[yellow]interrupted[/]: run {run_id} can go on from {where}: "
-                          f"ddtool distill --resume {run_id}", highlight=False, soft_wrap=True)
-            else:
-                err.print("[yellow]interrupted[/]; nothing was written for the work in progress", highlight=False)
-            raise typer.Exit(130)
-        except OSError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename or ''))}",
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(1)
+        with sigterm_as_interrupt() as term:  # a cluster's SIGTERM takes Ctrl-C's path, in the CLI only
+            try:
+                return fn(*args, **kwargs)
+            except DDToolError as exc:
+                # escape: messages name recipe sections like [distill], which rich would take for markup
+                err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(exc.exit_code)
+            except KeyboardInterrupt as exc:
+                _print_interrupted(exc, "interrupted (SIGTERM)" if term.fired else "interrupted")
+                raise typer.Exit(SIGTERM_EXIT if term.fired else 130)
+            except OSError as exc:
+                err.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename or ''))}",
+                          highlight=False, soft_wrap=True)
+                raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_interrupted(exc: KeyboardInterrupt, what: str) -> None:
+    from ddtool.runtime.distill import RunInterrupted
+
+    if isinstance(exc, RunInterrupted):  # only distill saves a checkpoint to resume from
+        run_id, at = exc.run_id, exc.iteration
+        where = f"its checkpoint at iteration {at}" if at is not None else "the start (no checkpoint yet)"
+        err.print(f"[yellow]{what}[/]: run {run_id} can go on from {where}: "
+                  f"ddtool distill --resume {run_id}", highlight=False, soft_wrap=True)
+    else:
+        err.print(f"[yellow]{what}[/]; nothing was written for the work in progress", highlight=False)
 
 
 def print_json(obj: Any) -> None:

@@ -47,8 +47,8 @@ def distill_cmd(
     r = recipe_with(recipe, set_, **{"distill.method": method, "distill.ipc": ipc, "distill.iterations": iterations,
                                     "data.dataset": dataset, "distill.name": name})
     dev = resolve_device(device)
+    store = get_store(write=not dry_run)  # before the data (a download) and the work
     data = recipe_data(r, data_root)
-    store = get_store()
     if dry_run:
         p = plan(store, r, data, pool, dev)
         resolved = {"recipe": p.recipe.to_dict(), "recipe_sha256": p.recipe.sha256(), "plan": p.describe(),
@@ -78,7 +78,7 @@ def _resume_distill(run_id: str, device: str, data_root: Path | None, as_json: b
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise UsageError(f"--resume continues a run with its recorded recipe; drop {flags}")
     dev = resolve_device(device)
-    store = get_store()
+    store = get_store(write=True)
     _, r = resumable_run(store, run_id)
     data = recipe_data(r, data_root)
     _print_distilled(resume(store, run_id, data, dev, RichReporter()), as_json)

@@ -66,7 +66,7 @@ def eval_cmd(
     r = recipe_with(recipe, set_, **{"eval.net": net, "eval.repeats": repeats, "eval.epochs": epochs,
                                     "eval.protocol": protocol, "eval.lr": lr, "eval.batch": batch, "eval.seed": seed})
     dev = resolve_device(device)
-    store = get_store()
+    store = get_store(write=True)
     spec = None
     nets = [n.strip() for n in r.eval.net.split(",") if n.strip()]  # --net a,b,c: cross-architecture
     if nets:

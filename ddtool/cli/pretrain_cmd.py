@@ -37,8 +37,9 @@ def pretrain_cmd(
 
         check_name(r.pretrain.name)  # before training, not after it
     dev = resolve_device(device)
+    store = get_store(write=True)  # before the data (a download) and the training
     data = recipe_data(r, data_root)
-    res = pretrain(get_store(), r, data, dev, RichReporter())
+    res = pretrain(store, r, data, dev, RichReporter())
     if as_json:
         print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id,
                     "seconds": res.seconds, "models": res.pool.models})

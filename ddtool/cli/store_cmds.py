@@ -259,8 +259,9 @@ def store_import(
     from ddtool.data import load_dataset
     from ddtool.runtime.exchange import import_set
 
+    store = get_store(write=True)  # before the data (a download)
     data = load_dataset(dataset, data_root)
-    res = import_set(get_store(), file, data, name, normalized)
+    res = import_set(store, file, data, name, normalized)
     if as_json:
         print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id, "count": res.count,
                     "ipc": res.ipc, "detected": res.detected, "notes": res.notes})

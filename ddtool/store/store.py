@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,32 @@ class Store:
         self._lock: FileLock | None = None
 
     # -- plumbing -------------------------------------------------------------------------
+    def check_usable(self, write: bool = False) -> None:
+        """Refuse, in one line (exit 2), a store path that cannot be a store folder: before any work,
+        rather than at the first write after it.
+
+        Every command: the path is an existing file, or lies under one. ``write`` (a command that
+        writes): the folder cannot be created or written to. A missing folder that can be created
+        is a store: empty to a reading command, created by a writing one.
+        """
+        fix = "point --store or DDTOOL_HOME at a folder"
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"store path {self.root} is a file, not a folder: {fix}")
+        if not self.root.exists():
+            # exists() is False under a file too: the nearest ancestor that exists says which
+            above = next((p for p in self.root.parents if p.exists()), None)
+            if above is not None and not above.is_dir():
+                raise UsageError(f"store path {self.root} cannot be a folder: {above} is a file, not a folder; {fix}")
+        if write:
+            try:
+                self.tmp.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=self.tmp):  # blob writes start with a file in tmp/
+                    pass
+            except OSError as exc:
+                why = exc.strerror or type(exc).__name__
+                raise UsageError(f"store folder {self.root} cannot be written to ({why}): {fix} you can write to, "
+                                 "or fix its permissions") from None
+
     def _ensure(self) -> None:
         for d in (self.blobs, self.runs_dir, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
