@@ -14,6 +14,7 @@ from ddtool.cli.eval_cmd import eval_cmd
 from ddtool.cli.inspect_cmd import inspect_cmd
 from ddtool.cli.plugins_cmd import plugins_cmd
 from ddtool.cli.pretrain_cmd import pretrain_cmd
+from ddtool.cli.report_cmd import report_cmd
 from ddtool.cli.store_cmds import store_app
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ def root(
 app.command("pretrain", help="Train a pool of early-stage models (Acc-DD step 1) and store it.")(pretrain_cmd)
 app.command("distill", help="Distil a synthetic set with a recipe and store it.")(distill_cmd)
 app.command("eval", help="Train fresh networks on synthetic sets; report real test accuracy.")(eval_cmd)
+app.command("report", help="One row per set: accuracy, random-real baseline, full-data bound, DD-Ranking scores, cost, storage.")(report_cmd)
 app.command("inspect", help="Show a synthetic set as an image grid, a pool's models, accuracy curves, or the store.")(inspect_cmd)
 app.command("plugins", help="List registered methods, strategies, schedules, datasets and nets.")(plugins_cmd)
 app.add_typer(store_app, name="store")
