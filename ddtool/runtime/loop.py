@@ -95,7 +95,10 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
         def interrupted() -> RunInterrupted:
             # Ctrl-C can land anywhere inside a step (RNG drawn, images half-updated): save the state
             # at the start of the interrupted iteration, which --resume redoes from scratch
-            if snapshot is not None:
+            last = checkpoint.last_iteration(record)
+            # a Ctrl-C right after a periodic checkpoint (before the next iteration took its
+            # snapshot) must not put an older state after it
+            if snapshot is not None and (last is None or snapshot[0] > last):
                 checkpoint.save(store, record, snapshot[1], snapshot[0], run.elapsed())
             else:
                 run.write()

@@ -118,6 +118,32 @@ def test_ctrl_c_inside_a_step_redoes_that_iteration(store: Store, digits, recipe
     assert store.run(res.run_id)["resumed_from"]["iteration"] == 3
 
 
+def test_ctrl_c_right_after_a_periodic_checkpoint_keeps_it_as_the_latest(store: Store, digits, recipe,  # type: ignore[no-untyped-def]
+                                                                        monkeypatch) -> None:
+    # the signal lands after iteration 3's periodic checkpoint (iteration 4) was written and before
+    # iteration 4 took its snapshot: the run must not save iteration 3's older state after it
+    import ddtool.runtime.loop as loop
+
+    full = distill(store, recipe, digits, CPU)
+    real_save = loop.checkpoint.save
+    fired = {"done": False}
+
+    def save(store_, record, state, iteration, seconds):  # type: ignore[no-untyped-def]
+        real_save(store_, record, state, iteration, seconds)
+        if iteration == 4 and not fired["done"]:
+            fired["done"] = True
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.checkpoint, "save", save)
+    with pytest.raises(RunInterrupted) as info:
+        distill(store, recipe, digits, CPU)
+    parent = store.run(info.value.run_id)
+    assert [c["iteration"] for c in parent["checkpoints"]] == [2, 4] and info.value.iteration == 4
+    monkeypatch.setattr(loop.checkpoint, "save", real_save)
+    res = resume(store, info.value.run_id, digits, CPU)
+    _same(res, full)
+
+
 def test_crash_resumes_from_the_last_intact_periodic_checkpoint(store: Store, digits, recipe, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     full = distill(store, recipe, digits, CPU)
     armed = _fail_in_step(monkeypatch, 5, RuntimeError)
