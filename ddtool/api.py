@@ -39,6 +39,7 @@ from ddtool.pool import Pool
 from ddtool.recipe import DistillSection, parse_section
 from ddtool.selection.base import SelectionStrategy
 from ddtool.synthetic import SyntheticSet
+from ddtool.trajectories import Trajectories
 
 __all__ = [
     # hooks
@@ -59,6 +60,7 @@ __all__ = [
     "DistillSection",
     "SyntheticSet",
     "Pool",
+    "Trajectories",
     "NetSpec",
     "ImageData",
     # helpers

@@ -18,6 +18,7 @@ from ddtool.pool import Pool
 from ddtool.recipe import DistillSection
 from ddtool.registry import adapt
 from ddtool.selection.base import SelectionStrategy
+from ddtool.trajectories import Trajectories
 
 if TYPE_CHECKING:
     from ddtool.synthetic import SyntheticSet
@@ -45,6 +46,9 @@ class DistillContext:
     impl: str = "vectorized"  # vectorized | loop (ddtool.impl)
     augment: Augmenter = field(default_factory=Augmenter)
     method: MatchingMethod | None = None
+    # expert trajectories (mtt), resolved from [distill.options] trajectories when the run is planned;
+    # experts are read from the store when sampled (Trajectories.snapshots)
+    trajectories: Trajectories | None = None
     synthetic: SyntheticSet | None = None  # the set being distilled (set by the runtime; DynaDistill ranks models on it)
     # what the schedule added to the selected network in the latest next_model (state_dict keys),
     # kept only for strategies that write trained networks back (``keeps_trained = True``)

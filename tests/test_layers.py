@@ -1,7 +1,7 @@
 """No layer reaches up: importing a layer loads nothing from the layers above it.
 
 The layering (README, "Developing ddtool"): ``store`` < ``data``, ``nets``, ``synthetic``,
-``pool`` < ``methods``, ``selection``, ``perturb`` (with ``context``, ``compiled``, ``plugins``
+``pool``, ``trajectories`` < ``methods``, ``selection``, ``perturb`` (with ``context``, ``compiled``, ``plugins``
 and the public ``api``) < ``runtime`` < ``cli``; ``inspect`` draws beside the runtime: it reads
 the store and the data and neither trains nor distils. Each layer is imported, every module of it,
 in a fresh interpreter and its ``sys.modules`` is checked.
@@ -18,11 +18,12 @@ import pytest
 TRAINING = ["methods", "selection", "perturb", "context", "compiled", "plugins", "api"]
 # (a layer: the ddtool packages or modules it is made of) -> what it must not load
 ABOVE: dict[str, list[str]] = {
-    "store": ["data", "nets", "synthetic", "pool", *TRAINING, "runtime", "inspect", "cli"],
+    "store": ["data", "nets", "synthetic", "pool", "trajectories", *TRAINING, "runtime", "inspect", "cli"],
     "data": [*TRAINING, "runtime", "inspect", "cli"],
     "nets": [*TRAINING, "runtime", "inspect", "cli"],
     "synthetic": [*TRAINING, "runtime", "inspect", "cli"],
     "pool": [*TRAINING, "runtime", "inspect", "cli"],
+    "trajectories": [*TRAINING, "runtime", "inspect", "cli"],
     **{name: ["runtime", "inspect", "cli"] for name in TRAINING},
     "runtime": ["inspect", "cli"],
     "inspect": [*TRAINING, "runtime", "cli"],  # draws, does not train

@@ -106,6 +106,9 @@ def inspect_cmd(
     if art.kind == "pool":
         _print_pool(art, meta, as_json)
         return
+    if art.kind != "synthetic":  # expert trajectories, checkpoints...: nothing to draw yet
+        raise UsageError(f"inspect draws synthetic sets and lists pools; '{art.ref}' is a {art.kind} artifact: "
+                         f"'ddtool store show {art.ref}' shows it")
     syn = SyntheticSet.from_artifact(tensors, meta, art.digest)
     classes = syn.signature.class_names() or [str(c) for c in range(int(syn.labels.max()) + 1)]
     real_data = None

@@ -1,4 +1,5 @@
-"""``ddtool pretrain``: train a pool of early-stage models and store it."""
+"""``ddtool pretrain``: train a pool of early-stage models (or, with ``--trajectories``, MTT expert
+trajectories) and store it."""
 
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ def pretrain_cmd(
     lr: Annotated[Optional[float], typer.Option(help="Base learning rate; models use multiples of it.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first model; model i uses seed + i.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Pool name in the store. \\[default: DATASET-NET]")] = None,
+    trajectories: Annotated[bool, typer.Option(
+        "--trajectories", help="Train expert trajectories for the 'mtt' method instead (MTT's buffer.py: SGD lr 0.01, "
+        "no momentum, batch 256, DSA; a snapshot every epoch), stored as trajectories/NAME.")] = False,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     device: o.Device = "auto",
     data_root: o.DataRoot = None,
     as_json: o.Json = False,
 ) -> None:
-    """Train a pool of early-stage models and store it as [bold]pool/NAME[/]."""
+    """Train a pool of early-stage models and store it as [bold]pool/NAME[/] (--trajectories: expert
+    trajectories as [bold]trajectories/NAME[/])."""
     from ddtool.runtime.pretrain import pretrain
 
     r = recipe_with(recipe, set_, **{"pretrain.epochs": epochs, "pretrain.n": n, "data.dataset": dataset,
@@ -39,9 +44,34 @@ def pretrain_cmd(
     dev = resolve_device(device)
     store = get_store(write=True)  # before the data (a download) and the training
     data = recipe_data(r, data_root)
+    if trajectories:
+        _trajectories(store, r, data, dev, as_json)
+        return
     res = pretrain(store, r, data, dev, RichReporter())
     if as_json:
         print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id,
                     "seconds": res.seconds, "models": res.pool.models})
         return
     console.print(pool_table(f"{res.artifact.ref}  ({res.artifact.digest[:12]}, {res.seconds:.1f}s)", res.pool.models))
+
+
+def _trajectories(store, recipe, data, device, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    from ddtool.runtime.trajectories import pretrain_trajectories
+
+    res = pretrain_trajectories(store, recipe, data, device, RichReporter())
+    traj = res.trajectories
+    accs = traj.test_acc.tolist() if traj.test_acc is not None else [[] for _ in traj.experts]
+    if as_json:
+        print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id, "seconds": res.seconds,
+                    "training": traj.training, "experts": [{"index": i, "seed": (traj.seed or 0) + i, "digest": d,
+                                                            "test_acc": accs[i]} for i, d in enumerate(traj.experts)]})
+        return
+    table = Table(title=f"{res.artifact.ref}  ({res.artifact.digest[:12]}, {res.seconds:.1f}s, {traj.epochs} epochs, "
+                        f"lr {traj.training.get('lr')}, batch {traj.training.get('batch')})")
+    for col in ("expert", "seed", "blob", "test acc epoch 0", "test acc last"):
+        table.add_column(col, justify="right")
+    for i, d in enumerate(traj.experts):
+        table.add_row(str(i), str((traj.seed or 0) + i), d[:12], f"{100 * accs[i][0]:.1f}%", f"{100 * accs[i][-1]:.1f}%")
+    console.print(table)

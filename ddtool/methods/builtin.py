@@ -7,6 +7,7 @@ from ddtool.methods.coreset import Herding, RandomReal
 from ddtool.methods.dm import DM
 from ddtool.methods.dc import DC, DSA
 from ddtool.methods.idc import IDC
+from ddtool.methods.mtt import MTT
 
 
 @hookimpl
@@ -17,3 +18,4 @@ def ddtool_register_matching_methods(register: RegisterMethod) -> None:
     register(DSA())
     register(IDC())
     register(Herding())
+    register(MTT())

@@ -78,7 +78,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     ctx, syn, opt = start_run(recipe, data, device, p)
     fields = dict(recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(), plan=p.describe(), checkpoints=[],
                   artifact_name=art_name, pid=os.getpid(), host=socket.gethostname(),
-                  inputs=[io_entry(p.pool_artifact, "pool")] if p.pool_artifact is not None else [])
+                  inputs=[io_entry(art, role) for art, role in p.inputs()])
     if _resume is not None:
         _resume.note(fields)
     # a resumed run starts at its checkpoint, and its seconds (checkpoints', wall_seconds) go on counting
@@ -149,7 +149,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
         info = SyntheticMeta(
             signature=DatasetSignature.of(data), method=p.method.name, selection=p.selection.name,
             schedule=p.schedule.name, mean=data.mean, std=data.std, net=ctx.net_spec.to_json(),
-            parents=(p.pool_artifact.digest,) if p.pool_artifact else (), recipe_sha256=recipe.sha256(),
+            parents=tuple(art.digest for art, _ in p.inputs()), recipe_sha256=recipe.sha256(),
             seed=cfg.seed, iterations=p.iterations, version=__version__)
         stored = SyntheticSet(syn.images, syn.labels, cfg.ipc, syn.factor, info)  # the ipc the recipe asked for
         art = store.put("synthetic", art_name, *stored.to_artifact())

@@ -1,11 +1,11 @@
-"""What a recipe resolves to before any work starts: its plugins, pool, iterations and impl
-(:func:`plan`, also what ``ddtool distill --dry-run`` prints), and the context a matching method
-then sees (:func:`build_context`)."""
+"""What a recipe resolves to before any work starts: its plugins, pool, expert trajectories,
+iterations and impl (:func:`plan`, also what ``ddtool distill --dry-run`` prints), and the context
+a matching method then sees (:func:`build_context`)."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from ddtool.pool import Pool, newest_compatible
 from ddtool.recipe import DistillSection, Recipe, resolve_method_defaults
 from ddtool.selection.base import SelectionStrategy
 from ddtool.store import Artifact, Store
+from ddtool.trajectories import Trajectories, load_trajectories
 
 
 def net_spec_of(recipe: Recipe) -> NetSpec:
@@ -50,13 +51,25 @@ class Plan:
     # the recipe with the method's defaults filled in (what the run records and hashes)
     recipe: Recipe | None = None
     notes: list[str] = field(default_factory=list)  # choices the user should hear about (a pool picked)
+    # expert trajectories, for a method whose options name them (mtt: [distill.options] trajectories)
+    trajectories: Trajectories | None = None
+    trajectories_artifact: Artifact | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "method": self.method.name, "selection": self.selection.name, "schedule": self.schedule.name,
             "pool": self.pool_artifact.ref if self.pool_artifact else None,
             "iterations": self.iterations, "checkpoint_every": self.checkpoint_every, "impl": self.impl,
         }
+        if self.trajectories_artifact is not None:
+            out["trajectories"] = self.trajectories_artifact.ref
+        return out
+
+    def inputs(self) -> list[tuple[Artifact, str]]:
+        """The stored artifacts the run reads, with their role: its run record's inputs and the
+        synthetic set's parents."""
+        pairs = [(self.pool_artifact, "pool"), (self.trajectories_artifact, "trajectories")]
+        return [(art, role) for art, role in pairs if art is not None]
 
     def settings(self) -> dict[str, dict[str, Any]]:
         """Every resolved ``[distill]`` value and where it came from (``--dry-run``)."""
@@ -89,6 +102,10 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     options = method.parse_options(method_raw)
     spec = net_spec_of(recipe)
     build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
+    traj = traj_art = None
+    if hasattr(options, "trajectories"):  # a method that matches expert trajectories names them (mtt)
+        traj_art, traj = load_trajectories(store, options.trajectories, data, spec)
+        recipe = _pin_trajectories(recipe, traj_art)
     pool = pool_art = None
     ref = pool_ref or cfg.pool
     # a pool the recipe names is a suggestion (--pool is not): when it is missing, or none is named,
@@ -123,7 +140,18 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     iterations = cfg.iterations or method.default_iterations(cfg.ipc) if method.iterative else 0
     every = cfg.checkpoint_every or max(1, iterations // 10)
     impl = resolve_impl(cfg.impl, device)
-    return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl, recipe, notes)
+    return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl, recipe, notes,
+                traj, traj_art)
+
+
+def _pin_trajectories(recipe: Recipe, art: Artifact) -> Recipe:
+    """The recipe naming the trajectories by the version it resolved to (``trajectories/NAME:vN``),
+    so the recorded recipe (and ``--resume``) reads the same experts after a newer version is made."""
+    options = {**recipe.distill.options, "trajectories": art.ref}
+    out = replace(recipe, distill=replace(recipe.distill, options=options))
+    key = "distill.options.trajectories"
+    out.origins = {**recipe.origins, key: f"{recipe.origins.get(key, 'recipe')}, the version in the store"}
+    return out
 
 
 def build_context(source: Recipe | DistillSection, data: ImageData, device: torch.device | str = "cpu", *,
@@ -131,12 +159,12 @@ def build_context(source: Recipe | DistillSection, data: ImageData, device: torc
                   method: MatchingMethod | None = None, selection: SelectionStrategy | None = None,
                   schedule: PerturbationSchedule | None = None, pool: Pool | None = None, options: Any = None,
                   iterations: int | None = None, impl: str | None = None,
-                  augment: Augmenter | None = None) -> DistillContext:
+                  augment: Augmenter | None = None, trajectories: Trajectories | None = None) -> DistillContext:
     """The :class:`DistillContext` a matching method sees when distilling ``data`` as ``source`` says.
 
     ``source`` is a recipe (its ``[distill]`` section, and its ``[net]`` unless ``net_spec`` is
     given) or a ``[distill]`` section with ``net_spec``. The run's pieces come from ``plan``
-    (:func:`plan`: method, selection, schedule, options, pool, iterations, impl); without one a
+    (:func:`plan`: method, selection, schedule, options, pool, trajectories, iterations, impl); without one a
     context of its own (tests, benchmarks) gets the section's selection strategy and perturbation
     schedule from the registries, ``method``'s parse of ``[distill.options]``, one iteration (or
     ``distill.iterations``) and the section's ``impl`` for the device. The augmentation is the
@@ -161,6 +189,7 @@ def build_context(source: Recipe | DistillSection, data: ImageData, device: torc
             _given(schedule, plan.schedule)
         pool, options = _given(pool, plan.pool), _given(options, plan.options)
         iterations, impl = _given(iterations, plan.iterations), _given(impl, plan.impl)
+        trajectories = _given(trajectories, plan.trajectories)
     else:
         if selection is None:  # a copy, as plan() takes: a strategy may hold state
             selection = copy.deepcopy(registries().selection.get(cfg.selection))
@@ -172,7 +201,8 @@ def build_context(source: Recipe | DistillSection, data: ImageData, device: torc
         impl = _given(impl, resolve_impl(cfg.impl, device))
     return DistillContext(data=data, cfg=cfg, net_spec=net_spec, device=torch.device(device), iterations=iterations,
                           selection=selection, schedule=schedule, pool=pool, options=options, impl=impl,
-                          augment=augment if augment is not None else Augmenter(cfg.augment), method=method)
+                          augment=augment if augment is not None else Augmenter(cfg.augment), method=method,
+                          trajectories=trajectories)
 
 
 def _in_store(store: Store, ref: str) -> bool:

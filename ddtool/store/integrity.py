@@ -5,10 +5,14 @@ run record names (inputs, outputs, checkpoints) points to a complete blob with t
 content. Leftover temp files from a crash are not problems (nothing points at them); they are
 counted and ``gc`` removes them.
 
+A trajectories index names its expert blobs by digest (:func:`ddtool.store.meta.held_blobs`):
+``verify`` checks that each is there, intact and an expert, and counts them as referenced.
+
 ``gc`` removes blobs that no ref and no run record names (a run's checkpoints are live: they
-are what ``ddtool distill --resume`` continues from) and every leftover ``*.incomplete`` temp
-file. It holds the store lock, and every writer writes its temp files and connects a new blob
-to a ref or run record under that same lock, so gc never removes something still being written.
+are what ``ddtool distill --resume`` continues from), nor any index they name (a trajectories
+index keeps its experts), and every leftover ``*.incomplete`` temp file. It holds the store
+lock, and every writer writes its temp files and connects a new blob to a ref or run record
+under that same lock, so gc never removes something still being written.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ddtool.errors import DDToolError
-from ddtool.store.meta import SCHEMA, kind_of, schema_of
+from ddtool.store.meta import EXPERT_KIND, SCHEMA, TRAJECTORIES_KIND, held_blobs, kind_of, schema_of
 from ddtool.store.refs import KINDS, check_name
 from ddtool.store.store import Store
 
@@ -172,6 +176,23 @@ def run_digests(rec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]
             yield where, entry["digest"], entry
 
 
+def _index_candidates(refs: dict[str, dict[str, str]] | None, records: list[tuple[Path, dict[str, Any]]]
+                      ) -> dict[str, str]:
+    """digest -> where it is named, for every blob that may be an index holding other blobs (a
+    trajectories ref, or a run entry of that kind): the only blobs whose headers verify and gc read."""
+    found: dict[str, str] = {}
+    for key, versions in (refs or {}).items():
+        if key.partition("/")[0] == TRAJECTORIES_KIND and isinstance(versions, dict):
+            for version, digest in versions.items():
+                if isinstance(digest, str) and _DIGEST.fullmatch(digest):
+                    found.setdefault(digest, f"ref {key}:v{version}")
+    for path, rec in records:
+        for where, digest, entry in run_digests(rec):
+            if entry.get("kind") == TRAJECTORIES_KIND and _DIGEST.fullmatch(digest):
+                found.setdefault(digest, f"run {path.stem}: {where[:-1]} {entry.get('ref') or digest[:12]}")
+    return found
+
+
 def verify(store: Store) -> VerifyReport:
     """Re-hash every blob; check every ref and every run record's digests. Reads only."""
     report = VerifyReport()
@@ -242,6 +263,24 @@ def verify(store: Store) -> VerifyReport:
                 report.problems.append(f"{what}: blob {digest[:12]} is missing")
             elif digest in bad:
                 report.problems.append(f"{what}: {bad[digest]}")
+    for digest, what in _index_candidates(refs, records).items():
+        if digest not in present:
+            continue  # reported above; the experts of a missing index are unreferenced
+        try:
+            holds = held_blobs(store.blob_metadata(digest))
+        except DDToolError as exc:
+            if digest not in bad:  # an unreadable header is reported above as a broken blob
+                report.problems.append(f"{what}: {exc}")
+            continue
+        for held in holds:
+            live.add(held)
+            if held not in present:
+                report.problems.append(f"{what}: expert blob {held[:12]} is missing")
+            elif held in bad:
+                report.problems.append(f"{what}: expert blob: {bad[held]}")
+            elif kind_of(store.blob_metadata(held)) != EXPERT_KIND:
+                report.problems.append(f"{what}: blob {held[:12]} it names as an expert is a "
+                                       f"{kind_of(store.blob_metadata(held), '?')} blob")
     if refs is not None and not unreadable:
         report.unreferenced = sorted(present - live)
     return report
@@ -261,6 +300,14 @@ def gc(store: Store, dry_run: bool = False) -> GcReport:
             raise DDToolError(f"{unreadable[0]}; gc cannot tell which checkpoints it keeps: fix or remove it first")
         live = {d for versions in (refs or {}).values() for d in versions.values()}
         live |= {d for _, rec in records for _, d, _ in run_digests(rec)}
+        for digest in _index_candidates(refs, records):
+            if not store.blob_path(digest).exists():
+                continue  # the experts of a removed index are garbage
+            try:
+                live |= set(held_blobs(store.blob_metadata(digest)))
+            except DDToolError as exc:
+                raise DDToolError(f"{exc}; gc cannot tell which expert blobs that trajectories index keeps: "
+                                  "fix or remove it first") from None
         for path in _blob_files(store):
             digest = path.parent.name + path.name
             if path.name.endswith(_TEMP_SUFFIX) or not _DIGEST.fullmatch(digest) or digest in live:

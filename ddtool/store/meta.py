@@ -11,6 +11,8 @@ their ``to_artifact``/``from_artifact``:
   pixels of a synthetic set or the inputs of a pool belong to
 * :class:`SyntheticMeta`: a synthetic set (how to read its images, and what made it)
 * :class:`PoolMeta`: a pool of early-stage models
+* :class:`TrajectoryMeta`: the index of a set of expert trajectories (MTT), and
+  :class:`ExpertMeta`: one expert's blob, which the index names by digest (:func:`held_blobs`)
 * :func:`checkpoint_metadata`: a distill checkpoint
 
 Values are written as ddtool 0.1 wrote them (``str()`` of numbers, ``json.dumps`` of lists), so
@@ -26,6 +28,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple
+
+from ddtool.errors import DDToolError
 
 SCHEMA = "1"
 SCHEMA_KEY = "ddtool.schema"
@@ -236,6 +240,89 @@ class PoolMeta:
 
     def to_metadata(self) -> dict[str, str]:
         return _write_fields(_POOL_FIELDS, self)
+
+
+# -- expert trajectories ------------------------------------------------------------------------
+TRAJECTORIES_KIND = "trajectories"  # the index artifact (a ref kind: trajectories/NAME)
+EXPERT_KIND = "expert"  # one expert's snapshots: a blob without a ref, kept alive by the index naming it
+
+_TRAJECTORY_FIELDS = {
+    "net": (_NET, _TEXT),
+    "n": (_POOL_FIELDS["n"][0], _INT),  # the key pools use: 'store ls' shows it as the size
+    "epochs": ("ddtool.epochs", _INT),
+    "experts": ("ddtool.experts", _LIST),
+    "layout": ("ddtool.layout", _SORTED_JSON),
+    "training": ("ddtool.training", _SORTED_JSON),
+    "recipe_sha256": (_RECIPE_SHA256, _TEXT),
+    "seed": (_SEED, _INT),
+}
+
+
+@dataclass(frozen=True)
+class TrajectoryMeta:
+    """Everything a stored set of expert trajectories says about itself; None: not recorded.
+
+    The index artifact holds no parameters: ``experts`` are the digests of the expert blobs in
+    order (one per expert, so a run reads only the experts it samples), ``layout`` the flat
+    parameter vector every snapshot is ([[name, [shape...]], ...] in ``named_parameters`` order),
+    ``training`` how the experts were trained (lr, momentum, weight_decay, batch, epochs, augment,
+    cutmix, zca).
+    """
+
+    signature: DatasetSignature = DatasetSignature()
+    net: str | None = None  # the architecture as NetSpec JSON
+    n: int | None = None  # experts
+    epochs: int | None = None  # snapshots per expert: epochs + 1 (epoch 0 = the initialisation)
+    experts: tuple[str, ...] | None = None
+    layout: list[list[Any]] | None = None
+    training: dict[str, Any] | None = None
+    recipe_sha256: str | None = None
+    seed: int | None = None
+
+    @classmethod
+    def from_metadata(cls, meta: Metadata) -> "TrajectoryMeta":
+        return cls(signature=DatasetSignature.from_metadata(meta), **_read_fields(_TRAJECTORY_FIELDS, meta))
+
+    def to_metadata(self) -> dict[str, str]:
+        return _write_fields(_TRAJECTORY_FIELDS, self)
+
+
+_EXPERT_FIELDS = {
+    "epochs": ("ddtool.epochs", _INT),
+    "seed": (_SEED, _INT),
+    "net": (_NET, _TEXT),
+}
+
+
+@dataclass(frozen=True)
+class ExpertMeta:
+    """One expert's blob: the network, seed and epochs of its snapshots (self-describing, for verify)."""
+
+    signature: DatasetSignature = DatasetSignature()
+    epochs: int | None = None
+    seed: int | None = None
+    net: str | None = None
+
+    @classmethod
+    def from_metadata(cls, meta: Metadata) -> "ExpertMeta":
+        return cls(signature=DatasetSignature.from_metadata(meta), **_read_fields(_EXPERT_FIELDS, meta))
+
+    def to_metadata(self) -> dict[str, str]:
+        return {KIND_KEY: EXPERT_KIND, **_write_fields(_EXPERT_FIELDS, self)}
+
+
+def held_blobs(meta: Metadata) -> list[str]:
+    """Digests of the blobs this blob keeps alive without a ref of their own: a trajectories
+    index's experts (``store verify`` checks them, ``store gc`` keeps them); none for other kinds."""
+    if kind_of(meta) != TRAJECTORIES_KIND:
+        return []
+    try:
+        experts = TrajectoryMeta.from_metadata(meta).experts or ()
+    except ValueError:  # hand-edited or damaged JSON
+        experts = None
+    if experts is None or not all(isinstance(d, str) for d in experts):
+        raise DDToolError(f"the trajectories index's {_TRAJECTORY_FIELDS['experts'][0]} is not a list of digests")
+    return list(experts)
 
 
 # -- checkpoints --------------------------------------------------------------------------------

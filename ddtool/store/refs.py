@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ddtool.errors import UsageError
 
-KINDS = ("pool", "synthetic")
+KINDS = ("pool", "synthetic", "trajectories")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _HEX = re.compile(r"^[0-9a-f]{6,64}$")
 

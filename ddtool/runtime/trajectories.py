@@ -1,0 +1,142 @@
+"""Train expert trajectories (MTT's ``buffer.py``) and store them: ``ddtool pretrain --trajectories``.
+
+Every expert is a fresh network (expert i from seed ``pretrain.seed + i``) trained on the whole
+real train split with plain SGD, as the MTT reference's ``buffer.py`` does: lr 0.01, momentum 0,
+weight decay 0, batch 256, a DSA operation per batch drawn from all six with parameters per sample,
+no learning-rate decay; its parameters are snapshotted before training and after every epoch.
+``[pretrain]`` gives ``n``, ``epochs``, ``lr``, ``seed`` and ``name``; its ``batch``, ``augment``
+and ``cutmix`` apply when the recipe or ``--set`` states them (their defaults are the pool's,
+Acc-DD's), else the buffer's values. The recorded recipe holds the values used.
+
+Each expert's blob is written as soon as it is trained and listed in the run record's
+``checkpoints`` (so ``store gc`` keeps it while the run goes on, and a killed run leaves the
+finished experts behind); the index that names them is written last, and the run record then
+names the index instead. Resuming a killed run is not implemented: a new run trains every expert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from ddtool.augment import DEFAULT_STRATEGY, Augmenter
+from ddtool.data import ImageData
+from ddtool.errors import UsageError
+from ddtool.nets import NetSpec, build_net
+from ddtool.progress import Reporter, Silent
+from ddtool.recipe import Recipe
+from ddtool.runtime.evaluate import normalized_train
+from ddtool.runtime.plan import net_spec_of
+from ddtool.runtime.records import io_entry, run_record
+from ddtool.runtime.train import TrainSettings, accuracy, train
+from ddtool.store import Artifact, Store
+from ddtool.store.meta import TRAJECTORIES_KIND, DatasetSignature
+from ddtool.trajectories import Trajectories, check_parameters_only, expert_artifact, flat_params, param_layout
+
+# MTT buffer.py: SGD(lr_teacher 0.01, momentum=0, weight_decay=0), batch_train 256, DSA with
+# dsa_strategy color_crop_cutout_flip_scale_rotate (one operation per batch), no --decay, no CutMix
+BUFFER_DEFAULTS = {"batch": 256, "augment": DEFAULT_STRATEGY, "cutmix": 0.0}
+MOMENTUM = 0.0
+WEIGHT_DECAY = 0.0
+
+
+@dataclass
+class TrajectoriesResult:
+    trajectories: Trajectories
+    artifact: Artifact
+    run_id: str
+    seconds: float
+
+
+def expert_recipe(recipe: Recipe) -> Recipe:
+    """The recipe with the buffer's ``batch``, ``augment`` and ``cutmix`` where ``[pretrain]`` does
+    not state them (what the run records and hashes); refuses settings experts cannot take."""
+    p = recipe.pretrain
+    values = {k: v for k, v in BUFFER_DEFAULTS.items() if f"pretrain.{k}" not in recipe.origins}
+    p = replace(p, **values)
+    if p.augment == "alternate":
+        raise UsageError("pretrain.augment = \"alternate\" is for pools; experts take a DSA strategy "
+                         f"(MTT: \"{DEFAULT_STRATEGY}\") or \"none\"")
+    Augmenter(p.augment)  # an unknown operation is a usage error before any work
+    if p.lr_cycle:
+        raise UsageError("pretrain.lr_cycle is for pools; every expert trains at pretrain.lr (MTT's buffer.py), "
+                         "so set it to false for --trajectories")
+    out = replace(recipe, pretrain=p)
+    out.origins = {**recipe.origins, **{f"pretrain.{k}": "MTT buffer.py default" for k in values}}
+    return out
+
+
+def train_expert(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, data: ImageData, settings: TrainSettings,
+                 augment: Augmenter, on_epoch: Callable[[int, float, float], None] | None = None
+                 ) -> tuple[torch.Tensor, list[float], list[float]]:
+    """Train ``net`` and return its snapshots ``[epochs + 1, P]`` (host), the loss of every epoch
+    and the test accuracy before training and after every epoch."""
+    snaps = [flat_params(net).cpu()]
+    accs = [accuracy(net, data.test_images, data.test_labels, data.normalize)]
+    losses: list[float] = []
+
+    def after_epoch(epoch: int, loss: float) -> None:
+        snaps.append(flat_params(net).cpu())
+        losses.append(loss)
+        accs.append(accuracy(net, data.test_images, data.test_labels, data.normalize))
+        if on_epoch is not None:
+            on_epoch(epoch, loss, accs[-1])
+
+    train(net, x, y, settings, augment, on_epoch=after_epoch)
+    return torch.stack(snaps), losses, accs
+
+
+def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
+                          reporter: Reporter | None = None, name: str | None = None) -> TrajectoriesResult:
+    """Train ``[pretrain] n`` experts for ``[pretrain] epochs`` epochs and store them as
+    ``trajectories/NAME`` (``NAME``: ``name``, else ``[pretrain] name``, else DATASET-NET)."""
+    reporter = reporter or Silent()
+    recipe = expert_recipe(recipe)
+    p = recipe.pretrain
+    spec: NetSpec = net_spec_of(recipe)
+    name = name or p.name or f"{data.name.split(':')[0]}-{spec.name}"
+    with torch.random.fork_rng(devices=[]):
+        probe = build_net(spec, data.channels, data.num_classes, data.resolution)
+    check_parameters_only(probe, "an expert trajectory")
+    layout = param_layout(probe)
+    settings = TrainSettings(epochs=p.epochs, lr=p.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, batch=p.batch,
+                             milestones=(), cutmix=p.cutmix)
+    training = {"lr": p.lr, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "batch": p.batch, "epochs": p.epochs,
+                "augment": p.augment, "cutmix": p.cutmix, "zca": False}
+    signature = DatasetSignature.of(data)
+    x = normalized_train(data, device)
+    y = data.train_labels.to(device)
+    with run_record(store, "pretrain", device, recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(),
+                    artifact_kind=TRAJECTORIES_KIND, checkpoints=[]) as run:
+        record = run.record
+        digests: list[str] = []
+        test_acc, train_loss = [], []
+        with reporter.task(f"training {p.n} experts x {spec.name}", p.n * p.epochs) as task:
+            for i in range(p.n):
+                run.where = f"expert {i}"
+                torch.manual_seed(p.seed + i)  # expert i trains on the rest of this stream
+                net = build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
+                snaps, losses, accs = train_expert(
+                    net, x, y, data, settings, Augmenter(p.augment),
+                    on_epoch=lambda e, loss, acc, _i=i: task.advance(1, loss=loss, acc=acc, expert=_i))
+                with store.lock():  # blob and record under one lock: gc keeps the expert from here on
+                    digest = store.put_blob(*expert_artifact(snaps, signature, spec, p.seed + i))
+                    record["checkpoints"].append({"expert": i, "digest": digest, "seconds": run.elapsed()})
+                    run.write()
+                digests.append(digest)
+                test_acc.append(accs)
+                train_loss.append(losses)
+        run.where = ""
+        seconds = run.elapsed()
+        traj = Trajectories(spec, layout, p.epochs, digests, training, torch.tensor(test_acc), torch.tensor(train_loss),
+                            signature, recipe_sha256=recipe.sha256(), seed=p.seed)
+        art = store.put(TRAJECTORIES_KIND, name, *traj.to_artifact())
+        traj.digest = art.digest
+        record["checkpoints"] = []  # the index names the experts now: 'store rm' + 'gc' can free them
+        final = [a[-1] for a in test_acc]
+        run.complete(seconds, outputs=[io_entry(art, TRAJECTORIES_KIND)],
+                     metrics={"test_acc_mean": sum(final) / len(final), "test_acc": final,
+                              "experts": len(digests), "epochs": p.epochs})
+    return TrajectoriesResult(traj, art, run.id, seconds)
