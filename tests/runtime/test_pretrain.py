@@ -7,7 +7,7 @@ import torch
 
 from ddtool.augment import DiffAugChain
 from ddtool.errors import UsageError
-from ddtool.nets import NetSpec
+from ddtool.nets import NetSpec, build_net
 from ddtool.recipe import Recipe
 from ddtool.runtime import pretrain as pretrain_mod
 from ddtool.runtime import train as train_mod
@@ -62,3 +62,19 @@ def test_unknown_pretrain_augmentation_is_refused_before_training(store: Store, 
     with pytest.raises(UsageError, match="blur"):
         pretrain_mod.pretrain(store, recipe, digits, torch.device("cpu"))
     assert store.runs() == []
+
+
+def test_train_accuracy_is_measured_on_a_spread_probe_of_the_split(monkeypatch: pytest.MonkeyPatch, digits) -> None:  # type: ignore[no-untyped-def]
+    from ddtool.runtime.train import accuracy
+
+    monkeypatch.setattr(pretrain_mod, "TRAIN_PROBE", 100)
+    pool = pretrain_mod.train_pool(digits, SPEC, 1, 1, 0.01, 64, 0, torch.device("cpu"), impl="loop")
+    net = build_net(SPEC, digits.channels, digits.num_classes, digits.resolution)
+    net.load_state_dict(pool.states[0])
+    n = len(digits.train_labels)
+    probe = torch.linspace(0, n - 1, 100).long()
+    assert len(set(digits.train_labels[probe].tolist())) == 10  # spread over every class, not the first rows
+    want = accuracy(net, digits.train_images[probe], digits.train_labels[probe], digits.normalize)
+    assert pool.models[0]["train_acc"] == pytest.approx(want)
+    # k / 100: measured on the 100-image probe, not on all 1,437 images
+    assert pool.models[0]["train_acc"] * 100 == pytest.approx(round(pool.models[0]["train_acc"] * 100))
