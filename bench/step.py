@@ -28,14 +28,18 @@ from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import init_synthetic
 
 
-def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, rounds: int) -> dict[str, float]:
+def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, rounds: int, *, width: int = 128,
+            compiled: bool = True) -> dict[str, float]:
+    """One DM iteration, vectorised vs loop vs loop + torch.compile (``compiled=False`` leaves the
+    last out: no ``compiled_s``)."""
     data = fake_data(classes, max(batch_real, ipc), 3, 32)
-    spec = NetSpec("convnet", {"width": 128})
+    spec = NetSpec("convnet", {"width": width})
     out = {}
+    impls = ("vectorized", "loop", "compiled") if compiled else ("vectorized", "loop")
     ctxs = {impl: build_context(DistillSection(ipc=ipc, batch_real=batch_real, compile=impl == "compiled"), data,
                                 device, net_spec=spec, iterations=1, selection=Scratch(), schedule=NoPerturbation(),
                                 impl="loop" if impl == "compiled" else impl, augment=Augmenter())
-            for impl in ("vectorized", "loop", "compiled")}
+            for impl in impls}
     syn = init_synthetic(data, ipc, "real", device=device)
     syn.images.requires_grad_(True)
     method = DM()
@@ -46,29 +50,31 @@ def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, round
             method.step(ctxs[impl], syn, opt, 0)
         return go
 
-    times = interleaved({"vectorized": run("vectorized"), "loop": run("loop"), "compiled": run("compiled")}, rounds)
+    times = interleaved({impl: run(impl) for impl in impls}, rounds)
     out["vectorized_s"], out["loop_s"] = median(times["vectorized"]), median(times["loop"])
-    out["compiled_s"] = median(times["compiled"])
+    if compiled:
+        out["compiled_s"] = median(times["compiled"])
     out["ratio"] = out["loop_s"] / out["vectorized_s"]
     out["gflops"] = flops_of(run("vectorized")) / 1e9
     out["gflop_per_s"] = out["gflops"] / out["vectorized_s"]
     return out
 
 
-def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_steps: int = 32
-             ) -> dict[str, float]:
+def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_steps: int = 32, *, width: int = 128,
+             compiled: bool = True) -> dict[str, float]:
     """One IDC inner step at the reference's CIFAR settings (factor 2, real batch 64, <= 128 decoded
     images per class, MSE over the conv weights, then ``net_steps`` x 64 real images of network
-    training), split into its matching part and its network part."""
+    training), split into its matching part and its network part. ``compiled=False`` leaves the
+    compiled variants out; ``match_gflops`` / ``network_gflops``: the FLOPs of each part."""
     data = fake_data(classes, 256, 3, 32)
-    spec = NetSpec("convnet", {"width": 128})
+    spec = NetSpec("convnet", {"width": width})
     opts = IDCOptions(factor=2, net_steps=net_steps)
     ctxs = {impl: build_context(DistillSection(ipc=ipc, batch_real=64, compile=impl == "compiled",
                                                precision="bf16" if impl == "bf16" else "fp32"), data, device,
                                 net_spec=spec, iterations=1, selection=Scratch(), schedule=NoPerturbation(),
                                 options=opts, impl="vectorized" if impl == "vectorized" else "loop",
                                 augment=Augmenter("color_crop_cutout"))
-            for impl in ("vectorized", "loop", "compiled", "bf16")}
+            for impl in ("vectorized", "loop", "compiled", "bf16") if compiled or impl != "compiled"}
     method = IDC()
     syn = method.init_synthetic(ctxs["loop"])
     syn.images.requires_grad_(True)
@@ -84,11 +90,15 @@ def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_step
     def network(impl: str):  # type: ignore[no-untyped-def]
         return lambda: method.train_net(ctxs[impl], net, net_opt, opts, ops)
 
-    times = interleaved({"vectorized": match("vectorized"), "loop": match("loop"), "compiled": match("compiled"),
-                         "network": network("loop"), "network_compiled": network("compiled"),
-                         "network_bf16": network("bf16")}, rounds)
+    fns = {"vectorized": match("vectorized"), "loop": match("loop"), "network": network("loop"),
+           "network_bf16": network("bf16")}
+    if compiled:
+        fns |= {"compiled": match("compiled"), "network_compiled": network("compiled")}
+    times = interleaved(fns, rounds)
     out = {k + "_s": median(v) for k, v in times.items()}
     out["ratio"] = out["loop_s"] / out["vectorized_s"]
+    out["match_gflops"] = flops_of(match("loop")) / 1e9
+    out["network_gflops"] = flops_of(network("loop")) / 1e9
     return out
 
 
@@ -106,8 +116,10 @@ def pool_case(n: int, epochs: int, device: torch.device, rounds: int) -> dict[st
 
 
 def eval_case(classes: int, ipc: int, repeats: int, epochs: int, res: int, channels: int, device: torch.device,
-              rounds: int) -> dict[str, float]:
-    spec = NetSpec("convnet", {"width": 128})
+              rounds: int, *, width: int = 128) -> dict[str, float]:
+    """``repeats`` fresh networks trained on ``classes * ipc`` images for ``epochs`` epochs, as one
+    stacked ensemble vs one after the other; ``gflops``: the training FLOPs of all repeats."""
+    spec = NetSpec("convnet", {"width": width})
     torch.manual_seed(0)
     nets = [build_net(spec, channels, classes, res).to(device) for _ in range(repeats)]
     x = torch.randn(classes * ipc, channels, res, res, device=device)
@@ -124,7 +136,9 @@ def eval_case(classes: int, ipc: int, repeats: int, epochs: int, res: int, chann
 
     times = interleaved({"stacked": stacked, "loop": looped}, rounds)
     s, lp = median(times["stacked"]), median(times["loop"])
-    return {"stacked_s": s, "loop_s": lp, "ratio": lp / s}
+    # every epoch does the same arithmetic: count one epoch of one network, not the whole run
+    one_epoch = flops_of(lambda: train(copy.deepcopy(nets[0]), x, y, TrainSettings(epochs=1, batch=256), aug))
+    return {"stacked_s": s, "loop_s": lp, "ratio": lp / s, "gflops": one_epoch * epochs * repeats / 1e9}
 
 
 def main() -> None:

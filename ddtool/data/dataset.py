@@ -111,12 +111,14 @@ class Dataset:
 
 
 def data_root(root: str | Path | None = None) -> Path:
-    import platformdirs
-
     if root:
         return Path(root).expanduser()
     env = os.environ.get("DDTOOL_DATA")
-    return Path(env).expanduser() if env else platformdirs.user_cache_path("ddtool") / "data"
+    if env:
+        return Path(env).expanduser()
+    import platformdirs  # only for the default: a bare checkout on PYTHONPATH (a GPU box) may lack it
+
+    return platformdirs.user_cache_path("ddtool") / "data"
 
 
 def load_dataset(spec: str, root: str | Path | None = None, download: bool = False) -> ImageData:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The one-call GPU benchmark (issue 15): python -m bench.gpu on the CIFAR-10 archives in
+# .data/cifar10-archives, one Markdown table to .data/gpu_bench.md (or $OUT/gpu_bench.md where the
+# device tool sets $OUT, so a run cut off at its limit still returns the rows it measured).
+#   bash bench/gpu.sh                 here: copies ../shared/data/cifar10-jpeg/*.tar.gz into
+#                                     .data/cifar10-archives (git-ignored; name it in `carry`), then runs
+#   PREPARE_ONLY=1 bash bench/gpu.sh  only that copy
+#   bash bench/gpu.sh --tiny          the CPU-sized check; any other bench.gpu option passes through
+# On the GPU machine its own python3 (with torch) runs the checkout through PYTHONPATH: no install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARCHIVES=.data/cifar10-archives
+if [[ ! -f $ARCHIVES/train.tar.gz && -f ../shared/data/cifar10-jpeg/train.tar.gz ]]; then
+  mkdir -p "$ARCHIVES" && cp ../shared/data/cifar10-jpeg/{train,test}.tar.gz "$ARCHIVES"/
+fi
+[[ "${PREPARE_ONLY:-0}" == 1 ]] && { ls -l "$ARCHIVES"; exit 0; }
+PY="${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" DDTOOL_DATA="${DDTOOL_DATA:-$PWD/.data/gpu-bench-cache}"
+exec "$PY" -m bench.gpu --data "$ARCHIVES" --out "${OUT:-.data}/gpu_bench.md" "$@"
