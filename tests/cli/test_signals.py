@@ -122,7 +122,13 @@ def test_ctrl_c_keeps_exit_130_and_its_message(cli, monkeypatch: pytest.MonkeyPa
         raise AssertionError("SIGINT did not interrupt the command")
 
     monkeypatch.setattr(pretrain, "pretrain", interrupted)
-    res = cli("pretrain", "--dataset", "digits")
+    # a shell starts background jobs (nohup, '&', some CI runners) with SIGINT ignored, and Python
+    # then leaves it ignored: give the test the handler an interactive ddtool has
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        res = cli("pretrain", "--dataset", "digits")
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert res.exit_code == 130
     assert res.stderr.strip() == "interrupted; nothing was written for the work in progress"
 
