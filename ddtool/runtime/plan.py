@@ -110,12 +110,19 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     ref = pool_ref or cfg.pool
     # a pool the recipe names is a suggestion (--pool is not): when it is missing, or none is named,
     # the newest pool made for this data and net will do
-    if selection.needs_pool and not pool_ref and not (ref and _in_store(store, ref)):
+    # (a method may use a pool without needing one: herding embeds with the recipe's pool if named)
+    named_missing = bool(ref) and not pool_ref and not _in_store(store, ref)
+    if (selection.needs_pool and not pool_ref and not ref) or named_missing:
         pool_art = newest_compatible(store, data, spec)
         if pool_art is not None:
             missing = f"pool '{ref}' is not in the store; " if ref else ""
             notes.append(f"{missing}using {pool_art.ref}, the newest pool for {data.name} and this [net] "
                          "(pass --pool to choose)")
+        elif named_missing and not selection.needs_pool:
+            raise UsageError(
+                f"pool '{ref}' ([distill] pool) is not in the store, nor any pool for {data.name} and this "
+                "[net]: make it with 'ddtool pretrain --recipe RECIPE' (the same recipe), pass --pool, or "
+                "--set distill.pool='\"\"' to run without one")
         ref = pool_art.ref if pool_art is not None else ""
     if ref:
         pool_art, tensors, meta = store.load(ref, kind="pool")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ddtool.data import load_dataset
+from ddtool.errors import UsageError
 from ddtool.recipe import load_recipe, resolve_method_defaults, scale_name
 from ddtool.runtime.distill import distill, plan
 from ddtool.store import Store
@@ -164,3 +165,16 @@ def _resolved_from(recipe):  # type: ignore[no-untyped-def]
 
     method = registries().method.get(recipe.distill.method)
     return resolve_method_defaults(recipe, method.distill_defaults(), method.name)
+
+
+def test_a_missing_pool_the_recipe_names_falls_back_or_says_how_to_make_it(cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    # herding uses a pool without needing one: the recipe's named pool is a suggestion too
+    recipe = load_recipe(RECIPES / "herding.toml", ["net.width=8", "distill.ipc=1"])
+    with pytest.raises(UsageError) as err:
+        plan(store, recipe, digits)
+    assert "pool/herding" in str(err.value) and "ddtool pretrain --recipe" in str(err.value)
+    res = cli("pretrain", "--n", "1", "--epochs", "1", "--name", "any", "--set", "net.width=8")
+    assert res.exit_code == 0, res.stderr
+    p = plan(store, recipe, digits)
+    assert p.pool_artifact is not None and p.pool_artifact.ref == "pool/any:v1"
+    assert p.notes and "pool/herding" in p.notes[0] and "pool/any:v1" in p.notes[0]
