@@ -62,7 +62,7 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     steps_per_epoch = -(-x.shape[0] // batch)
     lrs = [lr * LR_CYCLE[i % len(LR_CYCLE)] if lr_cycle else lr for i in range(n)]
     alternate = augment == ALTERNATE
-    augs = [AUGMENT_CYCLE[i % len(AUGMENT_CYCLE)] if alternate else bool(augment) for i in range(n)]
+    augs = [AUGMENT_CYCLE[i % len(AUGMENT_CYCLE)] for i in range(n)] if alternate else []
     chain = None if alternate else DiffAugChain(augment)  # validates the operation names
     settings = TrainSettings(epochs=epochs, lr=lr, batch=batch, milestones=(), cutmix=cutmix)
 
