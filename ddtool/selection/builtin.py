@@ -78,6 +78,7 @@ class DynaDistillOptions:
     t: float = 0.5  # temperature (seed 003 Sec. 4.1: 0.5)
     prefer: str = "high"  # high: p ~ exp(L/T) (Algorithm 1 line 11); low: p ~ exp(-L/T)
     shared_draw: bool = True  # score the m candidates on one real batch and augmentation draw (false: one each)
+    write_back: bool = True  # the trained network replaces its pool entry (false: the pool stays as pretrained)
 
 
 class DynaDistill(SelectionStrategy):
@@ -89,6 +90,9 @@ class DynaDistill(SelectionStrategy):
     softmax over the losses. After the outer loop the network (as perturbed and
     trained inside the method's step) replaces its pool entry, so the pool advances with the
     distillation ("we update the trajectory pool with the latest models").
+
+    ``write_back = false`` keeps the pool as pretrained: over a long run the write-back turns an
+    early-stage pool into converged models, which Acc-DD (Fig. 5a) found worse to match on.
 
     The write-back happens only when the method trained the network during the loop (its
     ``trains_network`` attribute: DC, DSA and IDC do; DM never trains it). A network that was
@@ -208,8 +212,9 @@ class DynaDistill(SelectionStrategy):
     def after_step(self, ctx: DistillContext, it: int, net: nn.Module) -> None:
         if self._current is None or self._states is None:
             return
-        if ctx.method is None or not ctx.method.trains_network:
-            self._current = None  # only perturbed (DM): keep the entry, see the class docstring
+        if ctx.method is None or not ctx.method.trains_network or not self.options.write_back:
+            # only perturbed (DM), or a fixed pool asked for: keep the entry, see the class docstring
+            self._current = None
             return
         old = self._states[self._current]
         delta = ctx.perturbation or {}

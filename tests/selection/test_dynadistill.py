@@ -133,6 +133,27 @@ def test_pool_keeps_its_entry_when_the_method_does_not_train_the_network():
     assert s._current is None
 
 
+def test_write_back_false_keeps_the_pool_as_pretrained():
+    """Item 8 of issue 11: the pool can stay fixed although the method trains the network."""
+    ctx = fake_ctx([0.0, 1.0])
+    s = DynaDistill(m=2)
+    s.configure({"write_back": False})
+    torch.manual_seed(0)
+    net = s.select(ctx, 0)
+    chosen = s._current
+    with torch.no_grad():
+        net.bias.fill_(7.0)  # trained
+    s.after_step(ctx, 0, net)
+    assert float(s._states[chosen]["bias"]) == float(chosen)
+    s.configure({"write_back": True})
+    net = s.select(ctx, 1)
+    chosen = s._current
+    with torch.no_grad():
+        net.bias.fill_(7.0)
+    s.after_step(ctx, 1, net)
+    assert float(s._states[chosen]["bias"]) == 7.0
+
+
 @pytest.fixture(scope="module")
 def pool_store(tmp_path_factory, digits):
     data = digits
