@@ -46,6 +46,13 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
         "ours": [*idc, f"distill.iterations={outer}", "distill.selection=\"random\"", *pool],
         "ours-wavg": [*idc, f"distill.iterations={outer}", "distill.selection=\"weight_average\"", *pool],
         "ours+dynadistill": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool],
+        # issue 11 item 8: DynaDistill's settings, one change each from the row above
+        "ours+dd prefer low": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool,
+                               "distill.options.dynadistill.prefer=\"low\""],
+        "ours+dd fixed pool": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool,
+                               "distill.options.dynadistill.write_back=false"],
+        "ours+dd own draws": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool,
+                              "distill.options.dynadistill.shared_draw=false"],
         "ours 1/5": [*idc, f"distill.iterations={max(1, outer // 5)}", "distill.selection=\"random\"", *pool],
     }
 
