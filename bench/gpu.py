@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from bench.common import peak_memory, probing, reset_peak_memory
+from ddtool.compiled import compiler_present
 
 REPO = Path(__file__).resolve().parent.parent
 OURS10 = REPO / "recipes" / "ours10.toml"
@@ -120,18 +121,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {platform.processor() or platform.machine()}"
-
-
-def compiler_present(device: torch.device) -> tuple[bool, str]:
-    """torch.compile's backend needs Triton on CUDA and a C++ compiler on CPU."""
-    if device.type == "cuda":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return False, "no Triton"
-        return True, "Triton"
-    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    return (True, cxx) if cxx else (False, "no C++ compiler")
 
 
 def commit(given: str) -> str:

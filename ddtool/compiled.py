@@ -9,6 +9,7 @@ AOTAutograd has no double backward.
 
 from __future__ import annotations
 
+import shutil
 from typing import Callable
 
 import torch
@@ -17,6 +18,18 @@ from torch import nn
 from ddtool.errors import DDToolError
 
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def compiler_present(device: torch.device) -> tuple[bool, str]:
+    """Whether torch.compile has a backend on ``device``: Triton on CUDA, a C++ compiler on CPU."""
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False, "no Triton"
+        return True, "Triton"
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    return (True, cxx) if cxx else (False, "no C++ compiler")
 
 
 def plain_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:

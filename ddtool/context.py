@@ -44,6 +44,9 @@ class DistillContext:
     pool: Pool | None = None
     options: Any = None  # the method's parse_options() of [distill.options]
     impl: str = "vectorized"  # vectorized | loop (ddtool.impl)
+    # torch.compile the first-order forwards now (distill.compile = true, or "auto" once the run's
+    # loop has found compiling pays: ddtool.runtime.autocompile)
+    compile: bool = False
     augment: Augmenter = field(default_factory=Augmenter)
     method: MatchingMethod | None = None
     # expert trajectories (mtt), resolved from [distill.options] trajectories when the run is planned;

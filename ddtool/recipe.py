@@ -78,7 +78,9 @@ class DistillSection:
     alpha: float = 1.0  # perturbation magnitude (Acc-DD: 1 on CIFAR)
     alpha_decay: str = "constant"  # constant | linear | cosine
     impl: str = "auto"  # auto | vectorized (classes in one vmapped call) | loop
-    compile: bool = False  # torch.compile the first-order forwards (DM; IDC's real side and network updates)
+    # torch.compile the first-order forwards (DM; IDC's real side and network updates): true | false |
+    # "auto" = when the run is long enough to repay compiling (ddtool.runtime.autocompile)
+    compile: bool | str = "auto"
     precision: str = "fp32"  # fp32 | bf16: autocast for the real side (DM embeddings, IDC/DC gradients) and IDC's network updates
     augment: str = ""  # DSA strategy ('none' to disable; '' = the method's default)
     checkpoint_every: int = 0  # 0 = every iterations // 10 (9 periodic ones for a multiple of 10) + the final set
@@ -151,6 +153,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("distill", "alpha"): (lambda v: v >= 0, ">= 0"),
     ("distill", "alpha_decay"): (lambda v: v in ("constant", "linear", "cosine"), "constant, linear or cosine"),
     ("distill", "impl"): _IMPL,
+    ("distill", "compile"): (lambda v: v is True or v is False or v == "auto", 'true, false or "auto"'),
     ("distill", "precision"): (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     ("distill", "checkpoint_every"): (lambda v: v >= 0, ">= 0"),
     ("eval", "protocol"): (lambda v: v in ("dsa", "idc"), "dsa or idc"),
@@ -165,7 +168,8 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
 
 
 def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, "a table")
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            bool | str: "true, false or a string"}.get(tp, "a table")
 
 
 def _coerce(where: str, tp: Any, value: Any) -> Any:

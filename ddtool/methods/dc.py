@@ -93,7 +93,7 @@ class DC(MatchingMethod):
         syns = synthetic_by_class(syn, ctx.num_classes)
         siamese = self._siamese(ctx)
         return class_matching_losses(net, reals, syns, siamese, o.dist, vectorized=ctx.impl == "vectorized",
-                                     real_bf16=ctx.cfg.precision == "bf16", real_compiled=ctx.cfg.compile).sum()
+                                     real_bf16=ctx.cfg.precision == "bf16", real_compiled=ctx.compile).sum()
 
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         o = self._opts(ctx)

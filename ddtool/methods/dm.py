@@ -49,7 +49,7 @@ class DM(MatchingMethod):
         net.requires_grad_(False)
         x_real, y_real = ctx.real_batch(ctx.cfg.batch_real)
         x_syn, y_syn = syn.decoded()
-        embed = forward_fn(ctx.cfg.compile, "embed")
+        embed = forward_fn(ctx.compile, "embed")
         draw = ctx.augment.sample(ctx.num_classes, x_real.shape[-1], ctx.device, op_per_group=True)
         if ctx.impl == "loop" and per_sample_forward(net):
             # the reference's ConvNet branch: one forward per class and side

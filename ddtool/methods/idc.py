@@ -189,7 +189,7 @@ class IDC(MatchingMethod):
         syns = self._syn_classes(syn, ctx.num_classes, syn.images, picks)
         return class_matching_losses(net, reals, syns, siamese, o.dist, include_linear=o.match_fc,
                                      vectorized=ctx.impl == "vectorized", real_bf16=_bf16(ctx),
-                                     real_compiled=ctx.cfg.compile).sum()
+                                     real_compiled=ctx.compile).sum()
 
     def _grad_scale(self, ctx: DistillContext, o: IDCOptions, like: torch.Tensor) -> torch.Tensor | None:
         if not o.pixel_lr:
@@ -215,7 +215,7 @@ class IDC(MatchingMethod):
                 x_syn = self._syn_class(syn, c, picks[c])  # decoded from the images as they are now
                 loss = class_matching_losses(net, reals[c:c + 1], [x_syn], siamese.select(c), o.dist,
                                              include_linear=o.match_fc, vectorized=False, classes=[c],
-                                             real_bf16=_bf16(ctx), real_compiled=ctx.cfg.compile)[0]
+                                             real_bf16=_bf16(ctx), real_compiled=ctx.compile)[0]
                 opt.zero_grad(set_to_none=True)
                 loss.backward(inputs=[syn.images])
                 if scale is not None:
@@ -252,7 +252,7 @@ class IDC(MatchingMethod):
         parameters, and CutMix with probability ``o.cutmix``; under bf16 autocast with
         ``distill.precision = "bf16"`` (half of an inner step's FLOPs at the CIFAR settings)."""
         net.train()
-        forward = forward_fn(ctx.cfg.compile)
+        forward = forward_fn(ctx.compile)
         for _ in range(o.net_steps):
             x, y = ctx.real_random(o.net_batch)
             if ops:

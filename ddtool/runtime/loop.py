@@ -22,6 +22,7 @@ from ddtool.errors import DDToolError
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
 from ddtool.runtime import checkpoint
+from ddtool.runtime.autocompile import AutoCompile
 from ddtool.runtime.plan import Plan, build_context, plan
 from ddtool.runtime.records import io_entry, run_record
 from ddtool.store import Artifact, Store
@@ -76,6 +77,8 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     for note in p.notes:
         reporter.note(note)
     ctx, syn, opt = start_run(recipe, data, device, p)
+    compiler = AutoCompile(cfg.compile, ctx.device, note=getattr(reporter, "note", lambda _line: None))
+    ctx.compile = compiler.start()
     fields = dict(recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(), plan=p.describe(), checkpoints=[],
                   artifact_name=art_name, pid=os.getpid(), host=socket.gethostname(),
                   inputs=[io_entry(art, role) for art, role in p.inputs()])
@@ -86,6 +89,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     losses: list[float] = []
     with run_record(store, "distill", device, elapsed=elapsed, **fields) as run:
         record = run.record
+        record["compile"] = compiler.info  # filled in as the run decides (ddtool.runtime.autocompile)
         if _resume is not None:
             _resume.mark_parent(store, run.id)
             if _resume.tensors is not None:
@@ -124,12 +128,14 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
                 run.where = f"iteration {it}"
                 ticks[0] = 0
                 snapshot = (it, checkpoint.state(syn, opt, p.selection, device))
+                compiler.before(it, first)
                 if it == first:  # count one iteration's FLOPs; the rest run without the counter
                     with FlopCounterMode(display=False) as counter:
                         loss = p.method.step(ctx, syn, opt, it)
                     record["flops_per_iteration"] = int(counter.get_total_flops())
                 else:
                     loss = p.method.step(ctx, syn, opt, it)
+                compiler.after(ctx, it, p.iterations)
                 if not math.isfinite(loss):
                     last = checkpoint.last_iteration(record)
                     raise DDToolError(

@@ -209,7 +209,7 @@ def build_context(source: Recipe | DistillSection, data: ImageData, device: torc
     return DistillContext(data=data, cfg=cfg, net_spec=net_spec, device=torch.device(device), iterations=iterations,
                           selection=selection, schedule=schedule, pool=pool, options=options, impl=impl,
                           augment=augment if augment is not None else Augmenter(cfg.augment), method=method,
-                          trajectories=trajectories)
+                          trajectories=trajectories, compile=cfg.compile is True)
 
 
 def _in_store(store: Store, ref: str) -> bool:
