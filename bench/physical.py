@@ -1,0 +1,107 @@
+"""The physical limit: FLOPs per step and achieved FLOP/s against the CPU's fp32 peak.
+
+    python -m bench.physical [--rounds 2] [--flop-per-cycle 64] [--ghz 2.6]
+
+For the DM iteration (CIFAR-10 shape, ipc 10, batch_real 256, per-class loop) and the IDC inner
+step (factor 2, real batch 64, then 32 network updates of 64 real images), eager and with
+``distill.compile`` (when a C++ compiler is present): FLOPs counted by torch's FlopCounterMode
+(convolutions and matrix products; element-wise work is not counted, so the achieved figure is a
+lower bound on what the core does), seconds as the median of interleaved rounds after a warm-up.
+
+Peak = threads x GHz x fp32 FLOP per cycle. 64 assumes two 512-bit FMA pipes per core (16 fp32
+lanes x 2 FLOP x 2 pipes); a core that splits AVX-512 over 256-bit units peaks at half that:
+pass ``--flop-per-cycle 32``. GHz defaults to /proc/cpuinfo's "cpu MHz" (the current clock, not
+the boost one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+from pathlib import Path
+
+import torch
+
+from bench.common import fake_data, flops_of, interleaved, machine, median
+from ddtool.augment import Augmenter
+from ddtool.compiled import compiler_present
+from ddtool.methods.dm import DM
+from ddtool.methods.idc import IDC, IDCOptions
+from ddtool.nets import NetSpec, build_net
+from ddtool.perturb import NoPerturbation
+from ddtool.recipe import DistillSection
+from ddtool.runtime.plan import build_context
+from ddtool.selection.builtin import Scratch
+from ddtool.synthetic import init_synthetic
+
+
+def cpu_ghz() -> float:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 0.0
+    found = re.findall(r"cpu MHz\s*:\s*([0-9.]+)", text)
+    return float(found[0]) / 1000 if found else 0.0
+
+
+def steps(device: torch.device, compiled: bool) -> dict[str, object]:
+    """name -> zero-argument function running one step (eager, and compiled when asked)."""
+    spec = NetSpec("convnet", {"width": 128})
+    out: dict[str, object] = {}
+    dm_data = fake_data(10, 256, 3, 32)
+    idc_data = fake_data(10, 256, 3, 32)
+    dm_syn = init_synthetic(dm_data, 10, "real", device=device)
+    dm_syn.images.requires_grad_(True)
+    opts = IDCOptions(factor=2, net_steps=32)
+    idc = IDC()
+    for flag in (False, True) if compiled else (False,):
+        tag = " + compile" if flag else ""
+        dm_ctx = build_context(DistillSection(ipc=10, batch_real=256, compile=flag), dm_data, device, net_spec=spec,
+                               iterations=1, selection=Scratch(), schedule=NoPerturbation(), impl="loop",
+                               augment=Augmenter())
+        out["DM iteration" + tag] = (lambda ctx=dm_ctx: DM().step(
+            ctx, dm_syn, torch.optim.SGD([dm_syn.images], lr=1.0, momentum=0.5), 0))
+        ctx = build_context(DistillSection(ipc=10, batch_real=64, compile=flag), idc_data, device, net_spec=spec,
+                            iterations=1, selection=Scratch(), schedule=NoPerturbation(), options=opts, impl="loop",
+                            augment=Augmenter("color_crop_cutout"))
+        syn = idc.init_synthetic(ctx)
+        syn.images.requires_grad_(True)
+        net = build_net(spec, 3, 10, 32).to(device)
+        opt = torch.optim.SGD([syn.images], lr=0.005, momentum=0.5)
+        net_opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        ops = idc.net_ops(ctx, opts)
+
+        def inner(ctx=ctx, syn=syn, net=net, opt=opt, net_opt=net_opt, ops=ops) -> None:
+            idc.image_update(ctx, syn, opt, net)
+            idc.train_net(ctx, net, net_opt, opts, ops)
+
+        out["IDC inner step" + tag] = inner
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--flop-per-cycle", type=float, default=64.0, help="fp32 FLOP per cycle and core")
+    ap.add_argument("--ghz", type=float, default=0.0, help="clock (default: /proc/cpuinfo)")
+    ap.add_argument("--no-compile", action="store_true")
+    args = ap.parse_args()
+    device = torch.device("cpu")
+    ghz = args.ghz or cpu_ghz()
+    peak = torch.get_num_threads() * ghz * args.flop_per_cycle
+    fns = steps(device, compiled=not args.no_compile and compiler_present(device)[0])
+    flops = {name: flops_of(fn) for name, fn in fns.items() if "compile" not in name}
+    times = interleaved(fns, args.rounds)  # type: ignore[arg-type]
+    print(f"# bench.physical  {datetime.date.today()}  {machine()}  peak {peak:.0f} GFLOP/s "
+          f"({torch.get_num_threads()} threads x {ghz:.2f} GHz x {args.flop_per_cycle:g} FLOP/cycle)")
+    print("| step, CIFAR-10 shape, ipc 10 | GFLOP | s | GFLOP/s | % of peak |")
+    print("|---|---|---|---|---|")
+    for name, ts in times.items():
+        gflop = flops[name.replace(" + compile", "")] / 1e9
+        s = median(ts)
+        print(f"| {name} | {gflop:.1f} | {s:.3f} | {gflop / s:.1f} | {100 * gflop / s / peak:.0f} % |")
+
+
+if __name__ == "__main__":
+    main()
