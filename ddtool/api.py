@@ -6,7 +6,8 @@ a typed ``register(obj, aliases=())``; ``obj`` keeps the contract of its kind, o
 each with a default for every member but the required ones:
 
 * ``ddtool_register_matching_methods``: :class:`MatchingMethod` (required: ``name``; ``loss`` or ``step``)
-* ``ddtool_register_selection_strategies``: :class:`SelectionStrategy` (``name``, ``select``)
+* ``ddtool_register_selection_strategies``: :class:`SelectionStrategy` (``name``, ``select``; over
+  expert trajectories ``select_segment``, which returns a :class:`Segment`)
 * ``ddtool_register_perturbation_schedules``: :class:`PerturbationSchedule` (``name``, ``perturb``)
 * ``ddtool_register_datasets``: :class:`Dataset` (``name``, ``description``, ``load``)
 * ``ddtool_register_architectures``: :class:`Architecture` (``name``, ``description``, ``build``)
@@ -37,7 +38,7 @@ from ddtool.nets.factory import Architecture, NetSpec
 from ddtool.perturb import PerturbationSchedule
 from ddtool.pool import Pool
 from ddtool.recipe import DistillSection, parse_section
-from ddtool.selection.base import SelectionStrategy
+from ddtool.selection.base import Segment, SelectionStrategy
 from ddtool.synthetic import SyntheticSet
 from ddtool.trajectories import Trajectories
 
@@ -61,6 +62,7 @@ __all__ = [
     "SyntheticSet",
     "Pool",
     "Trajectories",
+    "Segment",
     "NetSpec",
     "ImageData",
     # helpers

@@ -9,6 +9,7 @@ AOTAutograd has no double backward.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from typing import Callable
 
@@ -23,11 +24,8 @@ Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 def compiler_present(device: torch.device) -> tuple[bool, str]:
     """Whether torch.compile has a backend on ``device``: Triton on CUDA, a C++ compiler on CPU."""
     if device.type == "cuda":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return False, "no Triton"
-        return True, "Triton"
+        # looked up, not imported: Triton is torch's optional dependency, not ddtool's
+        return (True, "Triton") if importlib.util.find_spec("triton") is not None else (False, "no Triton")
     cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     return (True, cxx) if cxx else (False, "no C++ compiler")
 

@@ -103,6 +103,8 @@ def newest_compatible(store: Store, data: ImageData, net: NetSpec) -> Artifact |
         info = PoolMeta.from_metadata(store.blob_metadata(art.digest))
         if info.net is None or NetSpec.from_json(info.net) != net or info.signature.difference(want) is not None:
             continue
+        if info.models and all(m.get("full_data") for m in info.models):
+            continue  # converged full-data teachers ('eval --save-teacher'), not an early-stage pool
         key = (art.path.stat().st_mtime, art.version or 0, art)
         if best is None or key[:2] >= best[:2]:
             best = key

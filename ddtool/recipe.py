@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,14 @@ class EvalSection:
     augment: str = "color_crop_cutout_flip_scale_rotate"
     seed: int = 0
     impl: str = "auto"  # auto | vectorized (repeats as one vmapped ensemble) | loop
+    labels: str = "hard"  # hard: the set's labels | soft: a teacher's softmax(logits / temperature), KL loss x T²
+    teacher: str = ""  # with labels = "soft": pool/NAME[:vN][#i] (model i of a pool; 0 when not given)
+    temperature: float = 4.0  # of the soft labels
+
+
+# [eval] keys added after recipes were first hashed: left out of the hash while at their
+# defaults, so a recipe that does not use them keeps the hash the sets made with it record
+_HASHED_WHEN_SET = {"eval": ("labels", "teacher", "temperature")}
 
 
 @dataclass
@@ -123,7 +132,13 @@ class Recipe:
         return d
 
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        d = self.to_dict()
+        for section, keys in _HASHED_WHEN_SET.items():
+            default = SECTIONS[section].default_factory()  # type: ignore[misc]
+            for key in keys:
+                if d[section].get(key) == getattr(default, key):
+                    del d[section][key]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(Recipe)
@@ -164,6 +179,8 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("eval", "batch"): (lambda v: v >= 1, ">= 1"),
     ("eval", "repeats"): (lambda v: v >= 1, ">= 1"),
     ("eval", "impl"): _IMPL,
+    ("eval", "labels"): (lambda v: v in ("hard", "soft"), "hard or soft"),
+    ("eval", "temperature"): (lambda v: v > 0, "> 0"),
 }
 
 
@@ -273,6 +290,8 @@ def scale_name(data: dict[str, Any]) -> str:
     if data.get("scale"):
         return str(data["scale"])
     dataset = str(data.get("dataset", DataSection.dataset))
+    # data options (cifar10+zca, ddtool.data.dataset.DATA_OPTIONS) keep the dataset's budget
+    dataset = re.sub(r"(\+[A-Za-z_][A-Za-z0-9_]*(=[^+/:]*)?)+$", "", dataset)
     kind, sep, arg = dataset.partition(":")
     if sep and kind == "imagefolder":
         return Path(arg).expanduser().resolve().name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class State:
     store_root: Path | None = None
     quiet: bool = False
+    main: bool = True  # False on ranks other than 0 of a distributed command: no notes, no results
 
 
 state = State()
@@ -53,6 +55,69 @@ def recipe_data(recipe: Recipe, data_root: Path | None) -> ImageData:
     return load_dataset(recipe.data.dataset, data_root or recipe.data.root or None, recipe.data.download)
 
 
+def join_processes(device: str) -> Any:
+    """The command's device, joined to the other processes when torchrun launched several
+    (``ddtool.runtime.distributed``): each rank on its own CUDA device; ranks other than 0 show no
+    progress and print no results. The process group is left when the process exits."""
+    import atexit
+
+    from ddtool.runtime import distributed
+    from ddtool.runtime.train import resolve_device
+
+    dev = distributed.init(resolve_device(device))
+    if not distributed.is_main():
+        state.quiet, state.main = True, False
+    # at exit a command may have failed on one rank only: no last barrier the others might not reach
+    atexit.register(distributed.shutdown, together=False)
+    return dev
+
+
+@contextmanager
+def distributed_device(device: str) -> Iterator[Any]:
+    """:func:`join_processes` for a block: the process group is left when it ends."""
+    from ddtool.runtime import distributed
+
+    dev = join_processes(device)
+    try:
+        yield dev
+    except BaseException:
+        distributed.shutdown(together=False)  # the others may never come to a last barrier
+        raise
+    distributed.shutdown()
+
+
+def prints_results() -> bool:
+    """Whether this process prints a command's results (not ranks other than 0)."""
+    return state.main
+
+
+def relaunch(nproc: int | None) -> None:
+    """``--nproc N``: run this same command line as N processes through ``torch.distributed.run``
+    (torchrun, standalone on this machine) and exit with its status. Returns when there is nothing
+    to relaunch: no --nproc, 1, or already a torchrun worker."""
+    from ddtool.errors import UsageError
+
+    if nproc is None or nproc == 1 or "RANK" in os.environ:
+        return
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, got {nproc}")
+    from ddtool.cli.launch import run_torchrun
+
+    raise typer.Exit(run_torchrun(nproc, _without_nproc(sys.argv[1:])))
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def guarded(fn: F) -> F:
     """Turn ddtool's errors into one line on stderr and the right exit code."""
 
@@ -62,11 +127,14 @@ def guarded(fn: F) -> F:
             try:
                 return fn(*args, **kwargs)
             except DDToolError as exc:
+                if exc.exit_code == 2 and os.environ.get("RANK", "0") != "0":
+                    raise typer.Exit(2)  # a usage error is every rank's: rank 0 says it once
                 # escape: messages name recipe sections like [distill], which rich would take for markup
                 err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(exc.exit_code)
             except KeyboardInterrupt as exc:
-                _print_interrupted(exc, "interrupted (SIGTERM)" if term.fired else "interrupted")
+                if prints_results():  # one line for the run, from rank 0
+                    _print_interrupted(exc, "interrupted (SIGTERM)" if term.fired else "interrupted")
                 raise typer.Exit(SIGTERM_EXIT if term.fired else 130)
             except OSError as exc:
                 err.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename or ''))}",
@@ -105,6 +173,8 @@ class RichReporter:
     """Progress bars with ETA and the latest loss, on stderr."""
 
     def note(self, text: str) -> None:
+        if not state.main:
+            return
         err.print(f"ddtool: {text}", highlight=False, markup=False, soft_wrap=True)
 
     @contextmanager

@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from ddtool.cli import options as o
-from ddtool.cli.common import RichReporter, console, get_store, guarded, print_json, recipe_data, recipe_with
+from ddtool.cli.common import (RichReporter, console, distributed_device, get_store, guarded, print_json,
+                               prints_results, recipe_data, recipe_with, relaunch)
+from ddtool.cli.launch import Nproc
 from ddtool.runtime.train import resolve_device
 
 
@@ -36,10 +38,13 @@ def distill_cmd(
     device: o.Device = "auto",
     data_root: o.DataRoot = None,
     as_json: o.Json = False,
+    nproc: Nproc = None,
 ) -> None:
     """Distil a synthetic set with a recipe and store it as [bold]synthetic/NAME[/]."""
     from ddtool.runtime.distill import distill, plan
 
+    if not dry_run:
+        relaunch(nproc)  # --nproc N: this command line as N processes, then exit
     if resume is not None:
         _resume_distill(resume, device, data_root, as_json, recipe=recipe, set=set_, pool=pool, name=name,
                         method=method, ipc=ipc, iterations=iterations, dataset=dataset, dry_run=dry_run or None)
@@ -64,7 +69,8 @@ def distill_cmd(
             table.add_row(key, str(entry["value"]), entry["from"])
         console.print(table)
         return
-    res = distill(store, r, data, dev, RichReporter(), pool_ref=pool)
+    with distributed_device(device) as dev:
+        res = distill(store, r, data, dev, RichReporter(), pool_ref=pool)
     _print_distilled(res, as_json)
 
 
@@ -77,14 +83,17 @@ def _resume_distill(run_id: str, device: str, data_root: Path | None, as_json: b
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise UsageError(f"--resume continues a run with its recorded recipe; drop {flags}")
-    dev = resolve_device(device)
     store = get_store(write=True)
     _, r = resumable_run(store, run_id)
     data = recipe_data(r, data_root)
-    _print_distilled(resume(store, run_id, data, dev, RichReporter()), as_json)
+    with distributed_device(device) as dev:
+        res = resume(store, run_id, data, dev, RichReporter())
+    _print_distilled(res, as_json)
 
 
 def _print_distilled(res: Any, as_json: bool) -> None:
+    if not prints_results():
+        return
     summary = {"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id,
                "iterations": len(res.losses), "seconds": res.seconds,
                "final_loss": res.losses[-1] if res.losses else None}

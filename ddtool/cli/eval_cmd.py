@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from ddtool.cli import options as o
-from ddtool.cli.common import RichReporter, console, err, get_store, guarded, print_json, recipe_with
+from ddtool.cli.common import (RichReporter, console, err, get_store, guarded, join_processes, print_json,
+                               prints_results, recipe_with, relaunch)
+from ddtool.cli.launch import Nproc
 from ddtool.cli.render import accuracy_cell
 from ddtool.data import load_dataset
 from ddtool.errors import UsageError
@@ -37,6 +39,17 @@ def eval_cmd(
     lr: Annotated[Optional[float], typer.Option(help="Learning rate. \\[default: 0.01]")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size. \\[default: 256]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first repeat.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help=(
+        "hard (the set's labels) or soft (a teacher's softmax(logits / T), KL loss x T²; needs --teacher). "
+        "\\[default: hard; soft when --teacher is given]"))] = None,
+    teacher: Annotated[Optional[str], typer.Option(help=(
+        "Soft labels' teacher: pool/NAME[:vN]\\[#i] (model i of a pool, default 0), e.g. the pool "
+        "'eval --full-data --save-teacher' stores."))] = None,
+    temperature: Annotated[Optional[float], typer.Option(
+        help="Temperature T of the soft labels. \\[default: 4]")] = None,
+    save_teacher: Annotated[bool, typer.Option("--save-teacher", help=(
+        "With --full-data: store the trained networks as the pool teacher-DATASET-NET, a --teacher for "
+        "soft labels."))] = False,
     checkpoints: Annotated[bool, typer.Option("--checkpoints", help=(
         "Evaluate the checkpoints and final set of distill runs (REFS: run ids like 20261123-070141-distill-45a3a2, "
         "a unique prefix, or the synthetic sets they made) and store the accuracy curve; "
@@ -52,20 +65,33 @@ def eval_cmd(
     device: o.Device = "auto",
     data_root: o.DataRoot = None,
     as_json: o.Json = False,
+    nproc: Nproc = None,
 ) -> None:
     """Train fresh networks on synthetic sets and report real test accuracy."""
     from ddtool.nets import NetSpec
     from ddtool.runtime.evaluate import evaluate
     from ddtool.store.meta import SyntheticMeta
 
+    relaunch(nproc)  # --nproc N: this command line as N processes, then exit
     refs = refs or []
     if (not refs and not full_data) or (full_dataset and not full_data):
         raise UsageError("--dataset goes with --full-data (a synthetic set is evaluated on its own dataset)"
                          if full_dataset else
                          "eval needs synthetic-set refs, or --full-data (with --dataset) for the real-data bound")
+    if teacher is not None and labels is None:
+        labels = "soft"  # a teacher is only for soft labels
+    if save_teacher and not full_data:
+        raise UsageError("--save-teacher stores the full-data networks: add --full-data")
     r = recipe_with(recipe, set_, **{"eval.net": net, "eval.repeats": repeats, "eval.epochs": epochs,
-                                    "eval.protocol": protocol, "eval.lr": lr, "eval.batch": batch, "eval.seed": seed})
-    dev = resolve_device(device)
+                                    "eval.protocol": protocol, "eval.lr": lr, "eval.batch": batch, "eval.seed": seed,
+                                    "eval.labels": labels, "eval.teacher": teacher,
+                                    "eval.temperature": temperature})
+    if r.eval.labels == "soft" and not r.eval.teacher:
+        raise UsageError("--labels soft needs --teacher pool/NAME[#i] (a pool's model, or the pool "
+                         "'eval --full-data --save-teacher' stores)")
+    if r.eval.labels == "soft" and checkpoints:
+        raise UsageError("--labels soft evaluates synthetic sets; accuracy curves (--checkpoints) use hard labels")
+    dev = join_processes(device)  # under torchrun: each rank trains its block of the repeats
     store = get_store(write=True)
     spec = None
     nets = [n.strip() for n in r.eval.net.split(",") if n.strip()]  # --net a,b,c: cross-architecture
@@ -93,11 +119,16 @@ def eval_cmd(
             cfg = dataclasses.replace(r.eval, net=one.name) if one else r.eval
             results.append(evaluate(store, ref, cache[dataset], cfg, dev, one, RichReporter()))
     if full_data:
-        results += _full_data(store, r, nets, full_dataset or next(iter(cache), None), dev, data_root, epochs)
+        results += _full_data(store, r, nets, full_dataset or next(iter(cache), None), dev, data_root, epochs,
+                              save_teacher)
+    if not prints_results():
+        return
     if as_json:
         print_json([{"ref": e.ref, "net": e.net, "accuracies": e.accuracies, "mean": e.mean, "std": e.std,
-                     "seconds": e.seconds, "run": e.run_id} for e in results])
+                     "seconds": e.seconds, "run": e.run_id, **({"soft": e.soft} if e.soft else {})}
+                    for e in results])
         return
+    _note_soft(results)
     if len(nets) > 1 or full_data:  # a table with one column per net (full-data rows name their epochs)
         _print_cross_arch(results, nets or list(dict.fromkeys(e.net for e in results)), r)
         return
@@ -169,6 +200,8 @@ def _eval_checkpoints(store, refs, r, dev, spec, every, at, count_flops, data_ro
             cache[dataset] = load_dataset(dataset, root, r.data.download)
         curves.append(evaluate_curve(store, rec["id"], cache[dataset], r.eval, dev, spec, RichReporter(), every,
                                      at_list, count_flops))
+    if not prints_results():
+        return
     if as_json:
         print_json([{"source_run": c.source_run, "run": c.run_id, "net": c.net, "seconds": c.seconds,
                      "flops_per_iteration": c.flops_per_iteration, "flops_note": c.flops_note,
@@ -191,7 +224,19 @@ def _eval_checkpoints(store, refs, r, dev, spec, every, at, count_flops, data_ro
               f"{' '.join(c.source_run for c in curves)} --curve'", highlight=False, soft_wrap=True)
 
 
-def _full_data(store, r, nets, dataset, dev, data_root, cli_epochs=None):  # type: ignore[no-untyped-def]
+def _note_soft(results) -> None:  # type: ignore[no-untyped-def]
+    """One line per soft-label result under the table: who made the soft labels, at what T, their storage."""
+    from ddtool.runtime.report import human_bytes
+
+    for e in results:
+        if e.soft:
+            t = e.soft
+            err.print(f"soft labels: teacher {t['ref']}#{t['model']} ({t['net']}{', full data' if t.get('full_data') else ''})"
+                      f", T {t['temperature']:g}, KL loss x T²; {human_bytes(t['soft_label_bytes'])} of fp32 soft "
+                      f"labels for {e.ref} on {e.net}", highlight=False, soft_wrap=True)
+
+
+def _full_data(store, r, nets, dataset, dev, data_root, cli_epochs=None, save_teacher=False):  # type: ignore[no-untyped-def]
     """eval --full-data: the whole real train split per net (the recipe's [net] when none named).
 
     Epochs: ``--epochs`` when given (whatever its value), else a recipe's or --set's
@@ -207,8 +252,16 @@ def _full_data(store, r, nets, dataset, dev, data_root, cli_epochs=None):  # typ
     else:
         epochs = r.eval.epochs if r.eval.epochs != EvalSection().epochs else FULL_DATA_EPOCHS
     specs = [NetSpec(n) for n in nets] or [net_spec_of(r)]
-    return [evaluate_full_data(store, data, dataclasses.replace(r.eval, net=s.name, epochs=epochs), dev, s,
-                               RichReporter()) for s in specs]
+    out = [evaluate_full_data(store, data, dataclasses.replace(r.eval, net=s.name, epochs=epochs), dev, s,
+                              RichReporter(), **({"save_teacher": True} if save_teacher else {})) for s in specs]
+    if save_teacher:
+        for e in out:
+            teacher = next((o["ref"] for o in store.run(e.run_id)["outputs"] if o.get("role") == "pool"), None)
+            if teacher is None:  # under torchrun the first rank stores it and says so
+                continue
+            err.print(f"saved teacher {teacher} ({len(e.accuracies)} model(s)); use it with --labels soft "
+                      f"--teacher {teacher}", highlight=False, soft_wrap=True)
+    return out
 
 
 def _print_cross_arch(results, nets, r) -> None:  # type: ignore[no-untyped-def]

@@ -47,6 +47,24 @@ def _inspect_curves(store: Store, refs: list[str], x: str, png: Path | None, col
         err.print(f"wrote {png} ({w}x{h})", highlight=False)
 
 
+def _inspect_trajectories(art, tensors, png: Path | None, color: str, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Expert trajectories: each expert's test accuracy per epoch as a curve (mean, std, first experts)."""
+    from ddtool.inspect.chart import render_chart, save_chart_png
+    from ddtool.inspect.trajectories import trajectory_series, trajectory_summary
+
+    series = trajectory_series(tensors)
+    if as_json:
+        print_json({"ref": art.ref, "digest": art.digest, **trajectory_summary(tensors)})
+    else:
+        out = _console_for(color)
+        out.print(f"[bold]{art.ref}[/] expert test accuracy per epoch (epoch 0: the initialisation)")
+        out.print(render_chart(series, width=out.width, height=16, x_label="expert epoch", color=color != "none"),
+                  highlight=False, end="")
+    if png is not None:
+        w, h = save_chart_png(series, png, x_label="expert epoch", title=f"{art.ref}: expert test accuracy")
+        err.print(f"wrote {png} ({w}x{h})", highlight=False)
+
+
 def _console_for(color: str):  # type: ignore[no-untyped-def]
     """The data console, or one forced to a colour system (rich then emits that system's codes)."""
     from rich.console import Console
@@ -106,7 +124,10 @@ def inspect_cmd(
     if art.kind == "pool":
         _print_pool(art, meta, as_json)
         return
-    if art.kind != "synthetic":  # expert trajectories, checkpoints...: nothing to draw yet
+    if art.kind == "trajectories":
+        _inspect_trajectories(art, tensors, png, color, as_json)
+        return
+    if art.kind != "synthetic":  # checkpoints...: nothing to draw yet
         raise UsageError(f"inspect draws synthetic sets and lists pools; '{art.ref}' is a {art.kind} artifact: "
                          f"'ddtool store show {art.ref}' shows it")
     syn = SyntheticSet.from_artifact(tensors, meta, art.digest)

@@ -8,8 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from ddtool.cli import options as o
-from ddtool.cli.common import RichReporter, console, get_store, guarded, print_json, recipe_data, recipe_with
+from ddtool.cli.common import (RichReporter, console, distributed_device, get_store, guarded, print_json,
+                               prints_results, recipe_data, recipe_with, relaunch)
+from ddtool.cli.launch import Nproc
 from ddtool.cli.render import pool_table
+from ddtool.errors import UsageError
 from ddtool.runtime.train import resolve_device
 
 
@@ -30,24 +33,34 @@ def pretrain_cmd(
     device: o.Device = "auto",
     data_root: o.DataRoot = None,
     as_json: o.Json = False,
+    nproc: Nproc = None,
 ) -> None:
     """Train a pool of early-stage models and store it as [bold]pool/NAME[/] (--trajectories: expert
     trajectories as [bold]trajectories/NAME[/])."""
     from ddtool.runtime.pretrain import pretrain
 
+    relaunch(nproc)  # --nproc N: this command line as N processes, then exit
     r = recipe_with(recipe, set_, **{"pretrain.epochs": epochs, "pretrain.n": n, "data.dataset": dataset,
                                     "net.name": net, "pretrain.lr": lr, "pretrain.seed": seed, "pretrain.name": name})
     if r.pretrain.name:
         from ddtool.store.refs import check_name
 
         check_name(r.pretrain.name)  # before training, not after it
-    dev = resolve_device(device)
     store = get_store(write=True)  # before the data (a download) and the training
     data = recipe_data(r, data_root)
     if trajectories:
-        _trajectories(store, r, data, dev, as_json)
+        from ddtool.runtime.distributed import from_env
+
+        world = from_env()
+        if world is not None and world.size > 1:
+            raise UsageError(f"--trajectories runs in one process but {world.size} were launched: "
+                             "run it without torchrun or --nproc")
+        _trajectories(store, r, data, resolve_device(device), as_json)
         return
-    res = pretrain(store, r, data, dev, RichReporter())
+    with distributed_device(device) as dev:
+        res = pretrain(store, r, data, dev, RichReporter())
+    if not prints_results():
+        return
     if as_json:
         print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id,
                     "seconds": res.seconds, "models": res.pool.models})

@@ -3,7 +3,9 @@ full-data bound, DD-Ranking's scores, the distillation's cost and the set's stor
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -38,6 +40,11 @@ def report_cmd(
         "Also evaluate the sets and baselines without augmentation (eval.augment none; under idc CutMix stays, "
         "it is part of that protocol) and report DD-Ranking's ARS: twice the training."))] = False,
     gamma: Annotated[float, typer.Option(help="ARS weight of the augmented gap over the plain one.")] = 0.5,
+    teacher: Annotated[Optional[str], typer.Option(help=(
+        "Also train on this teacher's soft labels (pool/NAME[:vN]\\[#i], as 'eval --teacher') and show soft-label "
+        "accuracy beside the hard one, with the soft labels' storage."))] = None,
+    temperature: Annotated[Optional[float], typer.Option(help=(
+        "Temperature of the soft labels. \\[default: 4]"))] = None,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     device: o.Device = "auto",
@@ -45,6 +52,9 @@ def report_cmd(
     as_json: o.Json = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV (one row per set) on stdout.")] = False,
     as_markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table on stdout.")] = False,
+    figure: Annotated[Optional[Path], typer.Option(help=(
+        "Also draw accuracy against distillation cost, one point per set, the Pareto front marked, as PNG, SVG "
+        "or PDF (by the extension)."), metavar="FILE")] = None,
 ) -> None:
     """Report synthetic sets: accuracy, random-real baseline, full-data bound, HLR/IOR/LRS, cost, storage."""
     from ddtool.runtime.python_api import report
@@ -54,8 +64,14 @@ def report_cmd(
         raise UsageError("--json, --csv and --markdown each pick the output; give one")
     if not sets and dataset is None:
         raise UsageError("report needs sets: refs, distill run ids, or --dataset NAME")
+    if figure is not None:
+        from ddtool.inspect.chart import check_figure_path
+
+        check_figure_path(figure)  # before any work
+    soft = [f"eval.{k}={json.dumps(v)}" for k, v in (("labels", "soft" if teacher else None), ("teacher", teacher),
+                                                      ("temperature", temperature)) if v is not None]
     store = get_store(write=True)
-    rows = report(sets or [], store, dataset=dataset, recipe=recipe, overrides=set_ or [], epochs=epochs,
+    rows = report(sets or [], store, dataset=dataset, recipe=recipe, overrides=[*(set_ or []), *soft], epochs=epochs,
                   repeats=repeats, protocol=protocol, net=net, baseline_subsets=baseline_subsets,
                   full_epochs=full_epochs, full_repeats=full_repeats, w=w, ars=ars, gamma=gamma, device=device,
                   data_root=data_root, reporter=RichReporter())
@@ -67,6 +83,39 @@ def report_cmd(
         sys.stdout.write(to_markdown(rows))
     else:
         _print_table(rows)
+    if figure is not None:
+        _figure(rows, figure)
+
+
+def _print_cross_arch(rows, name, p1) -> None:  # type: ignore[no-untyped-def]
+    """The sets on other networks, as 'eval --net' recorded them under the report's settings."""
+    from ddtool.runtime.report import cross_nets
+
+    nets = cross_nets(rows)
+    if not nets:
+        return
+    table = Table(title="across architectures (recorded by 'eval --net', same settings; hard labels)",
+                  show_edge=False)
+    for col in ("set", "own net", *nets):
+        table.add_column(col, justify="left" if col in ("set", "own net") else "right", overflow="fold",
+                         min_width=12 if col == "set" else None)
+    for r in rows:
+        cells = [f"{p1(r.cross_arch[n]['mean'])} ± {p1(r.cross_arch[n]['std'])} ({r.cross_arch[n]['repeats']})"
+                 if n in r.cross_arch else "-" for n in nets]
+        table.add_row(name(r.ref), f"{r.net} {p1(r.accuracy_mean)}", *cells)
+    console.print(table)
+
+
+def _figure(rows, path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ddtool.inspect.figures import cost_seconds, save_report_figure
+
+    if all(cost_seconds(r) is None for r in rows):
+        raise UsageError("no set has a recorded distillation cost (its distill run is not in this store), so "
+                         "there is nothing to plot against it; drop --figure")
+    (w, h), left_out, front = save_report_figure(rows, path)
+    note = f"; left out (no recorded cost): {', '.join(left_out)}" if left_out else ""
+    err.print(f"wrote {path} ({w}x{h}: {len(rows) - len(left_out)} sets, {front} on the Pareto front{note})",
+              highlight=False, soft_wrap=True)
 
 
 def _print_table(rows) -> None:  # type: ignore[no-untyped-def]
@@ -89,6 +138,7 @@ def _print_table(rows) -> None:  # type: ignore[no-untyped-def]
                          f"{first.full_epochs} epochs; LRS w {first.w:g})", show_edge=False)
     cols = ["set", *([] if shared_net else ["net"]), "ipc", "accuracy" if shared_n else "accuracy (n)", "random",
             "full", "HLR", "IOR", "LRS", *(["ARS"] if any(r.ars is not None for r in rows) else [])]
+
     for col in cols:
         scores.add_column(col, justify="left" if col in ("set", "net") else "right", overflow="fold",
                           no_wrap=col != "set", min_width=12 if col == "set" else None)
@@ -118,6 +168,26 @@ def _print_table(rows) -> None:  # type: ignore[no-untyped-def]
                      "-" if r.peak_memory_bytes is None else human_bytes(r.peak_memory_bytes),
                      human_bytes(r.storage_bytes))
     console.print(cost)
+    soft = any(r.soft_mean is not None for r in rows)
+    if soft:  # a third table, hard and soft side by side, so that each fits 80 columns
+        labels = Table(title="hard and soft labels (soft: the teacher's softmax(logits / T), KL loss x T²)",
+                       show_edge=False)
+        for col in ("set", "teacher pool", "T", "hard", "soft", "soft labels", "in all"):
+            labels.add_column(col, justify="left" if col in ("set", "teacher pool") else "right", overflow="fold",
+                              no_wrap=col not in ("set", "teacher pool"), min_width=12 if col == "set" else None)
+        for r in rows:
+            if r.soft_mean is None:
+                continue
+            teacher = (r.teacher or "").removeprefix("pool/")
+            labels.add_row(name(r.ref), f"{teacher}#{r.teacher_model}", f"{r.temperature:g}",
+                           f"{p1(r.accuracy_mean)} ± {p1(r.accuracy_std)}",
+                           f"{p1(r.soft_mean)} ± {p1(r.soft_std or 0.0)}", human_bytes(r.soft_label_bytes or 0),
+                           human_bytes(r.total_storage_bytes or r.storage_bytes))
+        console.print(labels)
+    _print_cross_arch(rows, name, p1)
     err.print(f"random: mean ± std of {first.random_subsets} random real subsets' mean accuracies; HLR = full − "
               "accuracy, IOR = accuracy − random (points), LRS in [0, 100]; --json has every repeat, seed and run",
               highlight=False, soft_wrap=True)
+    if soft:
+        err.print("soft labels: fp32, N (training images) x classes x 4 bytes; in all: images, labels and soft labels",
+                  highlight=False, soft_wrap=True)

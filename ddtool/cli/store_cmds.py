@@ -234,6 +234,8 @@ def store_export(
     what = (f"{info['files']} PNGs" + (" (decoded)" if info["decoded"] else "") if fmt == "imagefolder"
             else f"images {info['images']}")
     console.print(f"exported {info['ref']} ({info['digest'][:12]}) as {fmt} to {info['path']}: {what}", highlight=False)
+    if info.get("zca"):
+        console.print(f"note: {info['zca']}", highlight=False)
 
 
 @store_app.command("import")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import torch
 
 from ddtool.errors import UsageError
+
+if TYPE_CHECKING:
+    from ddtool.data.zca import ZCA
 
 
 @dataclass
@@ -26,6 +29,8 @@ class ImageData:
     std: tuple[float, ...] = ()
     _by_class: list[torch.Tensor] = field(default_factory=list, repr=False)
     _stats_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    # ZCA whitening after the mean/std normalisation (the '+zca' data option, ddtool.data.zca)
+    zca: ZCA | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.mean:
@@ -70,11 +75,15 @@ class ImageData:
         return hit
 
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels -> what networks see: mean/std per channel, then ZCA-whitened when the data is."""
         mean, std = self.stats(images_uint8.device)
-        return (images_uint8.float() / 255.0 - mean) / std
+        x = (images_uint8.float() / 255.0 - mean) / std
+        return x if self.zca is None else self.zca.apply(x)
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalized float -> [0, 1] float, for display."""
+        """Normalized (and whitened) float -> [0, 1] float, for display."""
+        if self.zca is not None:
+            images = self.zca.invert(images)
         mean, std = self.stats(images.device)
         return (images * std + mean).clamp(0, 1)
 
@@ -121,8 +130,42 @@ def data_root(root: str | Path | None = None) -> Path:
     return platformdirs.user_cache_path("ddtool") / "data"
 
 
+def _zca_option(data: ImageData, arg: str | None, root: Path) -> ImageData:
+    from ddtool.data.zca import whiten
+
+    return whiten(data, arg, root)
+
+
+# data options: ``DATASET+NAME`` or ``DATASET+NAME=ARG`` applies DATA_OPTIONS[NAME](data, ARG, root)
+# to the loaded data; the option stays in the data's name, so artifacts record it and ``eval``
+# loads the same transformed data
+DATA_OPTIONS: dict[str, Callable[[ImageData, Any, Path], ImageData]] = {"zca": _zca_option}
+
+
+def split_options(spec: str) -> tuple[str, list[tuple[str, str | None]]]:
+    """``cifar10+zca=0.1`` -> (``cifar10``, [("zca", "0.1")]); only registered option names are split off."""
+    options: list[tuple[str, str | None]] = []
+    while "+" in spec:
+        head, _, tail = spec.rpartition("+")
+        name, eq, arg = tail.partition("=")
+        if name not in DATA_OPTIONS:
+            break
+        options.insert(0, (name, arg if eq else None))
+        spec = head
+    return spec, options
+
+
 def load_dataset(spec: str, root: str | Path | None = None, download: bool = False) -> ImageData:
-    """``digits``, ``cifar10``, ``imagefolder:PATH``...: look the name up in the registry."""
+    """``digits``, ``cifar10``, ``imagefolder:PATH``...: look the name up in the registry; a
+    ``+OPTION`` suffix (``cifar10+zca``) transforms the loaded data (:data:`DATA_OPTIONS`)."""
+    spec, options = split_options(spec)
+    data = _load_registered(spec, root, download)
+    for name, arg in options:
+        data = DATA_OPTIONS[name](data, arg, data_root(root))
+    return data
+
+
+def _load_registered(spec: str, root: str | Path | None, download: bool) -> ImageData:
     from ddtool.plugins import registries
 
     name, _, arg = spec.partition(":")

@@ -6,6 +6,7 @@ from ddtool.hookspecs import RegisterMethod, hookimpl
 from ddtool.methods.coreset import Herding, RandomReal
 from ddtool.methods.dm import DM
 from ddtool.methods.dc import DC, DSA
+from ddtool.methods.dream import DREAM
 from ddtool.methods.idc import IDC
 from ddtool.methods.mtt import MTT
 
@@ -19,3 +20,4 @@ def ddtool_register_matching_methods(register: RegisterMethod) -> None:
     register(IDC())
     register(Herding())
     register(MTT())
+    register(DREAM(), aliases=("dream+", "dreamplus"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,8 @@ from torch import nn
 
 from ddtool.context import DistillContext
 from ddtool.methods.base import MatchingMethod
-from ddtool.methods.matching import Siamese, check_distance, class_matching_losses, synthetic_by_class
+from ddtool.methods.matching import ClassSiamese, Siamese, check_distance, class_matching_losses, synthetic_by_class
+from ddtool.methods.sharding import shard_of, step_images, whole_loss
 from ddtool.synthetic import SyntheticSet
 
 # DC reference (get_loops): ipc -> (image updates per network, network epochs between them)
@@ -61,6 +62,9 @@ class DC(MatchingMethod):
     options_type = DCOptions
     augmented = False  # DSA: siamese augmentation before every gradient
     trains_network = True  # the network trains on the synthetic set between image updates
+    # a class's loss needs only its images; every process holds the whole set (the image gradient is
+    # summed), so the network trains identically everywhere (ddtool.methods.sharding)
+    class_sharded = True
 
     def distill_defaults(self) -> dict[str, Any]:
         # DC/DSA reference (main.py): lr_img 0.1, batch_real 256
@@ -80,20 +84,30 @@ class DC(MatchingMethod):
         return (o.inner or inner, o.inner_net or inner_net)
 
     def _siamese(self, ctx: DistillContext) -> Siamese:
+        """One class's augmentation (DSA; none for DC)."""
         if not self.augmented:
             return Siamese()
-        return Siamese.sample(ctx.augment, ctx.num_classes, ctx.data.resolution, ctx.device)
+        return Siamese.sample(ctx.augment, 1, ctx.data.resolution, ctx.device)
+
+    def class_losses(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module,
+                     classes: Sequence[int]) -> torch.Tensor:
+        """The gradient-matching distance of each class of ``classes`` (real batch of ``batch_real``).
+        A class's real batch and augmentation come from its own stream (``ClassShard.per_class``),
+        so both implementations, and any split of the classes across processes, see the same ones."""
+        o = self._opts(ctx)
+        if not classes:
+            return syn.images.new_zeros(0)
+        drawn = shard_of(ctx).per_class(ctx, classes, lambda c: (ctx.real_class(c, ctx.cfg.batch_real),
+                                                                  self._siamese(ctx)))
+        every = synthetic_by_class(syn, ctx.num_classes)
+        return class_matching_losses(net, [x for x, _ in drawn], [every[c] for c in classes],
+                                     ClassSiamese([s for _, s in drawn]), o.dist, classes=list(classes),
+                                     vectorized=ctx.impl == "vectorized", real_bf16=ctx.cfg.precision == "bf16",
+                                     real_compiled=ctx.compile)
 
     def loss(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module) -> torch.Tensor:
-        """Sum over classes of the gradient-matching distance (real batch of ``batch_real`` per class)."""
-        o = self._opts(ctx)
-        # randomness in a fixed order (real batches, then the augmentation draw) so that both
-        # implementations see the same batches for the same seed
-        reals = [ctx.real_class(c, ctx.cfg.batch_real) for c in range(ctx.num_classes)]
-        syns = synthetic_by_class(syn, ctx.num_classes)
-        siamese = self._siamese(ctx)
-        return class_matching_losses(net, reals, syns, siamese, o.dist, vectorized=ctx.impl == "vectorized",
-                                     real_bf16=ctx.cfg.precision == "bf16", real_compiled=ctx.compile).sum()
+        """Sum over classes of the gradient-matching distance (split across processes: ``whole_loss``)."""
+        return whole_loss(ctx, lambda classes: self.class_losses(ctx, syn, net, classes))
 
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         o = self._opts(ctx)
@@ -103,14 +117,11 @@ class DC(MatchingMethod):
         net.train()
         net_opt = torch.optim.SGD(net.parameters(), lr=o.lr_net, momentum=o.momentum_net)
         total = torch.zeros((), dtype=torch.float64, device=syn.images.device)  # one host sync per step
+        shard = shard_of(ctx)  # this process's classes; every process trains the same network
         for k in range(inner):
             _freeze_batchnorm(ctx, net)
-            loss = self.loss(ctx, syn, net)
-            opt.zero_grad(set_to_none=True)
-            # only the images: the network's .grad stays clean for its own updates
-            loss.backward(inputs=[syn.images])
-            opt.step()
-            total += loss.detach()
+            losses = self.class_losses(ctx, syn, net, shard.classes)
+            total += step_images(ctx, losses, shard.classes, opt, syn.images)
             if k == inner - 1:
                 break  # the reference does not train the network after the last image update
             net.train()

@@ -10,14 +10,17 @@ of the squared distance between the two means.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ddtool.compiled import forward_fn
 from ddtool.context import DistillContext
+from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod, per_sample_forward
+from ddtool.methods.matching import ClassSiamese, Siamese
+from ddtool.methods.sharding import shard_of, step_images, whole_loss
 from ddtool.synthetic import SyntheticSet
 
 
@@ -42,31 +45,71 @@ class DM(MatchingMethod):
     name = "dm"
     description = "Distribution Matching: per-class mean embeddings under random networks (seed 004)"
 
+    # the loss of a class needs only that class's images (per-sample norms): runs shard the classes
+    # across processes (ddtool.methods.sharding)
+    class_sharded = True
+
     def default_iterations(self, ipc: int) -> int:
         return 20000  # CIFAR in the paper
 
-    def loss(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module) -> torch.Tensor:
+    def class_losses(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module,
+                     classes: Sequence[int]) -> torch.Tensor:
+        """The loss of each class of ``classes`` ([len(classes)]): the squared distance between the
+        mean embeddings of its augmented real batch and of its equally augmented synthetic images.
+        A class's real batch and augmentation come from its own stream (``ClassShard.per_class``),
+        so they do not depend on which classes are computed together."""
         net.requires_grad_(False)
-        x_real, y_real = ctx.real_batch(ctx.cfg.batch_real)
-        x_syn, y_syn = syn.decoded()
+        x_all, y_all = syn.decoded()
+        if not classes:
+            return x_all.new_zeros(0)
+        size = x_all.shape[-1]
+        drawn = shard_of(ctx).per_class(ctx, classes, lambda c: (
+            ctx.real_class(c, ctx.cfg.batch_real), Siamese.sample(ctx.augment, 1, size, ctx.device)))
+        reals = [x for x, _ in drawn]
+        siamese = ClassSiamese([s for _, s in drawn])
+        syns = [x_all[y_all == c] for c in classes]
         embed = forward_fn(ctx.compile, "embed")
-        draw = ctx.augment.sample(ctx.num_classes, x_real.shape[-1], ctx.device, op_per_group=True)
         if ctx.impl == "loop" and per_sample_forward(net):
             # the reference's ConvNet branch: one forward per class and side
-            total = x_syn.new_zeros(())
-            for c in range(ctx.num_classes):
-                d = draw.select(c)
+            out = []
+            for i in range(len(classes)):
+                s = siamese.select(i)
                 with no_grad_forward(ctx):
-                    er = embed(net, ctx.augment.apply(x_real[y_real == c], d)).float().mean(0)
-                es = embed(net, ctx.augment.apply(x_syn[y_syn == c], d)).mean(0)
-                total = total + ((er - es) ** 2).sum()
-            return total
+                    er = embed(net, s.apply(reals[i])).float().mean(0)
+                es = embed(net, s.apply(syns[i])).mean(0)
+                out.append(((er - es) ** 2).sum())
+            return torch.stack(out)
         # one forward for all classes per side: with a per-sample norm this equals the loop; with
         # BatchNorm in training mode it is what the reference's ConvNetBN branch of main_DM.py
         # computes (each class augmented on its own, then all classes concatenated, so the batch
         # statistics are those of the whole real / whole synthetic batch; seed 004 Table 2's BN
         # rows). The real side needs no graph: only the synthetic pixels receive gradients.
+        k = len(classes)
+        yr = _groups([len(x) for x in reals], ctx.device)
+        ys = _groups([len(x) for x in syns], ctx.device)
         with no_grad_forward(ctx):
-            mr = class_means(embed(net, ctx.augment.apply(x_real, draw, y_real)).float(), y_real, ctx.num_classes)
-        ms = class_means(embed(net, ctx.augment.apply(x_syn, draw, y_syn)), y_syn, ctx.num_classes)
-        return ((mr - ms) ** 2).sum()
+            mr = class_means(embed(net, siamese.apply(torch.cat(reals), yr)).float(), yr, k)
+        ms = class_means(embed(net, siamese.apply(torch.cat(syns), ys)), ys, k)
+        return ((mr - ms) ** 2).sum(1)
+
+    def loss(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module) -> torch.Tensor:
+        """The sum over classes of :meth:`class_losses` (split across processes: ``whole_loss``)."""
+        return whole_loss(ctx, lambda classes: self.class_losses(ctx, syn, net, classes))
+
+    def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
+        """One outer iteration: this process's classes' losses, their image gradient summed across
+        processes (rows of other classes are zero), one step of ``opt`` on the whole set."""
+        net = ctx.next_model(it)
+        shard = shard_of(ctx)
+        if shard.world > 1 and not per_sample_forward(net):
+            raise UsageError("dm with a batch-norm network normalises over every class at once, which class "
+                             "shards cannot split: set net.norm = \"instance\" or run in one process")
+        losses = self.class_losses(ctx, syn, net, shard.classes)
+        total = step_images(ctx, losses, shard.classes, opt, syn.images)
+        ctx.selection.after_step(ctx, it, net)
+        return float(total)
+
+
+def _groups(counts: list[int], device: torch.device) -> torch.Tensor:
+    """Group index of every row of class-blocked rows: [0] * counts[0] + [1] * counts[1] + ..."""
+    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))

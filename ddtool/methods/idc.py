@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ddtool.augment import DSAParams, chain_stages
@@ -46,12 +47,14 @@ from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod
 from ddtool.methods.matching import (
     DISTANCES,
+    ClassSiamese,
     Siamese,
     class_matching_losses,
     synthetic_by_class,
     vmap_safe,
 )
-from ddtool.nets.losses import batch_loss
+from ddtool.methods.sharding import ClassShard, all_reduce_sum, shard_of, shard_range, whole_loss
+from ddtool.nets.losses import batch_loss, cutmix
 from ddtool.synthetic import SyntheticSet, decode, init_synthetic
 
 def idc_augmentation(ops: Sequence[str], params: DSAParams, groups: int, size: int,
@@ -110,6 +113,9 @@ class IDC(MatchingMethod):
     options_type = IDCOptions
     factor = 2  # the default; the run's factor comes from [distill.options] (factor_for)
     trains_network = True  # the network trains on real data between image updates
+    # across processes: each updates its classes' images (gradients summed, so all hold the whole
+    # set) and the network updates are data-parallel (ddtool.methods.sharding)
+    class_sharded = True
 
     def progress_steps(self, options: Any) -> int:
         return int(options.inner_loops) if options is not None else 1
@@ -161,14 +167,24 @@ class IDC(MatchingMethod):
         """The operations of the network updates: cutout is left out when CutMix is on (IDC's remove_aug)."""
         return tuple(op for op in ctx.augment.ops if not (o.cutmix > 0 and op == "cutout"))
 
-    def _batches(self, ctx: DistillContext, syn: SyntheticSet, o: IDCOptions
+    def _batches(self, ctx: DistillContext, syn: SyntheticSet, o: IDCOptions,
+                 reals: list[torch.Tensor] | None = None, classes: Sequence[int] | None = None
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor], Siamese]:
-        """All randomness of one inner step, drawn in a fixed order: real batches, synthetic subsets, augmentation."""
-        reals = [ctx.real_class(c, ctx.cfg.batch_real) for c in range(ctx.num_classes)]
+        """All randomness of one inner step for ``classes`` (default: all), entry i for class
+        ``classes[i]``, each class from its own stream (``ClassShard.per_class``): its real batch
+        (unless the caller chose them, one per class: DREAM's representatives), its synthetic
+        subset, its augmentation."""
+        classes = range(ctx.num_classes) if classes is None else classes
         n_dec = syn.ipc * syn.factor**2
-        picks = [torch.randperm(n_dec, device=ctx.device)[:o.batch_syn_max] if n_dec > o.batch_syn_max else None
-                 for _ in range(ctx.num_classes)]
-        return reals, picks, self.siamese(ctx)  # type: ignore[return-value]
+
+        def draw(c: int) -> tuple[torch.Tensor, torch.Tensor | None, Siamese]:
+            real = ctx.real_class(c, ctx.cfg.batch_real) if reals is None else reals[c]
+            pick = torch.randperm(n_dec, device=ctx.device)[:o.batch_syn_max] if n_dec > o.batch_syn_max else None
+            return real, pick, idc_augmentation(ctx.augment.ops, ctx.augment.p, 1, ctx.data.resolution, ctx.device,
+                                                op_per_group=True)
+
+        drawn = shard_of(ctx).per_class(ctx, classes, draw)
+        return [d[0] for d in drawn], [d[1] for d in drawn], ClassSiamese([d[2] for d in drawn])  # type: ignore[return-value]
 
     @staticmethod
     def _syn_classes(syn: SyntheticSet, num_classes: int, images: torch.Tensor,
@@ -183,13 +199,28 @@ class IDC(MatchingMethod):
         return x if pick is None else x[pick.to(x.device)]
 
     def loss(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module) -> torch.Tensor:
-        """Sum over classes of the matching loss at the current images (DynaDistill ranks models with it)."""
+        """Sum over classes of the matching loss at the current images (DynaDistill ranks models with
+        it; split across processes: ``whole_loss``)."""
         o = self.opts(ctx)
-        reals, picks, siamese = self._batches(ctx, syn, o)
-        syns = self._syn_classes(syn, ctx.num_classes, syn.images, picks)
+
+        def losses(classes: Sequence[int]) -> torch.Tensor:
+            if not classes:
+                return syn.images.new_zeros(0)
+            reals, picks, siamese = self._batches(ctx, syn, o, classes=classes)
+            syns = _picked(synthetic_by_class(syn, ctx.num_classes, syn.images), classes, picks)
+            return self.class_losses(ctx, o, net, reals, syns, siamese, vectorized=ctx.impl == "vectorized",
+                                     classes=list(classes))
+
+        return whole_loss(ctx, losses)
+
+    def class_losses(self, ctx: DistillContext, o: IDCOptions, net: nn.Module, reals: Sequence[torch.Tensor],
+                     syns: Sequence[torch.Tensor], siamese: Siamese, *, vectorized: bool,
+                     classes: Sequence[int] | None = None) -> torch.Tensor:
+        """The matching loss of every entry (a [K] tensor, :func:`class_matching_losses`): IDC's
+        gradient distance. A subclass adds terms here (DREAM+: the embedding distance)."""
         return class_matching_losses(net, reals, syns, siamese, o.dist, include_linear=o.match_fc,
-                                     vectorized=ctx.impl == "vectorized", real_bf16=_bf16(ctx),
-                                     real_compiled=ctx.compile).sum()
+                                     vectorized=vectorized, classes=classes, real_bf16=_bf16(ctx),
+                                     real_compiled=ctx.compile)
 
     def _grad_scale(self, ctx: DistillContext, o: IDCOptions, like: torch.Tensor) -> torch.Tensor | None:
         if not o.pixel_lr:
@@ -198,24 +229,29 @@ class IDC(MatchingMethod):
         return 1.0 / std**2
 
     def image_update(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer,
-                     net: nn.Module) -> torch.Tensor:
-        """One inner step on the images: a matching loss and an optimiser step per class.
+                     net: nn.Module, reals: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """One inner step on the images: a matching loss and an optimiser step per class; ``reals``
+        (one batch per class) replaces the random real batches.
 
         Returns the sum of the class losses as a detached 0-d tensor (no host sync per step).
         """
         o = self.opts(ctx)
-        reals, picks, siamese = self._batches(ctx, syn, o)
+        shard = shard_of(ctx)
+        classes = shard.classes  # all of them in one process
+        reals, picks, siamese = self._batches(ctx, syn, o, reals, classes)
         scale = self._grad_scale(ctx, o, syn.images)
         num = ctx.num_classes
         rows = [syn.labels == c for c in range(num)]
         sgd = _plain_sgd(opt, syn.images)
-        if ctx.impl != "vectorized" or sgd is None or not vmap_safe(net):
+        if shard.world > 1 and sgd is None:
+            raise UsageError("idc across processes needs plain SGD on the images (the per-class steps are "
+                             "replayed from summed gradients); run it in one process")
+        if shard.world == 1 and (ctx.impl != "vectorized" or sgd is None or not vmap_safe(net)):
             total = syn.images.new_zeros((), dtype=torch.float64)
             for c in range(num):
                 x_syn = self._syn_class(syn, c, picks[c])  # decoded from the images as they are now
-                loss = class_matching_losses(net, reals[c:c + 1], [x_syn], siamese.select(c), o.dist,
-                                             include_linear=o.match_fc, vectorized=False, classes=[c],
-                                             real_bf16=_bf16(ctx), real_compiled=ctx.compile)[0]
+                loss = self.class_losses(ctx, o, net, reals[c:c + 1], [x_syn], siamese.select(c),
+                                         vectorized=False, classes=[c])[0]
                 opt.zero_grad(set_to_none=True)
                 loss.backward(inputs=[syn.images])
                 if scale is not None:
@@ -233,17 +269,19 @@ class IDC(MatchingMethod):
                                 device=x_eval.device, dtype=x_eval.dtype)[syn.labels]
             x_eval = x_eval - lr * coef.view(-1, 1, 1, 1) * buf
         x_eval.requires_grad_(True)
-        syns = self._syn_classes(syn, num, x_eval, picks)
-        losses = class_matching_losses(net, reals, syns, siamese, o.dist, include_linear=o.match_fc,
-                                       vectorized=True, real_bf16=_bf16(ctx))
-        (g,) = torch.autograd.grad(losses.sum(), x_eval)
+        # this process's classes (all in one process); the other rows' gradients come from the others
+        syns = _picked(synthetic_by_class(syn, num, x_eval), classes, picks)
+        losses = self.class_losses(ctx, o, net, reals, syns, siamese, vectorized=ctx.impl == "vectorized",
+                                   classes=list(classes)) if classes else x_eval.new_zeros(0)
+        g = torch.autograd.grad(losses.sum(), x_eval)[0] if losses.requires_grad else torch.zeros_like(x_eval)
+        g = all_reduce_sum(g, shard.world)  # exact: each row has one owner
         if scale is not None:
             g = g * scale
         for c in range(num):  # replay the per-class steps (cheap: element-wise on the images)
             opt.zero_grad(set_to_none=True)
             syn.images.grad = torch.where(rows[c].view(-1, 1, 1, 1), g, torch.zeros_like(g))
             opt.step()
-        return losses.detach().sum().double()
+        return shard.all_classes(losses, classes).sum().double()
 
     def train_net(self, ctx: DistillContext, net: nn.Module, net_opt: torch.optim.Optimizer, o: IDCOptions,
                   ops: Sequence[str]) -> None:
@@ -253,20 +291,30 @@ class IDC(MatchingMethod):
         ``distill.precision = "bf16"`` (half of an inner step's FLOPs at the CIFAR settings)."""
         net.train()
         forward = forward_fn(ctx.compile)
+        shard = shard_of(ctx)
         for _ in range(o.net_steps):
+            # every process draws the whole batch (the same, from the shared stream); across processes
+            # each computes its share of the loss and the gradients are summed (data-parallel)
             x, y = ctx.real_random(o.net_batch)
             if ops:
                 with torch.no_grad():
                     x = idc_augmentation(ops, ctx.augment.p, x.shape[0], x.shape[-1], x.device).apply(x)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=_bf16(ctx)):
-                loss = batch_loss(lambda b: forward(net, b), x, y, o.cutmix)
+                if shard.world == 1:
+                    loss = batch_loss(lambda b: forward(net, b), x, y, o.cutmix)
+                else:
+                    loss = _batch_loss_share(lambda b: forward(net, b), x, y, o.cutmix, shard)
             net_opt.zero_grad(set_to_none=True)
             loss.backward()
+            shard.sum_grads([q for q in net.parameters() if q.requires_grad])
             net_opt.step()
 
     @torch.no_grad()
     def clamp(self, ctx: DistillContext, syn: SyntheticSet) -> None:
-        """Keep the images inside the normalised image of [0, 1] (IDC clamps its pixels every outer loop)."""
+        """Keep the images inside the normalised image of [0, 1] (IDC clamps its pixels every outer loop);
+        not on ZCA-whitened data ('+zca'), whose values have no per-pixel range."""
+        if getattr(ctx.data, "zca", None) is not None:
+            return
         mean, std = ctx.data.stats(syn.images.device, syn.images.dtype)
         syn.images.copy_(torch.maximum(torch.minimum(syn.images, (1 - mean) / std), -mean / std))
 
@@ -287,6 +335,27 @@ class IDC(MatchingMethod):
             ctx.inner_step_done()
         ctx.selection.after_step(ctx, it, net)
         return float(total) / o.inner_loops  # the one host sync of the outer loop
+
+
+def _picked(by_class: list[torch.Tensor], classes: Sequence[int], picks: list[torch.Tensor | None]
+            ) -> list[torch.Tensor]:
+    """The decoded synthetic images of each class of ``classes``, subset by its pick (None: all)."""
+    return [by_class[c] if p is None else by_class[c][p.to(by_class[c].device)] for c, p in zip(classes, picks)]
+
+
+def _batch_loss_share(forward: Any, x: torch.Tensor, y: torch.Tensor, cutmix_p: float,
+                      shard: ClassShard) -> torch.Tensor:
+    """This process's share of :func:`batch_loss` on the batch: its contiguous block of rows, summed
+    and divided by the whole batch's size, so the shares add up to the batch's mean loss. CutMix
+    is drawn as ``batch_loss`` draws it, on the whole batch (the same on every process)."""
+    rows = shard_range(len(x), shard.rank, shard.world)
+    part = slice(rows[0], rows[-1] + 1) if rows else slice(0, 0)
+    if cutmix_p > 0 and torch.rand(()).item() < cutmix_p:
+        x, ya, yb, lam = cutmix(x, y)
+        out = forward(x[part])
+        return (lam * F.cross_entropy(out, ya[part], reduction="sum")
+                + (1 - lam) * F.cross_entropy(out, yb[part], reduction="sum")) / len(x)
+    return F.cross_entropy(forward(x[part]), y[part], reduction="sum") / len(x)
 
 
 def _bf16(ctx: DistillContext) -> bool:

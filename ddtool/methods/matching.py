@@ -105,6 +105,32 @@ class Siamese:
         return x
 
 
+class ClassSiamese(Siamese):
+    """One independently drawn single-group :class:`Siamese` per group: group i's augmentation
+    drawn from class i's own stream (``ddtool.methods.sharding``), so it does not depend on which
+    other classes are drawn with it."""
+
+    def __init__(self, per_group: Sequence[Siamese]) -> None:
+        super().__init__()
+        self.per_group = list(per_group)
+
+    def select(self, group: int) -> Siamese:
+        return self.per_group[group].select(0)
+
+    def apply(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        if groups is None:
+            raise ValueError("ClassSiamese.apply needs the group of every sample")
+        parts, order = [], []
+        for g, one in enumerate(self.per_group):
+            rows = (groups == g).nonzero().flatten()
+            if len(rows):
+                parts.append(one.select(0).apply(x[rows]))
+                order.append(rows)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat(parts)[torch.argsort(torch.cat(order))]
+
+
 # -- per-class gradients and matching losses ---------------------------------------------------------
 
 # False when a forward would update buffers (BatchNorm in training mode): vmap cannot batch that

@@ -21,9 +21,14 @@ that keep only their starting parameters in the forward pass and are recomputed,
 graph, one at a time in the backward pass (twice the forward compute; memory of one segment
 instead of all N steps). Both give the same image gradient up to float rounding.
 
+The expert and the start epoch come from the selection strategy (``select_segment``, see
+``ddtool.selection.base``): ``scratch`` draws both uniformly (the reference); ``dynadistill``
+(seed 003) draws ``m`` of them, scores each with :meth:`MTT.segment_loss` on the current synthetic
+set and samples one with a temperature softmax.
+
 Differences from the reference: experts are drawn uniformly at every iteration (the reference
-walks a shuffled buffer file expert by expert, or draws uniformly with ``--load_all``); no ZCA
-whitening (ddtool has none yet); the learned step size is not used by ``ddtool eval`` (the
+walks a shuffled buffer file expert by expert, or draws uniformly with ``--load_all``); ZCA
+whitening is the data option ``DATASET+zca`` (``ddtool.data.zca``) rather than a flag; the learned step size is not used by ``ddtool eval`` (the
 reference evaluates with it; ddtool with ``eval.lr``).
 
 The learnable step size is the second parameter group of the optimizer. Checkpoints save the
@@ -46,6 +51,7 @@ from ddtool.augment import DEFAULT_STRATEGY, Augmenter, Draw, GroupDraw
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod
+from ddtool.selection.base import Segment
 from ddtool.synthetic import SyntheticSet
 from ddtool.trajectories import Layout, Trajectories, check_parameters_only, param_layout, unflatten
 
@@ -229,9 +235,10 @@ class MTT(MatchingMethod):
                 f"distill.options.max_start_epoch {o.max_start_epoch} with expert_epochs {o.expert_epochs} needs "
                 f"expert epoch {last}, but the trajectories end at epoch {traj.epochs}; lower them or train "
                 f"longer experts ('ddtool pretrain --trajectories --epochs {last}')")
-        if ctx.selection.name != "scratch" or ctx.schedule.name != "none":
+        if not ctx.selection.draws_trajectories or ctx.schedule.name != "none":
             raise UsageError("mtt starts its student from the experts' parameters: set distill.selection = \"scratch\" "
-                             f"and distill.schedule = \"none\" (got {ctx.selection.name}, {ctx.schedule.name})")
+                             "(or \"dynadistill\", which draws experts by feedback) and distill.schedule = \"none\" "
+                             f"(got {ctx.selection.name}, {ctx.schedule.name})")
         net = self.template(ctx)
         check_parameters_only(net, "mtt")
         if param_layout(net) != traj.layout:
@@ -260,13 +267,23 @@ class MTT(MatchingMethod):
         end = unroll(student, start, syn.images, syn.labels, lr, draws, ctx.augment, o.unroll, o.segment)
         return trajectory_loss(end, start, target)
 
+    def endpoints(self, ctx: DistillContext, seg: Segment) -> tuple[torch.Tensor, torch.Tensor]:
+        """The expert's flat parameters at the segment's start epoch and ``expert_epochs`` later, on the device."""
+        snaps = self._trajectories(ctx).snapshots(seg.expert)
+        return snaps[seg.start].to(ctx.device), snaps[seg.start + self.opts(ctx).expert_epochs].to(ctx.device)
+
+    def segment_loss(self, ctx: DistillContext, syn: SyntheticSet, lr: torch.Tensor, seg: Segment) -> float:
+        """The matching loss of ``syn`` on one segment, as a score (DynaDistill ranks segments with it):
+        the same unroll as a step, without a graph to the images or the step size."""
+        start, target = self.endpoints(ctx, seg)
+        frozen = type(syn)(syn.images.detach(), syn.labels, syn.ipc, syn.factor)
+        return float(self.match(ctx, frozen, lr.detach(), start, target).detach())
+
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
-        o, traj = self.opts(ctx), self._trajectories(ctx)
+        o = self.opts(ctx)
         lr = synthetic_lr(opt)
-        expert = int(torch.randint(len(traj), (1,)).item())
-        t = int(torch.randint(o.max_start_epoch, (1,)).item())
-        snaps = traj.snapshots(expert)
-        start, target = snaps[t].to(ctx.device), snaps[t + o.expert_epochs].to(ctx.device)
+        seg = ctx.selection.select_segment(ctx, it, o.max_start_epoch, lambda s: self.segment_loss(ctx, syn, lr, s))
+        start, target = self.endpoints(ctx, seg)
         loss = self.match(ctx, syn, lr, start, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,21 +1,24 @@
-"""``distill.compile = "auto"``: compile the hot forwards only when the run is long enough to repay it.
+"""``compile = "auto"``: compile the hot forwards only when the work left is large enough to repay it.
 
 torch.compile costs tens of seconds before the first compiled step (25 s for the DM iteration on
 CIFAR-10 shapes on this project's 2-core CPU, BENCHMARKS.md) and then makes the first-order
-forwards faster (DM iteration 1.63x, the same CPU). A digits quick start never repays that; a
-CIFAR-10 run of hundreds of iterations does many times over. So the decision is made from the
-run itself: the second iteration runs eager and is timed (the first carries the FLOP counter),
-and the rest is compiled when
+forwards faster (DM iteration 1.63x on the same CPU). A digits quick start never repays that; a
+CIFAR-10 run of hundreds of iterations repays it many times over. The decision is made from the
+work itself, counted in FLOPs (convolutions and matrix products, ``torch.utils.flop_counter``), so
+it is the same on every run of the same recipe and data, whatever the machine's load:
 
-    remaining iterations x seconds per eager iteration x GAIN > COMPILE_COST[device type]
+    remaining FLOPs / EAGER_RATE[device type] x GAIN > COMPILE_COST[device type]
 
-GAIN is the fraction of an iteration's time compiling saves, taken low on purpose (DM saves 39 %
-on CPU; IDC compiles only its first-order half, the real side and the network updates). Compiled
-graphs are reused across runs by PyTorch's on-disk FX graph cache (``TORCHINDUCTOR_CACHE_DIR``),
-so a second run's compile is shorter; the run record keeps how long the first compiled iteration
-took beyond an eager one, so the cost is visible. A short run stays eager silently (the record says
-why); a run where compiling would pay but no backend exists (no C++ compiler on CPU, no Triton on
-CUDA) stays eager and says so in one line.
+i.e. the eager seconds the rest would take, times the fraction compiling saves, against the
+expected compile time. GAIN is taken low on purpose (DM saves 39 % on this CPU; IDC compiles
+only its first-order half). EAGER_RATE on CPU is this project's measured eager ConvNet rate
+(54–65 GFLOP/s, BENCHMARKS.md); the CUDA figures are assumptions until a GPU measures them.
+Distillation decides after its first (FLOP-counted) iteration, evaluation before training from
+the planned epochs. Compiled graphs are reused across runs by PyTorch's on-disk FX graph cache
+(``TORCHINDUCTOR_CACHE_DIR``); the records keep how long compiling took (the first compiled
+unit's seconds minus the second's). A run where compiling would pay but no backend exists (no C++
+compiler on CPU, no Triton on CUDA) stays eager and says so in one line; a short run stays eager
+silently (the record says why).
 """
 
 from __future__ import annotations
@@ -30,23 +33,29 @@ from ddtool.compiled import compiler_present
 
 GAIN = 0.3
 COMPILE_COST = {"cpu": 30.0, "cuda": 60.0}  # seconds, the expected first compile (other device types: cuda's)
+EAGER_RATE = {"cpu": 60e9, "cuda": 10e12}  # FLOP/s of an eager ConvNet step (cuda: assumed, not measured)
+
+
+def _of(table: dict[str, float], device: torch.device) -> float:
+    return table.get(device.type, table["cuda"])
 
 
 def expected_cost(device: torch.device) -> float:
-    return COMPILE_COST.get(device.type, COMPILE_COST["cuda"])
+    return _of(COMPILE_COST, device)
 
 
-def pays(remaining: int, eager_seconds: float, device: torch.device) -> bool:
-    """Whether compiling the rest of a run of ``remaining`` iterations of ``eager_seconds`` each repays its cost."""
-    return remaining * eager_seconds * GAIN > expected_cost(device)
+def pays(flops: float, device: torch.device) -> bool:
+    """Whether compiling work of ``flops`` (eager at EAGER_RATE) repays the expected compile cost."""
+    return flops / _of(EAGER_RATE, device) * GAIN > expected_cost(device)
 
 
 @dataclass
 class AutoCompile:
-    """The loop's compile decision for one run, recorded as ``record["compile"]``.
+    """One run's compile decision, recorded as the record's ``compile`` entry (``info``).
 
-    ``setting`` is the recipe's ``distill.compile``: ``True``/``False`` force it from the first
-    iteration, ``"auto"`` decides after the first timed eager iteration (:func:`pays`).
+    ``setting`` is the recipe's ``compile``: ``True``/``False`` force it from the start,
+    ``"auto"`` decides once, in :meth:`decide`, from the work left. ``before``/``after`` around
+    each unit of work (an iteration, an epoch) time the first two compiled ones.
     """
 
     setting: bool | str
@@ -55,50 +64,51 @@ class AutoCompile:
     compiled: bool = False
     decided: bool = False
     info: dict[str, Any] = field(default_factory=dict)
-    _started: float | None = field(default=None, repr=False)
-    _eager_seconds: float | None = field(default=None, repr=False)
-    _measure_next: bool = field(default=False, repr=False)
     _backend: tuple[bool, str] = field(default=(False, ""), repr=False)
+    _timed: list[float] = field(default_factory=list, repr=False)
+    _started: float | None = field(default=None, repr=False)
 
     def start(self) -> bool:
-        """The flag for the first iteration (the context's ``compile``)."""
+        """Whether to compile from the first unit on (forced settings only)."""
         self.info["setting"] = self.setting
         if self.setting is True or self.setting is False:
             self.compiled, self.decided = bool(self.setting), True
-            self.info.update(compiled=self.compiled, reason="distill.compile = " + str(self.setting).lower())
+            self.info.update(compiled=self.compiled, reason="compile = " + str(self.setting).lower())
             return self.compiled
         self._backend = compiler_present(self.device)
         return False
 
-    def before(self, it: int, first: int) -> None:
-        """Called before iteration ``it`` (``first`` = the run's first, which carries the FLOP counter)."""
-        self._started = time.perf_counter() if (not self.decided and it > first) or self._measure_next else None
-
-    def after(self, ctx: Any, it: int, iterations: int) -> None:
-        """Called after iteration ``it``: decide once, from its eager seconds, for the rest of the run."""
-        if self._started is None:
-            return
-        seconds = time.perf_counter() - self._started
-        if self._measure_next:  # the first compiled iteration: how much longer than an eager one
-            self._measure_next = False
-            self.info["compile_seconds"] = round(max(0.0, seconds - (self._eager_seconds or 0.0)), 2)
-            return
+    def decide(self, remaining_flops: float, at: int | None = None) -> bool:
+        """Under ``"auto"``, once: compile the rest when its ``remaining_flops`` repay it. Returns
+        whether the rest runs compiled."""
+        if self.decided:
+            return self.compiled
         self.decided = True
-        self._eager_seconds = seconds
-        remaining = iterations - it - 1
-        self.info.update(decided_at=it, eager_seconds_per_iteration=round(seconds, 4), remaining=remaining)
-        if not pays(remaining, seconds, self.device):
-            # said in the run record only: a short run's output stays as it was
+        self.info.update(remaining_flops=int(remaining_flops), **({"decided_at": at} if at is not None else {}))
+        eager_s = remaining_flops / _of(EAGER_RATE, self.device)
+        if not pays(remaining_flops, self.device):
             self.info.update(compiled=False, reason=(
-                f"{remaining} iterations x {seconds:.2f} s: too short to repay ~{expected_cost(self.device):.0f} s"))
+                f"{remaining_flops / 1e12:.2g} TFLOP (~{eager_s:.0f} s eager): too little to repay "
+                f"~{expected_cost(self.device):.0f} s of compiling"))
         elif not self._backend[0]:
             self.info.update(compiled=False, reason=f"would pay, but no compiler ({self._backend[1]})")
-            self.note(f"compile auto: compiling would pay for this run, but torch.compile has no backend here "
+            self.note(f"compile auto: compiling would pay here, but torch.compile has no backend "
                       f"({self._backend[1]}); running eager")
         else:
-            self.compiled = ctx.compile = True
-            self._measure_next = True
+            self.compiled = True
             self.info.update(compiled=True, reason=(
-                f"{remaining} iterations x {seconds:.2f} s: saving ~{GAIN:.0%} repays ~{expected_cost(self.device):.0f} s"))
-            self.note(f"compile auto: compiling the rest ({remaining} iterations of {seconds:.2f} s eager; "
-                      f"set distill.compile = false to keep eager)")
+                f"{remaining_flops / 1e12:.2g} TFLOP (~{eager_s:.0f} s eager) repays "
+                f"~{expected_cost(self.device):.0f} s of compiling"))
+            self.note(f"compile auto: compiling (~{eager_s:.0f} s of eager work left; compile = false keeps eager)")
+        return self.compiled
+
+    def before(self) -> None:
+        self._started = time.perf_counter() if self.compiled and len(self._timed) < 2 else None
+
+    def after(self) -> None:
+        if self._started is None:
+            return
+        self._timed.append(time.perf_counter() - self._started)
+        self._started = None
+        if len(self._timed) == 2:  # the first compiled unit paid the compile, the second did not
+            self.info["compile_seconds"] = round(max(0.0, self._timed[0] - self._timed[1]), 2)

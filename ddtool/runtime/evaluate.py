@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import statistics
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -18,7 +20,7 @@ from ddtool.nets import NetSpec, build_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection
 from ddtool.runtime.records import io_entry, run_record
-from ddtool.runtime import ensemble
+from ddtool.runtime import distributed, ensemble
 from ddtool.runtime.train import BatchAugment, TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature
@@ -72,6 +74,7 @@ class EvalResult(RepeatedAccuracy):
     seconds: float
     run_id: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    soft: dict[str, Any] = field(default_factory=dict)  # soft labels: the teacher, T, soft_label_bytes
 
 
 def mean_std(accuracies: list[float]) -> tuple[float, float]:
@@ -101,30 +104,42 @@ def net_of(syn: SyntheticSet, ref: str) -> NetSpec:
 
 
 def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
-                 reporter: Reporter | None = None, label: str = "") -> list[float]:
-    """Accuracy on the real test split of ``cfg.repeats`` fresh networks trained on ``syn``."""
+                 reporter: Reporter | None = None, label: str = "", targets: torch.Tensor | None = None,
+                 trained: list[Any] | None = None) -> list[float]:
+    """Accuracy on the real test split of ``cfg.repeats`` fresh networks trained on ``syn``.
+
+    ``targets``: soft labels ([N, classes] probabilities of the decoded images) to train on
+    instead of the set's labels (``ddtool.runtime.soft_labels``); ``trained`` gets the networks."""
     reporter = reporter or Silent()
     proto = PROTOCOLS[cfg.protocol]
     settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                             batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix)
+                             batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix,
+                             temperature=cfg.temperature if targets is not None else 1.0)
     images, labels = syn.decoded()
-    images, labels = images.detach().to(device), labels.to(device)
+    images, labels = images.detach().to(device), (labels if targets is None else targets).to(device)
     augment = proto.augmenter(cfg.augment)
+    # under torchrun each rank trains its block of the repeats (ddtool.runtime.distributed); repeat r
+    # is seeded cfg.seed + r wherever it runs, so the loop gives the same accuracies on any world size
+    mine = distributed.shard(cfg.repeats)
     nets = []
-    for r in range(cfg.repeats):
+    for r in mine:
         torch.manual_seed(cfg.seed + r)
         nets.append(build_net(spec, data.channels, data.num_classes, data.resolution).to(device))
     impl = resolve_impl(cfg.impl, device)
-    with reporter.task(f"evaluating {label} on {spec.name}".strip(), cfg.repeats * cfg.epochs) as task:
-        if impl == "vectorized" and ensemble.supports(nets, settings):
-            torch.manual_seed(cfg.seed)
+    with reporter.task(f"evaluating {label} on {spec.name}".strip(), len(mine) * cfg.epochs) as task:
+        if nets and impl == "vectorized" and ensemble.supports(nets, settings) and targets is None:  # soft: the loop
+            torch.manual_seed(cfg.seed + mine[0])  # one stream for the stacked repeats of this rank
             ensemble.train_stacked(nets, images, labels, settings, augment,
-                                   on_epoch=lambda e, l: task.advance(cfg.repeats, loss=l))
+                                   on_epoch=lambda e, l: task.advance(len(mine), loss=l))
         else:
-            for r, net in enumerate(nets):
+            for r, net in zip(mine, nets):
                 torch.manual_seed(cfg.seed + r)
                 train(net, images, labels, settings, augment, on_epoch=lambda e, l: task.advance(1, loss=l))
-    return [accuracy(net, data.test_images, data.test_labels, data.normalize) for net in nets]
+    if trained is not None:
+        # across processes the networks travel as host copies (a pickled CUDA tensor names its rank's device)
+        trained.extend(distributed.gather_shards([copy.deepcopy(n).cpu() for n in nets])
+                       if distributed.current().size > 1 else nets)
+    return distributed.gather_shards([accuracy(net, data.test_images, data.test_labels, data.normalize) for net in nets])
 
 
 def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: torch.device,
@@ -132,19 +147,30 @@ def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: 
     art, syn = load_synthetic(store, ref)
     check_data(syn.signature, data, ref)
     spec = net or (NetSpec(cfg.net) if cfg.net else net_of(syn, ref))
-    return _recorded(store, syn, data, spec, cfg, device, reporter, art.ref, inputs=[io_entry(art, "synthetic")])
+    from ddtool.runtime.soft_labels import soft_setup
+
+    targets, teacher_in, soft = soft_setup(store, cfg, syn.decoded()[0], data, device)
+    return _recorded(store, syn, data, spec, cfg, device, reporter, art.ref,
+                     inputs=[io_entry(art, "synthetic"), *teacher_in], fields={"soft": soft} if soft else None,
+                     metrics={"labels": "soft", "teacher": soft["ref"], "temperature": soft["temperature"],
+                              "soft_label_bytes": soft["soft_label_bytes"]} if soft else None, targets=targets)
 
 
 def _recorded(store: Store, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection,
               device: torch.device, reporter: Reporter | None, label: str, inputs: list[dict[str, str]],
-              fields: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> EvalResult:
+              fields: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+              targets: torch.Tensor | None = None, save: Callable[[list[Any], list[float], str], list[dict[str, str]]]
+              | None = None) -> EvalResult:
     """``evaluate_set`` inside an eval run record (``fields``: more of the record; ``metrics``: more
-    of its metrics)."""
+    of its metrics; ``targets``: soft labels; ``save``: stores the trained networks, returns outputs)."""
     with run_record(store, "eval", device, settings=json.loads(json.dumps(cfg.__dict__)),
                     net=json.loads(spec.to_json()), inputs=inputs, **(fields or {})) as run:
-        accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=label)
-        result = EvalResult(label, spec.name, accs, run.elapsed(), run.id, dict(cfg.__dict__))
-        run.complete(result.seconds, metrics={
+        trained: list[Any] | None = [] if save is not None else None
+        accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=label, targets=targets, trained=trained)
+        result = EvalResult(label, spec.name, accs, run.elapsed(), run.id, dict(cfg.__dict__),
+                            (fields or {}).get("soft") or {})
+        outputs = save(trained or [], accs, run.id) if save is not None and distributed.is_main() else []  # rank 0 writes
+        run.complete(result.seconds, **({"outputs": outputs} if outputs else {}), metrics={
             "accuracies": accs, "mean": result.mean, "std": result.std, "net": spec.name, "repeats": cfg.repeats,
             "epochs": cfg.epochs, "protocol": cfg.protocol, **(metrics or {})})
     return result
@@ -163,17 +189,29 @@ def normalized_train(data: ImageData, device: torch.device, chunk: int = 8192) -
 
 
 def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: torch.device,
-                       net: NetSpec, reporter: Reporter | None = None) -> EvalResult:
+                       net: NetSpec, reporter: Reporter | None = None, save_teacher: bool = False) -> EvalResult:
     """The upper-bound reference point: fresh networks trained on the whole real train split.
 
     The same protocol as a synthetic set (``evaluate_set``: optimiser, lr schedule, DSA
     augmentation, CutMix under ``idc``), with ``cfg.epochs`` epochs over the real data. The eval
-    run record has no synthetic input; its metrics say ``full_data`` and the dataset.
+    run record has no synthetic input; its metrics say ``full_data`` and the dataset. ``save_teacher``
+    stores the trained networks as the pool ``teacher-DATASET-NET`` (an output of the record), a
+    teacher for soft-label evaluation. Hard labels always: the real data is the bound.
     """
+    from ddtool.runtime.soft_labels import teacher_name, teacher_pool
+
+    cfg = dataclasses.replace(cfg, labels="hard", teacher="")
+
+    def save(nets: list[Any], accs: list[float], run_id: str) -> list[dict[str, str]]:
+        models = [{"index": i, "seed": cfg.seed + i, "test_acc": a, "full_data": True, "epochs": cfg.epochs,
+                   "protocol": cfg.protocol, "eval_run": run_id} for i, a in enumerate(accs)]
+        pool = teacher_pool(nets, net, data, models, cfg.seed, cfg.epochs)
+        return [io_entry(store.put("pool", teacher_name(data, net), *pool.to_artifact()), "pool")]
+
     images = normalized_train(data, device)
     labels = data.train_labels.to(device)
     ipc = max(data.class_counts()) if data.num_classes else 0
     syn = SyntheticSet(images, labels, ipc)
     full = {"full_data": True, "dataset": data.name}
     return _recorded(store, syn, data, net, cfg, device, reporter, f"full:{data.name}", inputs=[], fields=full,
-                     metrics={**full, "train_images": int(labels.shape[0])})
+                     metrics={**full, "train_images": int(labels.shape[0])}, save=save if save_teacher else None)

@@ -70,6 +70,15 @@ def _denormalize(images: torch.Tensor, info: SyntheticMeta) -> torch.Tensor:
     if info.mean is None or info.std is None:
         raise UsageError("the set does not record the mean and std it was normalised with; it cannot be "
                          "turned back into pixels")
+    if info.signature.zca:  # a ZCA-whitened set (ddtool.data.zca): un-whiten to viewable pixels first
+        from ddtool.data.zca import find_zca
+
+        zca = find_zca(info.signature.zca)
+        if zca is None:
+            raise UsageError(f"the set is ZCA-whitened ({info.signature.dataset}) and its whitening "
+                             f"(zca {info.signature.zca[:12]}) is not in the data cache; load the dataset once "
+                             f"(e.g. 'ddtool eval' of the set) to fit it again, then export")
+        images = zca.invert(images.float())
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)
     return (images.float() * std + mean).clamp(0, 1)
@@ -132,8 +141,12 @@ def export_npz(store: Store, ref: str, path: Path) -> dict[str, Any]:
     info = exported_metadata(meta, art.ref, art.digest)
     with open(path, "wb") as fh:
         np.savez(fh, images=images, labels=labels, metadata=np.array([json.dumps(info, sort_keys=True)]))
-    return {"ref": art.ref, "digest": art.digest, "format": "npz", "path": str(path),
-            "images": list(images.shape), "factor": syn.factor}
+    out = {"ref": art.ref, "digest": art.digest, "format": "npz", "path": str(path),
+           "images": list(images.shape), "factor": syn.factor}
+    if syn.signature.zca:  # stored values are whitened: say so (imagefolder un-whitens)
+        out["zca"] = f"images are ZCA-whitened (metadata ddtool.zca {syn.signature.zca[:12]}); " \
+                     "--format imagefolder writes un-whitened pixels"
+    return out
 
 
 def export_set(store: Store, ref: str, dest: Path, fmt: str) -> dict[str, Any]:

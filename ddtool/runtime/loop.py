@@ -18,10 +18,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from ddtool import __version__
 from ddtool.context import DistillContext
 from ddtool.data import ImageData
-from ddtool.errors import DDToolError
+from ddtool.errors import DDToolError, UsageError
+from ddtool.methods.sharding import PeerLost
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
-from ddtool.runtime import checkpoint
+from ddtool.runtime import checkpoint, distributed
 from ddtool.runtime.autocompile import AutoCompile
 from ddtool.runtime.plan import Plan, build_context, plan
 from ddtool.runtime.records import io_entry, run_record
@@ -57,11 +58,25 @@ def start_run(recipe: Recipe, data: ImageData, device: torch.device, p: Plan
     (requiring grad) and the set's optimizer, drawing what the run draws."""
     torch.manual_seed(recipe.distill.seed)
     ctx = build_context(recipe, data, device, plan=p)
+    ctx.shard = distributed.class_shard(data.num_classes)  # type: ignore[attr-defined]
     syn = p.method.init_synthetic(ctx)
     syn.images.requires_grad_(True)
     ctx.synthetic = syn  # strategies that rank models on the current set (dynadistill) read it
     opt = p.method.make_optimizer(ctx, syn)
     return ctx, syn, opt
+
+
+def _check_world(p: Plan) -> None:
+    """Refuse, before any work, a method that cannot split its classes across the launched processes."""
+    size = distributed.current().size
+    if size == 1 or getattr(p.method, "class_sharded", False):
+        return
+    if p.method.name == "mtt":
+        why = "trajectory matching does not split by class"
+    else:
+        why = "it does not split its classes across processes"
+    raise UsageError(f"method '{p.method.name}' runs in one process ({why}) but {size} were launched: "
+                     "run it without torchrun or --nproc")
 
 
 def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
@@ -76,6 +91,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     cfg = recipe.distill
     for note in p.notes:
         reporter.note(note)
+    _check_world(p)
     ctx, syn, opt = start_run(recipe, data, device, p)
     compiler = AutoCompile(cfg.compile, ctx.device, note=getattr(reporter, "note", lambda _line: None))
     ctx.compile = compiler.start()
@@ -90,10 +106,11 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     with run_record(store, "distill", device, elapsed=elapsed, **fields) as run:
         record = run.record
         record["compile"] = compiler.info  # filled in as the run decides (ddtool.runtime.autocompile)
-        if _resume is not None:
+        main = distributed.is_main()  # only rank 0 writes: the record, checkpoints, the artifact
+        if _resume is not None and main:
             _resume.mark_parent(store, run.id)
-            if _resume.tensors is not None:
-                checkpoint.restore(_resume.tensors, syn, opt, p.selection, device)  # last: it sets the RNG state
+        if _resume is not None and _resume.tensors is not None:  # every rank reads it, none writes
+            checkpoint.restore(_resume.tensors, syn, opt, p.selection, device)  # last: it sets the RNG state
         snapshot: tuple[int, dict[str, torch.Tensor]] | None = None  # (iteration, the state at its start)
 
         def interrupted() -> RunInterrupted:
@@ -102,7 +119,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
             last = checkpoint.last_iteration(record)
             # a Ctrl-C right after a periodic checkpoint (before the next iteration took its
             # snapshot) must not put an older state after it
-            if snapshot is not None and (last is None or snapshot[0] > last):
+            if snapshot is not None and (last is None or snapshot[0] > last) and main:
                 checkpoint.save(store, record, snapshot[1], snapshot[0], run.elapsed())
             else:
                 run.write()
@@ -124,32 +141,44 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
                     task.advance(1)
 
             ctx.on_inner_step = inner_step
-            for it in range(first, p.iterations):
-                run.where = f"iteration {it}"
-                ticks[0] = 0
-                snapshot = (it, checkpoint.state(syn, opt, p.selection, device))
-                compiler.before(it, first)
-                if it == first:  # count one iteration's FLOPs; the rest run without the counter
-                    with FlopCounterMode(display=False) as counter:
+            try:
+                for it in range(first, p.iterations):
+                    run.where = f"iteration {it}"
+                    ticks[0] = 0
+                    snapshot = (it, checkpoint.state(syn, opt, p.selection, device))
+                    compiler.before()
+                    if it == first:  # count one iteration's FLOPs; the rest run without the counter
+                        with FlopCounterMode(display=False) as counter:
+                            loss = p.method.step(ctx, syn, opt, it)
+                        mine = int(counter.get_total_flops())
+                        # each process counted its share: the run's FLOPs are their sum
+                        record["flops_per_iteration"] = sum(distributed.all_gather_object(mine))
+                        # "auto" decides here, from the work left (the same on every run of the recipe);
+                        # across processes from rank 0's share, so that every process runs the same kernels
+                        ctx.compile = distributed.broadcast_object(compiler.decide(mine * (p.iterations - it - 1), at=it))
+                    else:
                         loss = p.method.step(ctx, syn, opt, it)
-                    record["flops_per_iteration"] = int(counter.get_total_flops())
-                else:
-                    loss = p.method.step(ctx, syn, opt, it)
-                compiler.after(ctx, it, p.iterations)
-                if not math.isfinite(loss):
-                    last = checkpoint.last_iteration(record)
-                    raise DDToolError(
-                        f"loss became {loss} at iteration {it}; stopped"
-                        + (f", last good checkpoint at iteration {last}" if last is not None else "")
-                        + " (try a smaller distill.lr_img)"
-                    )
-                losses.append(loss)
-                task.advance(per - ticks[0], loss=loss)
-                if (it + 1) % p.checkpoint_every == 0 and it + 1 < p.iterations:
-                    # right after an iteration: the images, optimizer, selection and RNG state
-                    # determine the rest of the run
-                    checkpoint.save(store, record, checkpoint.state(syn, opt, p.selection, device), it + 1,
-                                    run.elapsed())
+                    compiler.after()
+                    if not math.isfinite(loss):
+                        last = checkpoint.last_iteration(record)
+                        raise DDToolError(
+                            f"loss became {loss} at iteration {it}; stopped"
+                            + (f", last good checkpoint at iteration {last}" if last is not None else "")
+                            + " (try a smaller distill.lr_img)"
+                        )
+                    losses.append(loss)
+                    task.advance(per - ticks[0], loss=loss)
+                    if (it + 1) % p.checkpoint_every == 0 and it + 1 < p.iterations:
+                        # right after an iteration: the images, optimizer, selection and RNG state
+                        # determine the rest of the run
+                        if main:
+                            checkpoint.save(store, record, checkpoint.state(syn, opt, p.selection, device), it + 1,
+                                            run.elapsed())
+            except PeerLost as exc:  # a rank died: the run is failed, resumable from its last checkpoint
+                last = checkpoint.last_iteration(record)
+                where = f"its checkpoint at iteration {last}" if last is not None else "the start (no checkpoint yet)"
+                raise PeerLost(f"{exc}; run {run.id} failed and can go on from {where}: "
+                               f"ddtool distill --resume {run.id}") from None
         seconds = run.elapsed()
         run.where = ""
         info = SyntheticMeta(
@@ -158,7 +187,8 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
             parents=tuple(art.digest for art, _ in p.inputs()), recipe_sha256=recipe.sha256(),
             seed=cfg.seed, iterations=p.iterations, version=__version__)
         stored = SyntheticSet(syn.images, syn.labels, cfg.ipc, syn.factor, info)  # the ipc the recipe asked for
-        art = store.put("synthetic", art_name, *stored.to_artifact())
+        # every rank holds the whole set (ddtool.methods.sharding); rank 0 stores it, the others learn its ref
+        art = distributed.broadcast_object(store.put("synthetic", art_name, *stored.to_artifact()) if main else None)
         record["outputs"].append(io_entry(art, "synthetic"))
         per_it = record.get("flops_per_iteration")
         run.complete(seconds, flops=per_it * p.iterations if per_it is not None else None,

@@ -107,18 +107,21 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
         traj_art, traj = load_trajectories(store, options.trajectories, data, spec)
         recipe = _pin_trajectories(recipe, traj_art)
     pool = pool_art = None
+    # a strategy that draws from a pool draws from the trajectories when the method matches them
+    # (dynadistill over mtt's experts): no model pool is needed then
+    needs_pool = selection.needs_pool and not (traj is not None and getattr(selection, "draws_trajectories", False))
     ref = pool_ref or cfg.pool
     # a pool the recipe names is a suggestion (--pool is not): when it is missing, or none is named,
     # the newest pool made for this data and net will do
     # (a method may use a pool without needing one: herding embeds with the recipe's pool if named)
     named_missing = bool(ref) and not pool_ref and not _in_store(store, ref)
-    if (selection.needs_pool and not pool_ref and not ref) or named_missing:
+    if (needs_pool and not pool_ref and not ref) or named_missing:
         pool_art = newest_compatible(store, data, spec)
         if pool_art is not None:
             missing = f"pool '{ref}' is not in the store; " if ref else ""
             notes.append(f"{missing}using {pool_art.ref}, the newest pool for {data.name} and this [net] "
                          "(pass --pool to choose)")
-        elif named_missing and not selection.needs_pool:
+        elif named_missing and not needs_pool:
             raise UsageError(
                 f"pool '{ref}' ([distill] pool) is not in the store, nor any pool for {data.name} and this "
                 "[net]: make it with 'ddtool pretrain --recipe RECIPE' (the same recipe), pass --pool, or "
@@ -128,7 +131,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
         pool_art, tensors, meta = store.load(ref, kind="pool")
         pool = Pool.from_artifact(tensors, meta, pool_art.digest)
         pool.check_compatible(data, spec, ref)
-    if selection.needs_pool and pool is None:
+    if needs_pool and pool is None:
         raise UsageError(
             f"selection '{selection.name}' needs a model pool, and the store has none for {data.name} and "
             "this [net]: make one with 'ddtool pretrain --recipe RECIPE' (the same recipe) or "

@@ -13,6 +13,7 @@ from ddtool.nets import NetSpec, build_net
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
+from ddtool.runtime import distributed
 from ddtool.runtime.evaluate import normalized_train
 from ddtool.runtime.plan import net_spec_of
 from ddtool.runtime.records import io_entry, run_record
@@ -71,16 +72,19 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
         return build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
 
     impl = resolve_impl(impl, device)
-    nets = [build(i) for i in range(n)] if impl == "vectorized" else []
-    with reporter.task(f"pretraining {n} x {spec.name}", n * epochs) as task:
+    # under torchrun each rank trains its block of the models (ddtool.runtime.distributed); model i is
+    # seeded seed + i wherever it runs, so the loop makes the same pool on any world size
+    mine = distributed.shard(n)
+    nets = [build(i) for i in mine] if impl == "vectorized" else []
+    with reporter.task(f"pretraining {n} x {spec.name}", len(mine) * epochs) as task:
         if nets and alternate and ensemble.supports(nets, settings):
-            torch.manual_seed(seed)
+            torch.manual_seed(seed + mine[0])
             losses = ensemble.train_stacked(nets, x, y, settings, Augmenter(),
-                                            on_epoch=lambda e, l: task.advance(n, loss=l),
-                                            lr_scale=[m / lr for m in lrs], augmented=augs)
+                                            on_epoch=lambda e, l: task.advance(len(mine), loss=l),
+                                            lr_scale=[lrs[i] / lr for i in mine], augmented=[augs[i] for i in mine])
         else:
             nets, losses = [], []
-            for i in range(n):
+            for i in mine:
                 net = build(i)
                 one = replace(settings, lr=lrs[i])
                 aug = (Augmenter() if augs[i] else None) if alternate else chain
@@ -93,11 +97,12 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     probe = torch.linspace(0, n_train - 1, min(n_train, TRAIN_PROBE)).long()
     models = [{
         "index": i, "seed": seed + i, "lr": lrs[i], "augment": ("dsa" if augs[i] else "none") if alternate else augment,
-        "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, "train_loss": losses[i],
+        "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, "train_loss": loss,
         "train_acc": accuracy(net, data.train_images[probe], data.train_labels[probe], data.normalize),
         "test_acc": accuracy(net, data.test_images, data.test_labels, data.normalize),
-    } for i, net in enumerate(nets)]
+    } for i, net, loss in zip(mine, nets, losses)]
     states = [{k: v.detach().cpu().clone() for k, v in net.state_dict().items()} for net in nets]
+    models, states = distributed.gather_shards(models), distributed.gather_shards(states)
     return Pool(spec, states, models, DatasetSignature.of(data))
 
 
@@ -113,7 +118,8 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
                           augment=p.augment, cutmix=p.cutmix, lr_cycle=p.lr_cycle)
         seconds = run.elapsed()
         pool = replace(pool, recipe_sha256=recipe.sha256(), seed=p.seed, epochs=p.epochs)
-        art = store.put("pool", name, *pool.to_artifact())
+        # every rank holds the gathered pool; rank 0 stores it, the others learn its ref
+        art = distributed.broadcast_object(store.put("pool", name, *pool.to_artifact()) if distributed.is_main() else None)
         pool.digest = art.digest
         accs = [m["test_acc"] for m in pool.models]
         run.complete(seconds, outputs=[io_entry(art, "pool")],

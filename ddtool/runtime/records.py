@@ -64,8 +64,10 @@ class Run:
     a resume needs, write the record, return the exception to raise instead of KeyboardInterrupt).
     """
 
-    def __init__(self, store: Store, record: dict[str, Any], device: torch.device | str | None) -> None:
+    def __init__(self, store: Store, record: dict[str, Any], device: torch.device | str | None,
+                 persist: bool = True) -> None:
         self.store, self.record, self.device = store, record, device
+        self.persist = persist  # False on ranks other than 0 of a distributed run: only rank 0 writes
         self.start = time.perf_counter()
         self.where = ""
         self.oom_hint = ""
@@ -80,7 +82,8 @@ class Run:
         return time.perf_counter() - self.start
 
     def write(self) -> None:
-        self.store.write_run(self.record)
+        if self.persist:
+            self.store.write_run(self.record)
 
     def complete(self, seconds: float | None = None, **fields: Any) -> float:
         """Mark the run complete with ``fields`` (outputs, metrics...) and write it; returns its seconds
@@ -113,9 +116,16 @@ def run_record(store: Store, command: str, device: torch.device | str | None = N
     counting; an import counts reading its file). A block that returns without calling
     :meth:`Run.complete` completes with what the record holds.
     """
+    from ddtool.runtime import distributed
+
     if device is not None:
         fields["device"] = str(device)
-    run = Run(store, new_record(store, command, **fields), device)
+    run = Run(store, new_record(store, command, **fields), device, persist=distributed.is_main())
+    if distributed.current().size > 1:
+        # every rank names the run by rank 0's id; and no rank has read the store's runs (e.g.
+        # --resume's checks) after rank 0 writes this one: the gather is a barrier
+        run.record["id"] = distributed.broadcast_object(run.record["id"])
+    run.record.update(distributed.describe(device))
     run.write()  # a crash still leaves a trace of the run
     run.start = time.perf_counter() - elapsed
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,9 @@ from ddtool.synthetic import SyntheticSet
 @dataclass(frozen=True)
 class ReportSettings:
     """How every row is measured. ``eval`` holds the protocol, epochs, optimiser, repeats and
-    first seed; ``net`` '' evaluates each set with the network it records."""
+    first seed; ``net`` '' evaluates each set with the network it records. ``eval.labels =
+    "soft"`` (with ``eval.teacher`` and ``eval.temperature``) adds soft-label accuracy beside the
+    hard one (which is always measured) and the soft labels' storage."""
 
     eval: EvalSection = field(default_factory=EvalSection)
     net: str = ""
@@ -61,6 +64,15 @@ class ReportSettings:
                             ("--full-repeats", self.full_repeats)):
             if value < 1:
                 raise UsageError(f"{name} must be >= 1, got {value}")
+        if self.eval.labels == "soft" and not self.eval.teacher:
+            raise UsageError("soft labels need a teacher: --teacher pool/NAME[#i] (or eval.teacher in the recipe)")
+        if self.eval.teacher and self.eval.labels != "soft":
+            raise UsageError(f"eval.teacher is '{self.eval.teacher}' but eval.labels is 'hard'; "
+                             "set eval.labels = \"soft\" (or give --teacher) for the soft-label column")
+
+    @property
+    def soft(self) -> bool:
+        return self.eval.labels == "soft"
 
 
 @dataclass
@@ -108,6 +120,22 @@ class ReportRow:
     eval_runs: list[str] = field(default_factory=list)
     baselines: list[dict[str, Any]] = field(default_factory=list)  # ref, digest, seed, mean, std, repeats, runs
     full_runs: list[str] = field(default_factory=list)
+    # soft labels (eval.labels = "soft"): None when the report was not asked for them
+    teacher: str | None = None  # its ref
+    teacher_digest: str | None = None
+    teacher_model: int | None = None
+    temperature: float | None = None
+    soft_mean: float | None = None
+    soft_std: float | None = None
+    soft_repeats: int | None = None
+    soft_label_bytes: int | None = None  # N (decoded images) x classes x 4 (fp32)
+    total_storage_bytes: int | None = None  # storage_bytes plus the soft labels
+    soft_accuracies: list[float] = field(default_factory=list)
+    soft_seeds: list[int] = field(default_factory=list)
+    soft_eval_runs: list[str] = field(default_factory=list)
+    # the set on other networks, as recorded by 'eval --net NAME' under the same settings (never trained
+    # by the report): label -> {"net", "mean", "std", "repeats", "seeds", "runs"}
+    cross_arch: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,31 +147,53 @@ class ReportRow:
 
 # the CSV's columns: every scalar field (the lists are in the JSON)
 CSV_FIELDS = [f.name for f in dataclasses.fields(ReportRow)
-              if f.name not in ("accuracies", "seeds", "eval_runs", "baselines", "full_runs")]
+              if f.name not in ("accuracies", "seeds", "eval_runs", "baselines", "full_runs", "soft_accuracies",
+                                "soft_seeds", "soft_eval_runs", "cross_arch")]
+
+
+def cross_nets(rows: list[ReportRow]) -> list[str]:
+    """The other networks any row was evaluated on, sorted (records of one second list in no fixed order)."""
+    return sorted({label for r in rows for label in r.cross_arch})
 
 
 def to_csv(rows: list[ReportRow]) -> str:
+    """Every scalar field, then ``<net>_mean`` and ``<net>_std`` per other network evaluated."""
+    nets = cross_nets(rows)
+    extra = [f"{n}_{k}" for n in nets for k in ("mean", "std")]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS + extra, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         d = row.to_dict()
-        writer.writerow({k: "" if d[k] is None else d[k] for k in CSV_FIELDS})
+        cells = {k: "" if d[k] is None else d[k] for k in CSV_FIELDS}
+        cells.update({f"{n}_{k}": row.cross_arch[n][k] if n in row.cross_arch else "" for n in nets
+                      for k in ("mean", "std")})
+        writer.writerow(cells)
     return out.getvalue()
 
 
 def to_markdown(rows: list[ReportRow]) -> str:
-    """A GitHub table: accuracies in percent (mean ± std, repeats), scores, cost and storage."""
-    head = ["set", "method", "ipc", "recipe", "accuracy %", "random %", "full %", "HLR", "IOR", "LRS", "ARS",
-            "distill s", "storage"]
+    """A GitHub table: accuracy in percent (mean ± std, repeats), scores, cost and storage; with soft
+    labels their accuracy beside the hard one and their storage beside the images'."""
+    soft = any(r.soft_mean is not None for r in rows)
+    nets = cross_nets(rows)
+    head = ["set", "method", "ipc", "recipe", "accuracy %", *(["soft-label %"] if soft else []),
+            *(f"{n} %" for n in nets), "random %", "full %", "HLR", "IOR", "LRS", "ARS", "distill s", "storage",
+            *(["soft labels"] if soft else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
+        soft_acc = "-" if r.soft_mean is None else (
+            f"{pct(r.soft_mean)} ± {pct(r.soft_std or 0.0)} ({r.soft_repeats}; {r.teacher}#{r.teacher_model}, "
+            f"T {r.temperature:g})")
         cells = [r.ref, r.method, str(r.ipc), (r.recipe_sha256 or "-")[:12],
-                 f"{pct(r.accuracy_mean)} ± {pct(r.accuracy_std)} ({r.repeats})",
+                 f"{pct(r.accuracy_mean)} ± {pct(r.accuracy_std)} ({r.repeats})", *([soft_acc] if soft else []),
+                 *(f"{pct(r.cross_arch[n]['mean'])} ± {pct(r.cross_arch[n]['std'])} ({r.cross_arch[n]['repeats']})"
+                   if n in r.cross_arch else "-" for n in nets),
                  f"{pct(r.random_mean)} ± {pct(r.random_std)} ({r.random_subsets} subsets)",
                  f"{pct(r.full_mean)}", f"{pct(r.hlr)}", f"{pct(r.ior)}", f"{r.lrs:.2f}",
                  "-" if r.ars is None else f"{r.ars:.2f}",
-                 "-" if r.distill_seconds is None else f"{r.distill_seconds:.1f}", human_bytes(r.storage_bytes)]
+                 "-" if r.distill_seconds is None else f"{r.distill_seconds:.1f}", human_bytes(r.storage_bytes),
+                 *([("-" if r.soft_label_bytes is None else human_bytes(r.soft_label_bytes))] if soft else [])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -262,6 +312,57 @@ class _Report:
             self.memo[key] = recorded.ensure(self.store, self.runs, recorded.of_full_data(data.name), spec, cfg, run)
         return self.memo[key]
 
+    def soft(self, art: Artifact, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection
+             ) -> dict[str, Any]:
+        """The soft-label accuracy of the set under ``cfg`` (hard) with the report's teacher, read back or
+        evaluated like the hard one, and the soft labels' storage."""
+        from ddtool.runtime.soft_labels import SOFT_LABEL_DTYPE, parse_teacher
+
+        e = self.s.eval
+        ref, index = parse_teacher(e.teacher)
+        try:
+            teacher = self.store.resolve(ref, kind="pool")
+        except UsageError as exc:
+            raise UsageError(f"--teacher '{e.teacher}': {exc}") from None
+        soft_cfg = dataclasses.replace(cfg, labels="soft", teacher=f"{teacher.ref}#{index}", temperature=e.temperature)
+
+        def run(c: EvalSection):  # type: ignore[no-untyped-def]
+            return evaluate(self.store, art.digest, data, dataclasses.replace(c, net=spec.name), self.device, spec,
+                            self.reporter)
+        acc = recorded.ensure(self.store, self.runs, of_soft(art.digest, teacher.digest, index, e.temperature),
+                              spec, soft_cfg, run)
+        n = int(syn.decoded()[1].shape[0])
+        soft_bytes = n * data.num_classes * torch.empty((), dtype=SOFT_LABEL_DTYPE).element_size()
+        return {"teacher": teacher.ref, "teacher_digest": teacher.digest, "teacher_model": index,
+                "temperature": e.temperature, "soft_mean": acc.mean, "soft_std": acc.std,
+                "soft_repeats": len(acc.accuracies), "soft_label_bytes": soft_bytes, "soft_accuracies": acc.accuracies,
+                "soft_seeds": acc.seeds, "soft_eval_runs": acc.runs}
+
+    def cross_arch(self, digest: str, spec: NetSpec, cfg: EvalSection) -> dict[str, dict[str, Any]]:
+        """The set's recorded accuracies on every other network under ``cfg``'s protocol, epochs,
+        optimiser and augmentation (hard labels), pooled by seed as for the row's own net."""
+        match = recorded.of_set(digest)
+        others: dict[str, NetSpec] = {}
+        for rec in self.runs:
+            net = rec.get("net")
+            if rec.get("command") != "eval" or not isinstance(net, dict) or not match(rec):
+                continue
+            other = NetSpec(net.get("name", "?"), dict(net.get("options") or {}))
+            if other != spec:
+                label = other.name if not other.options else f"{other.name} {json.dumps(other.options, sort_keys=True)}"
+                if other.name == spec.name and not other.options:
+                    label = f"{other.name} (defaults)"
+                others.setdefault(label, other)
+        out = {}
+        for label, other in others.items():
+            held = recorded.by_seed(self.runs, match, other, cfg)
+            if held:
+                seeds = sorted(held)
+                mean, std = mean_std([held[s][0] for s in seeds])
+                out[label] = {"net": other.name, "mean": mean, "std": std, "repeats": len(seeds), "seeds": seeds,
+                              "runs": list(dict.fromkeys(held[s][1] for s in seeds))}
+        return out
+
     def row(self, art: Artifact) -> ReportRow:
         tensors, meta = self.store.read_blob(art.digest)
         syn = SyntheticSet.from_artifact(tensors, meta, art.digest)
@@ -275,8 +376,9 @@ class _Report:
         else:
             raise UsageError(f"'{art.ref}' does not record the network it was distilled with; name one with --net")
         data = self.data(info.signature.dataset)
-        cfg = dataclasses.replace(self.s.eval, net=spec.name)
+        cfg = dataclasses.replace(self.s.eval, net=spec.name, labels="hard", teacher="")
         acc = self.set_accuracy(art, data, spec, cfg)  # first: a set of another dataset fails before any baseline
+        soft = self.soft(art, syn, data, spec, cfg) if self.s.soft else {}
         base = self.random(data, syn.ipc, spec, cfg)
         base_mean, base_std = mean_std([a.mean for _, _, a in base])
         full = self.full(data, spec)
@@ -296,9 +398,21 @@ class _Report:
             lrs=metrics.lrs(h, i, self.s.w), w=self.s.w, ars=ars, gamma=self.s.gamma if self.s.ars else None,
             plain_mean=plain, random_plain_mean=random_plain, **cost_of(art.digest, info, self.runs),
             storage_bytes=storage_bytes(tensors), accuracies=acc.accuracies, seeds=acc.seeds, eval_runs=acc.runs,
+            total_storage_bytes=storage_bytes(tensors) + soft["soft_label_bytes"] if soft else None, **soft,
+            cross_arch=self.cross_arch(art.digest, spec, cfg),
             baselines=[{"ref": a.ref, "digest": a.digest, "seed": seed, "mean": r.mean, "std": r.std,
                         "repeats": len(r.accuracies), "runs": r.runs} for seed, a, r in base],
             full_runs=full.runs)
+
+
+def of_soft(digest: str, teacher_digest: str, model: int, temperature: float) -> recorded.Match:
+    """Soft-label eval records of the set ``digest`` with this teacher model and temperature."""
+    def match(rec: dict[str, Any]) -> bool:
+        inputs, soft = rec.get("inputs") or [], rec.get("soft") or {}
+        roles = [(i.get("role"), i.get("digest")) for i in inputs]
+        return (roles == [("synthetic", digest), ("teacher", teacher_digest)] and soft.get("model") == model
+                and soft.get("temperature") == temperature)
+    return match
 
 
 def build_report(store: Store, refs: list[str], settings: ReportSettings, device: torch.device,

@@ -45,6 +45,7 @@ class TrainSettings:
     milestones: tuple[Fraction, ...] = (Fraction(1, 2),)
     gamma: float = 0.1
     cutmix: float = 0.0  # probability of CutMix per batch (IDC's evaluation)
+    temperature: float = 1.0  # of the student's logits when the labels are soft targets ([N, classes] floats)
 
 
 class BatchAugment(Protocol):
@@ -70,7 +71,12 @@ def lr_at(settings: TrainSettings, epoch: int) -> float:
 
 def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings,
           augment: BatchAugment | None = None, on_epoch: Callable[[int, float], None] | None = None) -> float:
-    """SGD on (images, labels), both already on the net's device; returns the last epoch's loss."""
+    """SGD on (images, labels), both already on the net's device; returns the last epoch's loss.
+
+    ``labels`` int64 class indices: cross-entropy. Float [N, classes] probabilities (soft labels):
+    ``T² · CE(targets, softmax(net(x) / T))``, T = ``settings.temperature`` — Hinton's KD loss up
+    to the targets' entropy, a constant, so the gradients are the KL's; at T = 1 on one-hot
+    targets it is the hard-label loss exactly."""
     opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay)
     net.train()
@@ -88,7 +94,11 @@ def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: 
             x, y = images[idx], labels[idx]
             if augment is not None and augment.enabled:
                 x = augment(x)
-            loss = batch_loss(net, x, y, settings.cutmix)
+            if labels.is_floating_point():
+                t = settings.temperature
+                loss = t * t * batch_loss(lambda z: net(z) / t, x, y, settings.cutmix)
+            else:
+                loss = batch_loss(net, x, y, settings.cutmix)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

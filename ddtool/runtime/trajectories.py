@@ -104,7 +104,7 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
     settings = TrainSettings(epochs=p.epochs, lr=p.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, batch=p.batch,
                              milestones=(), cutmix=p.cutmix)
     training = {"lr": p.lr, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "batch": p.batch, "epochs": p.epochs,
-                "augment": p.augment, "cutmix": p.cutmix, "zca": False}
+                "augment": p.augment, "cutmix": p.cutmix, "zca": getattr(data, "zca", None) is not None}
     signature = DatasetSignature.of(data)
     x = normalized_train(data, device)
     y = data.train_labels.to(device)

@@ -3,11 +3,25 @@
 A strategy decides where each outer loop's network comes from (a fresh init, a pool model, an
 average...). The registered object is the prototype: every run works on a deep copy of it, so a
 strategy may keep per-run state on ``self``.
+
+Two kinds of pool, one contract:
+
+* **model pools** (``pool/NAME``, methods that match under a network: DC, DSA, IDC, DM, DREAM+):
+  the runtime calls ``select(ctx, it)`` for the outer loop's network. A strategy that ranks
+  candidates scores a network with ``ctx.method.loss(ctx, ctx.synthetic, net)``.
+* **trajectory pools** (``trajectories/NAME``, methods that match expert trajectories: MTT): the
+  method calls ``select_segment(ctx, it, starts, score)`` for the expert and start epoch the outer
+  loop matches (a :class:`Segment`). ``starts`` is the number of start epochs it may use
+  (0 .. starts - 1); ``score(segment)`` is the method's matching loss of the current synthetic set
+  on that segment, so a strategy ranks segments exactly as it ranks networks. The default draws
+  both uniformly and scores nothing (MTT's own draw). A strategy that implements it sets
+  ``draws_trajectories = True``; trajectory methods refuse the others in one line before any work.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -16,6 +30,15 @@ from ddtool.errors import DDToolError, UsageError
 
 if TYPE_CHECKING:  # the context holds the contracts (ddtool.context imports this module)
     from ddtool.context import DistillContext
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where an outer loop of trajectory matching starts: expert ``expert`` of ``ctx.trajectories``
+    at its epoch ``start`` (the method matches from there to a later epoch of the same expert)."""
+
+    expert: int
+    start: int
 
 
 class SelectionStrategy:
@@ -27,6 +50,8 @@ class SelectionStrategy:
     # True: the context keeps what the perturbation schedule added to the selected network
     # (``ctx.perturbation``), so ``after_step`` can take it out of a network it writes back
     keeps_trained: bool = False
+    # True: ``select_segment`` is meant for trajectory pools (a trajectory method refuses the others)
+    draws_trajectories: bool = False
 
     def configure(self, raw: dict[str, Any] | None) -> None:
         """Apply ``[distill.options.<name>]``, the sub-table of the method options named after the
@@ -39,6 +64,13 @@ class SelectionStrategy:
     def select(self, ctx: DistillContext, it: int) -> nn.Module:
         """The network of outer loop ``it``, before the perturbation schedule sees it."""
         raise NotImplementedError(f"selection '{self.name}' does not implement select")
+
+    def select_segment(self, ctx: DistillContext, it: int, starts: int,
+                       score: Callable[[Segment], float]) -> Segment:
+        """The expert and start epoch of outer loop ``it`` of a trajectory method (see the module
+        docstring): by default both uniform, the expert first (``score`` is not called)."""
+        expert = int(torch.randint(len(ctx.trajectories), (1,)).item())  # type: ignore[arg-type]
+        return Segment(expert, int(torch.randint(starts, (1,)).item()))
 
     def after_step(self, ctx: DistillContext, it: int, net: nn.Module) -> None:
         """Called with the network of the outer loop once the loop is done."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from ddtool.errors import UsageError
 from ddtool.hookspecs import RegisterSelection, hookimpl
 from ddtool.pool import states_from_tensors, states_to_tensors
 from ddtool.recipe import parse_section
-from ddtool.selection.base import SelectionStrategy
+from ddtool.selection.base import Segment, SelectionStrategy
 
 __all__ = ["DynaDistill", "DynaDistillOptions", "RandomPool", "Scratch", "SelectionStrategy", "WeightAverage",
            "average_state"]
@@ -27,7 +27,8 @@ def _pool_of(ctx: DistillContext, who: str):  # type: ignore[no-untyped-def]
 
 class Scratch(SelectionStrategy):
     name = "scratch"
-    description = "a freshly initialised network every outer loop (DC, DSA, IDC, DM)"
+    description = "a fresh network every outer loop (DC, DSA, IDC, DM); a uniform expert and start epoch (MTT)"
+    draws_trajectories = True  # the contract's default select_segment: MTT's uniform draw
 
     def select(self, ctx: DistillContext, it: int) -> nn.Module:
         return ctx.fresh_net()
@@ -119,12 +120,19 @@ class DynaDistill(SelectionStrategy):
         prefer = "high"
 
     The runtime hands that sub-table to ``configure`` and the rest to the method.
+
+    Over expert trajectories (MTT, ``select_segment``) the same choice ranks segments instead of
+    networks: ``m`` distinct experts, each with a start epoch drawn uniformly, scored by the
+    method's trajectory-matching loss of the current synthetic set from there, one sampled with the
+    same softmax. Experts are fixed recordings, so nothing is written back.
     """
 
     name = "dynadistill"
-    description = "DynaDistill: m pool models, one drawn with p ~ exp(L/T) of its matching loss; pool updated (seed 003)"
-    needs_pool = True
+    description = ("DynaDistill: m pool models (or expert segments), one drawn with p ~ exp(L/T) of its "
+                   "matching loss (seed 003)")
+    needs_pool = True  # a model pool, unless the method matches trajectories (then those are the pool)
     keeps_trained = True  # the context keeps the loop's perturbation so after_step can take it out
+    draws_trajectories = True
     options_type = DynaDistillOptions
 
     def __init__(self, m: int = 3, t: float = 0.5, prefer: str = "high") -> None:
@@ -134,7 +142,8 @@ class DynaDistill(SelectionStrategy):
         self._current: int | None = None
         self._placed = True  # False: _states came from a checkpoint and may be on another device
         self.last_losses: torch.Tensor | None = None  # the candidates' losses of the latest choice
-        self.last_candidates: list[int] = []
+        self.last_candidates: list[int] = []  # pool indices (model pools) of the latest candidates
+        self.last_segments: list[Segment] = []  # the latest candidates over trajectories
 
     @staticmethod
     def _check(o: DynaDistillOptions) -> None:
@@ -178,27 +187,44 @@ class DynaDistill(SelectionStrategy):
         frozen = type(syn)(syn.images.detach(), syn.labels, syn.ipc, syn.factor)
         return float(ctx.method.loss(ctx, frozen, net).detach())
 
+    def _scores(self, ctx: DistillContext, n: int, score: Callable[[int], float]) -> torch.Tensor:
+        """``score(j)`` of the n candidates, in order, as a tensor."""
+        losses = []
+        where = ctx.synthetic.images.device if ctx.synthetic is not None else torch.device("cpu")
+        devices = [where] if where.type == "cuda" else []
+        for j in range(n):
+            if self.options.shared_draw and j < n - 1:
+                # every candidate is scored on the same random draw (real batch, augmentation, student
+                # minibatches; the RNG state is put back after each), so the losses differ by the
+                # candidate, not by sampling noise; the last one advances the RNG as a single scoring would
+                with torch.random.fork_rng(devices=devices):
+                    losses.append(score(j))
+            else:
+                losses.append(score(j))
+        return torch.tensor(losses)
+
+    def select_segment(self, ctx: DistillContext, it: int, starts: int,
+                       score: Callable[[Segment], float]) -> Segment:
+        """Algorithm 1 over a trajectory pool: ``m`` distinct experts with uniform start epochs,
+        ranked by ``score`` (the method's matching loss from each), one sampled as :meth:`choose`."""
+        n = len(ctx.trajectories)  # type: ignore[arg-type]
+        m = min(self.options.m, n)
+        experts = torch.randperm(n)[:m].tolist()
+        candidates = [Segment(e, int(s)) for e, s in zip(experts, torch.randint(starts, (m,)).tolist())]
+        self.last_segments = candidates
+        if m == 1:
+            return candidates[0]
+        self.last_losses = self._scores(ctx, m, lambda j: float(score(candidates[j])))
+        return candidates[self.choose(self.last_losses)]
+
     def select(self, ctx: DistillContext, it: int) -> nn.Module:
         states = self._pool_states(ctx)
         m = min(self.options.m, len(states))
         candidates = torch.randperm(len(states))[:m].tolist()
         if m > 1 and ctx.synthetic is not None and ctx.method is not None:
-            nets = []
-            losses = []
-            where = ctx.synthetic.images.device
-            devices = [where] if where.type == "cuda" else []
-            for j, i in enumerate(candidates):
-                net = ctx.net_from_state(states[i])
-                if self.options.shared_draw and j < len(candidates) - 1:
-                    # every candidate is scored on the same real batch and augmentation draw (the
-                    # RNG state is put back after each), so the losses differ by the model, not by
-                    # sampling noise; the last one advances the RNG as a single scoring would
-                    with torch.random.fork_rng(devices=devices):
-                        losses.append(self.candidate_loss(ctx, net))
-                else:
-                    losses.append(self.candidate_loss(ctx, net))
-                nets.append(net)
-            self.last_losses = torch.tensor(losses)
+            # building a network draws no random numbers (ctx.net_from_state), so all are built first
+            nets = [ctx.net_from_state(states[i]) for i in candidates]
+            self.last_losses = self._scores(ctx, m, lambda j: self.candidate_loss(ctx, nets[j]))
             k = self.choose(self.last_losses)
             chosen, net = candidates[k], nets[k]
         else:

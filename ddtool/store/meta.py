@@ -58,7 +58,8 @@ def kind_of(meta: Metadata, default: str | None = None) -> str | None:
 
 
 # -- the dataset signature ----------------------------------------------------------------------
-_SIGNATURE_KEYS = {"dataset": "ddtool.dataset", "classes": "ddtool.classes", "shape": "ddtool.shape"}
+_SIGNATURE_KEYS = {"dataset": "ddtool.dataset", "classes": "ddtool.classes", "shape": "ddtool.shape",
+                   "zca": "ddtool.zca"}
 
 
 @dataclass(frozen=True)
@@ -68,22 +69,25 @@ class DatasetSignature:
     dataset: str | None = None
     classes: tuple[str, ...] | None = None
     shape: str | None = None  # "CxHxW"
+    zca: str | None = None  # sha256 of the ZCA whitening's parameters (ddtool.data.zca); None: not whitened
 
     @classmethod
     def of(cls, data: Any) -> "DatasetSignature":
         """The signature of an ``ImageData`` (anything with name, classes, channels, resolution)."""
-        return cls(data.name, tuple(data.classes), f"{data.channels}x{data.resolution}x{data.resolution}")
+        zca = getattr(data, "zca", None)
+        return cls(data.name, tuple(data.classes), f"{data.channels}x{data.resolution}x{data.resolution}",
+                   zca.digest() if zca is not None else None)
 
     @classmethod
     def from_metadata(cls, meta: Metadata) -> "DatasetSignature":
         classes = meta.get(_SIGNATURE_KEYS["classes"])
         return cls(meta.get(_SIGNATURE_KEYS["dataset"]), None if classes is None else tuple(classes.split(",")),
-                   meta.get(_SIGNATURE_KEYS["shape"]))
+                   meta.get(_SIGNATURE_KEYS["shape"]), meta.get(_SIGNATURE_KEYS["zca"]))
 
     def texts(self) -> dict[str, str | None]:
-        """The stored text of each field by its label (dataset, classes, shape), None when absent."""
+        """The stored text of each field by its label (dataset, classes, shape, zca), None when absent."""
         return {"dataset": self.dataset, "classes": None if self.classes is None else ",".join(self.classes),
-                "shape": self.shape}
+                "shape": self.shape, "zca": self.zca}
 
     def to_metadata(self) -> dict[str, str]:
         texts = self.texts()

@@ -9,6 +9,7 @@ import torch
 from ddtool.augment import Augmenter
 from ddtool.context import DistillContext
 from ddtool.methods.dm import DM
+from ddtool.methods.sharding import shard_of
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
@@ -46,9 +47,12 @@ def test_dm_loss_is_zero_when_synthetic_equals_the_real_batch(digits) -> None:  
     ctx.augment = Augmenter("none")
     ctx.cfg.batch_real = 5
     torch.manual_seed(0)
-    x_real, y_real = ctx.real_batch(5)
+    # each class's real batch from its own stream, keyed from the global one (ddtool.methods.sharding)
+    reals = shard_of(ctx).per_class(ctx, range(10), lambda c: ctx.real_class(c, 5))
+    x_real = torch.cat(reals)
+    y_real = torch.arange(10).repeat_interleave(5)
     net = ctx.fresh_net()
-    torch.manual_seed(0)  # the loss draws the same real batch again
+    torch.manual_seed(0)  # the loss draws the same real batches again
     loss = DM().loss(ctx, SyntheticSet(x_real.clone(), y_real, 5), net)
     assert float(loss) < 1e-8
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ import torch
 
 from ddtool.augment import Augmenter
 from ddtool.methods.dm import DM, class_means
+from ddtool.methods.sharding import shard_of
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
@@ -37,7 +38,9 @@ def test_dm_batchnorm_forwards_all_classes_at_once(digits, impl: str) -> None:  
     syn = init_synthetic(digits, 2, "real")
     net = ctx.fresh_net()
     torch.manual_seed(5)
-    x_real, y_real = ctx.real_batch(8)
+    # each class's real batch from its own stream, keyed from the global one (ddtool.methods.sharding)
+    x_real = torch.cat(shard_of(ctx).per_class(ctx, range(digits.num_classes), lambda c: ctx.real_class(c, 8)))
+    y_real = torch.arange(digits.num_classes).repeat_interleave(8)
     expected, per_class = _reference_losses(net, x_real, y_real, syn.images, syn.labels, digits.num_classes)
     assert not torch.allclose(expected, per_class, rtol=1e-3)  # the two readings really differ
     torch.manual_seed(5)  # the loss draws the same real batch
