@@ -57,7 +57,7 @@ def forward_fn(compile: bool, kind: str = "forward") -> Forward:
                 return compiled(net, x)
             except torch._dynamo.exc.TorchDynamoException as e:  # compiler missing or failing
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise DDToolError(f"torch.compile failed ({first[:200]}); set distill.compile = false") from None
+                raise DDToolError(f"torch.compile failed ({first[:200]}); set distill.compile = false (eval.compile = false in evaluation)") from None
 
         _COMPILED[kind] = call
     return _COMPILED[kind]

@@ -103,6 +103,9 @@ class EvalSection:
     augment: str = "color_crop_cutout_flip_scale_rotate"
     seed: int = 0
     impl: str = "auto"  # auto | vectorized (repeats as one vmapped ensemble) | loop
+    # torch.compile the training forward (loop path): true | false | "auto" = when the planned
+    # epochs repay compiling (ddtool.runtime.autocompile)
+    compile: bool | str = "auto"
     labels: str = "hard"  # hard: the set's labels | soft: a teacher's softmax(logits / temperature), KL loss x T²
     teacher: str = ""  # with labels = "soft": pool/NAME[:vN][#i] (model i of a pool; 0 when not given)
     temperature: float = 4.0  # of the soft labels
@@ -110,7 +113,7 @@ class EvalSection:
 
 # [eval] keys added after recipes were first hashed: left out of the hash while at their
 # defaults, so a recipe that does not use them keeps the hash the sets made with it record
-_HASHED_WHEN_SET = {"eval": ("labels", "teacher", "temperature")}
+_HASHED_WHEN_SET = {"eval": ("labels", "teacher", "temperature", "compile")}
 
 
 @dataclass
@@ -133,6 +136,10 @@ class Recipe:
 
     def sha256(self) -> str:
         d = self.to_dict()
+        # compile changes no result beyond float rounding: "auto" (the default since issue 15)
+        # hashes as the former default, so recipes keep the hash their sets record
+        if d["distill"].get("compile") == "auto":
+            d["distill"]["compile"] = False
         for section, keys in _HASHED_WHEN_SET.items():
             default = SECTIONS[section].default_factory()  # type: ignore[misc]
             for key in keys:
@@ -179,6 +186,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("eval", "batch"): (lambda v: v >= 1, ">= 1"),
     ("eval", "repeats"): (lambda v: v >= 1, ">= 1"),
     ("eval", "impl"): _IMPL,
+    ("eval", "compile"): (lambda v: v is True or v is False or v == "auto", 'true, false or "auto"'),
     ("eval", "labels"): (lambda v: v in ("hard", "soft"), "hard or soft"),
     ("eval", "temperature"): (lambda v: v > 0, "> 0"),
 }

@@ -11,14 +11,18 @@ from fractions import Fraction
 from typing import Any, Callable
 
 import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ddtool.augment import Augmenter, DiffAugChain
+from ddtool.compiled import forward_fn
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec, build_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection
+from ddtool.runtime.autocompile import AutoCompile
 from ddtool.runtime.records import io_entry, run_record
 from ddtool.runtime import distributed, ensemble
 from ddtool.runtime.train import BatchAugment, TrainSettings, accuracy, train
@@ -105,11 +109,12 @@ def net_of(syn: SyntheticSet, ref: str) -> NetSpec:
 
 def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
                  reporter: Reporter | None = None, label: str = "", targets: torch.Tensor | None = None,
-                 trained: list[Any] | None = None) -> list[float]:
+                 trained: list[Any] | None = None, compile_info: dict[str, Any] | None = None) -> list[float]:
     """Accuracy on the real test split of ``cfg.repeats`` fresh networks trained on ``syn``.
 
     ``targets``: soft labels ([N, classes] probabilities of the decoded images) to train on
-    instead of the set's labels (``ddtool.runtime.soft_labels``); ``trained`` gets the networks."""
+    instead of the set's labels (``ddtool.runtime.soft_labels``); ``trained`` gets the networks;
+    ``compile_info`` gets what ``eval.compile`` decided (``ddtool.runtime.autocompile``)."""
     reporter = reporter or Silent()
     proto = PROTOCOLS[cfg.protocol]
     settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -132,14 +137,40 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
             ensemble.train_stacked(nets, images, labels, settings, augment,
                                    on_epoch=lambda e, l: task.advance(len(mine), loss=l))
         else:
+            compiler = _train_compiler(cfg, nets, images, len(mine), device, reporter)
+            forward = forward_fn(True) if compiler.compiled else None
+
+            def on_epoch(epoch: int, loss: float) -> None:
+                task.advance(1, loss=loss)
+                compiler.after()  # times the first two compiled epochs (the compile cost)
+                compiler.before()
+
             for r, net in zip(mine, nets):
                 torch.manual_seed(cfg.seed + r)
-                train(net, images, labels, settings, augment, on_epoch=lambda e, l: task.advance(1, loss=l))
+                compiler.before()
+                train(net, images, labels, settings, augment, on_epoch=on_epoch, forward=forward)
+            if compile_info is not None:
+                compile_info.update(compiler.info)
     if trained is not None:
         # across processes the networks travel as host copies (a pickled CUDA tensor names its rank's device)
         trained.extend(distributed.gather_shards([copy.deepcopy(n).cpu() for n in nets])
                        if distributed.current().size > 1 else nets)
     return distributed.gather_shards([accuracy(net, data.test_images, data.test_labels, data.normalize) for net in nets])
+
+
+def _train_compiler(cfg: EvalSection, nets: list[nn.Module], images: torch.Tensor, repeats: int,
+                    device: torch.device, reporter: Reporter) -> AutoCompile:
+    """``eval.compile`` for the training loop, decided before training from its planned FLOPs:
+    forward and backward of every image, every epoch, every repeat (about 3x a forward)."""
+    compiler = AutoCompile(cfg.compile, device, note=getattr(reporter, "note", lambda _line: None))
+    if compiler.start() or compiler.decided or not nets:
+        return compiler
+    probe = images[: min(len(images), cfg.batch)]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        nets[0](probe)
+    per_image = counter.get_total_flops() / max(len(probe), 1)
+    compiler.decide(3 * per_image * len(images) * cfg.epochs * repeats)
+    return compiler
 
 
 def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: torch.device,
@@ -166,7 +197,11 @@ def _recorded(store: Store, syn: SyntheticSet, data: ImageData, spec: NetSpec, c
     with run_record(store, "eval", device, settings=json.loads(json.dumps(cfg.__dict__)),
                     net=json.loads(spec.to_json()), inputs=inputs, **(fields or {})) as run:
         trained: list[Any] | None = [] if save is not None else None
-        accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=label, targets=targets, trained=trained)
+        compiled: dict[str, Any] = {}
+        accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=label, targets=targets, trained=trained,
+                            compile_info=compiled)
+        if compiled:
+            run.record["compile"] = compiled
         result = EvalResult(label, spec.name, accs, run.elapsed(), run.id, dict(cfg.__dict__),
                             (fields or {}).get("soft") or {})
         outputs = save(trained or [], accs, run.id) if save is not None and distributed.is_main() else []  # rank 0 writes

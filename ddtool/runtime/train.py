@@ -70,8 +70,11 @@ def lr_at(settings: TrainSettings, epoch: int) -> float:
 
 
 def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings,
-          augment: BatchAugment | None = None, on_epoch: Callable[[int, float], None] | None = None) -> float:
+          augment: BatchAugment | None = None, on_epoch: Callable[[int, float], None] | None = None,
+          forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> float:
     """SGD on (images, labels), both already on the net's device; returns the last epoch's loss.
+
+    ``forward(net, x)`` replaces ``net(x)`` (a compiled forward: ``ddtool.compiled.forward_fn``).
 
     ``labels`` int64 class indices: cross-entropy. Float [N, classes] probabilities (soft labels):
     ``T² · CE(targets, softmax(net(x) / T))``, T = ``settings.temperature`` — Hinton's KD loss up
@@ -82,6 +85,7 @@ def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: 
     net.train()
     n = images.shape[0]
     loss_value = float("nan")
+    model: Callable[[torch.Tensor], torch.Tensor] = net if forward is None else (lambda z: forward(net, z))
     for epoch in range(settings.epochs):
         for group in opt.param_groups:
             group["lr"] = lr_at(settings, epoch)
@@ -96,9 +100,9 @@ def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: 
                 x = augment(x)
             if labels.is_floating_point():
                 t = settings.temperature
-                loss = t * t * batch_loss(lambda z: net(z) / t, x, y, settings.cutmix)
+                loss = t * t * batch_loss(lambda z: model(z) / t, x, y, settings.cutmix)
             else:
-                loss = batch_loss(net, x, y, settings.cutmix)
+                loss = batch_loss(model, x, y, settings.cutmix)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

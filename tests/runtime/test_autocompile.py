@@ -3,12 +3,15 @@ compiler, what the run record says, and a compiled rest of a run within the comp
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ddtool.errors import UsageError
+from ddtool.nets import NetSpec, build_net
 from ddtool.recipe import load_recipe
 from ddtool.runtime import autocompile
 from ddtool.runtime.autocompile import AutoCompile, pays
@@ -16,6 +19,7 @@ from ddtool.runtime.distill import distill
 from ddtool.store import Store
 
 CPU = torch.device("cpu")
+NET = NetSpec("convnet", {"width": 16})
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -109,3 +113,50 @@ def test_a_run_that_switches_to_compiled_matches_eager(digits, tmp_path, monkeyp
     info = store.run(auto.run_id)["compile"]
     assert info["compiled"] is True and info["decided_at"] == 0 and info["compile_seconds"] >= 0
     torch.testing.assert_close(auto.synthetic.images.detach(), eager.synthetic.images.detach(), rtol=1e-3, atol=1e-4)
+
+
+def test_auto_hashes_as_the_former_default_so_recipes_keep_their_hash():
+    auto = load_recipe(None, [])
+    assert auto.sha256() == load_recipe(None, ["distill.compile=false"]).sha256()
+    assert auto.sha256() != load_recipe(None, ["distill.compile=true"]).sha256()
+    assert auto.to_dict()["distill"]["compile"] == "auto"  # recorded as it was asked
+
+
+def _eval_set(digits):
+    from ddtool.synthetic import SyntheticSet
+
+    idx = torch.cat([digits.class_indices(c)[:3] for c in range(digits.num_classes)])
+    return SyntheticSet(digits.normalize(digits.train_images[idx]), digits.train_labels[idx], 3)
+
+
+def test_eval_decides_from_its_planned_flops_and_records_it(digits):
+    from ddtool.recipe import EvalSection
+    from ddtool.runtime.evaluate import evaluate_set
+
+    info: dict = {}
+    cfg = EvalSection(epochs=2, repeats=2, batch=16, impl="loop")
+    evaluate_set(_eval_set(digits), digits, NET, cfg, CPU, compile_info=info)
+    assert info["setting"] == "auto" and info["compiled"] is False and "too little" in info["reason"]
+    net = build_net(NET, digits.channels, digits.num_classes, digits.resolution)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(_eval_set(digits).images[:16])
+    # forward and backward (3x a forward) of 30 images, 2 epochs, 2 repeats
+    assert info["remaining_flops"] == int(3 * counter.get_total_flops() / 16 * 30 * 2 * 2)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_a_compiled_eval_trains_the_networks_eager_does(digits, monkeypatch):
+    from ddtool.recipe import EvalSection
+    from ddtool.runtime.evaluate import evaluate_set
+
+    cfg = EvalSection(epochs=3, repeats=1, batch=16, impl="loop", augment="none")
+    eager: list = []
+    evaluate_set(_eval_set(digits), digits, NET, dataclasses.replace(cfg, compile=False), CPU, trained=eager)
+    monkeypatch.setitem(autocompile.COMPILE_COST, "cpu", 0.0)  # any work pays
+    info: dict = {}
+    compiled: list = []
+    evaluate_set(_eval_set(digits), digits, NET, cfg, CPU, trained=compiled, compile_info=info)
+    assert info["compiled"] is True and "compile_seconds" in info
+    for a, b in zip(eager[0].parameters(), compiled[0].parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
