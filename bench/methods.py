@@ -27,6 +27,8 @@ from ddtool.runtime.evaluate import evaluate
 from ddtool.runtime.pretrain import pretrain
 from ddtool.store import Store
 
+MTT_RECIPE = "recipes/mtt.toml"
+
 
 def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: int,
          dc_lr: float, idc_lr: float) -> dict[str, list[str]]:
@@ -53,8 +55,19 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
                                "distill.options.dynadistill.write_back=false"],
         "ours+dd own draws": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool,
                               "distill.options.dynadistill.shared_draw=false"],
+        # DREAM+ (seed 003 Eq. 3) at IDC's budget: representative real batches, re-clustered every 5 inner steps
+        "dream": [*idc, f"distill.iterations={outer}", "distill.method=\"dream\"", "distill.options.interval=5"],
+        "dream+dynadistill": [*idc, f"distill.iterations={outer}", "distill.method=\"dream\"",
+                              "distill.options.interval=5", "distill.options.warmup_epochs=0",
+                              "distill.selection=\"dynadistill\"", *pool],
+        # MTT from recipes/mtt.toml's digits scale (experts made once per run, see TRAJECTORY_ROWS)
+        "mtt": [],
+        "mtt+dynadistill": ["distill.selection=\"dynadistill\""],
         "ours 1/5": [*idc, f"distill.iterations={max(1, outer // 5)}", "distill.selection=\"random\"", *pool],
     }
+
+
+TRAJECTORY_ROWS = ("mtt", "mtt+dynadistill")  # rows that run recipes/mtt.toml on its experts
 
 
 def main() -> None:
@@ -94,11 +107,21 @@ def main() -> None:
     table = rows(args.outer, args.dm_iters, args.idc_inner, args.idc_net_steps, args.idc_factor, args.dc_lr,
                  args.idc_lr)
     chosen = [r for r in args.rows.split(",") if r] or list(table)
+    # MTT keeps its recipe's own digits scale (experts, unroll, width) and only shares the evaluation
+    mtt_base = [f"data.dataset=\"{args.dataset}\"", f"eval.epochs={args.epochs}", f"eval.repeats={args.repeats}",
+                *args.set]
+    if any(r in TRAJECTORY_ROWS for r in chosen):
+        from ddtool.runtime.trajectories import pretrain_trajectories
+
+        t = time.perf_counter()
+        pretrain_trajectories(store, load_recipe(MTT_RECIPE, mtt_base), data, device)
+        print(f"# trajectories: recipes/mtt.toml's digits scale in {time.perf_counter() - t:.1f}s")
     print("| method | ipc | accuracy % (mean ± std) | distill s |")
     print("|---|---|---|---|")
     for ipc in args.ipc:
         for name in chosen:
-            recipe = load_recipe(None, [*base, f"distill.ipc={ipc}", *table[name]])
+            recipe = (load_recipe(MTT_RECIPE, [*mtt_base, f"distill.ipc={ipc}", *table[name]]) if name in TRAJECTORY_ROWS
+                      else load_recipe(None, [*base, f"distill.ipc={ipc}", *table[name]]))
             res = distill(store, recipe, data, device, name=f"b{ipc}-{name.replace(' ', '').replace('/', '-').replace('+', 'p')}")
             ev = evaluate(store, res.artifact.ref, data, recipe.eval, device)
             accs = [100 * a for a in ev.accuracies]
