@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
@@ -136,10 +136,31 @@ def _zca_option(data: ImageData, arg: str | None, root: Path) -> ImageData:
     return whiten(data, arg, root)
 
 
+# the per-channel (mean, std) the reference codebases normalise with: DC/DSA/DM, IDC, Acc-DD and
+# MTT use the "cifar" constants for CIFAR-10 and CIFAR-100 (std 0.2023 is the mean of per-image
+# stds, not the pixel std 0.247 a dataset's own statistics give), torchvision's ImageNet ones
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def _norm_option(data: ImageData, arg: str | None, root: Path) -> ImageData:
+    """``+norm=NAME``: normalise with the constants NORMALIZATIONS[NAME] instead of the data's own
+    statistics. It matters beyond a rescaling: DSA's brightness jitter is +-0.5 in normalised units,
+    so the constants set its strength in pixels (IDC on CIFAR-10, BENCHMARKS.md issue 11)."""
+    if arg not in NORMALIZATIONS:
+        raise UsageError(f"'+norm={arg or ''}': choose one of {', '.join(NORMALIZATIONS)}, e.g. cifar10+norm=cifar")
+    mean, std = NORMALIZATIONS[arg]
+    if len(mean) != data.channels:
+        raise UsageError(f"'+norm={arg}' has {len(mean)} channels but '{data.name}' has {data.channels}")
+    return replace(data, name=f"{data.name}+norm={arg}", mean=mean, std=std, _stats_cache={})
+
+
 # data options: ``DATASET+NAME`` or ``DATASET+NAME=ARG`` applies DATA_OPTIONS[NAME](data, ARG, root)
 # to the loaded data; the option stays in the data's name, so artifacts record it and ``eval``
 # loads the same transformed data
-DATA_OPTIONS: dict[str, Callable[[ImageData, Any, Path], ImageData]] = {"zca": _zca_option}
+DATA_OPTIONS: dict[str, Callable[[ImageData, Any, Path], ImageData]] = {"norm": _norm_option, "zca": _zca_option}
 
 
 def split_options(spec: str) -> tuple[str, list[tuple[str, str | None]]]:

@@ -107,6 +107,19 @@ def net_of(syn: SyntheticSet, ref: str) -> NetSpec:
     return syn.net
 
 
+def in_data_normalization(images: torch.Tensor, syn: SyntheticSet, data: ImageData) -> torch.Tensor:
+    """``images`` of ``syn`` in ``data``'s normalisation: a set stored under other per-channel
+    constants (its recorded mean/std) is moved to the ones the test split is normalised with."""
+    mean, std = syn.info.mean, syn.info.std
+    if not mean or not std or data.zca is not None or len(mean) != data.channels or (
+            max(abs(a - b) for a, b in zip((*mean, *std), (*data.mean, *data.std))) < 1e-6):
+        return images
+    m0 = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    s0 = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    m1, s1 = data.stats(images.device, images.dtype)
+    return (images * s0 + m0 - m1) / s1
+
+
 def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
                  reporter: Reporter | None = None, label: str = "", targets: torch.Tensor | None = None,
                  trained: list[Any] | None = None, compile_info: dict[str, Any] | None = None) -> list[float]:
@@ -121,7 +134,8 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
                              batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix,
                              temperature=cfg.temperature if targets is not None else 1.0)
     images, labels = syn.decoded()
-    images, labels = images.detach().to(device), (labels if targets is None else targets).to(device)
+    images, labels = in_data_normalization(images.detach().to(device), syn, data), \
+        (labels if targets is None else targets).to(device)
     augment = proto.augmenter(cfg.augment)
     # under torchrun each rank trains its block of the repeats (ddtool.runtime.distributed); repeat r
     # is seeded cfg.seed + r wherever it runs, so the loop gives the same accuracies on any world size

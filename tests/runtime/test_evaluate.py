@@ -55,3 +55,45 @@ def test_eval_protocol_lr_schedule_augmentation_and_cutmix(digits, monkeypatch: 
         assert 18 <= len(mixed) <= 42 and steps == 60
     else:
         assert mixed == []
+
+
+def test_a_set_stored_under_other_constants_is_moved_to_the_datas_normalisation(digits):
+    """'+norm=NAME' or another copy's statistics: the pixels the set holds are what is trained on."""
+    import dataclasses
+
+    from ddtool.runtime.evaluate import in_data_normalization
+    from ddtool.store.meta import SyntheticMeta
+
+    syn = _tiny_set(digits)
+    pixels = digits.denormalize(syn.images)
+    other = ((0.3,), (0.5,))
+    stored = dataclasses.replace(syn, images=(pixels - other[0][0]) / other[1][0],
+                                 info=SyntheticMeta(mean=other[0], std=other[1]))
+    torch.testing.assert_close(in_data_normalization(stored.images, stored, digits), syn.images, rtol=0, atol=1e-5)
+    same = dataclasses.replace(syn, info=SyntheticMeta(mean=digits.mean, std=digits.std))
+    assert in_data_normalization(same.images, same, digits) is same.images
+
+
+def test_norm_option_sets_the_reference_constants_and_names_them(digits, tmp_path):
+    from ddtool.data.dataset import NORMALIZATIONS, _norm_option
+    from ddtool.errors import UsageError
+
+    rgb = dataclasses_replace_channels(digits)
+    out = _norm_option(rgb, "cifar", tmp_path)
+    assert out.mean == NORMALIZATIONS["cifar"][0] and out.std == NORMALIZATIONS["cifar"][1]
+    assert out.name == f"{rgb.name}+norm=cifar"
+    x = out.normalize(rgb.train_images[:2])
+    expect = (rgb.train_images[:2].float() / 255 - torch.tensor(out.mean).view(1, 3, 1, 1)) / torch.tensor(out.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, expect)
+    with pytest.raises(UsageError, match="choose one of cifar, imagenet"):
+        _norm_option(rgb, "papers", tmp_path)
+    with pytest.raises(UsageError, match="3 channels but 'digits' has 1"):
+        _norm_option(digits, "cifar", tmp_path)
+
+
+def dataclasses_replace_channels(data):  # type: ignore[no-untyped-def]
+    """digits as three identical channels (a stand-in for an RGB dataset)."""
+    import dataclasses
+
+    return dataclasses.replace(data, name="rgb", train_images=data.train_images.repeat(1, 3, 1, 1),
+                               test_images=data.test_images.repeat(1, 3, 1, 1), mean=(), std=(), _stats_cache={})
