@@ -10,6 +10,7 @@ AOTAutograd has no double backward.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import shutil
 from typing import Callable
 
@@ -50,6 +51,9 @@ def forward_fn(compile: bool, kind: str = "forward") -> Forward:
     if not compile:
         return plain
     if kind not in _COMPILED:
+        # the CUDA build of torch warns on a CPU-only machine that it found no CUDA runtime when
+        # inductor builds its C++ kernels: true and irrelevant there, and not the user's to act on
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         compiled = torch.compile(plain)
 
         def call(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
