@@ -20,9 +20,12 @@ needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c+
 
 
 @needs_compiler
-def test_compiled_dm_and_idc_match_eager_across_fresh_networks(make_ctx, digits):
+def test_compiled_dm_and_idc_match_eager_across_fresh_networks(make_ctx, digits, monkeypatch):
     from torch._dynamo.utils import counters
 
+    # other tests (compile = "auto" runs) may have compiled these forwards already: start afresh
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
     graphs_before = counters["stats"]["unique_graphs"]
     for method, extra in ((DM(), []), (IDC(), ["distill.options.net_steps=2", "distill.options.net_batch=16",
                                                "distill.batch_real=16"])):
