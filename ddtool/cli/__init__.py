@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -78,4 +81,19 @@ def main() -> None:
     except DDToolError as exc:  # e.g. a broken plugin: one line naming it, never a traceback
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code)
-    app()
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        app()
+        return
+    # a torchrun worker: once the command and the atexit handlers (which leave the process group)
+    # are done, exit without the interpreter's and C++'s teardown, where a still-joinable thread of
+    # the process group's now and then aborts a finished process ("terminate called without an
+    # active exception", SIGABRT) and turns a good run into a failed one
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -151,7 +151,8 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
             ensemble.train_stacked(nets, images, labels, settings, augment,
                                    on_epoch=lambda e, l: task.advance(len(mine), loss=l))
         else:
-            compiler = _train_compiler(cfg, nets, images, len(mine), device, reporter)
+            # decided on all the repeats, so every process decides as one process would
+            compiler = _train_compiler(cfg, nets, images, cfg.repeats, device, reporter)
             forward = forward_fn(True) if compiler.compiled else None
 
             def on_epoch(epoch: int, loss: float) -> None:
@@ -179,9 +180,12 @@ def _train_compiler(cfg: EvalSection, nets: list[nn.Module], images: torch.Tenso
     compiler = AutoCompile(cfg.compile, device, note=getattr(reporter, "note", lambda _line: None))
     if compiler.start() or compiler.decided or not nets:
         return compiler
-    probe = images[: min(len(images), cfg.batch)]
+    probe, net = images[: min(len(images), cfg.batch)], nets[0]
+    was = net.training
+    net.eval()  # no batch-norm statistics move: the probe leaves the network as built
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        nets[0](probe)
+        net(probe)
+    net.train(was)
     per_image = counter.get_total_flops() / max(len(probe), 1)
     compiler.decide(3 * per_image * len(images) * cfg.epochs * repeats)
     return compiler
