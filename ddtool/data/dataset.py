@@ -151,6 +151,8 @@ def _norm_option(data: ImageData, arg: str | None, root: Path) -> ImageData:
     so the constants set its strength in pixels (IDC on CIFAR-10, BENCHMARKS.md issue 11)."""
     if arg not in NORMALIZATIONS:
         raise UsageError(f"'+norm={arg or ''}': choose one of {', '.join(NORMALIZATIONS)}, e.g. cifar10+norm=cifar")
+    if data.zca is not None:  # the whitening was fitted on the earlier normalisation
+        raise UsageError(f"'+norm={arg}' after '+zca' in '{data.name}': write +norm first, e.g. cifar10+norm=cifar+zca")
     mean, std = NORMALIZATIONS[arg]
     if len(mean) != data.channels:
         raise UsageError(f"'+norm={arg}' has {len(mean)} channels but '{data.name}' has {data.channels}")

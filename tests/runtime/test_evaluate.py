@@ -89,6 +89,10 @@ def test_norm_option_sets_the_reference_constants_and_names_them(digits, tmp_pat
         _norm_option(rgb, "papers", tmp_path)
     with pytest.raises(UsageError, match="3 channels but 'digits' has 1"):
         _norm_option(digits, "cifar", tmp_path)
+    import dataclasses
+
+    with pytest.raises(UsageError, match=r"after '\+zca'.*write \+norm first"):
+        _norm_option(dataclasses.replace(rgb, zca=object()), "cifar", tmp_path)
 
 
 def dataclasses_replace_channels(data):  # type: ignore[no-untyped-def]
