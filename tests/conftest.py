@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -174,3 +175,31 @@ def denorm_uint8() -> Callable[..., torch.Tensor]:
         return x.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
 
     return to_uint8
+
+
+class StopAt:
+    """A reporter whose n-th progress advance raises KeyboardInterrupt (Ctrl-C between two steps)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen = n, 0
+
+    def note(self, text: str) -> None:
+        pass
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Any]:
+        outer = self
+
+        class Task:
+            def advance(self, n: int = 1, **fields: Any) -> None:
+                outer.seen += n
+                if outer.seen == outer.n:
+                    raise KeyboardInterrupt
+
+        yield Task()
+
+
+@pytest.fixture
+def stop_at() -> type[StopAt]:
+    """:class:`StopAt`, the reporter that interrupts a run at its n-th progress step."""
+    return StopAt

@@ -193,33 +193,17 @@ class DREAM(IDC):
 
     # -- one outer iteration -------------------------------------------------------------------
 
-    def warmup(self, ctx: DistillContext, net: nn.Module, net_opt: torch.optim.Optimizer, o: DREAMOptions,
-               ops: Sequence[str]) -> None:
-        """``warmup_epochs`` epochs of IDC's network update on the real data (:meth:`IDC.train_net`)."""
+    def prepare_net(self, ctx: DistillContext, net: nn.Module, net_opt: torch.optim.Optimizer,  # type: ignore[override]
+                    o: DREAMOptions, ops: Sequence[str]) -> None:
+        """The warm-up: ``warmup_epochs`` epochs of IDC's network update on the real data
+        (:meth:`IDC.train_net`) before the first inner loop of IDC's outer iteration."""
         steps = ceil(o.warmup_epochs * len(ctx.data.train_labels) / o.net_batch)
         if steps:
             self.train_net(ctx, net, net_opt, replace(o, net_steps=steps), ops)
 
-    def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
-        """IDC's outer iteration (:meth:`IDC.step`) with the warm-up and the representative batches,
-        re-clustered every ``interval`` inner loops."""
-        o = self.opts(ctx)
-        net = ctx.next_model(it)
-        net.requires_grad_(True)
-        net.train()
-        net_opt = torch.optim.SGD(net.parameters(), lr=o.lr_net, momentum=o.momentum_net,
-                                  weight_decay=o.weight_decay_net)
-        net_ops = self.net_ops(ctx, o)
-        self.warmup(ctx, net, net_opt, o, net_ops)
-        if o.clamp:
-            self.clamp(ctx, syn)
-        total = syn.images.new_zeros((), dtype=torch.float64)
-        reals: list[torch.Tensor] = []
-        for inner in range(o.inner_loops):
-            if inner % o.interval == 0:
-                reals = [self.real_images(ctx, i) for i in self.representatives(ctx, net, o)]
-            total += self.image_update(ctx, syn, opt, net, reals)
-            self.train_net(ctx, net, net_opt, o, net_ops)
-            ctx.inner_step_done()
-        ctx.selection.after_step(ctx, it, net)
-        return float(total) / o.inner_loops
+    def inner_reals(self, ctx: DistillContext, net: nn.Module, o: DREAMOptions, inner: int,  # type: ignore[override]
+                    previous: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+        """The representative batches, re-clustered every ``interval`` inner loops under the network as it is then."""
+        if inner % o.interval == 0 or previous is None:
+            return [self.real_images(ctx, i) for i in self.representatives(ctx, net, o)]
+        return previous

@@ -318,6 +318,16 @@ class IDC(MatchingMethod):
         mean, std = ctx.data.stats(syn.images.device, syn.images.dtype)
         syn.images.copy_(torch.maximum(torch.minimum(syn.images, (1 - mean) / std), -mean / std))
 
+    def prepare_net(self, ctx: DistillContext, net: nn.Module, net_opt: torch.optim.Optimizer, o: IDCOptions,
+                    ops: Sequence[str]) -> None:
+        """Before the inner loops of an outer loop: nothing for IDC (DREAM+ trains the network first)."""
+
+    def inner_reals(self, ctx: DistillContext, net: nn.Module, o: IDCOptions, inner: int,
+                    previous: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+        """The real batch per class of inner loop ``inner``; None: drawn at random (IDC). DREAM+
+        returns its representatives, re-clustered every ``interval`` loops (else ``previous``)."""
+        return None
+
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         o = self.opts(ctx)
         net = ctx.next_model(it)
@@ -326,11 +336,14 @@ class IDC(MatchingMethod):
         net_opt = torch.optim.SGD(net.parameters(), lr=o.lr_net, momentum=o.momentum_net,
                                   weight_decay=o.weight_decay_net)
         net_ops = self.net_ops(ctx, o)
+        self.prepare_net(ctx, net, net_opt, o, net_ops)
         if o.clamp:
             self.clamp(ctx, syn)
         total = syn.images.new_zeros((), dtype=torch.float64)
-        for _ in range(o.inner_loops):
-            total += self.image_update(ctx, syn, opt, net)
+        reals: list[torch.Tensor] | None = None
+        for inner in range(o.inner_loops):
+            reals = self.inner_reals(ctx, net, o, inner, reals)
+            total += self.image_update(ctx, syn, opt, net, reals)
             self.train_net(ctx, net, net_opt, o, net_ops)
             ctx.inner_step_done()
         ctx.selection.after_step(ctx, it, net)

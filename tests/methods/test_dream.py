@@ -177,36 +177,15 @@ def test_a_digits_run_with_dynadistill_names_its_pool(store: Store, digits) -> N
     assert [i["role"] for i in store.run(res.run_id)["inputs"]] == ["pool"]
 
 
-def test_an_interrupted_run_resumes_bit_identically(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+def test_an_interrupted_run_resumes_bit_identically(store: Store, digits, stop_at) -> None:  # type: ignore[no-untyped-def]
     """Ctrl-C inside outer loop 2 of 3, then --resume: the clustering's random state comes from the
     run's RNG, so the resumed run picks the same representatives and ends with the same images."""
-    from contextlib import contextmanager
-
     from ddtool.runtime.distill import RunInterrupted, distill, resume
-
-    class StopAt:
-        def __init__(self, n: int) -> None:
-            self.n, self.seen = n, 0
-
-        def note(self, text: str) -> None:
-            pass
-
-        @contextmanager
-        def task(self, description: str, total: int):  # type: ignore[no-untyped-def]
-            outer = self
-
-            class Task:
-                def advance(self, n: int = 1, **fields) -> None:  # type: ignore[no-untyped-def]
-                    outer.seen += n
-                    if outer.seen == outer.n:
-                        raise KeyboardInterrupt
-
-            yield Task()
 
     recipe = load_recipe(RECIPES / "dream.toml", [*TINY, "distill.iterations=3", "distill.checkpoint_every=1",
                                                   'name="r"'])
     full = distill(store, recipe, digits, CPU)
     with pytest.raises(RunInterrupted) as info:
-        distill(store, recipe, digits, CPU, StopAt(6))  # inner loop 2 of outer loop 2 (4 inner loops each)
+        distill(store, recipe, digits, CPU, stop_at(6))  # inner loop 2 of outer loop 2 (4 inner loops each)
     res = resume(store, info.value.run_id, digits, CPU)
     assert torch.equal(res.synthetic.images, full.synthetic.images)

@@ -206,39 +206,18 @@ def test_the_recipe_reaches_no_epoch_past_its_own_experts(overrides: list[str]) 
     assert o.trajectories == f"trajectories/{recipe.pretrain.name}"  # pretrain makes what distill reads
 
 
-def test_an_interrupted_run_resumes_bit_identically_with_its_learned_step_size(store: Store, digits, one_thread) -> None:  # type: ignore[no-untyped-def]
+def test_an_interrupted_run_resumes_bit_identically_with_its_learned_step_size(store: Store, digits, one_thread, stop_at) -> None:  # type: ignore[no-untyped-def]
     """Ctrl-C after iteration 2 of 4, then --resume: the same images as an uninterrupted run, which
     needs the step size learned by then (a resume that restarted it at lr_teacher would differ)."""
-    from contextlib import contextmanager
-
     from ddtool.runtime.distill import RunInterrupted, distill, resume
     from ddtool.runtime.trajectories import pretrain_trajectories
-
-    class StopAt:
-        def __init__(self, n: int) -> None:
-            self.n, self.seen = n, 0
-
-        def note(self, text: str) -> None:
-            pass
-
-        @contextmanager
-        def task(self, description: str, total: int):  # type: ignore[no-untyped-def]
-            outer = self
-
-            class Task:
-                def advance(self, n: int = 1, **fields) -> None:  # type: ignore[no-untyped-def]
-                    outer.seen += n
-                    if outer.seen == outer.n:
-                        raise KeyboardInterrupt
-
-            yield Task()
 
     pretrain_trajectories(store, load_recipe(None, TINY_EXPERTS), digits, CPU)
     recipe = load_recipe(None, [*TINY_MTT, "distill.iterations=4", 'distill.options.unroll="checkpointed"',
                                 "distill.options.segment=3"])
     full = distill(store, recipe, digits, CPU)
     with pytest.raises(RunInterrupted) as info:
-        distill(store, recipe, digits, CPU, StopAt(3))
+        distill(store, recipe, digits, CPU, stop_at(3))
     res = resume(store, info.value.run_id, digits, CPU)
     assert torch.equal(res.synthetic.images, full.synthetic.images)
     assert res.artifact.digest == full.artifact.digest

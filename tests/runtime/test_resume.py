@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 import torch
@@ -41,25 +39,6 @@ def recipe():  # type: ignore[no-untyped-def]
     return load_recipe(None, [*SETTINGS, 'name="t"'])
 
 
-class StopAt:
-    """A reporter whose n-th advance raises KeyboardInterrupt (Ctrl-C between two steps)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.seen = n, 0
-
-    @contextmanager
-    def task(self, description: str, total: int) -> Iterator[Any]:
-        outer = self
-
-        class Task:
-            def advance(self, n: int = 1, **fields: Any) -> None:
-                outer.seen += n
-                if outer.seen == outer.n:
-                    raise KeyboardInterrupt
-
-        yield Task()
-
-
 def _fail_in_step(monkeypatch: pytest.MonkeyPatch, at: int, exc: type[BaseException]) -> dict[str, bool]:
     """Make DM raise ``exc`` at iteration ``at``, after the step did its work (RNG drawn, images moved)."""
     armed = {"on": True}
@@ -80,10 +59,10 @@ def _same(a, b) -> None:  # type: ignore[no-untyped-def]
     assert a.artifact.digest == b.artifact.digest  # same bytes, metadata included
 
 
-def test_ctrl_c_between_steps_resumes_bit_identically(store: Store, digits, recipe) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_between_steps_resumes_bit_identically(store: Store, digits, recipe, stop_at) -> None:  # type: ignore[no-untyped-def]
     full = distill(store, recipe, digits, CPU)
     with pytest.raises(RunInterrupted) as info:
-        distill(store, recipe, digits, CPU, StopAt(3))  # after iteration index 2 completed
+        distill(store, recipe, digits, CPU, stop_at(3))  # after iteration index 2 completed
     run_id = info.value.run_id
     parent = store.run(run_id)
     assert parent["status"] == "interrupted" and info.value.iteration == 2
@@ -179,9 +158,9 @@ def test_cuda_out_of_memory_fails_the_run_with_one_line_and_it_can_resume(store:
     _same(resume(store, rec["id"], digits, CPU), full)
 
 
-def test_resumed_runs_go_on_counting_seconds(store: Store, digits, recipe) -> None:  # type: ignore[no-untyped-def]
+def test_resumed_runs_go_on_counting_seconds(store: Store, digits, recipe, stop_at) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(RunInterrupted) as info:
-        distill(store, recipe, digits, CPU, StopAt(3))
+        distill(store, recipe, digits, CPU, stop_at(3))
     parent = store.run(info.value.run_id)
     parent["checkpoints"][-1]["seconds"] = 1000.0  # as if the first part had taken a long time
     store.write_run(parent)
