@@ -54,6 +54,7 @@ class Plan:
     # expert trajectories, for a method whose options name them (mtt: [distill.options] trajectories)
     trajectories: Trajectories | None = None
     trajectories_artifact: Artifact | None = None
+    pool_from: str = ""  # where the pool in use came from, when not the recipe's [distill] pool
 
     def describe(self) -> dict[str, Any]:
         out = {
@@ -82,6 +83,8 @@ class Plan:
                     out[f"options.{k}"] = {"value": v, "from": origins.get(f"distill.options.{k}", "recipe")}
                 continue
             out[key] = {"value": value, "from": origins.get(f"distill.{key}", "default")}
+        if self.pool_from and self.pool_artifact is not None:  # --pool, or the newest pool stood in
+            out["pool"] = {"value": self.pool_artifact.ref, "from": self.pool_from}
         return out
 
 
@@ -111,6 +114,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     # (dynadistill over mtt's experts): no model pool is needed then
     needs_pool = selection.needs_pool and not (traj is not None and getattr(selection, "draws_trajectories", False))
     ref = pool_ref or cfg.pool
+    pool_from = "--pool" if pool_ref else ""
     # a pool the recipe names is a suggestion (--pool is not): when it is missing, or none is named,
     # the newest pool made for this data and net will do
     # (a method may use a pool without needing one: herding embeds with the recipe's pool if named)
@@ -127,6 +131,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
                 "[net]: make it with 'ddtool pretrain --recipe RECIPE' (the same recipe), pass --pool, or "
                 "--set distill.pool='\"\"' to run without one")
         ref = pool_art.ref if pool_art is not None else ""
+        pool_from = "the newest pool for this data and [net]" if pool_art is not None else ""
     if ref:
         pool_art, tensors, meta = store.load(ref, kind="pool")
         pool = Pool.from_artifact(tensors, meta, pool_art.digest)
@@ -151,7 +156,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     every = cfg.checkpoint_every or max(1, iterations // 10)
     impl = resolve_impl(cfg.impl, device)
     return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl, recipe, notes,
-                traj, traj_art)
+                traj, traj_art, pool_from)
 
 
 def _pin_trajectories(recipe: Recipe, art: Artifact) -> Recipe:

@@ -110,6 +110,9 @@ def test_pool_fallback_to_the_newest_compatible_pool(cli, store: Store, digits) 
     p = plan(store, recipe, digits)
     assert p.pool_artifact is not None and p.pool_artifact.ref == "pool/newer:v1"
     assert p.notes and "pool/ours" in p.notes[0] and "pool/newer:v1" in p.notes[0]
+    # --dry-run's table names the pool the run will use and why, not the recipe's missing one
+    assert p.settings()["pool"] == {"value": "pool/newer:v1", "from": "the newest pool for this data and [net]"}
+    assert plan(store, recipe, digits, "pool/older").settings()["pool"] == {"value": "pool/older:v1", "from": "--pool"}
     res = cli("distill", "--recipe", RECIPES / "ours10.toml", *sum((["--set", o] for o in over), []))
     assert res.exit_code == 0, res.stderr
     assert "using pool/newer:v1" in res.stderr
