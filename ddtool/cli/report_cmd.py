@@ -170,24 +170,28 @@ def _print_table(rows) -> None:  # type: ignore[no-untyped-def]
     console.print(cost)
     soft = any(r.soft_mean is not None for r in rows)
     if soft:  # a third table, hard and soft side by side, so that each fits 80 columns
-        labels = Table(title="hard and soft labels (soft: the teacher's softmax(logits / T), KL loss x T²)",
-                       show_edge=False)
-        for col in ("set", "teacher pool", "T", "hard", "soft", "soft labels", "in all"):
-            labels.add_column(col, justify="left" if col in ("set", "teacher pool") else "right", overflow="fold",
-                              no_wrap=col not in ("set", "teacher pool"), min_width=12 if col == "set" else None)
+        # one --temperature per report: it goes into the title
+        temperature = next(r.temperature for r in rows if r.soft_mean is not None)
+        labels = Table(title=f"hard and soft labels (soft: the teacher's softmax(logits / T), T {temperature:g}, "
+                             "KL loss x T²; random and LRS on the same soft labels)", show_edge=False)
+        for col in ("set", "teacher", "hard", "soft", "random", "LRS", "bytes"):
+            labels.add_column(col, justify="left" if col in ("set", "teacher") else "right", overflow="fold",
+                              no_wrap=col not in ("set", "teacher"), min_width=12 if col == "set" else None)
         for r in rows:
             if r.soft_mean is None:
                 continue
             teacher = (r.teacher or "").removeprefix("pool/")
-            labels.add_row(name(r.ref), f"{teacher}#{r.teacher_model}", f"{r.temperature:g}",
+            labels.add_row(name(r.ref), f"{teacher}#{r.teacher_model}",
                            f"{p1(r.accuracy_mean)} ± {p1(r.accuracy_std)}",
-                           f"{p1(r.soft_mean)} ± {p1(r.soft_std or 0.0)}", human_bytes(r.soft_label_bytes or 0),
-                           human_bytes(r.total_storage_bytes or r.storage_bytes))
+                           f"{p1(r.soft_mean)} ± {p1(r.soft_std or 0.0)}",
+                           "-" if r.soft_random_mean is None else p1(r.soft_random_mean),
+                           "-" if r.soft_lrs is None else f"{r.soft_lrs:.1f}", human_bytes(r.soft_label_bytes or 0))
         console.print(labels)
     _print_cross_arch(rows, name, p1)
     err.print(f"random: mean ± std of {first.random_subsets} random real subsets' mean accuracies; HLR = full − "
               "accuracy, IOR = accuracy − random (points), LRS in [0, 100]; --json has every repeat, seed and run",
               highlight=False, soft_wrap=True)
     if soft:
-        err.print("soft labels: fp32, N (training images) x classes x 4 bytes; in all: images, labels and soft labels",
-                  highlight=False, soft_wrap=True)
+        err.print("soft labels: bytes = fp32, N (training images) x classes x 4 (--json: the total with the images); "
+                  "random: the same subsets on the teacher's soft labels; LRS from IOR = soft − that random and "
+                  "the hard HLR", highlight=False, soft_wrap=True)

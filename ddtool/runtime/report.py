@@ -133,6 +133,12 @@ class ReportRow:
     soft_accuracies: list[float] = field(default_factory=list)
     soft_seeds: list[int] = field(default_factory=list)
     soft_eval_runs: list[str] = field(default_factory=list)
+    # the random subsets trained on the same teacher's soft labels, and DD-Ranking's scores of a
+    # soft-label set: IOR = soft - soft random (both "any" labels: the set's own), HLR stays hard
+    soft_random_mean: float | None = None
+    soft_random_std: float | None = None
+    soft_ior: float | None = None
+    soft_lrs: float | None = None
     # the set on other networks, as recorded by 'eval --net NAME' under the same settings (never trained
     # by the report): label -> {"net", "mean", "std", "repeats", "seeds", "runs"}
     cross_arch: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -178,7 +184,8 @@ def to_markdown(rows: list[ReportRow]) -> str:
     soft = any(r.soft_mean is not None for r in rows)
     nets = cross_nets(rows)
     head = ["set", "method", "ipc", "recipe", "accuracy %", *(["soft-label %"] if soft else []),
-            *(f"{n} %" for n in nets), "random %", "full %", "HLR", "IOR", "LRS", "ARS", "distill s", "storage",
+            *(f"{n} %" for n in nets), "random %", "full %", "HLR", "IOR", "LRS", "ARS",
+            *(["soft random %", "soft IOR", "soft LRS"] if soft else []), "distill s", "storage",
             *(["soft labels"] if soft else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
@@ -192,6 +199,9 @@ def to_markdown(rows: list[ReportRow]) -> str:
                  f"{pct(r.random_mean)} ± {pct(r.random_std)} ({r.random_subsets} subsets)",
                  f"{pct(r.full_mean)}", f"{pct(r.hlr)}", f"{pct(r.ior)}", f"{r.lrs:.2f}",
                  "-" if r.ars is None else f"{r.ars:.2f}",
+                 *(["-" if r.soft_random_mean is None else f"{pct(r.soft_random_mean)} ± {pct(r.soft_random_std or 0.0)}",
+                    "-" if r.soft_ior is None else pct(r.soft_ior),
+                    "-" if r.soft_lrs is None else f"{r.soft_lrs:.2f}"] if soft else []),
                  "-" if r.distill_seconds is None else f"{r.distill_seconds:.1f}", human_bytes(r.storage_bytes),
                  *([("-" if r.soft_label_bytes is None else human_bytes(r.soft_label_bytes))] if soft else [])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -312,11 +322,11 @@ class _Report:
             self.memo[key] = recorded.ensure(self.store, self.runs, recorded.of_full_data(data.name), spec, cfg, run)
         return self.memo[key]
 
-    def soft(self, art: Artifact, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection
-             ) -> dict[str, Any]:
-        """The soft-label accuracy of the set under ``cfg`` (hard) with the report's teacher, read back or
-        evaluated like the hard one, and the soft labels' storage."""
-        from ddtool.runtime.soft_labels import SOFT_LABEL_DTYPE, parse_teacher
+    def soft_accuracy(self, art: Artifact, data: ImageData, spec: NetSpec, cfg: EvalSection
+                      ) -> tuple[Artifact, int, recorded.Accuracies]:
+        """The set's accuracy under ``cfg`` (hard) but trained on the report's teacher's soft labels:
+        read back or evaluated like the hard one. Returns the teacher, its model index and the accuracies."""
+        from ddtool.runtime.soft_labels import parse_teacher
 
         e = self.s.eval
         ref, index = parse_teacher(e.teacher)
@@ -331,12 +341,24 @@ class _Report:
                             self.reporter)
         acc = recorded.ensure(self.store, self.runs, of_soft(art.digest, teacher.digest, index, e.temperature),
                               spec, soft_cfg, run)
+        return teacher, index, acc
+
+    def soft(self, art: Artifact, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection,
+             base: list[tuple[int, Artifact, recorded.Accuracies]]) -> dict[str, Any]:
+        """The soft-label accuracy of the set, the random subsets' under the same teacher (DD-Ranking
+        compares a soft-label set with soft-labelled random real images), and the soft labels' storage."""
+        from ddtool.runtime.soft_labels import SOFT_LABEL_DTYPE
+
+        e = self.s.eval
+        teacher, index, acc = self.soft_accuracy(art, data, spec, cfg)
+        random_mean, random_std = mean_std([self.soft_accuracy(a, data, spec, cfg)[2].mean for _, a, _ in base])
         n = int(syn.decoded()[1].shape[0])
         soft_bytes = n * data.num_classes * torch.empty((), dtype=SOFT_LABEL_DTYPE).element_size()
         return {"teacher": teacher.ref, "teacher_digest": teacher.digest, "teacher_model": index,
                 "temperature": e.temperature, "soft_mean": acc.mean, "soft_std": acc.std,
                 "soft_repeats": len(acc.accuracies), "soft_label_bytes": soft_bytes, "soft_accuracies": acc.accuracies,
-                "soft_seeds": acc.seeds, "soft_eval_runs": acc.runs}
+                "soft_seeds": acc.seeds, "soft_eval_runs": acc.runs, "soft_random_mean": random_mean,
+                "soft_random_std": random_std}
 
     def cross_arch(self, digest: str, spec: NetSpec, cfg: EvalSection) -> dict[str, dict[str, Any]]:
         """The set's recorded accuracies on every other network under ``cfg``'s protocol, epochs,
@@ -378,11 +400,14 @@ class _Report:
         data = self.data(info.signature.dataset)
         cfg = dataclasses.replace(self.s.eval, net=spec.name, labels="hard", teacher="")
         acc = self.set_accuracy(art, data, spec, cfg)  # first: a set of another dataset fails before any baseline
-        soft = self.soft(art, syn, data, spec, cfg) if self.s.soft else {}
         base = self.random(data, syn.ipc, spec, cfg)
+        soft = self.soft(art, syn, data, spec, cfg, base) if self.s.soft else {}
         base_mean, base_std = mean_std([a.mean for _, _, a in base])
         full = self.full(data, spec)
         h, i = metrics.hlr(full.mean, acc.mean), metrics.ior(acc.mean, base_mean)
+        if soft:  # HLR is a hard-label quantity whatever labels the set is used with
+            soft["soft_ior"] = metrics.ior(soft["soft_mean"], soft["soft_random_mean"])
+            soft["soft_lrs"] = metrics.lrs(h, soft["soft_ior"], self.s.w)
         ars = plain = random_plain = None
         if self.s.ars:
             plain_cfg = dataclasses.replace(cfg, augment="none")

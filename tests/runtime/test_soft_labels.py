@@ -217,13 +217,13 @@ def test_report_shows_hard_and_soft_side_by_side_with_soft_label_storage(cli, st
     hard = f"{100 * row.accuracy_mean:.1f} ± {100 * row.accuracy_std:.1f}"
     assert "oracle:v1#0" in line and line.count(hard) == 2 and "400 B" in line  # hard, then soft
     assert all(len(ln) <= 80 for ln in table.stdout.splitlines())
-    assert "N (training images) x classes x 4 bytes" in table.stderr
+    assert "bytes = fp32, N (training images) x classes x 4" in table.stderr
     md = cli("-q", "report", "synthetic/s", *REPORT_FAST, "--teacher", teacher, "--temperature", "1", "--markdown").stdout
     assert "| accuracy % | soft-label % |" in md.splitlines()[0] and "| storage | soft labels |" in md
     assert f"{teacher}#0, T 1" in md and "400 B" in md
-    # another temperature is another record
+    # another temperature is another record: for the set and for its one random subset on soft labels
     res = cli("-q", "report", "synthetic/s", *REPORT_FAST, "--teacher", teacher, "--temperature", "2", "--json")
-    assert res.exit_code == 0 and len(store.runs()) == runs + 1
+    assert res.exit_code == 0 and len(store.runs()) == runs + 2
     # without --teacher: no soft columns
     plain = json.loads(cli("-q", "report", "synthetic/s", *REPORT_FAST, "--json").stdout)[0]
     assert plain["soft_mean"] is None and plain["soft_label_bytes"] is None
@@ -237,3 +237,45 @@ def test_report_soft_refusals(cli, store: Store, digits, put_set) -> None:  # ty
     assert res.exit_code == 2 and "soft labels need a teacher" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
+
+
+def test_report_soft_random_baseline_and_soft_lrs(cli, store: Store, digits, put_set, one_thread) -> None:  # type: ignore[no-untyped-def]
+    """DD-Ranking compares a soft-label set with random real images on the same teacher's soft labels.
+    With a teacher that is the identity of the labels on the set *and* on the random subset, the soft
+    random baseline equals the hard one, so soft IOR and soft LRS equal the hard scores; another teacher
+    trains the set and every subset again."""
+    from ddtool.runtime import metrics
+    from ddtool.runtime.report import ReportRow
+
+    FAST = [*REPORT_FAST[:-1], "2"]  # two random subsets (seed 0's images are the set's own here)
+    images = put_set(store, digits, ipc=1)
+    first = ReportRow.from_dict(json.loads(cli("-q", "report", "synthetic/s", *FAST, "--json").stdout)[0])
+    assert first.soft_random_mean is None and first.soft_lrs is None and len(first.baselines) == 2
+    subsets = [store.read_blob(b["digest"])[0] for b in first.baselines]
+    both = torch.cat([images, *(t["images"] for t in subsets)])
+    labels = torch.cat([torch.arange(10), *(t["labels"] for t in subsets)])
+    teacher = oracle_pool(store, digits, both, labels, name="oracle-both")
+    res = cli("-q", "report", "synthetic/s", *FAST, "--teacher", teacher, "--temperature", "1", "--json")
+    assert res.exit_code == 0, res.stderr
+    row = ReportRow.from_dict(json.loads(res.stdout)[0])
+    assert row.random_mean == first.random_mean
+    assert row.soft_random_mean == pytest.approx(row.random_mean, abs=1e-6)
+    assert row.soft_ior == pytest.approx(row.ior, abs=1e-6) and row.soft_lrs == pytest.approx(row.lrs, abs=1e-4)
+    assert row.soft_lrs == pytest.approx(metrics.lrs(row.hlr, row.soft_mean - row.soft_random_mean, row.w))
+    md = cli("-q", "report", "synthetic/s", *FAST, "--teacher", teacher, "--temperature", "1",
+             "--markdown").stdout
+    assert "| soft random % | soft IOR | soft LRS |" in md.splitlines()[0]
+    table = cli("report", "synthetic/s", *FAST, "--teacher", teacher, "--temperature", "1")
+    line = next(ln for ln in table.stdout[table.stdout.index("hard and soft labels"):].splitlines()
+                if ln.startswith(" s:v1"))
+    assert f"{100 * row.soft_random_mean:.1f}" in line and f"{row.soft_lrs:.1f}" in line
+    assert all(len(ln) <= 80 for ln in table.stdout.splitlines())
+    # another teacher: the set and the subsets are trained again, on that teacher's soft labels
+    only_set = oracle_pool(store, digits, images, torch.arange(10), name="oracle-set")
+    before = len(store.runs())
+    res = cli("-q", "report", "synthetic/s", *FAST, "--teacher", only_set, "--temperature", "1", "--json")
+    assert res.exit_code == 0, res.stderr
+    taught = {(i["role"], i["digest"]) for r in store.runs() if (r.get("soft") or {}).get("ref") == only_set
+              for i in r.get("inputs") or [] if i.get("role") == "synthetic"}
+    assert len(store.runs()) == before + 3
+    assert taught == {("synthetic", b["digest"]) for b in first.baselines} | {("synthetic", row.digest)}
