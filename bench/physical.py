@@ -1,6 +1,7 @@
 """The physical limit: FLOPs per step and achieved FLOP/s against the CPU's fp32 peak.
 
     python -m bench.physical [--rounds 2] [--flop-per-cycle 64] [--ghz 2.6]
+    python -m bench.physical --profile [--top 12]   # where the eager time goes, operator by operator
 
 For the DM iteration (CIFAR-10 shape, ipc 10, batch_real 256, per-class loop) and the IDC inner
 step (factor 2, real batch 64, then 32 network updates of 64 real images), eager and with
@@ -80,14 +81,50 @@ def steps(device: torch.device, compiled: bool) -> dict[str, object]:
     return out
 
 
+def profile(fns: dict[str, object], top: int) -> None:
+    """One warm call, then one call under torch.profiler per eager step: the operators with the most
+    self CPU time, as a share of the step, and the share by family (what a fused kernel could save)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    families = {"convolution": ("conv",), "group/instance norm": ("group_norm", "instance_norm", "batch_norm"),
+                "pooling": ("pool",), "matmul/linear": ("addmm", "mm", "linear", "bmm"),
+                "augmentation sampling": ("grid_sampler", "affine_grid")}
+    for name, fn in fns.items():
+        if "compile" in name:
+            continue
+        fn()  # type: ignore[operator]
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()  # type: ignore[operator]
+        events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"\n### {name}: {total / 1e6:.2f} s of self CPU time\n")
+        print("| operator | calls | self s | share |")
+        print("|---|---|---|---|")
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
+            print(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e6:.3f} | "
+                  f"{100 * e.self_cpu_time_total / total:.1f} % |")
+        shares = {fam: sum(e.self_cpu_time_total for e in events if any(k in e.key for k in keys))
+                  for fam, keys in families.items()}
+        rest = total - sum(shares.values())
+        print("\nby family: " + ", ".join(f"{fam} {100 * v / total:.0f} %" for fam, v in shares.items())
+              + f", everything else (element-wise, copies, autograd bookkeeping) {100 * rest / total:.0f} %")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--flop-per-cycle", type=float, default=64.0, help="fp32 FLOP per cycle and core")
     ap.add_argument("--ghz", type=float, default=0.0, help="clock (default: /proc/cpuinfo)")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="profile each eager step instead of timing")
+    ap.add_argument("--top", type=int, default=12, help="operators listed per step with --profile")
     args = ap.parse_args()
     device = torch.device("cpu")
+    if args.profile:
+        print(f"# bench.physical --profile  {datetime.date.today()}  {machine()}")
+        profile(steps(device, compiled=False), args.top)
+        return
     ghz = args.ghz or cpu_ghz()
     peak = torch.get_num_threads() * ghz * args.flop_per_cycle
     fns = steps(device, compiled=not args.no_compile and compiler_present(device)[0])
