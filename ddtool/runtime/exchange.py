@@ -190,9 +190,15 @@ def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
         labels = torch.from_numpy(_pick(arrays, _LABEL_KEYS, "label array", path).copy())
     elif path.suffix in (".pt", ".pth"):
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(_numpy_data_globals()):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise UsageError(f"'{path}' is not a tensor file torch.load(weights_only=True) accepts: {exc}")
+            # torch's message runs over several lines of advice on loading unsafely; keep its cause only
+            text = str(exc)
+            after = text.split("WeightsUnpickler error:", 1)[-1]
+            lines = [ln.strip() for ln in after.splitlines() if ln.strip()]
+            first = lines[0].split(" Please use")[0] if lines else type(exc).__name__
+            raise UsageError(f"'{path}' is not a tensor file torch.load(weights_only=True) accepts: {first}")
         if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], (list, tuple)) \
                 and obj["data"] and isinstance(obj["data"][0], (list, tuple)):
             obj = obj["data"][0]  # DC/DSA/DM: {"data": [[image_syn, label_syn] per experiment]}
@@ -210,6 +216,29 @@ def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
     else:
         raise UsageError(f"cannot import '{path}': use a .npz or .pt file")
     return images, labels, meta
+
+
+def _numpy_data_globals() -> list[Any]:
+    """NumPy's scalar and array reconstructors and numeric dtypes, for ``torch.load(weights_only=True)``:
+    the reference codebases' result files (DC/DSA/DM's ``res_*.pt``) hold NumPy float64 accuracies
+    beside the tensors. These rebuild plain numbers and arrays only; an object array or any other
+    class still fails to load, so nothing but data is ever unpickled."""
+    import numpy as np
+
+    found: list[Any] = [np.dtype, np.ndarray]
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):  # NumPy 2, else NumPy 1
+        try:
+            mod = __import__(module, fromlist=["scalar", "_reconstruct"])
+        except ImportError:
+            continue
+        found += [getattr(mod, name) for name in ("scalar", "_reconstruct") if hasattr(mod, name)]
+        break
+    dtypes = getattr(np, "dtypes", None)
+    for name in ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType", "UInt8DType",
+                 "BoolDType"):
+        if dtypes is not None and hasattr(dtypes, name):
+            found.append(getattr(dtypes, name))
+    return found
 
 
 def _to_nchw(images: torch.Tensor, data: ImageData, path: Path) -> torch.Tensor:

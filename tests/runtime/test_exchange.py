@@ -106,7 +106,9 @@ def test_import_pt_formats_and_range_detection(cli, store: Store, digits, tmp_pa
 
     # DC/DSA/DM's result file, soft labels, uint8 pixels
     soft = torch.nn.functional.one_hot(labels, 10).float()
-    torch.save({"data": [[unit, soft]], "accs_all_exps": {}}, tmp_path / "dc.pt")
+    # (the reference's own file holds NumPy float64 accuracies: data only, read without unpickling code)
+    torch.save({"data": [[unit, soft]], "accs_all_exps": {"ConvNet": [np.float64(0.2528), np.arange(3.0)]}},
+               tmp_path / "dc.pt")
     out = _ok(cli("store", "import", tmp_path / "dc.pt", "--dataset", "digits", "--json"))
     assert out["notes"] == ["soft labels were replaced by their argmax"]
     assert torch.equal(store.load("synthetic/dc")[1]["labels"], labels)
@@ -124,7 +126,10 @@ def test_import_rejects_bad_files_with_one_line(cli, store: Store, tmp_path: Pat
     torch.save({"pixels": torch.rand(10, 1, 8, 8)}, tmp_path / "keys.pt")
     np.savez(tmp_path / "obj.npz", images=np.array([{"a": 1}], dtype=object), labels=np.arange(1))
     (tmp_path / "x.txt").write_text("hi")
-    cases = [("rgb.pt", "needs \\[N, 1, 8, 8\\]"), ("range.pt", "must lie in 0..9"),
+    # NumPy numbers load (reference result files), a NumPy object array does not: it could hold code
+    torch.save({"images": torch.rand(10, 1, 8, 8), "labels": labels, "acc": np.array([{"a": 1}], dtype=object)},
+               tmp_path / "objarr.pt")
+    cases = [("objarr.pt", "weights_only=True"), ("rgb.pt", "needs \\[N, 1, 8, 8\\]"), ("range.pt", "must lie in 0..9"),
              ("keys.pt", "has no images"), ("obj.npz", "allow_pickle=False"), ("x.txt", "use a .npz or .pt"),
              ("missing.npz", "not found")]
     import re
