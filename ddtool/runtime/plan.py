@@ -85,6 +85,10 @@ class Plan:
             out[key] = {"value": value, "from": origins.get(f"distill.{key}", "default")}
         if self.pool_from and self.pool_artifact is not None:  # --pool, or the newest pool stood in
             out["pool"] = {"value": self.pool_artifact.ref, "from": self.pool_from}
+        if out.get("iterations", {}).get("value") == 0 and self.iterations:  # 0 means the method's default
+            ipc = self.recipe.distill.ipc
+            out["iterations"] = {"value": self.iterations,
+                                 "from": f"{self.method.name}'s default at ipc {ipc} (iterations = 0)"}
         return out
 
 

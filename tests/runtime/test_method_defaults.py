@@ -94,6 +94,12 @@ def test_dry_run_prints_every_value_and_where_it_came_from(cli) -> None:  # type
     assert out["distill"]["iterations"]["from"] == "scale.digits"
     assert out["distill"]["batch_real"] == {"value": 64, "from": "recipe"}
     assert out["recipe"]["distill"]["lr_img"] == pytest.approx(5e-4)
+    # iterations = 0 is the method's default for the ipc: the table shows the count that will run
+    res = cli("distill", "--method", "dsa", "--ipc", "1", "--iterations", "0", "--dry-run", "--json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["distill"]["iterations"]["value"] == out["plan"]["iterations"] > 0
+    assert "default at ipc 1" in out["distill"]["iterations"]["from"]
 
 
 def test_pool_fallback_to_the_newest_compatible_pool(cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
