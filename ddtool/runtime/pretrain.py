@@ -17,6 +17,7 @@ from ddtool.runtime import distributed
 from ddtool.runtime.evaluate import normalized_train
 from ddtool.runtime.plan import net_spec_of
 from ddtool.runtime.records import io_entry, run_record
+from ddtool.runtime.seeds import role_seed
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature
@@ -42,7 +43,8 @@ class PretrainResult:
 def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, batch: int, seed: int,
                device: torch.device, reporter: Reporter | None = None, impl: str = "auto",
                augment: str = ALTERNATE, cutmix: float = 0.0, lr_cycle: bool = True) -> Pool:
-    """Train ``n`` models of ``spec`` for ``epochs`` epochs, model i with seed ``seed + i``.
+    """Train ``n`` models of ``spec`` for ``epochs`` epochs, model i with seed ``role_seed("pool", seed, i)``
+    (:mod:`ddtool.runtime.seeds`: never an evaluation network's ``seed + r``).
 
     ``augment = "alternate"``: one DSA operation per batch on every other model (AUGMENT_CYCLE);
     any other value is a strategy for IDC's DiffAug chain on every model (Acc-DD's pretrain.py
@@ -68,17 +70,17 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     settings = TrainSettings(epochs=epochs, lr=lr, batch=batch, milestones=(), cutmix=cutmix)
 
     def build(i: int) -> torch.nn.Module:
-        torch.manual_seed(seed + i)  # the loop then trains model i on the rest of this stream
+        torch.manual_seed(role_seed("pool", seed, i))  # the loop then trains model i on the rest of this stream
         return build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
 
     impl = resolve_impl(impl, device)
     # under torchrun each rank trains its block of the models (ddtool.runtime.distributed); model i is
-    # seeded seed + i wherever it runs, so the loop makes the same pool on any world size
+    # seeded role_seed("pool", seed, i) wherever it runs, so the loop makes the same pool on any world size
     mine = distributed.shard(n)
     nets = [build(i) for i in mine] if impl == "vectorized" else []
     with reporter.task(f"pretraining {n} x {spec.name}", len(mine) * epochs) as task:
         if nets and alternate and ensemble.supports(nets, settings):
-            torch.manual_seed(seed + mine[0])
+            torch.manual_seed(role_seed("pool", seed, mine[0]))
             losses = ensemble.train_stacked(nets, x, y, settings, Augmenter(),
                                             on_epoch=lambda e, l: task.advance(len(mine), loss=l),
                                             lr_scale=[lrs[i] / lr for i in mine], augmented=[augs[i] for i in mine])
@@ -96,7 +98,7 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     n_train = data.train_labels.shape[0]
     probe = torch.linspace(0, n_train - 1, min(n_train, TRAIN_PROBE)).long()
     models = [{
-        "index": i, "seed": seed + i, "lr": lrs[i], "augment": ("dsa" if augs[i] else "none") if alternate else augment,
+        "index": i, "seed": role_seed("pool", seed, i), "lr": lrs[i], "augment": ("dsa" if augs[i] else "none") if alternate else augment,
         "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, "train_loss": loss,
         "train_acc": accuracy(net, data.train_images[probe], data.train_labels[probe], data.normalize),
         "test_acc": accuracy(net, data.test_images, data.test_labels, data.normalize),

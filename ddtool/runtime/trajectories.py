@@ -1,6 +1,6 @@
 """Train expert trajectories (MTT's ``buffer.py``) and store them: ``ddtool pretrain --trajectories``.
 
-Every expert is a fresh network (expert i from seed ``pretrain.seed + i``) trained on the whole
+Every expert is a fresh network (expert i from seed ``role_seed("expert", pretrain.seed, i)``) trained on the whole
 real train split with plain SGD, as the MTT reference's ``buffer.py`` does: lr 0.01, momentum 0,
 weight decay 0, batch 256, a DSA operation per batch drawn from all six with parameters per sample,
 no learning-rate decay; its parameters are snapshotted before training and after every epoch.
@@ -30,6 +30,7 @@ from ddtool.recipe import Recipe
 from ddtool.runtime.evaluate import normalized_train
 from ddtool.runtime.plan import net_spec_of
 from ddtool.runtime.records import io_entry, run_record
+from ddtool.runtime.seeds import role_seed
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import TRAJECTORIES_KIND, DatasetSignature
@@ -116,13 +117,13 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
         with reporter.task(f"training {p.n} experts x {spec.name}", p.n * p.epochs) as task:
             for i in range(p.n):
                 run.where = f"expert {i}"
-                torch.manual_seed(p.seed + i)  # expert i trains on the rest of this stream
+                torch.manual_seed(role_seed("expert", p.seed, i))  # expert i trains on the rest of this stream
                 net = build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
                 snaps, losses, accs = train_expert(
                     net, x, y, data, settings, Augmenter(p.augment),
                     on_epoch=lambda e, loss, acc, _i=i: task.advance(1, loss=loss, acc=acc, expert=_i))
                 with store.lock():  # blob and record under one lock: gc keeps the expert from here on
-                    digest = store.put_blob(*expert_artifact(snaps, signature, spec, p.seed + i))
+                    digest = store.put_blob(*expert_artifact(snaps, signature, spec, role_seed("expert", p.seed, i)))
                     record["checkpoints"].append({"expert": i, "digest": digest, "seconds": run.elapsed()})
                     run.write()
                 digests.append(digest)

@@ -44,7 +44,9 @@ def test_default_pool_trains_every_model_alike_with_idc_chain_and_cutmix(monkeyp
     batches = 2 * -(-len(digits.train_labels) // 64)
     assert chain_calls[0] == batches and cut[0] == batches
     assert [(m["lr"], m["augment"], m["cutmix"], m["batch"]) for m in pool.models] == [(0.01, "color_crop", 0.5, 64)] * 2
-    assert [m["seed"] for m in pool.models] == [0, 1]
+    from ddtool.runtime.seeds import role_seed
+
+    assert [m["seed"] for m in pool.models] == [role_seed("pool", 0, 0), role_seed("pool", 0, 1)]
 
 
 def test_alternate_keeps_the_earlier_pools(monkeypatch: pytest.MonkeyPatch, digits) -> None:  # type: ignore[no-untyped-def]
@@ -78,3 +80,40 @@ def test_train_accuracy_is_measured_on_a_spread_probe_of_the_split(monkeypatch: 
     assert pool.models[0]["train_acc"] == pytest.approx(want)
     # k / 100: measured on the 100-image probe, not on all 1,437 images
     assert pool.models[0]["train_acc"] * 100 == pytest.approx(round(pool.models[0]["train_acc"] * 100))
+
+
+def test_no_evaluation_network_starts_where_a_pool_model_or_an_expert_started(
+        monkeypatch: pytest.MonkeyPatch, store: Store, digits, put_set) -> None:  # type: ignore[no-untyped-def]
+    """With every seed at its default, evaluation repeat r once started from pool model r's and
+    expert r's initial weights (all seeded 0 + r): the networks a set was matched on. MTT's images
+    steer a student from an expert's start, which inflated that repeat (issue 12)."""
+    from ddtool.recipe import load_recipe
+    from ddtool.runtime import evaluate as evaluate_mod
+    from ddtool.runtime import trajectories as traj_mod
+
+    starts: dict[str, list[torch.Tensor]] = {"pool": [], "expert": [], "eval": []}
+
+    def capture(role: str, module) -> None:  # type: ignore[no-untyped-def]
+        real = module.build_net
+
+        def build(*args, **kwargs):  # type: ignore[no-untyped-def]
+            net = real(*args, **kwargs)
+            starts[role].append(next(net.parameters()).detach().clone())
+            return net
+
+        monkeypatch.setattr(module, "build_net", build)
+
+    for role, module in (("pool", pretrain_mod), ("expert", traj_mod), ("eval", evaluate_mod)):
+        capture(role, module)
+    pretrain_mod.train_pool(digits, SPEC, 3, 1, 0.01, 256, 0, torch.device("cpu"), impl="loop", augment="color_crop")
+    recipe = load_recipe(None, ["net.width=16", "pretrain.n=3", "pretrain.epochs=1", 'pretrain.name="e"'])
+    traj_mod.pretrain_trajectories(store, recipe, digits, torch.device("cpu"))
+    put_set(store, digits, ipc=1)
+    evaluate_mod.evaluate(store, "synthetic/s", digits, load_recipe(None, ["eval.epochs=1", "eval.repeats=3"]).eval,
+                          torch.device("cpu"), SPEC)
+    assert len(starts["pool"]) == 3 and len(starts["expert"]) >= 3 and len(starts["eval"]) == 3
+    for role in ("pool", "expert"):
+        for i, a in enumerate(starts[role]):
+            for r, b in enumerate(starts["eval"]):
+                assert not torch.equal(a, b), f"{role} model {i} starts where evaluation repeat {r} does"
+    assert not torch.equal(starts["pool"][0], starts["expert"][0])  # one stream per role
