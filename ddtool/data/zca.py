@@ -1,10 +1,17 @@
 """ZCA whitening as a data option: ``DATASET+zca`` (or ``DATASET+zca=EPS``) in ``[data] dataset``.
 
-MTT's reference (and KIP before it) distils ZCA-whitened CIFAR at ipc 1 and 10: the normalised
-images (mean/std per channel) are flattened, centred and multiplied by ``U diag(1 / sqrt(S + eps))
-U^T`` where ``U S U^T`` is the covariance of the training split (kornia's ``ZCAWhitening`` with
-``eps = 0.1``, unbiased covariance). Here with torch linear algebra (``eigh`` in float64; kornia is
-not a dependency), fitted on the train split only.
+MTT's reference (and KIP before it) distils ZCA-whitened CIFAR at ipc 1 and 10: the images in
+pixel units (``ToTensor``, [0, 1]; with ``--zca`` the reference skips its mean/std normalisation)
+are flattened, centred and multiplied by ``U diag(1 / sqrt(S + eps)) U^T`` where ``U S U^T`` is the
+covariance of the training split (kornia's ``ZCAWhitening`` with ``eps = 0.1``, unbiased
+covariance). Here with torch linear algebra (``eigh`` in float64; kornia is not a dependency),
+fitted on the train split only.
+
+eps is in pixel units, as the reference's: ddtool's networks see mean/std-normalised images, and
+whitening those with eps 0.1 would damp about 25x less (CIFAR's std is about 0.2, the covariance
+of normalised pixels about 25x that of raw ones). So the fit undoes the per-channel std first
+(``scale``) and folds it into the transform: whitening a normalised batch gives exactly what the
+reference's whitening of its raw pixels gives (the mean/std shift cancels in the centring).
 
 How it reaches every command: the option is part of the dataset's name (``cifar10+zca``), so
 ``ImageData.normalize`` whitens every batch it hands out (distillation, pools, trajectories,
@@ -44,21 +51,27 @@ class ZCA:
     _digest: str = field(default="", repr=False)
 
     @classmethod
-    def fit(cls, x: torch.Tensor, eps: float = DEFAULT_EPS) -> "ZCA":
+    def fit(cls, x: torch.Tensor, eps: float = DEFAULT_EPS, scale: torch.Tensor | None = None) -> "ZCA":
         """Fit on ``x`` [N, ...] (every sample flattened): the unbiased covariance's eigenvectors,
-        eigenvalues shifted by ``eps`` (in float64, stored as float32)."""
+        eigenvalues shifted by ``eps`` (in float64, stored as float32).
+
+        ``scale`` (broadcastable to one sample, e.g. the per-channel std as [C, 1, 1]) is what ``x``
+        was divided by: the whitening is fitted on ``x * scale``, where ``eps`` applies, and takes
+        inputs divided by it, i.e. ``apply(x) = whitening(x * scale)``."""
         if not eps >= 0:
             raise UsageError(f"the zca eps must be >= 0, got {eps}")
         flat = x.reshape(len(x), -1).double()
+        per_feature = (torch.ones(1, dtype=torch.double) if scale is None else
+                       torch.as_tensor(scale, dtype=torch.double).expand(x.shape[1:]).reshape(-1))
         mean = flat.mean(0)
-        centred = flat - mean
+        centred = (flat - mean) * per_feature
         cov = centred.T @ centred / max(1, len(flat) - 1)
         s, u = torch.linalg.eigh(cov)
         s = s.clamp_min(0) + eps
         if not bool((s > 0).all()):
             raise UsageError("the zca covariance is singular with eps = 0 (fewer images than pixels?); use eps > 0")
-        transform = (u * s.rsqrt()) @ u.T
-        inverse = (u * s.sqrt()) @ u.T
+        transform = per_feature.unsqueeze(1) * ((u * s.rsqrt()) @ u.T)  # scale the inputs, then whiten
+        inverse = ((u * s.sqrt()) @ u.T) / per_feature.unsqueeze(0)
         return cls(mean.float(), transform.float(), inverse.float(), float(eps))
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,21 +137,22 @@ def _cache_file(root: Path, data_name: str, key: str, eps: float) -> Path:
     return root / FOLDER / f"zca-{clean}-{key[:24]}.safetensors"
 
 
-def _train_key(train_images: torch.Tensor, eps: float) -> str:
-    """The fit's inputs: every training pixel and eps (a changed split fits again)."""
-    h = hashlib.sha256(repr(eps).encode())
+def _train_key(train_images: torch.Tensor, eps: float, std: tuple[float, ...]) -> str:
+    """The fit's inputs: every training pixel, eps and the std it is undone by (a changed split or
+    normalisation fits again; "pixel-eps" keeps whitenings fitted before eps was in pixel units out)."""
+    h = hashlib.sha256(f"pixel-eps {eps!r} {std!r}".encode())
     h.update(str(tuple(train_images.shape)).encode())
     h.update(train_images.contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
 def whiten(data, arg: str | None, root: Path):  # type: ignore[no-untyped-def]
-    """``data`` with ZCA whitening (fitted on its normalised train split, or read from the cache):
+    """``data`` with ZCA whitening (fitted on its train split with eps in pixel units, or read from the cache):
     named ``NAME+zca`` (``+zca=EPS`` for another eps). The data option registered as ``zca``."""
     eps = parse_eps(arg)
     if data.zca is not None:
         raise UsageError(f"dataset '{data.name}' is whitened already; name '+zca' once")
-    key = _train_key(data.train_images, eps)
+    key = _train_key(data.train_images, eps, tuple(data.std))
     path = _cache_file(Path(root), data.name, key, eps)
     z = None
     if path.exists():
@@ -147,7 +161,7 @@ def whiten(data, arg: str | None, root: Path):  # type: ignore[no-untyped-def]
         except Exception:  # an unreadable cache fits again, as the data cache does
             z = None
     if z is None:
-        z = ZCA.fit(data.normalize(data.train_images), eps)
+        z = ZCA.fit(data.normalize(data.train_images), eps, scale=data.stats()[1][0])  # eps in pixel units
         try:
             z.save(path)
         except OSError:  # a read-only data root: whiten without caching

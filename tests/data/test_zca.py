@@ -41,6 +41,11 @@ def test_the_inverse_restores_the_input() -> None:
     z = ZCA.fit(x, eps=0.1)
     torch.testing.assert_close(z.invert(z.apply(x)), x, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(z.inverse @ z.transform, torch.eye(12), atol=1e-4, rtol=0)
+    # with a scale (inputs divided by a per-channel std): the whitening of x * scale, and invertible
+    scale = torch.tensor([0.2, 0.5, 2.0]).view(3, 1, 1)
+    zs = ZCA.fit(x / scale, eps=0.1, scale=scale)
+    torch.testing.assert_close(zs.apply(x / scale), z.apply(x), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(zs.invert(zs.apply(x / scale)), x / scale, atol=1e-4, rtol=1e-4)
 
 
 def test_the_zca_option_whitens_every_normalised_batch_and_denormalize_restores_pixels(digits) -> None:  # type: ignore[no-untyped-def]
@@ -48,7 +53,13 @@ def test_the_zca_option_whitens_every_normalised_batch_and_denormalize_restores_
     assert data.name == "digits+zca" and data.zca is not None and data.zca.eps == 0.1
     x = data.normalize(data.train_images[:50])
     plain = digits.normalize(digits.train_images[:50])
-    torch.testing.assert_close(x, data.zca.apply(plain))  # fitted on the train split, after mean/std
+    torch.testing.assert_close(x, data.zca.apply(plain))  # every batch: after mean/std
+    # eps in pixel units, as MTT's reference (kornia's ZCAWhitening on ToTensor images, no mean/std):
+    # whitening the normalised batch equals whitening the raw pixels with a fit on the raw train split
+    raw = digits.train_images.float() / 255
+    torch.testing.assert_close(x, ZCA.fit(raw, eps=0.1).apply(raw[:50]), atol=2e-4, rtol=1e-4)
+    # (the fit on normalised pixels, eps 0.1 there, is a much weaker damping: a different whitening)
+    assert not torch.allclose(x, ZCA.fit(digits.normalize(digits.train_images), eps=0.1).apply(plain), atol=1e-2)
     pixels = data.denormalize(data.normalize(data.train_images)) * 255
     assert float((pixels - data.train_images.float()).abs().max()) < 0.5  # rounds back to every pixel
     # a second load reads the cached parameters: the very same whitening
