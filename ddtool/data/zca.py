@@ -36,7 +36,7 @@ import torch
 
 from ddtool.errors import UsageError
 
-DEFAULT_EPS = 0.1  # kornia's ZCAWhitening default, which MTT's reference uses
+DEFAULT_EPS = 0.1  # what MTT's reference passes to kornia's ZCAWhitening (whose own default is 1e-6)
 FOLDER = "ddtool-cache"
 
 
