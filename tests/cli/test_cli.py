@@ -23,7 +23,9 @@ def test_pretrain_writes_a_pool_with_per_model_metadata(cli, store: Store, tiny_
     assert meta["ddtool.n"] == "3" and meta["ddtool.dataset"] == "digits" and meta["ddtool.epochs"] == "1"
     assert {k.split(".")[0] for k in tensors} == {"m0", "m1", "m2"}
     models = json.loads(meta["ddtool.models"])
-    assert [m["seed"] for m in models] == [0, 1, 2]
+    from ddtool.runtime.seeds import role_seed
+
+    assert [m["seed"] for m in models] == [role_seed("pool", 0, i) for i in range(3)]
     # Acc-DD's pretraining by default: one lr, IDC's chain, CutMix, batch 64; diverse by seed only
     assert {(m["lr"], m["augment"], m["cutmix"], m["batch"]) for m in models} == {(0.01, "color_crop", 0.5, 64)}
     assert all(0.0 <= m["test_acc"] <= 1.0 for m in models)

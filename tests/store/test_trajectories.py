@@ -126,7 +126,9 @@ def test_pretrain_trajectories_stores_a_snapshot_per_epoch_as_the_mtt_buffer_tra
     assert [o["digest"] for o in rec["outputs"]] == [res.artifact.digest]
     _, tensors, meta = store.load("trajectories/x")
     back = Trajectories.from_artifact(tensors, meta, res.artifact.digest, store)
-    torch.manual_seed(4)  # expert 1 starts from the network seed 3 + 1 builds
+    from ddtool.runtime.seeds import role_seed
+
+    torch.manual_seed(role_seed("expert", 3, 1))  # expert 1 of pretrain.seed 3 (its own stream, not 3 + 1)
     init = flat_params(build_net(traj.net, 1, 10, 8))
     snaps = back.snapshots(1)
     assert snaps.shape == (3, init.numel()) and back.layout == param_layout(build_net(traj.net, 1, 10, 8))
