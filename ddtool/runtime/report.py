@@ -343,14 +343,16 @@ class _Report:
                               spec, soft_cfg, run)
         return teacher, index, acc
 
-    def soft(self, art: Artifact, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection,
+    def soft(self, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection,
+             own: tuple[Artifact, int, recorded.Accuracies],
              base: list[tuple[int, Artifact, recorded.Accuracies]]) -> dict[str, Any]:
-        """The soft-label accuracy of the set, the random subsets' under the same teacher (DD-Ranking
-        compares a soft-label set with soft-labelled random real images), and the soft labels' storage."""
+        """The set's soft-label accuracy (``own``, from :meth:`soft_accuracy`), the random subsets'
+        under the same teacher (DD-Ranking compares a soft-label set with soft-labelled random real
+        images), and the soft labels' storage."""
         from ddtool.runtime.soft_labels import SOFT_LABEL_DTYPE
 
         e = self.s.eval
-        teacher, index, acc = self.soft_accuracy(art, data, spec, cfg)
+        teacher, index, acc = own
         random_mean, random_std = mean_std([self.soft_accuracy(a, data, spec, cfg)[2].mean for _, a, _ in base])
         n = int(syn.decoded()[1].shape[0])
         soft_bytes = n * data.num_classes * torch.empty((), dtype=SOFT_LABEL_DTYPE).element_size()
@@ -400,8 +402,9 @@ class _Report:
         data = self.data(info.signature.dataset)
         cfg = dataclasses.replace(self.s.eval, net=spec.name, labels="hard", teacher="")
         acc = self.set_accuracy(art, data, spec, cfg)  # first: a set of another dataset fails before any baseline
+        own = self.soft_accuracy(art, data, spec, cfg) if self.s.soft else None  # a bad --teacher fails here
         base = self.random(data, syn.ipc, spec, cfg)
-        soft = self.soft(art, syn, data, spec, cfg, base) if self.s.soft else {}
+        soft = self.soft(syn, data, spec, cfg, own, base) if own is not None else {}
         base_mean, base_std = mean_std([a.mean for _, _, a in base])
         full = self.full(data, spec)
         h, i = metrics.hlr(full.mean, acc.mean), metrics.ior(acc.mean, base_mean)

@@ -233,6 +233,7 @@ def test_report_soft_refusals(cli, store: Store, digits, put_set) -> None:  # ty
     put_set(store, digits, ipc=1)
     res = cli("report", "synthetic/s", *REPORT_FAST, "--teacher", "pool/none")
     assert res.exit_code == 2 and "--teacher 'pool/none': unknown ref 'pool/none'" in res.stderr
+    assert not [a for a in store.list() if "report-random" in a.ref]  # refused before any baseline was made
     res = cli("report", "synthetic/s", *REPORT_FAST, "--set", 'eval.labels="soft"')
     assert res.exit_code == 2 and "soft labels need a teacher" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
