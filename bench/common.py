@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
@@ -124,3 +125,20 @@ def flops_of(fn: Callable[[], object]) -> int:
 def machine() -> str:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {platform.processor() or platform.machine()}"
     return f"{dev}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def add_run_args(ap: argparse.ArgumentParser, set_help: str) -> None:
+    """The options a benchmark that distils real recipes shares: ``--set``, ``--store``, ``--device``."""
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=set_help)
+    ap.add_argument("--store", default="", help="store folder (default: a fresh temp folder)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bench_store(path: str) -> "Store":
+    """The store ``--store`` names, else a fresh one in a temp folder."""
+    import tempfile
+
+    from ddtool.store import Store
+
+    return Store(path or tempfile.mkdtemp(prefix="ddtool-bench-"))
+

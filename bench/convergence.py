@@ -18,19 +18,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 
 import torch
 
-from bench.common import machine
+from bench.common import add_run_args, bench_store, machine
 from ddtool.data import load_dataset
 from ddtool.recipe import load_recipe
 from ddtool.runtime.curves import CurvePoint, evaluate_curve
 from ddtool.runtime.loop import distill
 from ddtool.runtime.trajectories import pretrain_trajectories
-from ddtool.store import Store
 
 BASELINE, CANDIDATE = "recipes/mtt.toml", "recipes/mtt_dynadistill.toml"
 
@@ -60,14 +58,11 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=20, help="checkpoint (and evaluate) every K iterations")
     ap.add_argument("--repeats", type=int, default=3, help="networks trained per checkpoint")
     ap.add_argument("--fraction", type=float, default=0.95, help="target: this fraction of the baseline's final")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="recipe override for both runs and the experts (repeatable)")
-    ap.add_argument("--store", default="", help="store folder (default: a fresh temp folder)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_run_args(ap, "recipe override for both runs and the experts (repeatable)")
     args = ap.parse_args()
     device = torch.device(args.device)
     data = load_dataset(args.dataset)
-    store = Store(args.store or tempfile.mkdtemp(prefix="ddtool-bench-"))
+    store = bench_store(args.store)
     over = [f"data.dataset=\"{args.dataset}\"", f"eval.repeats={args.repeats}",
             f"distill.checkpoint_every={args.every}", *args.set]
     print(f"# bench.convergence  {datetime.date.today()}  {machine()}  dataset={args.dataset}")

@@ -16,19 +16,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
-import tempfile
 import time
 
 import torch
 
-from bench.common import machine
+from bench.common import add_run_args, bench_store, machine
 from ddtool.data import load_dataset
 from ddtool.recipe import load_recipe
 from ddtool.runtime.evaluate import evaluate
 from ddtool.runtime.loop import distill
 from ddtool.runtime.pretrain import pretrain
 from ddtool.runtime.trajectories import pretrain_trajectories
-from ddtool.store import Store
 
 
 def main() -> None:
@@ -36,15 +34,12 @@ def main() -> None:
     ap.add_argument("--recipe", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--repeats", type=int, default=3, help="evaluation networks per set")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="recipe override for every run and the pretraining (repeatable)")
-    ap.add_argument("--store", default="", help="store folder (default: a fresh temp folder)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_run_args(ap, "recipe override for every run and the pretraining (repeatable)")
     args = ap.parse_args()
     device = torch.device(args.device)
     base = load_recipe(args.recipe, args.set)
     data = load_dataset(base.data.dataset)
-    store = Store(args.store or tempfile.mkdtemp(prefix="ddtool-bench-"))
+    store = bench_store(args.store)
     print(f"# bench.seeds  {datetime.date.today()}  {machine()}  {args.recipe}  dataset={data.name}")
     print(f"# {vars(args)}")
     t = time.perf_counter()
