@@ -95,7 +95,8 @@ class EvalSection:
     net: str = ""  # '' = the net each artifact was distilled with (its own metadata), not the recipe's [net]
     protocol: str = "dsa"  # dsa: lr x0.1 at half, one DSA op per batch; idc: x0.2 at 2/3 and 5/6, DiffAug chain, CutMix
     epochs: int = 300
-    lr: float = 0.01
+    # a number, or "learned": the step size the set records (MTT learns one; its reference evaluates at it)
+    lr: float | str = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch: int = 256
@@ -152,6 +153,7 @@ SECTIONS = {f.name: f for f in dataclasses.fields(Recipe)
             if f.name != "origins" and dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
 
 # every section's ``impl`` (ddtool.impl): the value is kept as written, aliases resolve at run time
+LEARNED = "learned"  # eval.lr: the step size the set records (SyntheticMeta.learned_lr)
 _IMPL = (lambda v: v in IMPLS or v in IMPL_ALIASES, "auto, vectorized or loop")
 
 # (section, key) -> (predicate, what it must be)
@@ -180,7 +182,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("distill", "checkpoint_every"): (lambda v: v >= 0, ">= 0"),
     ("eval", "protocol"): (lambda v: v in ("dsa", "idc"), "dsa or idc"),
     ("eval", "epochs"): (lambda v: v >= 1, ">= 1"),
-    ("eval", "lr"): (lambda v: v > 0, "> 0"),
+    ("eval", "lr"): (lambda v: v == LEARNED or (isinstance(v, float) and v > 0), f'> 0 or "{LEARNED}"'),
     ("eval", "momentum"): (lambda v: 0 <= v < 1, "in [0, 1)"),
     ("eval", "weight_decay"): (lambda v: v >= 0, ">= 0"),
     ("eval", "batch"): (lambda v: v >= 1, ">= 1"),
@@ -194,11 +196,11 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
 
 def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            bool | str: "true, false or a string"}.get(tp, "a table")
+            bool | str: "true, false or a string", float | str: "a number or a string"}.get(tp, "a table")
 
 
 def _coerce(where: str, tp: Any, value: Any) -> Any:
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+    if tp in (float, float | str) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     origin = getattr(tp, "__origin__", tp)
     if origin is dict:

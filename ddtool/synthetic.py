@@ -13,6 +13,12 @@ from ddtool.errors import DDToolError
 from ddtool.nets import NetSpec
 from ddtool.store.meta import DatasetSignature, SyntheticMeta
 
+# A method that learns the step size its set should be trained with (MTT's learnable synthetic lr)
+# keeps that value, a 0-d tensor, in its optimizer's state under this key. The run then records
+# it in the set (``SyntheticMeta.learned_lr``) and in every checkpoint, and ``eval.lr = "learned"``
+# trains at it, as the reference evaluates.
+LEARNED_LR_STATE = "synthetic_lr"
+
 
 @dataclass
 class SyntheticSet:

@@ -28,8 +28,9 @@ set and samples one with a temperature softmax.
 
 Differences from the reference: experts are drawn uniformly at every iteration (the reference
 walks a shuffled buffer file expert by expert, or draws uniformly with ``--load_all``); ZCA
-whitening is the data option ``DATASET+zca`` (``ddtool.data.zca``) rather than a flag; the learned step size is not used by ``ddtool eval`` (the
-reference evaluates with it; ddtool with ``eval.lr``).
+whitening is the data option ``DATASET+zca`` (``ddtool.data.zca``) rather than a flag. The learned
+step size is recorded in the set (``ddtool.learned_lr``); the reference evaluates at it, ddtool
+when ``eval.lr = "learned"`` (the mtt recipes' setting; ``ddtool eval --lr learned``).
 
 The learnable step size is the second parameter group of the optimizer. Checkpoints save the
 optimizer's state but, of the parameters, only the images, so the step mirrors the step size's
@@ -52,11 +53,11 @@ from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod
 from ddtool.selection.base import Segment
-from ddtool.synthetic import SyntheticSet
+from ddtool.synthetic import LEARNED_LR_STATE, SyntheticSet
 from ddtool.trajectories import Layout, Trajectories, check_parameters_only, param_layout, unflatten
 
 UNROLLS = ("plain", "checkpointed")
-LR_STATE = "synthetic_lr"  # the learnable step size's value, kept in its optimizer state (see the module docstring)
+LR_STATE = LEARNED_LR_STATE  # the learnable step size's value, kept in its optimizer state (see the module docstring)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from ddtool.errors import DDToolError
 from ddtool.selection.base import SelectionStrategy
 from ddtool.store import Store
 from ddtool.store.meta import checkpoint_metadata
-from ddtool.synthetic import SyntheticSet
+from ddtool.synthetic import LEARNED_LR_STATE, SyntheticSet
 
 
 def state(syn: SyntheticSet, opt: torch.optim.Optimizer, selection: SelectionStrategy,
@@ -69,6 +69,23 @@ def save(store: Store, record: dict[str, Any], tensors: dict[str, torch.Tensor],
             record["checkpoints"].append({"iteration": it, "digest": digest, "seconds": seconds})
         store.write_run(record)  # a crash (even SIGKILL) can resume from here
     return digest
+
+
+def learned_lr(opt: torch.optim.Optimizer) -> float | None:
+    """The step size the method learned (its optimizer state's ``LEARNED_LR_STATE``), if any."""
+    for values in opt.state.values():
+        if LEARNED_LR_STATE in values:
+            return float(values[LEARNED_LR_STATE])
+    return None
+
+
+def learned_lr_in(tensors: dict[str, torch.Tensor]) -> float | None:
+    """The learned step size a checkpoint holds (as :func:`state` saved the optimizer state), if any."""
+    suffix = "." + LEARNED_LR_STATE
+    for key, value in tensors.items():
+        if key.startswith("optim.") and key.endswith(suffix):
+            return float(value)
+    return None
 
 
 def last_iteration(record: dict[str, Any]) -> int | None:

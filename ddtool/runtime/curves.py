@@ -26,7 +26,8 @@ from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
 from ddtool.recipe import EvalSection, Recipe, recipe_from_record
-from ddtool.runtime.evaluate import RepeatedAccuracy, check_data, evaluate_set
+from ddtool.runtime import checkpoint
+from ddtool.runtime.evaluate import RepeatedAccuracy, check_data, evaluate_set, with_learned_lr
 from ddtool.runtime.plan import net_spec_of, plan
 from ddtool.runtime.records import run_record
 from ddtool.store import Store
@@ -45,6 +46,7 @@ class CurvePoint(RepeatedAccuracy):
     accuracies: list[float]
     flops: float | None = None  # estimated FLOPs of the distillation up to this iteration
     final: bool = False
+    lr: float | None = None  # the evaluation's training lr (with eval.lr = "learned", the point's own)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": self.mean, "std": self.std}
@@ -134,9 +136,12 @@ def evaluate_curve(store: Store, text: str, data: ImageData, cfg: EvalSection, d
             tensors, _ = store.read_blob(e["digest"])  # a checkpoint holds no factor: the run's applies
             labels = tensors["labels"]
             syn = SyntheticSet(tensors["images"], labels, int(torch.bincount(labels).max()), factor)
-            accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=f"{label} @ {e['iteration']}")
+            # each point trains at the step size learned by its iteration (eval.lr = "learned")
+            at_cfg = with_learned_lr(cfg, info.learned_lr if e["final"] else checkpoint.learned_lr_in(tensors),
+                                     f"{label} @ {e['iteration']}")
+            accs = evaluate_set(syn, data, spec, at_cfg, device, reporter, label=f"{label} @ {e['iteration']}")
             point = CurvePoint(e["iteration"], e["seconds"], e["digest"], accs,
-                               flops * e["iteration"] if flops is not None else None, e["final"])
+                               flops * e["iteration"] if flops is not None else None, e["final"], float(at_cfg.lr))
             done.append(point)
             run.record["inputs"].append({
                 "ref": e["ref"] or f"{rec['id']}@{e['iteration']}", "digest": e["digest"],

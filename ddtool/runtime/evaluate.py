@@ -21,7 +21,7 @@ from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec, build_net
 from ddtool.progress import Reporter, Silent
-from ddtool.recipe import EvalSection
+from ddtool.recipe import LEARNED, EvalSection
 from ddtool.runtime.autocompile import AutoCompile
 from ddtool.runtime.records import io_entry, run_record
 from ddtool.runtime import distributed, ensemble
@@ -120,6 +120,20 @@ def in_data_normalization(images: torch.Tensor, syn: SyntheticSet, data: ImageDa
     return (images * s0 + m0 - m1) / s1
 
 
+def with_learned_lr(cfg: EvalSection, learned: float | None, what: str) -> EvalSection:
+    """``cfg`` with ``eval.lr = "learned"`` replaced by the step size ``what`` learned (MTT records
+    one in its sets and checkpoints); a set without one is a usage error. Other lrs pass as they are."""
+    if cfg.lr != LEARNED:
+        return cfg
+    if learned is None:
+        raise UsageError(f"{what} records no learned step size (eval.lr = \"learned\" is for sets of methods that "
+                         "learn one, such as mtt); give a number: --lr 0.01 or --set eval.lr=0.01")
+    if not learned > 0:  # the step size is learned unconstrained: a set can end with one SGD cannot take
+        raise UsageError(f"{what} learned a step size of {learned:g}, which cannot train a network; give a "
+                         "number: --lr 0.01 or --set eval.lr=0.01")
+    return dataclasses.replace(cfg, lr=learned)
+
+
 def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
                  reporter: Reporter | None = None, label: str = "", targets: torch.Tensor | None = None,
                  trained: list[Any] | None = None, compile_info: dict[str, Any] | None = None) -> list[float]:
@@ -129,6 +143,7 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     instead of the set's labels (``ddtool.runtime.soft_labels``); ``trained`` gets the networks;
     ``compile_info`` gets what ``eval.compile`` decided (``ddtool.runtime.autocompile``)."""
     reporter = reporter or Silent()
+    cfg = with_learned_lr(cfg, syn.info.learned_lr, label or "the set")
     proto = PROTOCOLS[cfg.protocol]
     settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                              batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix,
@@ -198,11 +213,15 @@ def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: 
     spec = net or (NetSpec(cfg.net) if cfg.net else net_of(syn, ref))
     from ddtool.runtime.soft_labels import soft_setup
 
+    learned = cfg.lr == LEARNED
+    cfg = with_learned_lr(cfg, syn.info.learned_lr, f"'{ref}'")  # the record holds the number trained at
     targets, teacher_in, soft = soft_setup(store, cfg, syn.decoded()[0], data, device)
     return _recorded(store, syn, data, spec, cfg, device, reporter, art.ref,
                      inputs=[io_entry(art, "synthetic"), *teacher_in], fields={"soft": soft} if soft else None,
-                     metrics={"labels": "soft", "teacher": soft["ref"], "temperature": soft["temperature"],
-                              "soft_label_bytes": soft["soft_label_bytes"]} if soft else None, targets=targets)
+                     metrics={**({"lr_from": LEARNED} if learned else {}),
+                              **({"labels": "soft", "teacher": soft["ref"], "temperature": soft["temperature"],
+                                  "soft_label_bytes": soft["soft_label_bytes"]} if soft else {})} or None,
+                     targets=targets)
 
 
 def _recorded(store: Store, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection,

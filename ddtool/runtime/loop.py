@@ -185,7 +185,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
             signature=DatasetSignature.of(data), method=p.method.name, selection=p.selection.name,
             schedule=p.schedule.name, mean=data.mean, std=data.std, net=ctx.net_spec.to_json(),
             parents=tuple(art.digest for art, _ in p.inputs()), recipe_sha256=recipe.sha256(),
-            seed=cfg.seed, iterations=p.iterations, version=__version__)
+            seed=cfg.seed, iterations=p.iterations, version=__version__, learned_lr=checkpoint.learned_lr(opt))
         stored = SyntheticSet(syn.images, syn.labels, cfg.ipc, syn.factor, info)  # the ipc the recipe asked for
         # every rank holds the whole set (ddtool.methods.sharding); rank 0 stores it, the others learn its ref
         art = distributed.broadcast_object(store.put("synthetic", art_name, *stored.to_artifact()) if main else None)

@@ -25,10 +25,10 @@ from ddtool.data import ImageData, load_dataset
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter, Silent
-from ddtool.recipe import EvalSection
+from ddtool.recipe import LEARNED, EvalSection
 from ddtool.runtime import metrics, recorded
 from ddtool.runtime.baselines import PREFIX, random_subsets
-from ddtool.runtime.evaluate import FULL_DATA_EPOCHS, evaluate, evaluate_full_data, mean_std
+from ddtool.runtime.evaluate import FULL_DATA_EPOCHS, evaluate, evaluate_full_data, mean_std, with_learned_lr
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import SyntheticMeta
 from ddtool.synthetic import SyntheticSet
@@ -315,6 +315,8 @@ class _Report:
 
     def full(self, data: ImageData, spec: NetSpec) -> recorded.Accuracies:
         cfg = dataclasses.replace(self.s.eval, net=spec.name, epochs=self.s.full_epochs, repeats=self.s.full_repeats)
+        if cfg.lr == LEARNED:  # the real data learned no step size: the bound trains at the default one
+            cfg = dataclasses.replace(cfg, lr=EvalSection.lr)
         key = ("full", data.name, spec.to_json())
         if key not in self.memo:
             def run(c: EvalSection):  # type: ignore[no-untyped-def]
@@ -400,7 +402,9 @@ class _Report:
         else:
             raise UsageError(f"'{art.ref}' does not record the network it was distilled with; name one with --net")
         data = self.data(info.signature.dataset)
-        cfg = dataclasses.replace(self.s.eval, net=spec.name, labels="hard", teacher="")
+        # eval.lr = "learned": the set's own step size, for it and for its baselines alike
+        cfg = with_learned_lr(dataclasses.replace(self.s.eval, net=spec.name, labels="hard", teacher=""),
+                              info.learned_lr, f"'{art.ref}'")
         acc = self.set_accuracy(art, data, spec, cfg)  # first: a set of another dataset fails before any baseline
         own = self.soft_accuracy(art, data, spec, cfg) if self.s.soft else None  # a bad --teacher fails here
         base = self.random(data, syn.ipc, spec, cfg)

@@ -120,6 +120,7 @@ class _Codec(NamedTuple):
 
 _TEXT = _Codec(str, str)
 _INT = _Codec(int, str)
+_FLOAT = _Codec(float, repr)  # repr: the shortest text that reads back as the same float
 _LIST = _Codec(lambda text: tuple(json.loads(text)) if text else None, lambda values: json.dumps(list(values)))
 _SORTED_JSON = _Codec(json.loads, lambda value: json.dumps(value, sort_keys=True))
 
@@ -169,6 +170,7 @@ _SYNTHETIC_FIELDS = {
     "source": ("ddtool.source", _TEXT),
     "source_sha256": ("ddtool.source_sha256", _TEXT),
     "source_method": ("ddtool.source_method", _TEXT),
+    "learned_lr": ("ddtool.learned_lr", _FLOAT),
 }  # ddtool 0.1 also wrote "ddtool.arch", the name inside "ddtool.net": read past, not written
 
 
@@ -199,6 +201,8 @@ class SyntheticMeta:
     source: str | None = None  # an imported file's name
     source_sha256: str | None = None
     source_method: str | None = None
+    # the training step size a method learned with the set (MTT's synthetic lr): eval.lr = "learned"
+    learned_lr: float | None = None
 
     @classmethod
     def from_metadata(cls, meta: Metadata) -> "SyntheticMeta":

@@ -99,7 +99,7 @@ CASES: list[tuple[str, Setup | None, list[str], int, str, bool]] = [
      ["distill", "-r", "{x}"], 2, r"distill.ipc must be an integer, got 'ten'", True),
     ("type-int-float", None, ["distill", "--set", "net.width=1.5"], 2, r"net.width must be an integer, got 1.5", True),
     ("type-bool", None, ["distill", "--set", 'data.download="yes"'], 2, r"data.download must be true or false", True),
-    ("type-float-string", None, ["eval", "synthetic/s", "--set", 'eval.lr="fast"'], 2, r"eval.lr must be a number", True),
+    ("type-float-string", None, ["eval", "synthetic/s", "--set", 'eval.momentum="fast"'], 2, r"eval.momentum must be a number", True),
     ("type-cli-option", None, ["distill", "--ipc", "ten"], 2, r"Invalid value for '--ipc'", False),
     ("set-syntax", None, ["distill", "--set", "distill.ipc"], 2, r"cannot read --set 'distill.ipc'", True),
     ("set-into-value", None, ["distill", "--set", "distill.ipc.x=1"], 2, r"'ipc' is not a section", True),
