@@ -12,8 +12,6 @@ from ddtool.cli.common import (RichReporter, console, distributed_device, get_st
                                prints_results, recipe_data, recipe_with, relaunch)
 from ddtool.cli.launch import Nproc
 from ddtool.cli.render import pool_table
-from ddtool.errors import UsageError
-from ddtool.runtime.train import resolve_device
 
 
 @guarded
@@ -49,13 +47,8 @@ def pretrain_cmd(
     store = get_store(write=True)  # before the data (a download) and the training
     data = recipe_data(r, data_root)
     if trajectories:
-        from ddtool.runtime.distributed import from_env
-
-        world = from_env()
-        if world is not None and world.size > 1:
-            raise UsageError(f"--trajectories runs in one process but {world.size} were launched: "
-                             "run it without torchrun or --nproc")
-        _trajectories(store, r, data, resolve_device(device), as_json)
+        with distributed_device(device) as dev:  # under torchrun each process trains its block of the experts
+            _trajectories(store, r, data, dev, as_json)
         return
     with distributed_device(device) as dev:
         res = pretrain(store, r, data, dev, RichReporter())
@@ -71,14 +64,17 @@ def pretrain_cmd(
 def _trajectories(store, recipe, data, device, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
+    from ddtool.runtime.seeds import role_seed
     from ddtool.runtime.trajectories import pretrain_trajectories
 
     res = pretrain_trajectories(store, recipe, data, device, RichReporter())
+    if not prints_results():
+        return
     traj = res.trajectories
     accs = traj.test_acc.tolist() if traj.test_acc is not None else [[] for _ in traj.experts]
     if as_json:
         print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id, "seconds": res.seconds,
-                    "training": traj.training, "experts": [{"index": i, "seed": (traj.seed or 0) + i, "digest": d,
+                    "training": traj.training, "experts": [{"index": i, "seed": role_seed("expert", traj.seed or 0, i), "digest": d,
                                                             "test_acc": accs[i]} for i, d in enumerate(traj.experts)]})
         return
     table = Table(title=f"{res.artifact.ref}  ({res.artifact.digest[:12]}, {res.seconds:.1f}s, {traj.epochs} epochs, "
@@ -86,5 +82,5 @@ def _trajectories(store, recipe, data, device, as_json: bool) -> None:  # type: 
     for col in ("expert", "seed", "blob", "test acc epoch 0", "test acc last"):
         table.add_column(col, justify="right")
     for i, d in enumerate(traj.experts):
-        table.add_row(str(i), str((traj.seed or 0) + i), d[:12], f"{100 * accs[i][0]:.1f}%", f"{100 * accs[i][-1]:.1f}%")
+        table.add_row(str(i), str(role_seed("expert", traj.seed or 0, i)), d[:12], f"{100 * accs[i][0]:.1f}%", f"{100 * accs[i][-1]:.1f}%")
     console.print(table)

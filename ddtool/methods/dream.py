@@ -45,6 +45,7 @@ from ddtool.methods.base import per_sample_forward
 from ddtool.methods.dm import class_means
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.methods.matching import Siamese
+from ddtool.methods.sharding import shard_of
 from ddtool.synthetic import SyntheticSet
 
 EMBED_DISTANCES = ("mse", "l1")
@@ -97,8 +98,10 @@ class DREAM(IDC):
     name = "dream"
     description = "DREAM+: IDC on k-means representative real batches, gradient + alpha x embedding distance (seed 003)"
     options_type = DREAMOptions
-    # one process only: the clustering and the warm-up are not split by class (IDC's are)
-    class_sharded = False
+    # across processes, as IDC: each process clusters and matches its own classes (the k-means seeds
+    # of every class are drawn on every process, so the run's stream stays the same everywhere); the
+    # warm-up is one more data-parallel network update
+    class_sharded = True
 
     def distill_defaults(self) -> dict[str, Any]:
         # the DREAM reference: batch_real 128 (= clusters per class), lr_img 5e-3 x ipc/10, color_crop_cutout
@@ -128,17 +131,30 @@ class DREAM(IDC):
 
     # -- representative samples ----------------------------------------------------------------
 
-    def representatives(self, ctx: DistillContext, net: nn.Module, o: DREAMOptions) -> list[torch.Tensor]:
+    def representatives(self, ctx: DistillContext, net: nn.Module, o: DREAMOptions,
+                        classes: Sequence[int] | None = None) -> list[torch.Tensor | None]:
         """Per class, the training-set indices (``ctx.data``'s) of the real images nearest to the
-        k-means centres of the class's embeddings under ``net``; k = ``clusters`` or ``batch_real``."""
+        k-means centres of the class's embeddings under ``net``; k = ``clusters`` or ``batch_real``.
+        Only for ``classes`` (default: all; the others None), but every class's k-means seed is drawn."""
         k = o.clusters or ctx.cfg.batch_real
-        out = []
+        # from the run's RNG, one per class whichever are clustered here: reproducible, resumable, and
+        # the same stream on every process
+        seeds = [int(torch.randint(2**31 - 1, (1,)).item()) for _ in range(ctx.num_classes)]
+        mine = set(range(ctx.num_classes) if classes is None else classes)
+        out: list[torch.Tensor | None] = []
         for c in range(ctx.num_classes):
+            if c not in mine:
+                out.append(None)
+                continue
             idx = ctx.data.class_indices(c)
             feats = embed_all(net, self.real_images(ctx, idx))
-            seed = int(torch.randint(2**31 - 1, (1,)).item())  # from the run's RNG: reproducible, resumable
-            out.append(idx[nearest_to_centres(feats, k, seed, o.kmeans_iter)])
+            out.append(idx[nearest_to_centres(feats, k, seeds[c], o.kmeans_iter)])
         return out
+
+    def representative_batches(self, ctx: DistillContext, net: nn.Module, o: DREAMOptions) -> list[torch.Tensor | None]:
+        """The real images of :meth:`representatives` for this process's classes (None for the others)."""
+        reps = self.representatives(ctx, net, o, shard_of(ctx).classes)
+        return [None if i is None else self.real_images(ctx, i) for i in reps]
 
     @staticmethod
     def real_images(ctx: DistillContext, idx: torch.Tensor) -> torch.Tensor:
@@ -184,12 +200,10 @@ class DREAM(IDC):
         return embedding_distance(mr, ms, kind)
 
     def loss(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module) -> torch.Tensor:
-        """Sum over classes of Eq. 3 on representative batches under ``net`` (DynaDistill scores with it)."""
+        """Sum over classes of Eq. 3 on representative batches under ``net`` (DynaDistill scores with
+        it; across processes each computes its classes' terms and the sum is shared)."""
         o = self.opts(ctx)
-        reals = [self.real_images(ctx, i) for i in self.representatives(ctx, net, o)]
-        _, picks, siamese = self._batches(ctx, syn, o, reals)
-        syns = self._syn_classes(syn, ctx.num_classes, syn.images, picks)
-        return self.class_losses(ctx, o, net, reals, syns, siamese, vectorized=ctx.impl == "vectorized").sum()
+        return self.whole_matching_loss(ctx, syn, net, o, self.representative_batches(ctx, net, o))
 
     # -- one outer iteration -------------------------------------------------------------------
 
@@ -205,5 +219,5 @@ class DREAM(IDC):
                     previous: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
         """The representative batches, re-clustered every ``interval`` inner loops under the network as it is then."""
         if inner % o.interval == 0 or previous is None:
-            return [self.real_images(ctx, i) for i in self.representatives(ctx, net, o)]
+            return self.representative_batches(ctx, net, o)  # type: ignore[return-value]
         return previous

@@ -187,12 +187,6 @@ class IDC(MatchingMethod):
         return [d[0] for d in drawn], [d[1] for d in drawn], ClassSiamese([d[2] for d in drawn])  # type: ignore[return-value]
 
     @staticmethod
-    def _syn_classes(syn: SyntheticSet, num_classes: int, images: torch.Tensor,
-                     picks: list[torch.Tensor | None]) -> list[torch.Tensor]:
-        full = synthetic_by_class(syn, num_classes, images)
-        return [x if p is None else x[p.to(x.device)] for x, p in zip(full, picks)]
-
-    @staticmethod
     def _syn_class(syn: SyntheticSet, c: int, pick: torch.Tensor | None) -> torch.Tensor:
         rows = syn.labels == c
         x, _ = decode(syn.images[rows], syn.labels[rows], syn.factor)
@@ -201,14 +195,18 @@ class IDC(MatchingMethod):
     def loss(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module) -> torch.Tensor:
         """Sum over classes of the matching loss at the current images (DynaDistill ranks models with
         it; split across processes: ``whole_loss``)."""
-        o = self.opts(ctx)
+        return self.whole_matching_loss(ctx, syn, net, self.opts(ctx))
 
+    def whole_matching_loss(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module, o: IDCOptions,
+                            reals: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """:meth:`loss` with the real batches of this process's classes given (``reals[c]``; None:
+        drawn at random), each process computing its classes' terms."""
         def losses(classes: Sequence[int]) -> torch.Tensor:
             if not classes:
                 return syn.images.new_zeros(0)
-            reals, picks, siamese = self._batches(ctx, syn, o, classes=classes)
+            picked, picks, siamese = self._batches(ctx, syn, o, reals, classes=classes)  # type: ignore[arg-type]
             syns = _picked(synthetic_by_class(syn, ctx.num_classes, syn.images), classes, picks)
-            return self.class_losses(ctx, o, net, reals, syns, siamese, vectorized=ctx.impl == "vectorized",
+            return self.class_losses(ctx, o, net, picked, syns, siamese, vectorized=ctx.impl == "vectorized",
                                      classes=list(classes))
 
         return whole_loss(ctx, losses)

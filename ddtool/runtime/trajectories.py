@@ -12,6 +12,8 @@ Each expert's blob is written as soon as it is trained and listed in the run rec
 ``checkpoints`` (so ``store gc`` keeps it while the run goes on, and a killed run leaves the
 finished experts behind); the index that names them is written last, and the run record then
 names the index instead. Resuming a killed run is not implemented: a new run trains every expert.
+Under torchrun the experts are split across the processes (each trains its block; rank 0 stores
+them as every round of one expert per process ends), and make the same experts as one process.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ddtool.errors import UsageError
 from ddtool.nets import NetSpec, build_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
+from ddtool.runtime import distributed
 from ddtool.runtime.evaluate import normalized_train
 from ddtool.runtime.plan import net_spec_of
 from ddtool.runtime.records import io_entry, run_record
@@ -112,28 +115,42 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
     with run_record(store, "pretrain", device, recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(),
                     artifact_kind=TRAJECTORIES_KIND, checkpoints=[]) as run:
         record = run.record
-        digests: list[str] = []
-        test_acc, train_loss = [], []
-        with reporter.task(f"training {p.n} experts x {spec.name}", p.n * p.epochs) as task:
-            for i in range(p.n):
-                run.where = f"expert {i}"
-                torch.manual_seed(role_seed("expert", p.seed, i))  # expert i trains on the rest of this stream
-                net = build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
-                snaps, losses, accs = train_expert(
-                    net, x, y, data, settings, Augmenter(p.augment),
-                    on_epoch=lambda e, loss, acc, _i=i: task.advance(1, loss=loss, acc=acc, expert=_i))
-                with store.lock():  # blob and record under one lock: gc keeps the expert from here on
-                    digest = store.put_blob(*expert_artifact(snaps, signature, spec, role_seed("expert", p.seed, i)))
-                    record["checkpoints"].append({"expert": i, "digest": digest, "seconds": run.elapsed()})
-                    run.write()
-                digests.append(digest)
-                test_acc.append(accs)
-                train_loss.append(losses)
+        done: dict[int, tuple[str, list[float], list[float]]] = {}  # expert -> (digest, test accs, losses)
+        # under torchrun each rank trains its block of the experts (expert i seeded role_seed("expert",
+        # seed, i) wherever it runs: the same experts on any world size); after every round of one
+        # expert per rank, rank 0 receives the round's experts and stores them
+        mine = distributed.shard(p.n)
+        rounds = -(-p.n // distributed.current().size)
+        with reporter.task(f"training {len(mine)} of {p.n} experts x {spec.name}" if len(mine) < p.n
+                           else f"training {p.n} experts x {spec.name}", len(mine) * p.epochs) as task:
+            for k in range(rounds):
+                trained = None
+                if k < len(mine):
+                    i = mine[k]
+                    run.where = f"expert {i}"
+                    torch.manual_seed(role_seed("expert", p.seed, i))  # expert i trains on the rest of this stream
+                    net = build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
+                    trained = (i, *train_expert(
+                        net, x, y, data, settings, Augmenter(p.augment),
+                        on_epoch=lambda e, loss, acc, _i=i: task.advance(1, loss=loss, acc=acc, expert=_i)))
+                for got in distributed.all_gather_object(trained):
+                    if got is None or not distributed.is_main():
+                        continue
+                    i, snaps, losses, accs = got
+                    with store.lock():  # blob and record under one lock: gc keeps the expert from here on
+                        digest = store.put_blob(*expert_artifact(snaps, signature, spec, role_seed("expert", p.seed, i)))
+                        record["checkpoints"].append({"expert": i, "digest": digest, "seconds": run.elapsed()})
+                        run.write()
+                    done[i] = (digest, accs, losses)
+        done = distributed.broadcast_object(done)
+        digests = [done[i][0] for i in range(p.n)]
+        test_acc, train_loss = [done[i][1] for i in range(p.n)], [done[i][2] for i in range(p.n)]
         run.where = ""
         seconds = run.elapsed()
         traj = Trajectories(spec, layout, p.epochs, digests, training, torch.tensor(test_acc), torch.tensor(train_loss),
                             signature, recipe_sha256=recipe.sha256(), seed=p.seed)
-        art = store.put(TRAJECTORIES_KIND, name, *traj.to_artifact())
+        art = distributed.broadcast_object(
+            store.put(TRAJECTORIES_KIND, name, *traj.to_artifact()) if distributed.is_main() else None)
         traj.digest = art.digest
         record["checkpoints"] = []  # the index names the experts now: 'store rm' + 'gc' can free them
         final = [a[-1] for a in test_acc]

@@ -1,5 +1,6 @@
-"""IDC on digits for test_processes.py: run in this process (world 1) or as one rank under torchrun
-(``python -m torch.distributed.run --nproc-per-node 2 tests/distributed/idc_worker.py OUT``).
+"""IDC (or DREAM+, its subclass) on digits for test_processes.py: run in this process (world 1) or as
+one rank under torchrun (``python -m torch.distributed.run --nproc-per-node 2
+tests/distributed/idc_worker.py OUT [idc|dream]``).
 
 Rank 0 saves the final images and, for every outer loop, whether the network every rank trained
 was bit-identical across ranks (a digest of its parameters, gathered when the loop ends)."""
@@ -15,6 +16,7 @@ from torch import nn
 
 from ddtool.context import DistillContext
 from ddtool.data import load_dataset
+from ddtool.methods.dream import DREAM, DREAMOptions
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
@@ -38,12 +40,17 @@ class Spy(Scratch):
         self.identical.append(len(set(distributed.all_gather_object(digest))) == 1)
 
 
-def run(out: Path) -> None:
+def run(out: Path, name: str = "idc") -> None:
     torch.set_num_threads(1)
     device = distributed.init(torch.device("cpu"))
     data = load_dataset("digits")
-    method, spy = IDC(), Spy()
-    options = IDCOptions(factor=2, inner_loops=2, net_steps=3, net_batch=16, batch_syn_max=8)
+    spy = Spy()
+    shared = dict(factor=2, inner_loops=2, net_steps=3, net_batch=16, batch_syn_max=8)
+    method: IDC
+    if name == "dream":  # re-cluster every inner loop after a short warm-up (data-parallel, as the network updates)
+        method, options = DREAM(), DREAMOptions(**shared, interval=1, warmup_epochs=0.05, kmeans_iter=10)
+    else:
+        method, options = IDC(), IDCOptions(**shared)
     torch.manual_seed(0)
     ctx = build_context(DistillSection(ipc=1, batch_real=8, augment="color_crop_cutout"), data, device,
                         net_spec=NetSpec("convnet", {"width": 8}), iterations=ITERATIONS, selection=spy,
@@ -62,4 +69,4 @@ def run(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]))
+    run(Path(sys.argv[1]), *sys.argv[2:3])

@@ -122,6 +122,24 @@ def test_pretrain_on_two_processes_makes_the_one_process_pool(tmp: Path) -> None
     assert len(Store(tmp / "pool-two").runs()) == 1
 
 
+def test_trajectories_on_two_processes_are_the_one_process_experts(tmp: Path) -> None:
+    """3 experts on 2 processes (rank 0 trains 2, rank 1 one): the same expert blobs, index and
+    per-expert seeds as one process, one run record, and a store that verifies."""
+    from ddtool.runtime.seeds import role_seed
+    from ddtool.store.integrity import verify
+
+    args = ["pretrain", "--trajectories", "--n", "3", "--epochs", "2", "--name", "t", "--set", "net.width=8",
+            "--device", "cpu", "--json"]
+    one = in_process(tmp / "traj-one", *args)
+    two = one_json(ddtool(tmp, tmp / "traj-two", *args, "--nproc", "2").stdout)
+    assert [e["digest"] for e in two["experts"]] == [e["digest"] for e in one["experts"]]
+    assert two["digest"] == one["digest"]
+    assert [e["seed"] for e in two["experts"]] == [role_seed("expert", 0, i) for i in range(3)]
+    runs = Store(tmp / "traj-two").runs()
+    assert len(runs) == 1 and runs[0]["world_size"] == 2 and runs[0]["status"] == "complete"
+    assert verify(Store(tmp / "traj-two")).ok
+
+
 def _wait_for(path_glob: Path, pred, timeout: float = 120.0) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -167,9 +185,12 @@ def test_a_killed_rank_fails_the_run_which_resumes_on_one_process(dm_runs, tmp: 
     assert resumed["digest"] == full["digest"]
 
 
-def test_idc_on_two_processes_is_close_to_one_and_its_networks_identical(tmp: Path) -> None:
+@pytest.mark.parametrize("method", ["idc", "dream"])
+def test_idc_on_two_processes_is_close_to_one_and_its_networks_identical(tmp: Path, method: str) -> None:
     """IDC's images are class-sharded (exact) but its network updates data-parallel: the batch's loss
-    is summed in another order, so 2 processes are within a tolerance of 1, not bit-identical."""
+    is summed in another order, so 2 processes are within a tolerance of 1, not bit-identical. DREAM+
+    too, each process clustering its own classes (k-means every inner loop) after a data-parallel
+    warm-up."""
     sys.path.insert(0, str(Path(__file__).parent))
     try:
         import idc_worker
@@ -177,15 +198,15 @@ def test_idc_on_two_processes_is_close_to_one_and_its_networks_identical(tmp: Pa
         sys.path.pop(0)
     threads = torch.get_num_threads()
     try:
-        idc_worker.run(tmp / "idc-one.pt")  # one thread, as each launched process
+        idc_worker.run(tmp / f"{method}-one.pt", method)  # one thread, as each launched process
     finally:
         torch.set_num_threads(threads)
     worker = Path(__file__).parent / "idc_worker.py"
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          str(worker), str(tmp / "idc-two.pt")], capture_output=True, text=True, env=_env(tmp),
+                          str(worker), str(tmp / f"{method}-two.pt"), method], capture_output=True, text=True, env=_env(tmp),
                          timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
-    one, two = torch.load(tmp / "idc-one.pt"), torch.load(tmp / "idc-two.pt")
+    one, two = torch.load(tmp / f"{method}-one.pt"), torch.load(tmp / f"{method}-two.pt")
     assert one["world"] == 1 and two["world"] == 2
     assert two["identical"] == [True] * idc_worker.ITERATIONS  # every outer loop, every rank's network
     moved = (one["images"] - one["start"]).abs().max()
