@@ -1,6 +1,7 @@
 """How fast does a selection strategy converge? Seed 003 Fig. 2a's claim, measured.
 
     python -m bench.convergence [--dataset digits] [--every 20] [--repeats 3] [--set KEY=VALUE ...]
+        [--store DIR --trajectories trajectories/NAME]
 
 Seed 003 (DynaDistill) Fig. 2a: on CIFAR-10 ipc 1, MTT + DynaDistill reaches 50.49 % at iteration
 500 where MTT needs 1300 for 50.84 %. This script makes one set of expert trajectories, distils with
@@ -10,7 +11,9 @@ every ``--every`` iterations and with the same seed, evaluates every checkpoint 
 reaches ``--fraction`` (default 0.95) of the baseline's final accuracy, with its wall seconds into the
 distillation. The recipes' own dataset scale applies (digits: ``[scale.digits]``); ``--set`` adds
 overrides to both (for example a reduced CIFAR-10 budget). A fresh store in a temp folder unless
-``--store`` names one.
+``--store`` names one; ``--trajectories`` distils both on experts that store already holds instead
+of training new ones (CIFAR-10 experts take minutes per epoch on a CPU). Each curve point trains at
+the step size learned by its iteration (the recipes' ``eval.lr = "learned"``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=20, help="checkpoint (and evaluate) every K iterations")
     ap.add_argument("--repeats", type=int, default=3, help="networks trained per checkpoint")
     ap.add_argument("--fraction", type=float, default=0.95, help="target: this fraction of the baseline's final")
+    ap.add_argument("--trajectories", default="", help="experts already in --store (trajectories/NAME) instead of new ones")
     add_run_args(ap, "recipe override for both runs and the experts (repeatable)")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -67,9 +71,13 @@ def main() -> None:
             f"distill.checkpoint_every={args.every}", *args.set]
     print(f"# bench.convergence  {datetime.date.today()}  {machine()}  dataset={args.dataset}")
     print(f"# {vars(args)}")
-    t = time.perf_counter()
-    pretrain_trajectories(store, load_recipe(args.baseline, over), data, device)
-    print(f"# experts ({args.baseline}'s [pretrain]) in {time.perf_counter() - t:.1f}s", flush=True)
+    if args.trajectories:
+        over.append(f'distill.options.trajectories="{args.trajectories}"')
+        print(f"# experts: {store.resolve(args.trajectories).ref} (already in the store)", flush=True)
+    else:
+        t = time.perf_counter()
+        pretrain_trajectories(store, load_recipe(args.baseline, over), data, device)
+        print(f"# experts ({args.baseline}'s [pretrain]) in {time.perf_counter() - t:.1f}s", flush=True)
     curves: dict[str, list[CurvePoint]] = {}
     for path in (args.baseline, args.candidate):
         recipe = load_recipe(path, over)
@@ -78,7 +86,8 @@ def main() -> None:
         curves[path] = curve.points
         print(f"# {path}: distilled in {res.seconds:.1f}s (run {res.run_id}); curve:", flush=True)
         for p in curve.points:
-            print(f"#   iteration {p.iteration:5d}  {100 * p.mean:6.2f} ± {100 * p.std:.2f}  ({p.seconds or 0:.1f}s)")
+            print(f"#   iteration {p.iteration:5d}  {100 * p.mean:6.2f} ± {100 * p.std:.2f}  ({p.seconds or 0:.1f}s, "
+                  f"lr {p.lr:.6g})", flush=True)
     final = max(curves[args.baseline], key=lambda p: p.iteration).mean
     target = args.fraction * final
     print(f"\nTarget: {args.fraction:g} x the baseline's final {100 * final:.2f} % = {100 * target:.2f} %\n")
