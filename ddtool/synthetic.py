@@ -4,6 +4,7 @@ synthetic artifact (``to_artifact``/``from_artifact``, the only way sets enter a
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +93,10 @@ def encode_real(real: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def init_synthetic(data: ImageData, ipc: int, init: str, factor: int = 1,
-                   device: torch.device | str = "cpu") -> SyntheticSet:
-    """Real images of each class (drawn with the global RNG) or Gaussian noise."""
+                   device: torch.device | str = "cpu",
+                   pick: Callable[[int, int], torch.Tensor] | None = None) -> SyntheticSet:
+    """Real images of each class (drawn with the global RNG, or ``pick(c, n)``: the training-set
+    indices of n images of class c, as DREAM's k-means init chooses them) or Gaussian noise."""
     need = ipc * factor * factor
     images, labels = [], []
     for c in range(data.num_classes):
@@ -104,7 +107,7 @@ def init_synthetic(data: ImageData, ipc: int, init: str, factor: int = 1,
                 f"ipc={ipc}" + (f" x factor {factor}^2" if factor > 1 else "") + " needs; lower distill.ipc"
             )
         if init == "real":
-            idx = data.sample_class(c, need)
+            idx = data.sample_class(c, need) if pick is None else pick(c, need)
             x = encode_real(data.normalize(data.train_images[idx]), factor)
         else:
             x = torch.randn(ipc, data.channels, data.resolution, data.resolution)

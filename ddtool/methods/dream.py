@@ -19,9 +19,11 @@ real data between them), with two changes:
   The reference adds both with weight 1 (``alpha = 1``) and the same metric (``mse`` on CIFAR);
   ``alpha = 0`` is IDC with representative batches.
 
-Differences from the reference: the synthetic set starts from random real images (the reference
-initialises the tiles from k-means representatives, ``--init mix --f2_init kmean``); scikit-learn's
-k-means on the host (k-means++ start, ``kmeans_iter`` Lloyd iterations) instead of
+The initial set, as the reference's (``--init mix --f2_init kmean``, its defaults): per class, the
+ipc x factor^2 real images nearest to the k-means centres of the class in the features of a freshly
+initialised network, downsized into the tiles (``kmeans_init = false``: random real images, as IDC).
+
+Differences from the reference: scikit-learn's k-means on the host (k-means++ start, ``kmeans_iter`` Lloyd iterations) instead of
 ``fast_pytorch_kmeans`` on the GPU. The clustering is deterministic given the run's seed (its
 random state is drawn from torch's RNG), so ``--resume`` continues identically.
 
@@ -46,7 +48,7 @@ from ddtool.methods.dm import class_means
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.methods.matching import Siamese
 from ddtool.methods.sharding import shard_of
-from ddtool.synthetic import SyntheticSet
+from ddtool.synthetic import SyntheticSet, init_synthetic
 
 EMBED_DISTANCES = ("mse", "l1")
 EMBED_CHUNK = 1024  # images embedded per forward when clustering (bounded memory on large classes)
@@ -62,6 +64,10 @@ class DREAMOptions(IDCOptions):
     clusters: int = 0  # k-means clusters per class = real images per class and step (0 = distill.batch_real)
     warmup_epochs: float = 1.0  # epochs on the real data before the first inner loop (0: use the network as selected)
     kmeans_iter: int = 100  # Lloyd iterations per clustering, at most
+    # the real tiles of the initial set nearest to k-means centres (ipc x factor^2 per class) in the
+    # features of a freshly initialised network (the reference's --init mix --f2_init kmean); false:
+    # random real images, as IDC
+    kmeans_init: bool = True
 
 
 def embedding_distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -128,6 +134,28 @@ class DREAM(IDC):
             raise UsageError(f"distill.options.clusters and warmup_epochs must be >= 0, got {o.clusters}, "
                              f"{o.warmup_epochs}")
         return o
+
+    # -- the initial set -----------------------------------------------------------------------
+
+    def init_synthetic(self, ctx: DistillContext) -> SyntheticSet:
+        """k-means representatives as the initial tiles (``kmeans_init``; ``distill.init = "real"``),
+        else IDC's random real images. Every process computes the whole set alike (same draws)."""
+        o = self.opts(ctx)
+        if not o.kmeans_init or ctx.cfg.init != "real":
+            return super().init_synthetic(ctx)
+        factor = self.factor_for(ctx.options, ctx.data.resolution)
+        # the network and the clusterings' seeds from the run's RNG: reproducible, resumable
+        net_seed = int(torch.randint(2**31 - 1, (1,)).item())
+        seeds = [int(torch.randint(2**31 - 1, (1,)).item()) for _ in range(ctx.num_classes)]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(net_seed)
+            net = ctx.fresh_net()
+
+        def pick(c: int, n: int) -> torch.Tensor:
+            idx = ctx.data.class_indices(c)
+            return idx[nearest_to_centres(embed_all(net, self.real_images(ctx, idx)), n, seeds[c], o.kmeans_iter)]
+
+        return init_synthetic(ctx.data, ctx.cfg.ipc, "real", factor, ctx.device, pick=pick)
 
     # -- representative samples ----------------------------------------------------------------
 

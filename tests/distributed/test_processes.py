@@ -189,8 +189,8 @@ def test_a_killed_rank_fails_the_run_which_resumes_on_one_process(dm_runs, tmp: 
 def test_idc_on_two_processes_is_close_to_one_and_its_networks_identical(tmp: Path, method: str) -> None:
     """IDC's images are class-sharded (exact) but its network updates data-parallel: the batch's loss
     is summed in another order, so 2 processes are within a tolerance of 1, not bit-identical. DREAM+
-    too, each process clustering its own classes (k-means every inner loop) after a data-parallel
-    warm-up."""
+    too, each process clustering its own classes (on each outer loop's fresh network: see
+    idc_worker.py for why not on a trained one)."""
     sys.path.insert(0, str(Path(__file__).parent))
     try:
         import idc_worker

@@ -189,3 +189,29 @@ def test_an_interrupted_run_resumes_bit_identically(store: Store, digits, stop_a
         distill(store, recipe, digits, CPU, stop_at(6))  # inner loop 2 of outer loop 2 (4 inner loops each)
     res = resume(store, info.value.run_id, digits, CPU)
     assert torch.equal(res.synthetic.images, full.synthetic.images)
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_the_initial_tiles_are_the_real_images_nearest_to_kmeans_centres(digits, monkeypatch, factor: int) -> None:  # type: ignore[no-untyped-def]
+    """kmeans_init (the reference's --init mix --f2_init kmean): per class, ipc x factor^2 real images
+    chosen by k-means on a fresh network's features, tiled as IDC's init; off, random real images."""
+    from ddtool.synthetic import encode_real
+
+    calls = []
+
+    def fake(features, k, seed, max_iter=100):  # type: ignore[no-untyped-def]
+        calls.append((features.shape[0], k))
+        return torch.arange(k) * 3  # rows 0, 3, 6, ... of the class: recognisable, not the random draw
+
+    monkeypatch.setattr(dream_module, "nearest_to_centres", fake)
+    ctx, method = _ctx(digits, [f"distill.options.factor={factor}"])
+    syn = method.init_synthetic(ctx)
+    n = 2 * factor**2
+    assert calls == [(len(digits.class_indices(c)), n) for c in range(digits.num_classes)]
+    for c in range(digits.num_classes):
+        real = digits.normalize(digits.train_images[digits.class_indices(c)[torch.arange(n) * 3]])
+        assert torch.equal(syn.images[syn.labels == c], encode_real(real, factor))
+    calls.clear()
+    ctx, method = _ctx(digits, [f"distill.options.factor={factor}", "distill.options.kmeans_init=false"])
+    off = method.init_synthetic(ctx)
+    assert calls == [] and not torch.equal(off.images, syn.images)
