@@ -146,12 +146,16 @@ def guarded(fn: F) -> F:
 
 def _print_interrupted(exc: KeyboardInterrupt, what: str) -> None:
     from ddtool.runtime.distill import RunInterrupted
+    from ddtool.runtime.trajectories import TrajectoriesInterrupted
 
-    if isinstance(exc, RunInterrupted):  # only distill saves a checkpoint to resume from
+    if isinstance(exc, RunInterrupted):  # distill and trajectories save what a resume needs
         run_id, at = exc.run_id, exc.iteration
         where = f"its checkpoint at iteration {at}" if at is not None else "the start (no checkpoint yet)"
         err.print(f"[yellow]{what}[/]: run {run_id} can go on from {where}: "
                   f"ddtool distill --resume {run_id}", highlight=False, soft_wrap=True)
+    elif isinstance(exc, TrajectoriesInterrupted):
+        err.print(f"[yellow]{what}[/]: run {exc.run_id} stored {exc.finished} of {exc.total} experts and can go on: "
+                  f"ddtool pretrain --resume {exc.run_id}", highlight=False, soft_wrap=True)
     else:
         err.print(f"[yellow]{what}[/]; nothing was written for the work in progress", highlight=False)
 

@@ -12,6 +12,7 @@ from ddtool.cli.common import (RichReporter, console, distributed_device, get_st
                                prints_results, recipe_data, recipe_with, relaunch)
 from ddtool.cli.launch import Nproc
 from ddtool.cli.render import pool_table
+from ddtool.errors import UsageError
 
 
 @guarded
@@ -21,11 +22,18 @@ def pretrain_cmd(
     dataset: Annotated[Optional[str], typer.Option(help="Dataset name or imagefolder:PATH. \\[default: digits]")] = None,
     net: Annotated[Optional[str], typer.Option(help="Architecture (see 'ddtool plugins'). \\[default: convnet]")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Base learning rate; models use multiples of it.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the first model; model i uses seed + i.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help=(
+        "Seed of the pool (or experts): model i trains from a seed derived from it and i, apart from the "
+        "seeds evaluation uses. \\[default: 0]"))] = None,
     name: Annotated[Optional[str], typer.Option(help="Pool name in the store. \\[default: DATASET-NET]")] = None,
     trajectories: Annotated[bool, typer.Option(
         "--trajectories", help="Train expert trajectories for the 'mtt' method instead (MTT's buffer.py: SGD lr 0.01, "
         "no momentum, batch 256, DSA; a snapshot every epoch), stored as trajectories/NAME.")] = False,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="RUN_ID", help=(
+            "Go on with an interrupted or killed 'pretrain --trajectories' run (its id is in the interruption "
+            "line and 'ddtool store runs'): its stored experts are kept, the rest trained with its recorded "
+            "recipe; the result is the uninterrupted run's."))] = None,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     device: o.Device = "auto",
@@ -38,6 +46,23 @@ def pretrain_cmd(
     from ddtool.runtime.pretrain import pretrain
 
     relaunch(nproc)  # --nproc N: this command line as N processes, then exit
+    if resume is not None:
+        given = [flag for flag, value in (("--epochs", epochs), ("--n", n), ("--dataset", dataset), ("--net", net),
+                                          ("--lr", lr), ("--seed", seed), ("--name", name), ("--recipe", recipe),
+                                          ("--set", set_)) if value]
+        if given:
+            raise UsageError(f"--resume goes on with the run's recorded recipe; drop {', '.join(given)}")
+        store = get_store(write=True)
+        from ddtool.recipe import recipe_from_record
+        from ddtool.runtime.resume import resumable_run
+
+        from ddtool.runtime.trajectories import trajectories_run
+
+        rec, _ = resumable_run(store, resume, command="pretrain", accept=trajectories_run)
+        data = recipe_data(recipe_from_record(rec["recipe"]), data_root)
+        with distributed_device(device) as dev:
+            _trajectories(store, None, data, dev, as_json, resume=resume)
+        return
     r = recipe_with(recipe, set_, **{"pretrain.epochs": epochs, "pretrain.n": n, "data.dataset": dataset,
                                     "net.name": net, "pretrain.lr": lr, "pretrain.seed": seed, "pretrain.name": name})
     if r.pretrain.name:
@@ -61,13 +86,14 @@ def pretrain_cmd(
     console.print(pool_table(f"{res.artifact.ref}  ({res.artifact.digest[:12]}, {res.seconds:.1f}s)", res.pool.models))
 
 
-def _trajectories(store, recipe, data, device, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _trajectories(store, recipe, data, device, as_json: bool, resume: str | None = None) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     from ddtool.runtime.seeds import role_seed
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.runtime.trajectories import pretrain_trajectories, resume_trajectories
 
-    res = pretrain_trajectories(store, recipe, data, device, RichReporter())
+    res = (resume_trajectories(store, resume, data, device, RichReporter()) if resume is not None
+           else pretrain_trajectories(store, recipe, data, device, RichReporter()))
     if not prints_results():
         return
     traj = res.trajectories

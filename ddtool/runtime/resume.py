@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -57,8 +57,11 @@ class ResumePoint:
             store.write_run(parent)
 
 
-def resumable_run(store: Store, run_id: str) -> tuple[dict[str, Any], Recipe]:
-    """The record and recipe of a distill run that ``--resume`` can continue, or a one-line error."""
+def resumable_run(store: Store, run_id: str, command: str = "distill",
+                  accept: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], Recipe]:
+    """The record and recipe of a ``command`` run (distill, or pretrain of trajectories) that
+    ``--resume`` can continue, or a one-line error; ``accept(record)`` raises for other runs of
+    the command that cannot be resumed (a pool's pretrain)."""
     from ddtool.store.refs import check_name
 
     try:
@@ -73,8 +76,14 @@ def resumable_run(store: Store, run_id: str) -> tuple[dict[str, Any], Recipe]:
     except (OSError, ValueError) as exc:
         raise DDToolError(f"run record '{run_id}' is unreadable ({exc}); see 'ddtool store verify'") from None
     rid = rec.get("id", run_id)
-    if rec.get("command") != "distill":
-        raise UsageError(f"run {rid} is a {rec.get('command')} run; only distill runs can be resumed")
+    if rec.get("command") != command:
+        if rec.get("command") in ("distill", "pretrain"):
+            raise UsageError(f"run {rid} is a {rec.get('command')} run; resume it with "
+                             f"'ddtool {rec.get('command')} --resume {rid}'")
+        raise UsageError(f"run {rid} is a {rec.get('command')} run; only distill runs and 'pretrain --trajectories' "
+                         "runs can be resumed")
+    if accept is not None:
+        accept(rec)
     if rec.get("status") == "complete":
         made = ", ".join(o.get("ref", "?") for o in rec.get("outputs", []))
         raise UsageError(f"run {rid} is complete (it made {made or 'its artifact'}); there is nothing to resume")

@@ -11,7 +11,9 @@ Acc-DD's), else the buffer's values. The recorded recipe holds the values used.
 Each expert's blob is written as soon as it is trained and listed in the run record's
 ``checkpoints`` (so ``store gc`` keeps it while the run goes on, and a killed run leaves the
 finished experts behind); the index that names them is written last, and the run record then
-names the index instead. Resuming a killed run is not implemented: a new run trains every expert.
+names the index instead. ``ddtool pretrain --resume RUN_ID`` (:func:`resume_trajectories`) goes on
+from a killed run: its stored experts are kept, the others trained, and since expert i always
+trains from the same seed the index is the one an uninterrupted run makes.
 Under torchrun the experts are split across the processes (each trains its block; rank 0 stores
 them as every round of one expert per process ends), and make the same experts as one process.
 """
@@ -19,13 +21,13 @@ them as every round of one expert per process ends), and make the same experts a
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from ddtool.augment import DEFAULT_STRATEGY, Augmenter
 from ddtool.data import ImageData
-from ddtool.errors import UsageError
+from ddtool.errors import DDToolError, UsageError
 from ddtool.nets import NetSpec, build_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
@@ -92,12 +94,39 @@ def train_expert(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, data: I
     return torch.stack(snaps), losses, accs
 
 
+class TrajectoriesInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while experts train: the finished ones are stored and listed in the run
+    record, from which ``ddtool pretrain --resume RUN_ID`` goes on."""
+
+    def __init__(self, run_id: str, finished: int, total: int) -> None:
+        super().__init__(run_id)
+        self.run_id, self.finished, self.total = run_id, finished, total
+
+
+def finished_experts(store: Store, record: dict[str, Any]) -> dict[int, tuple[str, list[float], list[float]]]:
+    """The experts a (killed) trajectories run stored: index -> (blob digest, test accuracy per
+    epoch, train loss per epoch), for the entries whose blob is readable."""
+    out = {}
+    for e in record.get("checkpoints") or []:
+        if not {"expert", "digest", "test_acc", "train_loss"} <= e.keys():
+            continue  # written before the accuracies were recorded: trained again
+        try:
+            store.blob_metadata(e["digest"])
+        except (DDToolError, OSError, KeyError):
+            continue
+        out[int(e["expert"])] = (e["digest"], list(e["test_acc"]), list(e["train_loss"]))
+    return out
+
+
 def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
-                          reporter: Reporter | None = None, name: str | None = None) -> TrajectoriesResult:
+                          reporter: Reporter | None = None, name: str | None = None,
+                          _resume: dict[str, Any] | None = None) -> TrajectoriesResult:
     """Train ``[pretrain] n`` experts for ``[pretrain] epochs`` epochs and store them as
-    ``trajectories/NAME`` (``NAME``: ``name``, else ``[pretrain] name``, else DATASET-NET)."""
+    ``trajectories/NAME`` (``NAME``: ``name``, else ``[pretrain] name``, else DATASET-NET).
+    ``_resume``: the record of a killed run of the same recipe, whose finished experts are kept
+    (:func:`resume_trajectories`)."""
     reporter = reporter or Silent()
-    recipe = expert_recipe(recipe)
+    recipe = recipe if _resume is not None else expert_recipe(recipe)  # a recorded recipe holds the values used
     p = recipe.pretrain
     spec: NetSpec = net_spec_of(recipe)
     name = name or p.name or f"{data.name.split(':')[0]}-{spec.name}"
@@ -112,15 +141,33 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
     signature = DatasetSignature.of(data)
     x = normalized_train(data, device)
     y = data.train_labels.to(device)
+    # expert -> (digest, test accs, losses): a resumed run keeps the ones its parent stored
+    done = finished_experts(store, _resume) if _resume is not None else {}
+    fields: dict[str, Any] = {"artifact_name": name, "checkpoints": [
+        {"expert": i, "digest": d, "test_acc": a, "train_loss": l, "run": _resume["id"]}  # type: ignore[index]
+        for i, (d, a, l) in sorted(done.items())]}
+    if _resume is not None:
+        fields["resumed_from"] = {"run": _resume["id"], "experts": sorted(done)}
     with run_record(store, "pretrain", device, recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(),
-                    artifact_kind=TRAJECTORIES_KIND, checkpoints=[]) as run:
+                    artifact_kind=TRAJECTORIES_KIND, **fields) as run:
         record = run.record
-        done: dict[int, tuple[str, list[float], list[float]]] = {}  # expert -> (digest, test accs, losses)
-        # under torchrun each rank trains its block of the experts (expert i seeded role_seed("expert",
-        # seed, i) wherever it runs: the same experts on any world size); after every round of one
-        # expert per rank, rank 0 receives the round's experts and stores them
-        mine = distributed.shard(p.n)
-        rounds = -(-p.n // distributed.current().size)
+        if _resume is not None and distributed.is_main():
+            with store.lock():
+                parent = store.run(_resume["id"])
+                parent["resumed_by"] = [*parent.get("resumed_by", []), run.id]
+                store.write_run(parent)
+
+        def interrupted() -> TrajectoriesInterrupted:
+            run.write()  # "interrupted", with the experts stored so far
+            return TrajectoriesInterrupted(run.id, len(record["checkpoints"]), p.n)
+
+        run.on_interrupt = interrupted
+        # under torchrun each rank trains its block of the experts left (expert i seeded
+        # role_seed("expert", seed, i) wherever it runs: the same experts on any world size, resumed
+        # or not); after every round of one expert per rank, rank 0 receives the round's and stores them
+        todo = [i for i in range(p.n) if i not in done]
+        mine = [todo[j] for j in distributed.shard(len(todo))]
+        rounds = -(-len(todo) // distributed.current().size)
         with reporter.task(f"training {len(mine)} of {p.n} experts x {spec.name}" if len(mine) < p.n
                            else f"training {p.n} experts x {spec.name}", len(mine) * p.epochs) as task:
             for k in range(rounds):
@@ -139,7 +186,8 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
                     i, snaps, losses, accs = got
                     with store.lock():  # blob and record under one lock: gc keeps the expert from here on
                         digest = store.put_blob(*expert_artifact(snaps, signature, spec, role_seed("expert", p.seed, i)))
-                        record["checkpoints"].append({"expert": i, "digest": digest, "seconds": run.elapsed()})
+                        record["checkpoints"].append({"expert": i, "digest": digest, "seconds": run.elapsed(),
+                                                      "test_acc": accs, "train_loss": losses})
                         run.write()
                     done[i] = (digest, accs, losses)
         done = distributed.broadcast_object(done)
@@ -158,3 +206,23 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
                      metrics={"test_acc_mean": sum(final) / len(final), "test_acc": final,
                               "experts": len(digests), "epochs": p.epochs})
     return TrajectoriesResult(traj, art, run.id, seconds)
+
+
+def trajectories_run(rec: dict[str, Any]) -> None:
+    """Refuse a pretrain run that trained a pool: only trajectories runs resume."""
+    if rec.get("artifact_kind") != TRAJECTORIES_KIND:
+        raise UsageError(f"run {rec.get('id')} trained a pool; only 'pretrain --trajectories' runs can be resumed "
+                         "(a pool is short: run the pretrain again)")
+
+
+def resume_trajectories(store: Store, run_id: str, data: ImageData, device: torch.device,
+                        reporter: Reporter | None = None) -> TrajectoriesResult:
+    """Go on with an interrupted, failed or killed ``pretrain --trajectories`` run: its recorded
+    recipe and name, its finished experts kept (a new run record with ``resumed_from``; the parent
+    gets ``resumed_by``)."""
+    from ddtool.recipe import recipe_from_record
+    from ddtool.runtime.resume import resumable_run
+
+    rec, _ = resumable_run(store, run_id, command="pretrain", accept=trajectories_run)
+    recipe = recipe_from_record(rec["recipe"])
+    return pretrain_trajectories(store, recipe, data, device, reporter, name=rec.get("artifact_name"), _resume=rec)
