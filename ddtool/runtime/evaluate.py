@@ -24,6 +24,7 @@ from ddtool.progress import Reporter, Silent
 from ddtool.recipe import LEARNED, EvalSection
 from ddtool.runtime.autocompile import AutoCompile
 from ddtool.runtime.records import io_entry, run_record
+from ddtool.runtime.seeds import role_seed
 from ddtool.runtime import distributed, ensemble
 from ddtool.runtime.train import BatchAugment, TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
@@ -136,12 +137,14 @@ def with_learned_lr(cfg: EvalSection, learned: float | None, what: str) -> EvalS
 
 def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
                  reporter: Reporter | None = None, label: str = "", targets: torch.Tensor | None = None,
-                 trained: list[Any] | None = None, compile_info: dict[str, Any] | None = None) -> list[float]:
+                 trained: list[Any] | None = None, compile_info: dict[str, Any] | None = None,
+                 seed_of: Callable[[int], int] | None = None) -> list[float]:
     """Accuracy on the real test split of ``cfg.repeats`` fresh networks trained on ``syn``.
 
     ``targets``: soft labels ([N, classes] probabilities of the decoded images) to train on
     instead of the set's labels (``ddtool.runtime.soft_labels``); ``trained`` gets the networks;
-    ``compile_info`` gets what ``eval.compile`` decided (``ddtool.runtime.autocompile``)."""
+    ``compile_info`` gets what ``eval.compile`` decided (``ddtool.runtime.autocompile``);
+    ``seed_of(r)``: repeat r's seed (default ``cfg.seed + r``)."""
     reporter = reporter or Silent()
     cfg = with_learned_lr(cfg, syn.info.learned_lr, label or "the set")
     proto = PROTOCOLS[cfg.protocol]
@@ -155,14 +158,15 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     # under torchrun each rank trains its block of the repeats (ddtool.runtime.distributed); repeat r
     # is seeded cfg.seed + r wherever it runs, so the loop gives the same accuracies on any world size
     mine = distributed.shard(cfg.repeats)
+    seed_of = seed_of or (lambda r: cfg.seed + r)
     nets = []
     for r in mine:
-        torch.manual_seed(cfg.seed + r)
+        torch.manual_seed(seed_of(r))
         nets.append(build_net(spec, data.channels, data.num_classes, data.resolution).to(device))
     impl = resolve_impl(cfg.impl, device)
     with reporter.task(f"evaluating {label} on {spec.name}".strip(), len(mine) * cfg.epochs) as task:
         if nets and impl == "vectorized" and ensemble.supports(nets, settings) and targets is None:  # soft: the loop
-            torch.manual_seed(cfg.seed + mine[0])  # one stream for the stacked repeats of this rank
+            torch.manual_seed(seed_of(mine[0]))  # one stream for the stacked repeats of this rank
             ensemble.train_stacked(nets, images, labels, settings, augment,
                                    on_epoch=lambda e, l: task.advance(len(mine), loss=l))
         else:
@@ -176,7 +180,7 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
                 compiler.before()
 
             for r, net in zip(mine, nets):
-                torch.manual_seed(cfg.seed + r)
+                torch.manual_seed(seed_of(r))
                 compiler.before()
                 train(net, images, labels, settings, augment, on_epoch=on_epoch, forward=forward)
             if compile_info is not None:
@@ -228,7 +232,7 @@ def _recorded(store: Store, syn: SyntheticSet, data: ImageData, spec: NetSpec, c
               device: torch.device, reporter: Reporter | None, label: str, inputs: list[dict[str, str]],
               fields: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
               targets: torch.Tensor | None = None, save: Callable[[list[Any], list[float], str], list[dict[str, str]]]
-              | None = None) -> EvalResult:
+              | None = None, seed_of: Callable[[int], int] | None = None) -> EvalResult:
     """``evaluate_set`` inside an eval run record (``fields``: more of the record; ``metrics``: more
     of its metrics; ``targets``: soft labels; ``save``: stores the trained networks, returns outputs)."""
     with run_record(store, "eval", device, settings=json.loads(json.dumps(cfg.__dict__)),
@@ -236,7 +240,7 @@ def _recorded(store: Store, syn: SyntheticSet, data: ImageData, spec: NetSpec, c
         trained: list[Any] | None = [] if save is not None else None
         compiled: dict[str, Any] = {}
         accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=label, targets=targets, trained=trained,
-                            compile_info=compiled)
+                            compile_info=compiled, seed_of=seed_of)
         if compiled:
             run.record["compile"] = compiled
         result = EvalResult(label, spec.name, accs, run.elapsed(), run.id, dict(cfg.__dict__),
@@ -273,9 +277,12 @@ def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: 
     from ddtool.runtime.soft_labels import teacher_name, teacher_pool
 
     cfg = dataclasses.replace(cfg, labels="hard", teacher="")
+    # a saved teacher's networks start from seeds of their own: with eval.seed + i, evaluation
+    # repeat i of a set trained on its soft labels would start from teacher i's initial weights
+    seed_of = (lambda i: role_seed("teacher", cfg.seed, i)) if save_teacher else (lambda i: cfg.seed + i)
 
     def save(nets: list[Any], accs: list[float], run_id: str) -> list[dict[str, str]]:
-        models = [{"index": i, "seed": cfg.seed + i, "test_acc": a, "full_data": True, "epochs": cfg.epochs,
+        models = [{"index": i, "seed": seed_of(i), "test_acc": a, "full_data": True, "epochs": cfg.epochs,
                    "protocol": cfg.protocol, "eval_run": run_id} for i, a in enumerate(accs)]
         pool = teacher_pool(nets, net, data, models, cfg.seed, cfg.epochs)
         return [io_entry(store.put("pool", teacher_name(data, net), *pool.to_artifact()), "pool")]
@@ -285,5 +292,8 @@ def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: 
     ipc = max(data.class_counts()) if data.num_classes else 0
     syn = SyntheticSet(images, labels, ipc)
     full = {"full_data": True, "dataset": data.name}
+    # a teacher run's repeats are not eval.seed + i: the report does not read them back as such
+    seeds = {"teacher_seeds": [seed_of(i) for i in range(cfg.repeats)]} if save_teacher else {}
     return _recorded(store, syn, data, net, cfg, device, reporter, f"full:{data.name}", inputs=[], fields=full,
-                     metrics={**full, "train_images": int(labels.shape[0])}, save=save if save_teacher else None)
+                     metrics={**full, "train_images": int(labels.shape[0]), **seeds},
+                     save=save if save_teacher else None, seed_of=seed_of)

@@ -56,7 +56,9 @@ def of_full_data(dataset: str) -> Match:
     """Eval records of the whole real train split of ``dataset`` (``eval --full-data``)."""
     def match(rec: dict[str, Any]) -> bool:
         metrics = rec.get("metrics") or {}
-        return bool(rec.get("full_data")) and metrics.get("dataset") == dataset and not rec.get("inputs")
+        # teacher runs (--save-teacher) seed their networks apart from eval.seed + i: not repeats by seed
+        return (bool(rec.get("full_data")) and metrics.get("dataset") == dataset and not rec.get("inputs")
+                and "teacher_seeds" not in metrics)
     return match
 
 

@@ -125,6 +125,16 @@ def test_eval_full_data_save_teacher_then_soft_labels_from_it(cli, store: Store,
     tensors, meta = store.read_blob(out[0]["digest"])
     pool = Pool.from_artifact(tensors, meta, out[0]["digest"])
     assert len(pool) == 1 and pool.models[0]["full_data"] and pool.models[0]["eval_run"] == full_run
+    # the teacher started from a seed of its own, not eval.seed + i (repeat i of a soft-label
+    # evaluation would start from teacher i's initial weights)
+    from ddtool.runtime.seeds import role_seed
+    assert pool.models[0]["seed"] == role_seed("teacher", 0, 0) == store.run(full_run)["metrics"]["teacher_seeds"][0]
+    torch.manual_seed(pool.models[0]["seed"])
+    from ddtool.nets import build_net
+    first = next(build_net(pool.net, 1, 10, 8).parameters()).detach().clone()
+    for r in range(5):  # the initial weights of evaluation repeats 0..4 differ from the teacher's
+        torch.manual_seed(r)
+        assert not torch.equal(next(build_net(pool.net, 1, 10, 8).parameters()).detach(), first)
     from ddtool.pool import newest_compatible
     assert newest_compatible(store, digits, pool.net) is None  # a converged teacher is no pool to distill with
     res = cli("eval", "synthetic/s", "--teacher", "pool/teacher-digits-convnet", "--temperature", "2",
