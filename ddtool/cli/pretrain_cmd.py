@@ -49,7 +49,7 @@ def pretrain_cmd(
     if resume is not None:
         given = [flag for flag, value in (("--epochs", epochs), ("--n", n), ("--dataset", dataset), ("--net", net),
                                           ("--lr", lr), ("--seed", seed), ("--name", name), ("--recipe", recipe),
-                                          ("--set", set_)) if value]
+                                          ("--set", set_)) if value not in (None, [])]
         if given:
             raise UsageError(f"--resume goes on with the run's recorded recipe; drop {', '.join(given)}")
         store = get_store(write=True)

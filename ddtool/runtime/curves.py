@@ -25,7 +25,7 @@ from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
-from ddtool.recipe import EvalSection, Recipe, recipe_from_record
+from ddtool.recipe import LEARNED, EvalSection, Recipe, recipe_from_record
 from ddtool.runtime import checkpoint
 from ddtool.runtime.evaluate import RepeatedAccuracy, check_data, evaluate_set, with_learned_lr
 from ddtool.runtime.plan import net_spec_of, plan
@@ -128,6 +128,10 @@ def evaluate_curve(store: Store, text: str, data: ImageData, cfg: EvalSection, d
                    NetSpec.from_json(info.net) if info.net is not None else net_spec_of(_recipe(rec)))
     flops, note = flops_per_iteration(store, rec, data, device) if count_flops else (None, "not counted (--no-flops)")
     label = (out or {}).get("ref") or rec["id"]
+    if cfg.lr == LEARNED:  # every point's step size, known before any training: a set without one fails first
+        for e in points:
+            lr = info.learned_lr if e["final"] else checkpoint.learned_lr_in(store.read_blob(e["digest"])[0])
+            with_learned_lr(cfg, lr, f"{label} @ {e['iteration']}")
     done: list[CurvePoint] = []
     with run_record(store, "eval", device, settings=json.loads(json.dumps(cfg.__dict__)),
                     net=json.loads(spec.to_json()), source_run=rec["id"], curve=[],

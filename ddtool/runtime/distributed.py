@@ -119,9 +119,10 @@ def shutdown(together: bool = True) -> None:
     """Leave the process group (at the end of a command; safe to call without one). ``together``:
     wait for every rank first, so none tears its connections down under a peer still using them
     (rank 0 finishes later: it writes the store); False when a peer may be gone (an error)."""
-    global _world
+    global _world, _slow_group
     import torch.distributed as dist
 
+    _slow_group = None
     if _world.backend is not None and dist.is_initialized():
         try:
             if together:
@@ -168,6 +169,30 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     _collective("broadcast", lambda: dist.broadcast_object_list(box, src=0))
     return box[0]
+
+
+LONG_WAIT_S = 24 * 3600.0  # gather_to_main: a peer may train a whole expert before it comes
+_slow_group: Any = None
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """``obj`` of every rank, in rank order, on rank 0 (None on the others; ``[obj]`` alone).
+
+    Over a gloo group of its own whose timeout (``LONG_WAIT_S``, or ``DDTOOL_DIST_TIMEOUT`` if
+    longer) lets a rank wait while its peers finish a long computation (expert trajectories: one
+    expert can take hours on a CPU, while the default timeout bounds a hung step). A peer that dies
+    still closes its connections, which stops the wait at once."""
+    global _slow_group
+    if _world.size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    if _slow_group is None:  # every rank reaches its first call: new_group is itself collective
+        _slow_group = _collective("new_group", lambda: dist.new_group(
+            backend="gloo", timeout=timedelta(seconds=max(LONG_WAIT_S, timeout_s()))))
+    out: list[Any] | None = [None] * _world.size if _world.main else None
+    _collective("gather", lambda: dist.gather_object(obj, out, dst=0, group=_slow_group))
+    return out
 
 
 def shard(n: int) -> list[int]:

@@ -277,6 +277,8 @@ def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: 
     from ddtool.runtime.soft_labels import teacher_name, teacher_pool
 
     cfg = dataclasses.replace(cfg, labels="hard", teacher="")
+    if cfg.lr == LEARNED:  # the real data learned no step size: the bound trains at the default one (as report)
+        cfg = dataclasses.replace(cfg, lr=EvalSection.lr)
     # a saved teacher's networks start from seeds of their own: with eval.seed + i, evaluation
     # repeat i of a set trained on its soft labels would start from teacher i's initial weights
     seed_of = (lambda i: role_seed("teacher", cfg.seed, i)) if save_teacher else (lambda i: cfg.seed + i)

@@ -103,19 +103,37 @@ class TrajectoriesInterrupted(KeyboardInterrupt):
         self.run_id, self.finished, self.total = run_id, finished, total
 
 
-def finished_experts(store: Store, record: dict[str, Any]) -> dict[int, tuple[str, list[float], list[float]]]:
+def finished_experts(store: Store, record: dict[str, Any], signature: DatasetSignature
+                     ) -> dict[int, tuple[str, list[float], list[float]]]:
     """The experts a (killed) trajectories run stored: index -> (blob digest, test accuracy per
-    epoch, train loss per epoch), for the entries whose blob is readable."""
+    epoch, train loss per epoch), for the entries whose blob is readable; one trained on other
+    data than ``signature`` is a usage error (the index would mix two datasets)."""
     out = {}
     for e in record.get("checkpoints") or []:
         if not {"expert", "digest", "test_acc", "train_loss"} <= e.keys():
             continue  # written before the accuracies were recorded: trained again
         try:
-            store.blob_metadata(e["digest"])
+            meta = store.blob_metadata(e["digest"])
         except (DDToolError, OSError, KeyError):
             continue
+        had = DatasetSignature.from_metadata(meta)
+        if had != signature:
+            raise UsageError(f"run {record.get('id')}'s experts were trained on {had.dataset} {had.shape}, not on "
+                             f"{signature.dataset} {signature.shape}; resume with the data the run used (--data-root)")
         out[int(e["expert"])] = (e["digest"], list(e["test_acc"]), list(e["train_loss"]))
     return out
+
+
+def _release_ancestors(store: Store, record: dict[str, Any]) -> None:
+    """Once a resumed run's index names every expert, the interrupted runs it continued stop
+    listing theirs, so that 'store rm' of the index and 'store gc' can free them."""
+    parent = (record.get("resumed_from") or {}).get("run")
+    with store.lock():
+        while parent:
+            rec = store.run(parent)
+            rec["checkpoints"] = []
+            store.write_run(rec)
+            parent = (rec.get("resumed_from") or {}).get("run")
 
 
 def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
@@ -141,8 +159,10 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
     signature = DatasetSignature.of(data)
     x = normalized_train(data, device)
     y = data.train_labels.to(device)
-    # expert -> (digest, test accs, losses): a resumed run keeps the ones its parent stored
-    done = finished_experts(store, _resume) if _resume is not None else {}
+    # expert -> (digest, test accs, losses): a resumed run keeps the ones its parent stored, as rank 0
+    # reads them (every rank must plan the same rounds)
+    done = distributed.broadcast_object(finished_experts(store, _resume, DatasetSignature.of(data))
+                                        if _resume is not None and distributed.is_main() else {})
     fields: dict[str, Any] = {"artifact_name": name, "checkpoints": [
         {"expert": i, "digest": d, "test_acc": a, "train_loss": l, "run": _resume["id"]}  # type: ignore[index]
         for i, (d, a, l) in sorted(done.items())]}
@@ -180,8 +200,8 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
                     trained = (i, *train_expert(
                         net, x, y, data, settings, Augmenter(p.augment),
                         on_epoch=lambda e, loss, acc, _i=i: task.advance(1, loss=loss, acc=acc, expert=_i)))
-                for got in distributed.all_gather_object(trained):
-                    if got is None or not distributed.is_main():
+                for got in distributed.gather_to_main(trained) or []:  # rank 0 gets the round's experts
+                    if got is None:
                         continue
                     i, snaps, losses, accs = got
                     with store.lock():  # blob and record under one lock: gc keeps the expert from here on
@@ -201,6 +221,8 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
             store.put(TRAJECTORIES_KIND, name, *traj.to_artifact()) if distributed.is_main() else None)
         traj.digest = art.digest
         record["checkpoints"] = []  # the index names the experts now: 'store rm' + 'gc' can free them
+        if _resume is not None and distributed.is_main():
+            _release_ancestors(store, record)
         final = [a[-1] for a in test_acc]
         run.complete(seconds, outputs=[io_entry(art, TRAJECTORIES_KIND)],
                      metrics={"test_acc_mean": sum(final) / len(final), "test_acc": final,

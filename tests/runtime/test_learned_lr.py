@@ -112,3 +112,14 @@ def test_a_bad_lr_is_a_one_line_usage_error(cli, value: str) -> None:  # type: i
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "learned" in lines[0]
+
+
+def test_the_full_data_bound_of_an_mtt_recipe_trains_at_the_default_lr(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    """The real data learned no step size: with eval.lr = "learned" (the mtt recipes) the bound
+    trains at 0.01, as report's does, instead of failing after the sets were evaluated."""
+    from ddtool.nets import NetSpec
+    from ddtool.runtime.evaluate import evaluate_full_data
+
+    cfg = dataclasses.replace(EVAL, epochs=1, repeats=1, batch=512)
+    res = evaluate_full_data(store, digits, cfg, CPU, NetSpec("convnet", {"width": 8}))
+    assert store.run(res.run_id)["settings"]["lr"] == 0.01

@@ -61,6 +61,12 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_experts(store: Store, d
     assert rec["resumed_from"] == {"run": parent["id"], "experts": [0]}
     assert store.run(parent["id"])["resumed_by"] == [res.run_id]
     assert verify(store).ok
+    # the index names the experts now: the interrupted run no longer holds them, so rm + gc frees them
+    assert store.run(parent["id"])["checkpoints"] == []
+    from ddtool.store.integrity import gc
+    store.remove("trajectories/x")
+    gc(store)
+    assert not [d for d in store.iter_blob_digests() if d in res.trajectories.experts]
 
 
 def test_resume_refusals_are_one_line_usage_errors(store: Store, cli) -> None:  # type: ignore[no-untyped-def]
@@ -73,9 +79,23 @@ def test_resume_refusals_are_one_line_usage_errors(store: Store, cli) -> None:  
         (["pretrain", "--resume", json.loads(made.stdout)["run"]], "is complete"),
         (["pretrain", "--resume", json.loads(pool.stdout)["run"]], "only 'pretrain --trajectories' runs"),
         (["pretrain", "--resume", json.loads(made.stdout)["run"], "--n", "4"], "drop --n"),
+        (["pretrain", "--resume", json.loads(made.stdout)["run"], "--seed", "0"], "drop --seed"),
         (["distill", "--resume", json.loads(made.stdout)["run"]], "'ddtool pretrain --resume"),
     ]
     for args, message in cases:
         res = cli(*args)
         lines = res.stderr.strip().splitlines()
         assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], (args, res.stderr)
+
+
+def test_a_resume_on_other_data_is_refused(store: Store, digits, stop_at) -> None:  # type: ignore[no-untyped-def]
+    """The experts kept and the ones trained must come from the same data, or the index mixes two."""
+    from ddtool.data import load_dataset
+    from ddtool.errors import UsageError
+    from ddtool.runtime.trajectories import TrajectoriesInterrupted, pretrain_trajectories, resume_trajectories
+
+    with pytest.raises(TrajectoriesInterrupted) as info:
+        pretrain_trajectories(store, load_recipe(None, [*EXPERTS, 'pretrain.name="x"']), digits, CPU, stop_at(3))
+    other = load_dataset("digits+zca")  # whitened: another dataset signature
+    with pytest.raises(UsageError, match=r"experts were trained on digits .*not on digits\+zca.*resume with the data the run used"):
+        resume_trajectories(store, info.value.run_id, other, CPU)
