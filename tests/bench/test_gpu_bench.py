@@ -104,7 +104,9 @@ def test_a_case_over_its_share_is_cut_by_the_alarm_and_the_next_case_still_runs(
     start = time.monotonic()
     gpu.main(["--tiny", "--device", "cpu", "--budget-s", "10", "--only", "dm,idc", "--shapes", "c10",
               "--out", str(out)])
-    assert time.monotonic() - start < 8  # dm's share is a fifth of the budget
+    # the stuck case sleeps 60 s: ending well before proves the alarm cut it (dm's share is a fifth
+    # of the budget, 2 s); the margin is for a loaded machine's start-up, not a speed target
+    assert time.monotonic() - start < 40
     rows = gpu.parse_table(out.read_text())
     assert rows[0]["part"] == "DM iteration" and rows[0]["note"] == "skipped: over its 2 s share of the budget"
     assert rows[1]["variant"] == "loop" and rows[1]["s"] == "1"

@@ -37,7 +37,7 @@ def _records(root: Path) -> list[dict]:  # type: ignore[type-arg]
     return out
 
 
-def _wait_for_checkpoint(root: Path, proc: subprocess.Popen, timeout: float = 120.0) -> dict:  # type: ignore[type-arg]
+def _wait_for_checkpoint(root: Path, proc: subprocess.Popen, timeout: float = 300.0) -> dict:  # type: ignore[type-arg]
     """The distill record once its first periodic checkpoint is on disk (bounded; polls, no blind sleep)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
