@@ -206,10 +206,13 @@ class DynaDistill(SelectionStrategy):
     def select_segment(self, ctx: DistillContext, it: int, starts: int,
                        score: Callable[[Segment], float]) -> Segment:
         """Algorithm 1 over a trajectory pool: ``m`` distinct experts with uniform start epochs,
-        ranked by ``score`` (the method's matching loss from each), one sampled as :meth:`choose`."""
+        ranked by ``score`` (the method's matching loss from each), one sampled as :meth:`choose`.
+        With fewer experts than ``m`` the experts are drawn with replacement, so that the
+        candidates still differ by their start epochs (with a single expert the strategy used to
+        score nothing and reduce to MTT's uniform draw)."""
         n = len(ctx.trajectories)  # type: ignore[arg-type]
-        m = min(self.options.m, n)
-        experts = torch.randperm(n)[:m].tolist()
+        m = self.options.m
+        experts = torch.randperm(n)[:m].tolist() if n >= m else torch.randint(n, (m,)).tolist()
         candidates = [Segment(e, int(s)) for e, s in zip(experts, torch.randint(starts, (m,)).tolist())]
         self.last_segments = candidates
         if m == 1:

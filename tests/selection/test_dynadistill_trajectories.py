@@ -54,6 +54,20 @@ def test_experts_are_picked_with_the_softmax_frequencies_of_their_scores() -> No
     assert (torch.bincount(torch.tensor(lows), minlength=3).double() / 3000 - want.flip(0)).abs().max() < 0.03
 
 
+def test_fewer_experts_than_m_still_score_m_segments() -> None:
+    """One expert, m = 3: the candidates differ by start epoch (experts drawn with replacement);
+    before, m was cut to the experts' number and nothing was scored (plain MTT's draw)."""
+    ctx = fake_ctx(1)
+    s = DynaDistill(m=3, t=0.5)
+    scored: list[Segment] = []
+    torch.manual_seed(0)
+    picks = [s.select_segment(ctx, it, 2, lambda seg: scored.append(seg) or float(seg.start)) for it in range(200)]
+    assert len(scored) == 3 * 200 and {seg.expert for seg in scored} == {0}
+    assert {seg.start for seg in scored} == {0, 1}
+    # the later start (score 1) is preferred as softmax(L / 0.5) says, among the candidates drawn
+    assert sum(p.start for p in picks) > 100
+
+
 def test_m_one_and_the_default_draw_score_nothing() -> None:
     ctx = fake_ctx(5)
 
