@@ -23,9 +23,10 @@ The initial set, as the reference's (``--init mix --f2_init kmean``, its default
 ipc x factor^2 real images nearest to the k-means centres of the class in the features of a freshly
 initialised network, downsized into the tiles (``kmeans_init = false``: random real images, as IDC).
 
-Differences from the reference: scikit-learn's k-means on the host (k-means++ start, ``kmeans_iter`` Lloyd iterations) instead of
-``fast_pytorch_kmeans`` on the GPU. The clustering is deterministic given the run's seed (its
-random state is drawn from torch's RNG), so ``--resume`` continues identically.
+Differences from the reference: scikit-learn's k-means on the host (k-means++ start,
+``kmeans_iter`` Lloyd iterations) instead of ``fast_pytorch_kmeans`` on the GPU. The clustering is
+deterministic given the run's seed (its random state is drawn from torch's RNG), so ``--resume``
+continues identically.
 
 Cost: a clustering of every class's real images every ``interval`` inner loops. On CIFAR-10 that
 is 10 fits of 5000 x 2048 features into 128 clusters every 10 inner loops (100 per outer
