@@ -128,10 +128,13 @@ def evaluate_curve(store: Store, text: str, data: ImageData, cfg: EvalSection, d
                    NetSpec.from_json(info.net) if info.net is not None else net_spec_of(_recipe(rec)))
     flops, note = flops_per_iteration(store, rec, data, device) if count_flops else (None, "not counted (--no-flops)")
     label = (out or {}).get("ref") or rec["id"]
-    if cfg.lr == LEARNED:  # every point's step size, known before any training: a set without one fails first
+    # each point trains at the step size learned by its iteration (eval.lr = "learned"), all of them
+    # known before any training: a set without one fails first
+    point_cfgs = {e["iteration"]: cfg for e in points}
+    if cfg.lr == LEARNED:
         for e in points:
             lr = info.learned_lr if e["final"] else checkpoint.learned_lr_in(store.read_blob(e["digest"])[0])
-            with_learned_lr(cfg, lr, f"{label} @ {e['iteration']}")
+            point_cfgs[e["iteration"]] = with_learned_lr(cfg, lr, f"{label} @ {e['iteration']}")
     done: list[CurvePoint] = []
     with run_record(store, "eval", device, settings=json.loads(json.dumps(cfg.__dict__)),
                     net=json.loads(spec.to_json()), source_run=rec["id"], curve=[],
@@ -140,9 +143,7 @@ def evaluate_curve(store: Store, text: str, data: ImageData, cfg: EvalSection, d
             tensors, _ = store.read_blob(e["digest"])  # a checkpoint holds no factor: the run's applies
             labels = tensors["labels"]
             syn = SyntheticSet(tensors["images"], labels, int(torch.bincount(labels).max()), factor)
-            # each point trains at the step size learned by its iteration (eval.lr = "learned")
-            at_cfg = with_learned_lr(cfg, info.learned_lr if e["final"] else checkpoint.learned_lr_in(tensors),
-                                     f"{label} @ {e['iteration']}")
+            at_cfg = point_cfgs[e["iteration"]]
             accs = evaluate_set(syn, data, spec, at_cfg, device, reporter, label=f"{label} @ {e['iteration']}")
             point = CurvePoint(e["iteration"], e["seconds"], e["digest"], accs,
                                flops * e["iteration"] if flops is not None else None, e["final"], float(at_cfg.lr))

@@ -135,6 +135,12 @@ def with_learned_lr(cfg: EvalSection, learned: float | None, what: str) -> EvalS
     return dataclasses.replace(cfg, lr=learned)
 
 
+def full_data_lr(cfg: EvalSection) -> EvalSection:
+    """``cfg`` for the full-data bound: the real data learned no step size, so ``eval.lr =
+    "learned"`` trains it at the default one."""
+    return dataclasses.replace(cfg, lr=EvalSection.lr) if cfg.lr == LEARNED else cfg
+
+
 def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
                  reporter: Reporter | None = None, label: str = "", targets: torch.Tensor | None = None,
                  trained: list[Any] | None = None, compile_info: dict[str, Any] | None = None,
@@ -276,9 +282,7 @@ def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: 
     """
     from ddtool.runtime.soft_labels import teacher_name, teacher_pool
 
-    cfg = dataclasses.replace(cfg, labels="hard", teacher="")
-    if cfg.lr == LEARNED:  # the real data learned no step size: the bound trains at the default one (as report)
-        cfg = dataclasses.replace(cfg, lr=EvalSection.lr)
+    cfg = full_data_lr(dataclasses.replace(cfg, labels="hard", teacher=""))
     # a saved teacher's networks start from seeds of their own: with eval.seed + i, evaluation
     # repeat i of a set trained on its soft labels would start from teacher i's initial weights
     seed_of = (lambda i: role_seed("teacher", cfg.seed, i)) if save_teacher else (lambda i: cfg.seed + i)

@@ -25,10 +25,11 @@ from ddtool.data import ImageData, load_dataset
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter, Silent
-from ddtool.recipe import LEARNED, EvalSection
+from ddtool.recipe import EvalSection
 from ddtool.runtime import metrics, recorded
 from ddtool.runtime.baselines import PREFIX, random_subsets
-from ddtool.runtime.evaluate import FULL_DATA_EPOCHS, evaluate, evaluate_full_data, mean_std, with_learned_lr
+from ddtool.runtime.evaluate import (FULL_DATA_EPOCHS, evaluate, evaluate_full_data, full_data_lr, mean_std,
+                                     with_learned_lr)
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import SyntheticMeta
 from ddtool.synthetic import SyntheticSet
@@ -314,9 +315,8 @@ class _Report:
         return self.memo[key]
 
     def full(self, data: ImageData, spec: NetSpec) -> recorded.Accuracies:
-        cfg = dataclasses.replace(self.s.eval, net=spec.name, epochs=self.s.full_epochs, repeats=self.s.full_repeats)
-        if cfg.lr == LEARNED:  # the real data learned no step size: the bound trains at the default one
-            cfg = dataclasses.replace(cfg, lr=EvalSection.lr)
+        cfg = full_data_lr(dataclasses.replace(self.s.eval, net=spec.name, epochs=self.s.full_epochs,
+                                               repeats=self.s.full_repeats))
         key = ("full", data.name, spec.to_json())
         if key not in self.memo:
             def run(c: EvalSection):  # type: ignore[no-untyped-def]

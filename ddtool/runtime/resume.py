@@ -51,10 +51,15 @@ class ResumePoint:
 
     def mark_parent(self, store: Store, run_id: str) -> None:
         """Record in the parent run that ``run_id`` resumed it."""
-        with store.lock():
-            parent = store.run(self.parent["id"])
-            parent["resumed_by"] = [*parent.get("resumed_by", []), run_id]
-            store.write_run(parent)
+        mark_resumed_by(store, self.parent["id"], run_id)
+
+
+def mark_resumed_by(store: Store, parent_id: str, run_id: str) -> None:
+    """Record in run ``parent_id`` that run ``run_id`` resumed it (distill and trajectories runs)."""
+    with store.lock():
+        parent = store.run(parent_id)
+        parent["resumed_by"] = [*parent.get("resumed_by", []), run_id]
+        store.write_run(parent)
 
 
 def resumable_run(store: Store, run_id: str, command: str = "distill",

@@ -161,7 +161,7 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
     y = data.train_labels.to(device)
     # expert -> (digest, test accs, losses): a resumed run keeps the ones its parent stored, as rank 0
     # reads them (every rank must plan the same rounds)
-    done = distributed.broadcast_object(finished_experts(store, _resume, DatasetSignature.of(data))
+    done = distributed.broadcast_object(finished_experts(store, _resume, signature)
                                         if _resume is not None and distributed.is_main() else {})
     fields: dict[str, Any] = {"artifact_name": name, "checkpoints": [
         {"expert": i, "digest": d, "test_acc": a, "train_loss": l, "run": _resume["id"]}  # type: ignore[index]
@@ -172,10 +172,9 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
                     artifact_kind=TRAJECTORIES_KIND, **fields) as run:
         record = run.record
         if _resume is not None and distributed.is_main():
-            with store.lock():
-                parent = store.run(_resume["id"])
-                parent["resumed_by"] = [*parent.get("resumed_by", []), run.id]
-                store.write_run(parent)
+            from ddtool.runtime.resume import mark_resumed_by
+
+            mark_resumed_by(store, _resume["id"], run.id)
 
         def interrupted() -> TrajectoriesInterrupted:
             run.write()  # "interrupted", with the experts stored so far
