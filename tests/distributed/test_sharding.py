@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from numerics import assert_equal_up_to_reduction_order, longest_reduction
 
 from ddtool.errors import UsageError
 from ddtool.methods.dc import DC, DSA
@@ -52,7 +51,7 @@ def test_a_class_draws_the_same_whichever_classes_are_drawn_with_it(digits) -> N
 @pytest.mark.usefixtures("one_thread")  # as each launched process runs: sums split over threads may differ
 @pytest.mark.parametrize("method", [DM(), DC(), DSA()], ids=lambda m: m.name)
 @pytest.mark.parametrize("impl", ["vectorized", "loop"])
-def test_the_image_gradient_of_two_class_shards_sums_to_the_whole(digits, method, impl: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_image_gradient_of_two_class_shards_sums_to_the_whole(digits, numerics, method, impl: str) -> None:  # type: ignore[no-untyped-def]
     """What two ranks compute (each its classes' image gradient, then summed) is one process's
     gradient: the reason a 2-process DM/DC/DSA run makes the 1-process set.
 
@@ -79,7 +78,8 @@ def test_the_image_gradient_of_two_class_shards_sums_to_the_whole(digits, method
     if impl == "loop":
         assert torch.equal(grads[0], grads[1])
     else:
-        assert_equal_up_to_reduction_order(grads[1], grads[0], longest_reduction(net, 2 * digits.num_classes))
+        numerics.assert_equal_up_to_reduction_order(grads[1], grads[0],
+                                                    numerics.longest_reduction(net, 2 * digits.num_classes))
     assert grads[0].abs().sum() > 0
 
 
