@@ -9,6 +9,7 @@ AOTAutograd has no double backward.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import shutil
@@ -29,6 +30,31 @@ def compiler_present(device: torch.device) -> tuple[bool, str]:
         return (True, "Triton") if importlib.util.find_spec("triton") is not None else (False, "no Triton")
     cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     return (True, cxx) if cxx else (False, "no C++ compiler")
+
+
+@functools.cache
+def inductor_vector_isa() -> tuple[bool, str]:
+    """Whether inductor's CPU backend can build kernels here: it picks a vector ISA for this CPU
+    (AVX-512, AVX2, ...) by compiling a probe (seconds, once per process). Where it picks none (a
+    CPU without AVX2, or ``ATEN_CPU_CAPABILITY=default``) torch 2.14 still emits vectorised
+    reductions (``at::vec``) without their header, and the build fails: treated as no backend."""
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+    except ImportError:  # another torch layout: let torch.compile itself say
+        return True, "unknown"
+    isa = pick_vec_isa()
+    if isa:
+        return True, str(isa)
+    return False, (f"inductor picks no vector ISA on this CPU (ATen: {torch.backends.cpu.get_cpu_capability()}), "
+                   f"where torch {torch.__version__}'s C++ kernels fail to build")
+
+
+def compiler_usable(device: torch.device) -> tuple[bool, str]:
+    """:func:`compiler_present`, and on CPU also a vector ISA inductor builds for (slower: a probe)."""
+    present = compiler_present(device)
+    if not present[0] or device.type != "cpu":
+        return present
+    return inductor_vector_isa()
 
 
 def plain_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +87,9 @@ def forward_fn(compile: bool, kind: str = "forward") -> Forward:
                 return compiled(net, x)
             except torch._dynamo.exc.TorchDynamoException as e:  # compiler missing or failing
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise DDToolError(f"torch.compile failed ({first[:200]}); set distill.compile = false (eval.compile = false in evaluation)") from None
+                usable, why = inductor_vector_isa() if x.device.type == "cpu" else (True, "")
+                raise DDToolError(f"torch.compile failed ({why if not usable else first[:200]}); set "
+                                  "distill.compile = false (eval.compile = false in evaluation)") from None
 
         _COMPILED[kind] = call
     return _COMPILED[kind]

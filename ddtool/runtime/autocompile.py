@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 
-from ddtool.compiled import compiler_present
+from ddtool.compiled import compiler_present, compiler_usable
 
 GAIN = 0.3
 COMPILE_COST = {"cpu": 30.0, "cuda": 60.0}  # seconds, the expected first compile (other device types: cuda's)
@@ -90,7 +90,10 @@ class AutoCompile:
             self.info.update(compiled=False, reason=(
                 f"{remaining_flops / 1e12:.2g} TFLOP (~{eager_s:.0f} s eager): too little to repay "
                 f"~{expected_cost(self.device):.0f} s of compiling"))
-        elif not self._backend[0]:
+            return False
+        if self._backend[0]:  # the slower check (a probe build on CPU), only when compiling would pay
+            self._backend = compiler_usable(self.device)
+        if not self._backend[0]:
             self.info.update(compiled=False, reason=f"would pay, but no compiler ({self._backend[1]})")
             self.note(f"compile auto: compiling would pay here, but torch.compile has no backend "
                       f"({self._backend[1]}); running eager")

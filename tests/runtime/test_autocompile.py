@@ -4,12 +4,14 @@ compiler, what the run record says, and a compiled rest of a run within the comp
 from __future__ import annotations
 
 import dataclasses
+import platform
 import shutil
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ddtool.compiled import compiler_usable
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec, build_net
 from ddtool.recipe import load_recipe
@@ -38,6 +40,7 @@ def test_pays_weighs_the_eager_seconds_saved_against_the_compile_cost():
 
 def test_auto_compiles_the_rest_of_a_large_run_and_records_why(monkeypatch):
     monkeypatch.setattr(autocompile, "compiler_present", lambda d: (True, "c++"))
+    monkeypatch.setattr(autocompile, "compiler_usable", lambda d: (True, "avx2"))
     lines: list[str] = []
     ac = AutoCompile("auto", CPU, note=lines.append)
     assert ac.start() is False and lines == []
@@ -54,8 +57,32 @@ def test_auto_compiles_the_rest_of_a_large_run_and_records_why(monkeypatch):
     assert ac.info["compile_seconds"] == 28.0
 
 
+def test_auto_stays_eager_where_inductor_cannot_build_for_the_cpu(monkeypatch):
+    """A C++ compiler but no vector ISA for inductor (a CPU without AVX2, ATEN_CPU_CAPABILITY=default):
+    torch 2.14's kernels fail to build there, so a run that would compile stays eager and says why."""
+    monkeypatch.setattr(autocompile, "compiler_present", lambda d: (True, "c++"))
+    monkeypatch.setattr(autocompile, "compiler_usable", lambda d: (False, "inductor picks no vector ISA"))
+    lines: list[str] = []
+    ac = AutoCompile("auto", CPU, note=lines.append)
+    ac.start()
+    assert ac.decide(56e12, at=0) is False and ac.info["compiled"] is False
+    assert "no vector ISA" in ac.info["reason"] and len(lines) == 1 and "running eager" in lines[0]
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("c++"),
+                    reason="x86 capabilities, probed with a C++ compiler")
+def test_the_vector_isa_probe_agrees_with_the_kernels_aten_runs():
+    """ATen's portable kernels (ATEN_CPU_CAPABILITY=default) and inductor's missing vector ISA go
+    together: the test-isa pass of CI runs this under both, so the probe is checked against each."""
+    from ddtool.compiled import inductor_vector_isa
+
+    usable, why = inductor_vector_isa()
+    assert usable == (torch.backends.cpu.get_cpu_capability() != "DEFAULT"), why
+
+
 def test_auto_stays_eager_silently_when_the_work_is_small(monkeypatch):
     monkeypatch.setattr(autocompile, "compiler_present", lambda d: (True, "c++"))
+    monkeypatch.setattr(autocompile, "compiler_usable", lambda d: (True, "avx2"))
     lines: list[str] = []
     ac = AutoCompile("auto", CPU, note=lines.append)
     ac.start()
@@ -102,8 +129,7 @@ def test_a_quick_run_records_an_eager_decision_from_its_flops(digits, tmp_path):
     assert info["remaining_flops"] == record["flops_per_iteration"] * 3 > 0
 
 
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
-                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.skipif(not compiler_usable(CPU)[0], reason=f"torch.compile cannot build here: {compiler_usable(CPU)[1]}")
 def test_a_run_that_switches_to_compiled_matches_eager(digits, tmp_path, monkeypatch):
     base = ["net.width=16", "distill.iterations=4", "distill.ipc=2"]
     eager = distill(Store(tmp_path / "a"), load_recipe(None, [*base, "distill.compile=false"]), digits, CPU)
@@ -144,8 +170,7 @@ def test_eval_decides_from_its_planned_flops_and_records_it(digits):
     assert info["remaining_flops"] == int(3 * counter.get_total_flops() / 16 * 30 * 2 * 2)
 
 
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
-                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.skipif(not compiler_usable(CPU)[0], reason=f"torch.compile cannot build here: {compiler_usable(CPU)[1]}")
 def test_a_compiled_eval_trains_the_networks_eager_does(digits, monkeypatch):
     from ddtool.recipe import EvalSection
     from ddtool.runtime.evaluate import evaluate_set
