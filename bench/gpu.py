@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from bench import cpu_peak as cp
 from bench.common import peak_memory, probing, reset_peak_memory
 from ddtool.compiled import compiler_present
 
@@ -99,22 +100,18 @@ def gpu_peak(name: str) -> Peak:
 
 
 def cpu_peak(threads: int) -> Peak:
-    """``threads`` cores x clock x SIMD fp32 lanes x 2 FMA units x 2 FLOP per FMA; 'unknown' where
-    /proc/cpuinfo does not tell the clock or the vector width."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    """``threads`` cores x clock x fp32 FLOP per cycle as :mod:`bench.cpu_peak` detects them (the
+    vector unit /proc/cpuinfo declares, 2 FMA pipes assumed); 'unknown' where /proc/cpuinfo does not
+    tell the clock or the vector unit."""
+    info = cp.read_cpuinfo()
+    if not info:
         return Peak(None, None, "unknown (no /proc/cpuinfo)")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
-    lanes, isa = (16, "AVX-512") if "avx512f" in flags else (8, "AVX2") if "fma" in flags else (0, "")
-    if not lanes or not mhz:
+    found, ghz = cp.this_machine(), cp.clock_ghz(info)
+    if found.flop_per_cycle is None or not ghz:
         return Peak(None, None, "unknown (no FMA vector unit or clock in /proc/cpuinfo)")
     cores = max(1, min(threads, os.cpu_count() or threads))
-    ghz = max(mhz) / 1000
-    fp32 = cores * ghz * 1e9 * lanes * 2 * 2
-    return Peak(fp32, None, f"fp32 {fp32 / 1e9:.0f} GFLOP/s = {cores} cores x {ghz:.2f} GHz x {isa} {lanes} lanes "
-                            f"x 2 FMA units (assumed) x 2")
+    fp32 = cores * ghz * 1e9 * found.flop_per_cycle
+    return Peak(fp32, None, f"fp32 {fp32 / 1e9:.0f} GFLOP/s = {cores} cores x {ghz:.2f} GHz x {found.line}")
 
 
 def device_name(device: torch.device) -> str:

@@ -1,6 +1,6 @@
 """The physical limit: FLOPs per step and achieved FLOP/s against the CPU's fp32 peak.
 
-    python -m bench.physical [--rounds 2] [--flop-per-cycle 64] [--ghz 2.6]
+    python -m bench.physical [--rounds 2] [--flop-per-cycle N] [--ghz 2.6]
     python -m bench.physical --profile [--top 12]   # where the eager time goes, operator by operator
 
 For the DM iteration (CIFAR-10 shape, ipc 10, batch_real 256, per-class loop) and the IDC inner
@@ -9,21 +9,23 @@ step (factor 2, real batch 64, then 32 network updates of 64 real images), eager
 (convolutions and matrix products; element-wise work is not counted, so the achieved figure is a
 lower bound on what the core does), seconds as the median of interleaved rounds after a warm-up.
 
-Peak = threads x GHz x fp32 FLOP per cycle. 64 assumes two 512-bit FMA pipes per core (16 fp32
-lanes x 2 FLOP x 2 pipes); a core that splits AVX-512 over 256-bit units peaks at half that:
-pass ``--flop-per-cycle 32``. GHz defaults to /proc/cpuinfo's "cpu MHz" (the current clock, not
-the boost one).
+Peak = threads x GHz x fp32 FLOP per cycle and core. The FLOP per cycle come from this machine
+(:mod:`bench.cpu_peak`: the vector unit /proc/cpuinfo's flags declare, capped by
+``ONEDNN_MAX_CPU_ISA``, beside torch's CPU capability; 2 FMA pipes assumed): AVX2 + FMA is
+8 lanes x 2 FLOP x 2 pipes = 32, AVX-512 64. The header line says what was detected and what was
+assumed; ``--flop-per-cycle`` overrides it (a core that splits wide instructions over narrower
+pipes) and the line says so. GHz defaults to /proc/cpuinfo's "cpu MHz" (the current clock, not
+the boost one: where the core boosts, the percentages are upper bounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import re
-from pathlib import Path
 
 import torch
 
+from bench import cpu_peak
 from bench.common import fake_data, flops_of, interleaved, machine, median
 from ddtool.augment import Augmenter
 from ddtool.compiled import compiler_present
@@ -35,15 +37,6 @@ from ddtool.recipe import DistillSection
 from ddtool.runtime.plan import build_context
 from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import init_synthetic
-
-
-def cpu_ghz() -> float:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return 0.0
-    found = re.findall(r"cpu MHz\s*:\s*([0-9.]+)", text)
-    return float(found[0]) / 1000 if found else 0.0
 
 
 def steps(device: torch.device, compiled: bool) -> dict[str, object]:
@@ -113,10 +106,12 @@ def profile(fns: dict[str, object], top: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--flop-per-cycle", type=float, default=64.0, help="fp32 FLOP per cycle and core")
-    ap.add_argument("--ghz", type=float, default=0.0, help="clock (default: /proc/cpuinfo)")
-    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved timed rounds; each step's median is reported")
+    ap.add_argument("--flop-per-cycle", type=float, default=None,
+                    help="fp32 FLOP per cycle and core (default: detected, see bench.cpu_peak; e.g. 32 for "
+                         "AVX2 + FMA, 64 for AVX-512 with two 512-bit FMA pipes)")
+    ap.add_argument("--ghz", type=float, default=0.0, help="clock (default: /proc/cpuinfo's cpu MHz)")
+    ap.add_argument("--no-compile", action="store_true", help="time the eager steps only")
     ap.add_argument("--profile", action="store_true", help="profile each eager step instead of timing")
     ap.add_argument("--top", type=int, default=12, help="operators listed per step with --profile")
     args = ap.parse_args()
@@ -125,13 +120,18 @@ def main() -> None:
         print(f"# bench.physical --profile  {datetime.date.today()}  {machine()}")
         profile(steps(device, compiled=False), args.top)
         return
-    ghz = args.ghz or cpu_ghz()
-    peak = torch.get_num_threads() * ghz * args.flop_per_cycle
+    ghz = args.ghz or cpu_peak.clock_ghz(cpu_peak.read_cpuinfo())
+    per_cycle, how = cpu_peak.flop_per_cycle_line(cpu_peak.this_machine(), args.flop_per_cycle)
+    if per_cycle is None or not ghz:
+        ap.error(f"no peak: {how if per_cycle is None else 'no clock in /proc/cpuinfo'}; "
+                 "pass --flop-per-cycle and --ghz")
+    peak = torch.get_num_threads() * ghz * per_cycle
+    print(f"# bench.physical  {datetime.date.today()}  {machine()}  peak {peak:.0f} GFLOP/s "
+          f"({torch.get_num_threads()} threads x {ghz:.2f} GHz{' (--ghz)' if args.ghz else ''} x {per_cycle:g} FLOP/cycle)")
+    print(f"# FLOP/cycle: {how}", flush=True)  # before the minutes of timing: what the peak assumes
     fns = steps(device, compiled=not args.no_compile and compiler_present(device)[0])
     flops = {name: flops_of(fn) for name, fn in fns.items() if "compile" not in name}
     times = interleaved(fns, args.rounds)  # type: ignore[arg-type]
-    print(f"# bench.physical  {datetime.date.today()}  {machine()}  peak {peak:.0f} GFLOP/s "
-          f"({torch.get_num_threads()} threads x {ghz:.2f} GHz x {args.flop_per_cycle:g} FLOP/cycle)")
     print("| step, CIFAR-10 shape, ipc 10 | GFLOP | s | GFLOP/s | % of peak |")
     print("|---|---|---|---|---|")
     for name, ts in times.items():
