@@ -51,6 +51,9 @@ def distill_cmd(
         return
     r = recipe_with(recipe, set_, **{"distill.method": method, "distill.ipc": ipc, "distill.iterations": iterations,
                                     "data.dataset": dataset, "distill.name": name})
+    from ddtool.runtime.plan import check_registered
+
+    check_registered(r, distill=True)  # unknown names before the data (a download); plan() checks the rest
     dev = resolve_device(device)
     store = get_store(write=not dry_run)  # before the data (a download) and the work
     data = recipe_data(r, data_root)

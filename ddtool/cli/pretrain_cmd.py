@@ -69,6 +69,9 @@ def pretrain_cmd(
         from ddtool.store.refs import check_name
 
         check_name(r.pretrain.name)  # before training, not after it
+    from ddtool.runtime.plan import check_registered
+
+    check_registered(r)  # an unknown --net before the data (a download); pretrain() builds it before its record
     store = get_store(write=True)  # before the data (a download) and the training
     data = recipe_data(r, data_root)
     if trajectories:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from ddtool.errors import UsageError
@@ -59,3 +60,11 @@ def build_net(spec: NetSpec, channels: int, num_classes: int, resolution: int) -
         return arch.build(channels=channels, num_classes=num_classes, resolution=resolution, **options)
     except TypeError as exc:
         raise UsageError(f"architecture '{spec.name}' rejects the settings {sorted(options)}: {exc}")
+
+
+def check_net(spec: NetSpec, channels: int, num_classes: int, resolution: int) -> nn.Module:
+    """Build ``spec`` once, as a check before any work (and before a run record): an unknown or
+    uninstalled architecture, or settings it rejects, is a :class:`UsageError` here, not a failed
+    run. The global RNG is left as it was, so the run's own draws do not move; returns the network."""
+    with torch.random.fork_rng(devices=[]):
+        return build_net(spec, channels, num_classes, resolution)

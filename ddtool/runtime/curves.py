@@ -27,7 +27,7 @@ from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
 from ddtool.recipe import LEARNED, EvalSection, Recipe, recipe_from_record
 from ddtool.runtime import checkpoint
-from ddtool.runtime.evaluate import RepeatedAccuracy, check_data, evaluate_set, with_learned_lr
+from ddtool.runtime.evaluate import RepeatedAccuracy, check_data, check_eval, evaluate_set, with_learned_lr
 from ddtool.runtime.plan import net_spec_of, plan
 from ddtool.runtime.records import run_record
 from ddtool.store import Store
@@ -126,6 +126,7 @@ def evaluate_curve(store: Store, text: str, data: ImageData, cfg: EvalSection, d
     factor = _factor(rec, info, data)
     spec = net or (NetSpec(cfg.net) if cfg.net else
                    NetSpec.from_json(info.net) if info.net is not None else net_spec_of(_recipe(rec)))
+    check_eval(spec, cfg, data)  # before the FLOP count's replay and the run record
     flops, note = flops_per_iteration(store, rec, data, device) if count_flops else (None, "not counted (--no-flops)")
     label = (out or {}).get("ref") or rec["id"]
     # each point trains at the step size learned by its iteration (eval.lr = "learned"), all of them

@@ -19,7 +19,7 @@ from ddtool.compiled import forward_fn
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec, build_net, check_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import LEARNED, EvalSection
 from ddtool.runtime.autocompile import AutoCompile
@@ -141,6 +141,15 @@ def full_data_lr(cfg: EvalSection) -> EvalSection:
     return dataclasses.replace(cfg, lr=EvalSection.lr) if cfg.lr == LEARNED else cfg
 
 
+def check_eval(spec: NetSpec, cfg: EvalSection, data: ImageData) -> None:
+    """Refuse, before an eval run record is written, what would fail the run: an unknown (or
+    uninstalled plugin's) architecture, settings it rejects, an unknown protocol or augmentation."""
+    if cfg.protocol not in PROTOCOLS:
+        raise UsageError(f"unknown evaluation protocol '{cfg.protocol}'; choose {' or '.join(PROTOCOLS)}")
+    PROTOCOLS[cfg.protocol].augmenter(cfg.augment)  # an unknown operation
+    check_net(spec, data.channels, data.num_classes, data.resolution)
+
+
 def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
                  reporter: Reporter | None = None, label: str = "", targets: torch.Tensor | None = None,
                  trained: list[Any] | None = None, compile_info: dict[str, Any] | None = None,
@@ -241,6 +250,7 @@ def _recorded(store: Store, syn: SyntheticSet, data: ImageData, spec: NetSpec, c
               | None = None, seed_of: Callable[[int], int] | None = None) -> EvalResult:
     """``evaluate_set`` inside an eval run record (``fields``: more of the record; ``metrics``: more
     of its metrics; ``targets``: soft labels; ``save``: stores the trained networks, returns outputs)."""
+    check_eval(spec, cfg, data)  # a refused evaluation leaves no run record
     with run_record(store, "eval", device, settings=json.loads(json.dumps(cfg.__dict__)),
                     net=json.loads(spec.to_json()), inputs=inputs, **(fields or {})) as run:
         trained: list[Any] | None = [] if save is not None else None

@@ -40,6 +40,7 @@ from ddtool.nets import NetSpec
 from ddtool.runtime.records import io_entry, run_record
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature, SyntheticMeta, exported_metadata
+from ddtool.store.refs import check_name
 from ddtool.synthetic import SyntheticSet, decode
 
 FORMATS = ("imagefolder", "npz")
@@ -257,6 +258,8 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
                normalized: bool | None = None) -> ImportResult:
     """Store images and labels from another tool as ``synthetic/NAME`` with method ``imported``."""
     start = time.perf_counter()
+    if name is not None:
+        check_name(name)  # before reading the file, and before the run record
     path = Path(path)
     images, labels, meta = read_file(path)
     try:
@@ -308,7 +311,7 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
     counts = torch.bincount(labels, minlength=data.num_classes)
     ipc = int(counts.max())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._") or "imported"
+    name = check_name(name or re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._")[:100] or "imported")
     info = SyntheticMeta(
         signature=DatasetSignature.of(data), method="imported", mean=data.mean, std=data.std,
         net=given.net or NetSpec("convnet").to_json(), parents=(), iterations=0, version=__version__,

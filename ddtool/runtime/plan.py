@@ -35,6 +35,19 @@ def net_spec_of(recipe: Recipe) -> NetSpec:
     return NetSpec(n.name, options)
 
 
+def check_registered(recipe: Recipe, *, distill: bool = False) -> None:
+    """Refuse a name the recipe looks up in the registries that nothing registers (a typo, an
+    uninstalled plugin's): its ``[net]`` and, with ``distill``, its method, selection strategy and
+    perturbation schedule. A lookup only: cheap enough to come before the data is loaded (a
+    download), and so before any run record."""
+    regs = registries()
+    regs.architecture.get(recipe.net.name)
+    if distill:
+        regs.method.get(recipe.distill.method)
+        regs.selection.get(recipe.distill.selection)
+        regs.schedule.get(recipe.distill.schedule)
+
+
 @dataclass
 class Plan:
     """Everything a recipe resolves to before any work starts (also what --dry-run prints)."""

@@ -9,7 +9,7 @@ import torch
 from ddtool.augment import Augmenter, DiffAugChain
 from ddtool.data import ImageData
 from ddtool.impl import resolve_impl
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec, build_net, check_net
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
@@ -20,6 +20,7 @@ from ddtool.runtime.records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
+from ddtool.store.refs import check_name
 from ddtool.store.meta import DatasetSignature
 
 # ddtool's first pools (pretrain.augment = "alternate", pretrain.lr_cycle = true): diversity from
@@ -112,9 +113,11 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
              reporter: Reporter | None = None, name: str | None = None) -> PretrainResult:
     spec = net_spec_of(recipe)
     p = recipe.pretrain
-    name = name or p.name or f"{data.name.split(':')[0]}-{spec.name}"
+    # every input is checked before the run record: a refused command leaves the store as it was
+    name = check_name(name or p.name or f"{data.name.split(':')[0]}-{spec.name}")
+    check_net(spec, data.channels, data.num_classes, data.resolution)  # an unknown net or settings it rejects
     if p.augment != ALTERNATE:
-        DiffAugChain(p.augment)  # an unknown operation is a usage error before any work
+        DiffAugChain(p.augment)  # an unknown operation
     with run_record(store, "pretrain", device, recipe=recipe.to_dict(), recipe_sha256=recipe.sha256()) as run:
         pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl,
                           augment=p.augment, cutmix=p.cutmix, lr_cycle=p.lr_cycle)

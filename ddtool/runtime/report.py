@@ -28,8 +28,8 @@ from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection
 from ddtool.runtime import metrics, recorded
 from ddtool.runtime.baselines import PREFIX, random_subsets
-from ddtool.runtime.evaluate import (FULL_DATA_EPOCHS, evaluate, evaluate_full_data, full_data_lr, mean_std,
-                                     with_learned_lr)
+from ddtool.runtime.evaluate import (FULL_DATA_EPOCHS, check_data, check_eval, evaluate, evaluate_full_data,
+                                     full_data_lr, mean_std, with_learned_lr)
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import SyntheticMeta
 from ddtool.synthetic import SyntheticSet
@@ -328,14 +328,8 @@ class _Report:
                       ) -> tuple[Artifact, int, recorded.Accuracies]:
         """The set's accuracy under ``cfg`` (hard) but trained on the report's teacher's soft labels:
         read back or evaluated like the hard one. Returns the teacher, its model index and the accuracies."""
-        from ddtool.runtime.soft_labels import parse_teacher
-
         e = self.s.eval
-        ref, index = parse_teacher(e.teacher)
-        try:
-            teacher = self.store.resolve(ref, kind="pool")
-        except UsageError as exc:
-            raise UsageError(f"--teacher '{e.teacher}': {exc}") from None
+        teacher, index = self.teacher()
         soft_cfg = dataclasses.replace(cfg, labels="soft", teacher=f"{teacher.ref}#{index}", temperature=e.temperature)
 
         def run(c: EvalSection):  # type: ignore[no-untyped-def]
@@ -344,6 +338,17 @@ class _Report:
         acc = recorded.ensure(self.store, self.runs, of_soft(art.digest, teacher.digest, index, e.temperature),
                               spec, soft_cfg, run)
         return teacher, index, acc
+
+    def teacher(self) -> tuple[Artifact, int]:
+        """The report's ``eval.teacher``: the pool artifact and the model index."""
+        from ddtool.runtime.soft_labels import parse_teacher
+
+        e = self.s.eval
+        ref, index = parse_teacher(e.teacher)
+        try:
+            return self.store.resolve(ref, kind="pool"), index
+        except UsageError as exc:
+            raise UsageError(f"--teacher '{e.teacher}': {exc}") from None
 
     def soft(self, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection,
              own: tuple[Artifact, int, recorded.Accuracies],
@@ -389,10 +394,8 @@ class _Report:
                               "runs": list(dict.fromkeys(held[s][1] for s in seeds))}
         return out
 
-    def row(self, art: Artifact) -> ReportRow:
-        tensors, meta = self.store.read_blob(art.digest)
-        syn = SyntheticSet.from_artifact(tensors, meta, art.digest)
-        info = syn.info
+    def inputs(self, art: Artifact, info: SyntheticMeta) -> tuple[NetSpec, ImageData, EvalSection]:
+        """The set's network, dataset and hard-label settings; what cannot be used is refused here."""
         if info.signature.dataset is None:
             raise UsageError(f"'{art.ref}' does not record its dataset; import it with 'ddtool store import --dataset'")
         if self.s.net:
@@ -405,6 +408,24 @@ class _Report:
         # eval.lr = "learned": the set's own step size, for it and for its baselines alike
         cfg = with_learned_lr(dataclasses.replace(self.s.eval, net=spec.name, labels="hard", teacher=""),
                               info.learned_lr, f"'{art.ref}'")
+        return spec, data, cfg
+
+    def check(self, art: Artifact) -> None:
+        """Refuse what :meth:`row` would refuse (a set without its dataset or network, an unknown
+        or uninstalled architecture, a bad augmentation or teacher), for every set before any is
+        evaluated: a refused report writes no run record."""
+        info = SyntheticMeta.from_metadata(self.store.blob_metadata(art.digest))
+        spec, data, cfg = self.inputs(art, info)
+        check_data(info.signature, data, art.ref)
+        check_eval(spec, cfg, data)
+        if self.s.soft:
+            self.teacher()
+
+    def row(self, art: Artifact) -> ReportRow:
+        tensors, meta = self.store.read_blob(art.digest)
+        syn = SyntheticSet.from_artifact(tensors, meta, art.digest)
+        info = syn.info
+        spec, data, cfg = self.inputs(art, info)
         acc = self.set_accuracy(art, data, spec, cfg)  # first: a set of another dataset fails before any baseline
         own = self.soft_accuracy(art, data, spec, cfg) if self.s.soft else None  # a bad --teacher fails here
         base = self.random(data, syn.ipc, spec, cfg)
@@ -460,4 +481,6 @@ def build_report(store: Store, refs: list[str], settings: ReportSettings, device
     settings.check()
     arts = resolve_sets(store, refs, dataset)
     report = _Report(store, settings, device, reporter or Silent(), data_root, download)
+    for art in arts:
+        report.check(art)
     return [report.row(art) for art in arts]

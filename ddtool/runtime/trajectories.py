@@ -28,7 +28,7 @@ import torch
 from ddtool.augment import DEFAULT_STRATEGY, Augmenter
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec, build_net, check_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
 from ddtool.runtime import distributed
@@ -38,6 +38,7 @@ from ddtool.runtime.records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
+from ddtool.store.refs import check_name
 from ddtool.store.meta import TRAJECTORIES_KIND, DatasetSignature
 from ddtool.trajectories import Trajectories, check_parameters_only, expert_artifact, flat_params, param_layout
 
@@ -147,9 +148,9 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
     recipe = recipe if _resume is not None else expert_recipe(recipe)  # a recorded recipe holds the values used
     p = recipe.pretrain
     spec: NetSpec = net_spec_of(recipe)
-    name = name or p.name or f"{data.name.split(':')[0]}-{spec.name}"
-    with torch.random.fork_rng(devices=[]):
-        probe = build_net(spec, data.channels, data.num_classes, data.resolution)
+    # every input is checked before the run record: a refused command leaves the store as it was
+    name = check_name(name or p.name or f"{data.name.split(':')[0]}-{spec.name}")
+    probe = check_net(spec, data.channels, data.num_classes, data.resolution)
     check_parameters_only(probe, "an expert trajectory")
     layout = param_layout(probe)
     settings = TrainSettings(epochs=p.epochs, lr=p.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, batch=p.batch,
