@@ -6,9 +6,12 @@ empty to ``store ls``, created by the first command that writes."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -87,18 +90,99 @@ def test_a_store_that_cannot_be_written_is_refused_before_work_but_still_read(
     assert "synthetic/s:v1" in listing.stdout
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes through permissions")
-def test_a_folder_without_write_permission_is_refused(cli, tmp_path: Path, no_work: list[str]) -> None:  # type: ignore[no-untyped-def]
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+def as_unprivileged(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``work()``'s result as a user the file permissions apply to. Not root: run in this process.
+    Root (sessions, CI), whom permissions do not stop: in a forked child that drops to ``nobody``
+    (os.setgroups / os.setgid / os.setuid) and sends the result back. A fork, not a new interpreter:
+    Python may live where nobody cannot read it (/root/.pyenv here), and the child needs nothing new
+    from disk but the store (a module it had to import would fail it loudly, not pass it)."""
+    if os.geteuid() != 0:
+        return work()
     try:
-        res = cli("--store", locked / "store", "pretrain", "--dataset", "digits")
-        assert res.exit_code == 2
-        assert res.stderr.strip().startswith(f"error: store folder {locked / 'store'} cannot be written to (")
-        assert no_work == []
+        import pwd
+
+        who = pwd.getpwnam("nobody")
+        uid, gid = who.pw_uid, who.pw_gid
+    except (ImportError, KeyError):
+        uid = gid = 65534  # nobody's usual ids; a uid needs no passwd entry to be dropped to
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            out = {"uid": os.geteuid(), **work()}
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+            out = {"child error": f"{type(exc).__name__}: {exc}"}
+        with os.fdopen(write, "w") as fh:
+            json.dump(out, fh)
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        text = fh.read()
+    os.waitpid(pid, 0)
+    result = json.loads(text)
+    assert "child error" not in result, result
+    assert result.pop("uid") == uid  # it really ran as nobody
+    return result
+
+
+@pytest.fixture
+def read_only_folder() -> Iterator[Path]:
+    """A folder the test's user (nobody, under root) can read and enter but not write: 0o555. In the
+    system temp folder, not tmp_path (/tmp/pytest-of-root is root's alone: nobody could not reach it)."""
+    base = Path(tempfile.mkdtemp(prefix="ddtool-readonly-"))
+    base.chmod(0o755)
+    folder = base / "locked"
+    folder.mkdir()
+    try:
+        yield folder
     finally:
-        locked.chmod(0o755)
+        for p in (folder, *folder.rglob("*")):
+            if p.is_dir():
+                p.chmod(0o755)
+        shutil.rmtree(base)
+
+
+def _lock(folder: Path) -> None:
+    for p in (*folder.rglob("*"), folder):  # files readable, folders enterable, nothing writable
+        p.chmod(0o555 if p.is_dir() else 0o444)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-store-in-locked-folder", "existing-store-read-only"])
+def test_a_folder_without_write_permission_is_refused(
+    cli, read_only_folder: Path, no_work: list[str], put_set, digits, existing: bool  # type: ignore[no-untyped-def]
+) -> None:
+    """Real permissions, no monkeypatching of the check: as an unprivileged user (root drops to nobody)."""
+    root = read_only_folder / "store"
+    if existing:
+        put_set(Store(root), digits)
+    if os.geteuid() == 0:  # the child cannot import what it lacks (see as_unprivileged): the commands' imports, now
+        warm = read_only_folder.parent / "warm"
+        cli("--store", warm, "pretrain", "--dataset", "digits")
+        cli("--store", warm, "store", "ls", "--json")
+        no_work.clear()
+    _lock(read_only_folder)
+
+    def work() -> dict[str, Any]:
+        res = cli("--store", root, "pretrain", "--dataset", "digits")
+        listing = cli("--store", root, "store", "ls", "--json")
+        return {"code": res.exit_code, "stderr": res.stderr, "reached": list(no_work), "raised": repr(res.exception),
+                "ls": [listing.exit_code, listing.stdout, listing.stderr + repr(listing.exception)]}
+
+    out = as_unprivileged(work)
+    assert out["code"] == 2, out
+    assert out["stderr"].strip() == (f"error: store folder {root} cannot be written to (Permission denied): "
+                                     f"{FIX} you can write to, or fix its permissions")
+    assert out["reached"] == [] and no_work == []  # refused before the data and the training
+    code, stdout, stderr = out["ls"]
+    assert code == 0, stderr  # reading needs no write permission
+    assert ("synthetic/s:v1" in stdout) == existing
+    assert root.exists() == existing  # nothing was created
 
 
 def test_a_missing_store_is_empty_to_ls_and_created_by_a_writing_command(
