@@ -20,8 +20,8 @@ from ddtool.runtime.records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
-from ddtool.store.refs import check_name
 from ddtool.store.meta import DatasetSignature
+from ddtool.store.refs import check_name
 
 # ddtool's first pools (pretrain.augment = "alternate", pretrain.lr_cycle = true): diversity from
 # different learning rates and augmentation; model i takes the i-th entry of each cycle. The

@@ -38,8 +38,8 @@ from ddtool.runtime.records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
 from ddtool.runtime.train import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
-from ddtool.store.refs import check_name
 from ddtool.store.meta import TRAJECTORIES_KIND, DatasetSignature
+from ddtool.store.refs import check_name
 from ddtool.trajectories import Trajectories, check_parameters_only, expert_artifact, flat_params, param_layout
 
 # MTT buffer.py: SGD(lr_teacher 0.01, momentum=0, weight_decay=0), batch_train 256, DSA with
