@@ -90,6 +90,10 @@ CASES: list[Case] = [
                                       "--baseline-subsets", "1"], r"unknown architecture 'gonenet'", None),
     ("report-teacher", ["report", "synthetic/s", "--teacher", "pool/none", *EVAL_FAST, "--full-epochs", "1",
                         "--baseline-subsets", "1"], r"--teacher 'pool/none': unknown ref", None),
+    # dataset names (looked up before the data is loaded)
+    ("pretrain-dataset", ["pretrain", "--dataset", "nosuchdata", *FAST], r"unknown dataset 'nosuchdata'", None),
+    ("eval-full-data-dataset", ["eval", "--full-data", "--dataset", "nosuchdata", *EVAL_FAST],
+     r"unknown dataset 'nosuchdata'", None),
     # import: the artifact name
     ("import-name", ["store", "import", "{x}", "--dataset", "digits", "--name", "../escape"],
      r"invalid artifact name '../escape'", npz),
