@@ -28,7 +28,7 @@ import torch
 
 from bench.common import interleaved, machine, median
 from ddtool.augment import Augmenter
-from ddtool.compiled import compiler_present, forward_fn
+from ddtool.compiled import compiler_usable, forward_fn
 from ddtool.nets import NetSpec, build_net
 from ddtool.runtime.evaluate import PROTOCOLS
 from ddtool.runtime.train import TrainSettings, train
@@ -90,7 +90,7 @@ def main() -> None:
         "ddtool train, idc protocol, eager": ours(idc, PROTOCOLS["idc"].augmenter("color_crop_flip_scale_rotate"), False),
     }
     compile_s = {}
-    if compiler_present(device)[0]:
+    if compiler_usable(device)[0]:
         fns["ddtool train, dsa protocol, compiled"] = ours(dsa, Augmenter(strategy), True)
         fns["ddtool train, idc protocol, compiled"] = ours(idc, PROTOCOLS["idc"].augmenter("color_crop_flip_scale_rotate"),
                                                           True)

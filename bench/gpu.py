@@ -48,7 +48,7 @@ import torch
 
 from bench import cpu_peak as cp
 from bench.common import peak_memory, probing, reset_peak_memory
-from ddtool.compiled import compiler_present
+from ddtool.compiled import compiler_usable
 
 REPO = Path(__file__).resolve().parent.parent
 OURS10 = REPO / "recipes" / "ours10.toml"
@@ -502,7 +502,7 @@ def run(args: argparse.Namespace) -> str:
     scale = Scale.of(args.tiny, args.rounds)
     name = device_name(device)
     peak = gpu_peak(name) if device.type == "cuda" else cpu_peak(torch.get_num_threads())
-    present, how = compiler_present(device)
+    present, how = compiler_usable(device)
     do_compile = args.compile == "on" or (args.compile == "auto" and present)
     why = ("--compile off" if args.compile == "off" else f"not compiled: {how}") if not do_compile else ""
     tmp = Path(tempfile.mkdtemp(prefix="ddtool-gpu-bench-"))

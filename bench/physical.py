@@ -28,7 +28,7 @@ import torch
 from bench import cpu_peak
 from bench.common import fake_data, flops_of, interleaved, machine, median
 from ddtool.augment import Augmenter
-from ddtool.compiled import compiler_present
+from ddtool.compiled import compiler_usable
 from ddtool.methods.dm import DM
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.nets import NetSpec, build_net
@@ -129,7 +129,7 @@ def main() -> None:
     print(f"# bench.physical  {datetime.date.today()}  {machine()}  peak {peak:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads x {ghz:.2f} GHz{' (--ghz)' if args.ghz else ''} x {per_cycle:g} FLOP/cycle)")
     print(f"# FLOP/cycle: {how}", flush=True)  # before the minutes of timing: what the peak assumes
-    fns = steps(device, compiled=not args.no_compile and compiler_present(device)[0])
+    fns = steps(device, compiled=not args.no_compile and compiler_usable(device)[0])
     flops = {name: flops_of(fn) for name, fn in fns.items() if "compile" not in name}
     times = interleaved(fns, args.rounds)  # type: ignore[arg-type]
     print("| step, CIFAR-10 shape, ipc 10 | GFLOP | s | GFLOP/s | % of peak |")
