@@ -15,6 +15,8 @@ from ddtool.pool import states_from_tensors, states_to_tensors
 from ddtool.recipe import parse_section
 from ddtool.selection.base import Segment, SelectionStrategy
 
+NORMALIZE = ("none", "mean", "zscore")
+
 __all__ = ["DynaDistill", "DynaDistillOptions", "RandomPool", "Scratch", "SelectionStrategy", "WeightAverage",
            "average_state"]
 
@@ -78,6 +80,9 @@ class DynaDistillOptions:
     m: int = 3  # candidates drawn from the pool per outer loop (seed 003 Sec. 4.1: 3)
     t: float = 0.5  # temperature (seed 003 Sec. 4.1: 0.5)
     prefer: str = "high"  # high: p ~ exp(L/T) (Algorithm 1 line 11); low: p ~ exp(-L/T)
+    # what L is in exp(L/T): none (the raw loss, the formula as written) | mean (L_i / mean_j L_j) | zscore
+    # ((L_i - mean) / std over the candidates); see DynaDistill.normalized
+    normalize: str = "none"
     shared_draw: bool = True  # score the m candidates on one real batch and augmentation draw (false: one each)
     write_back: bool = True  # the trained network replaces its pool entry (false: the pool stays as pretrained)
 
@@ -109,8 +114,11 @@ class DynaDistill(SelectionStrategy):
     under which the synthetic set is matched *worst* is the likeliest (``prefer = "high"``, the
     default, as written); the prose says models "that exhibit superior performance metrics
     are accorded a higher likelihood", which reads as the lowest loss being preferred
-    (``prefer = "low"``: exp(-L_i / T)). Losses are used raw, so their scale (which depends on
-    the method and the distance) sets how peaked the choice is, exactly as in the formula.
+    (``prefer = "low"``: exp(-L_i / T)). With ``normalize = "none"`` (the default) losses are used
+    raw, so their scale (which depends on the method and the distance) sets how peaked the choice
+    is, exactly as in the formula: summed IDC losses of ~50 make T = 0.5 an argmax, MTT's
+    normalised O(1) loss samples. ``"mean"`` and ``"zscore"`` (:meth:`normalized`) make T mean
+    the same on every method, as the seed's "diverse trajectory selection" asks of it.
 
     Settings come from the sub-table named after the strategy inside ``[distill.options]``::
 
@@ -118,6 +126,7 @@ class DynaDistill(SelectionStrategy):
         m = 3
         t = 0.5
         prefer = "high"
+        normalize = "none"
 
     The runtime hands that sub-table to ``configure`` and the rest to the method.
 
@@ -153,6 +162,8 @@ class DynaDistill(SelectionStrategy):
             raise UsageError(f"dynadistill.t must be > 0, got {o.t}")
         if o.prefer not in ("high", "low"):
             raise UsageError(f"dynadistill.prefer must be high or low, got {o.prefer!r}")
+        if o.normalize not in NORMALIZE:
+            raise UsageError(f"dynadistill.normalize must be {', '.join(NORMALIZE)}, got {o.normalize!r}")
 
     def configure(self, raw: dict[str, Any] | None) -> None:
         """Apply ``[distill.options.dynadistill]`` (unknown keys and wrong types are errors)."""
@@ -160,10 +171,33 @@ class DynaDistill(SelectionStrategy):
         self._check(o)
         self.options = o
 
+    def normalized(self, losses: torch.Tensor) -> torch.Tensor:
+        """The candidates' losses as the softmax sees them (``normalize``), in float64:
+
+        * ``none``: ``L_i`` (Algorithm 1 line 11 as written: the loss's own scale, which depends on
+          the method, the distance and the dataset, sets how peaked the choice is);
+        * ``mean``: ``L_i / mean_j L_j``, scale-free with the loss's sign kept (divided by
+          ``|mean|``); a zero mean (every loss 0) leaves the losses as they are (all 0: uniform);
+        * ``zscore``: ``(L_i - mean) / std`` over the m candidates (the population std, so the
+          scores have unit variance); when the std is 0 (equal losses, or m = 1) every score is 0
+          and the choice is uniform.
+
+        With ``mean`` or ``zscore`` a temperature means the same on every method and dataset."""
+        x = losses.double()
+        kind = self.options.normalize
+        if kind == "mean":
+            mean = x.mean().abs()
+            return x / mean if mean > 0 else x
+        if kind == "zscore":
+            std = x.std(correction=0) if len(x) > 1 else x.new_zeros(())
+            return (x - x.mean()) / std if std > 0 else torch.zeros_like(x)
+        return x
+
     def probabilities(self, losses: torch.Tensor) -> torch.Tensor:
-        """The sampling distribution over candidates for their matching losses."""
+        """The sampling distribution over candidates for their matching losses (Algorithm 1 line 11:
+        softmax of ``normalized(L) / T``, negated for ``prefer = "low"``)."""
         sign = 1.0 if self.options.prefer == "high" else -1.0
-        return torch.softmax(sign * losses.double() / self.options.t, dim=0)
+        return torch.softmax(sign * self.normalized(losses) / self.options.t, dim=0)
 
     def choose(self, losses: torch.Tensor) -> int:
         """Index (into ``losses``) of the candidate sampled for these losses."""

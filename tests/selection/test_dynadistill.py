@@ -45,6 +45,47 @@ def test_choice_follows_softmax_of_loss_over_temperature():
     assert DynaDistill(t=100.0).probabilities(losses).max() < 0.34
 
 
+def normalizing(kind: str, t: float = 0.5) -> DynaDistill:
+    s = DynaDistill(m=3, t=t)
+    s.configure({"normalize": kind})
+    return s
+
+
+def test_normalize_gives_the_temperature_one_meaning_whatever_the_loss_scale():
+    """Issue 23 item 1: raw IDC losses (~48-67) make T = 0.5 an argmax; normalised, the choice
+    depends on the losses' relative spread only (mean) or on their standardised spread (zscore)."""
+    idc_like = torch.tensor([48.0, 67.0, 55.0])
+    raw = DynaDistill(m=3, t=0.5).probabilities(idc_like)
+    assert raw.max() > 0.999  # the formula as written (normalize = "none", the default): an argmax
+    x = idc_like.double()
+    mean = normalizing("mean")
+    torch.testing.assert_close(mean.probabilities(idc_like), torch.softmax(x / x.mean() / 0.5, 0))
+    zscore = normalizing("zscore")
+    z = (x - x.mean()) / x.std(correction=0)
+    torch.testing.assert_close(zscore.probabilities(idc_like), torch.softmax(z / 0.5, 0))
+    # T = 0.5 samples again: no candidate is (nearly) certain
+    assert float(zscore.probabilities(idc_like).max()) < 0.95 and float(mean.probabilities(idc_like).max()) < 0.5
+    # scale-free: MTT-sized losses (O(1)) with the same ratios choose alike under mean and zscore
+    for s in (mean, zscore):
+        torch.testing.assert_close(s.probabilities(idc_like / 50), s.probabilities(idc_like))
+    assert not torch.allclose(DynaDistill(t=0.5).probabilities(idc_like / 50), raw)
+    # zscore is also shift-free; prefer = "low" still flips it
+    torch.testing.assert_close(zscore.probabilities(idc_like + 1000), zscore.probabilities(idc_like))
+    zscore.configure({"normalize": "zscore", "prefer": "low"})
+    assert int(zscore.probabilities(idc_like).argmax()) == 0
+
+
+def test_normalize_edge_cases_give_a_uniform_choice():
+    same = torch.tensor([3.0, 3.0, 3.0])
+    uniform = torch.full((3,), 1 / 3, dtype=torch.double)
+    torch.testing.assert_close(normalizing("zscore").probabilities(same), uniform)  # std 0
+    torch.testing.assert_close(normalizing("mean").probabilities(torch.zeros(3)), uniform)  # mean 0
+    for kind in ("none", "mean", "zscore"):  # a single candidate: probability 1, no division by zero
+        assert normalizing(kind).probabilities(torch.tensor([5.0])).tolist() == [1.0]
+    with pytest.raises(UsageError, match="normalize must be none, mean, zscore, got 'max'"):
+        normalizing("max")
+
+
 class ScoreByBias:
     """A stand-in method: the 'matching loss' of a network is its bias (one per pool model)."""
 
