@@ -15,7 +15,7 @@ from ddtool.context import DistillContext
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
-from ddtool.methods.base import MatchingMethod
+from ddtool.methods.base import MatchingMethod, can_score
 from ddtool.nets import NetSpec, build_net
 from ddtool.perturb import PerturbationSchedule
 from ddtool.plugins import registries
@@ -107,12 +107,18 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     method_raw = dict(cfg.options)
     selection.configure(method_raw.pop(selection.name, None))
     options = method.parse_options(method_raw)
+    schedule.check(cfg)
     spec = net_spec_of(recipe)
     build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
     traj = traj_art = None
     if hasattr(options, "trajectories"):  # a method that matches expert trajectories names them (mtt)
         traj_art, traj = load_trajectories(store, options.trajectories, data, spec)
         recipe = _pin_trajectories(recipe, traj_art)
+    if selection.scores_candidates and traj is None and not can_score(method):
+        raise UsageError(
+            f"selection '{selection.name}' ranks candidate networks by the method's matching loss, but method "
+            f"'{method.name}' has none (it implements step, not loss or score): use distill.selection = \"random\" "
+            "(or \"scratch\"), or give the method a loss")
     pool = pool_art = None
     # a strategy that draws from a pool draws from the trajectories when the method matches them
     # (dynadistill over mtt's experts): no model pool is needed then

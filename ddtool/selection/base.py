@@ -52,6 +52,9 @@ class SelectionStrategy:
     keeps_trained: bool = False
     # True: ``select_segment`` is meant for trajectory pools (a trajectory method refuses the others)
     draws_trajectories: bool = False
+    # True: the strategy ranks candidates by the method's loss (``MatchingMethod.score``), so a method
+    # that implements ``step`` alone is refused before the run starts
+    scores_candidates: bool = False
 
     def configure(self, raw: dict[str, Any] | None) -> None:
         """Apply ``[distill.options.<name>]``, the sub-table of the method options named after the

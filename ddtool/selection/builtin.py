@@ -154,6 +154,10 @@ class DynaDistill(SelectionStrategy):
         self.last_candidates: list[int] = []  # pool indices (model pools) of the latest candidates
         self.last_segments: list[Segment] = []  # the latest candidates over trajectories
 
+    @property
+    def scores_candidates(self) -> bool:  # type: ignore[override]
+        return self.options.m > 1  # one candidate is a uniform draw: nothing is scored
+
     @staticmethod
     def _check(o: DynaDistillOptions) -> None:
         if o.m < 1:
