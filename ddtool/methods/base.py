@@ -83,6 +83,14 @@ class MatchingMethod:
         frozen = type(syn)(syn.images.detach(), syn.labels, syn.ipc, syn.factor)
         return float(self.loss(ctx, frozen, net).detach())
 
+    def replays_score(self, ctx: DistillContext, net: torch.nn.Module) -> bool:
+        """Whether :meth:`step`, given ``net`` with the RNG where :meth:`score` of it started, takes its
+        first update down exactly that score (the same draws, images and network). The default
+        step does; a method that overrides ``step`` says so itself (default then: False, and a
+        strategy leaves the RNG where scoring left it, so the update draws afresh)."""
+        own = type(getattr(self, "_wrapped", self))  # a plugin object seen through the contract: its own class
+        return getattr(own, "step", MatchingMethod.step) is MatchingMethod.step
+
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         """One outer iteration: the network of the loop (``ctx.next_model``), one step of ``opt``
         down ``loss``, then the selection strategy's ``after_step``. Returns the loss."""

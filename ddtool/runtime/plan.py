@@ -152,6 +152,13 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
             "this [net]: make one with 'ddtool pretrain --recipe RECIPE' (the same recipe) or "
             "'ddtool pretrain --epochs 2 --n 5' for the default [net], or pass --pool"
         )
+    # how the strategy's draw meets what the run has (dynadistill's m beyond the pool or the experts);
+    # the start epochs are those a trajectory method draws from (mtt's max_start_epoch)
+    note = selection.plan_note(len(pool) if pool is not None and traj is None else None,
+                               len(traj) if traj is not None else None,
+                               getattr(options, "max_start_epoch", None) if traj is not None else None)
+    if note:
+        notes.append(note)
     # a method whose multi-formation factor is a setting (IDC) says which one this run uses
     factor = method.factor_for(options, data.resolution)
     need = cfg.ipc * factor**2

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ddtool.errors import UsageError
+from ddtool.methods.base import MatchingMethod
 from ddtool.recipe import load_recipe
 from ddtool.runtime.distill import distill, plan
 from ddtool.runtime.pretrain import pretrain
@@ -86,7 +87,7 @@ def test_normalize_edge_cases_give_a_uniform_choice():
         normalizing("max")
 
 
-class ScoreByBias:
+class ScoreByBias(MatchingMethod):
     """A stand-in method: the 'matching loss' of a network is its bias (one per pool model)."""
 
     trains_network = True  # like DC/DSA/IDC: the pool takes the trained network back
@@ -114,7 +115,7 @@ def fake_ctx(biases):
 
     return SimpleNamespace(pool=Pool(states), fresh_net=lambda: nn.Linear(2, 1), net_from_state=net_from_state,
                            method=ScoreByBias(), synthetic=SyntheticSet(images, torch.tensor([0, 1]), 1),
-                           perturbation=None)
+                           perturbation=None, perturb=lambda net, it, keep=False: None)
 
 
 class Pool(list):
@@ -281,7 +282,7 @@ def test_candidates_are_scored_on_one_shared_draw(shared: bool) -> None:
     from ddtool.selection.builtin import DynaDistill
     from ddtool.synthetic import SyntheticSet
 
-    class DrawsNoise:
+    class DrawsNoise(MatchingMethod):
         def loss(self, ctx, syn, net):  # type: ignore[no-untyped-def]
             return torch.rand(()) + 0 * sum(p.sum() for p in net.parameters())  # a "real batch" drawn here
 
@@ -289,7 +290,8 @@ def test_candidates_are_scored_on_one_shared_draw(shared: bool) -> None:
     ctx = SimpleNamespace(method=DrawsNoise(),
                           synthetic=SyntheticSet(torch.zeros(2, 1, 2, 2), torch.tensor([0, 1]), 1),
                           pool=_ThreeStates([state, state, state]),
-                          net_from_state=lambda sd: torch.nn.Identity())  # like the real one: no RNG draw
+                          net_from_state=lambda sd: torch.nn.Identity(),  # like the real one: no RNG draw
+                          perturb=lambda net, it, keep=False: None)
     dyna = DynaDistill(m=3)
     dyna.configure({"shared_draw": shared})
     dyna._states = [dict(state) for _ in range(3)]
@@ -298,3 +300,81 @@ def test_candidates_are_scored_on_one_shared_draw(shared: bool) -> None:
     losses = dyna.last_losses
     assert losses is not None and len(losses) == 3
     assert (len(set(losses.tolist())) == 1) is shared
+
+
+IDC_DYNA = ["distill.method=idc", "net.width=16", "distill.ipc=1", "distill.iterations=3", "distill.pool=pool/tiny",
+            "distill.selection=dynadistill", "distill.schedule=gaussian", "distill.batch_real=16",
+            "distill.options.inner_loops=2", "distill.options.net_steps=1",
+            # a large step, so that IDC's per-class momentum moves the images visibly between classes
+            "distill.lr_img=0.5", 'distill.options.dynadistill.normalize="zscore"']
+
+
+@pytest.mark.parametrize("impl", ["loop", "vectorized"])
+def test_idc_update_descends_the_sampled_candidates_own_score(pool_store, monkeypatch, impl):
+    """Issue 23 (b), Algorithm 1 line 12 as written: the first inner step of every outer loop (the
+    update) takes exactly the loss the chosen candidate was scored with (the same real batches,
+    augmentation draws, images and perturbed network). Before, the winner's scoring was thrown
+    away and the update drew afresh."""
+    from ddtool.methods.idc import IDC
+
+    store, data = pool_store
+    updates: list[float] = []
+    image_update = IDC.image_update
+
+    def spy(self, ctx, syn, opt, net, reals=None, *, score=False):  # type: ignore[no-untyped-def]
+        out = image_update(self, ctx, syn, opt, net, reals, score=score)
+        if not score:
+            updates.append(float(out))
+        return out
+
+    monkeypatch.setattr(IDC, "image_update", spy)
+    res = distill(store, load_recipe(None, [*IDC_DYNA, f"distill.impl={impl}"]), data, CPU)
+    log = store.run(res.run_id)["selection_log"]
+    assert [e["it"] for e in log] == [0, 1, 2] and len(updates) == 3 * 2
+    for e, update in zip(log, updates[::2]):  # the first of the 2 inner steps of each outer loop
+        scores = e["scores"]
+        assert len(scores) == 3 and len(set(scores)) == 3  # three different candidates...
+        chosen = torch.tensor(scores[e["k"]], dtype=torch.float32)  # the class losses are float32
+        torch.testing.assert_close(torch.tensor(update, dtype=torch.float32), chosen)  # ...the update is the sampled one's
+        others = [s for j, s in enumerate(scores) if j != e["k"]]
+        assert all(abs(s - update) > 1e-3 for s in others)
+
+
+def test_candidates_are_scored_perturbed_and_the_choice_is_used_as_scored(pool_store, monkeypatch):
+    """Issue 23 (d): with a perturbation schedule every candidate is scored as the network the method
+    will use (perturbed, each with its own draw), the chosen one is returned bit for bit as scored,
+    and the context keeps its own perturbation (what write-back takes out)."""
+    from ddtool.runtime.plan import build_context
+
+    store, data = pool_store
+    recipe = load_recipe(None, ["distill.method=idc", "net.width=16", "distill.ipc=1", "distill.pool=pool/tiny",
+                                "distill.selection=dynadistill", "distill.schedule=gaussian", "distill.alpha=1.0"])
+    p = plan(store, recipe, data)
+    ctx = build_context(recipe, data, CPU, plan=p, iterations=5, impl="loop")
+    ctx.synthetic = p.method.init_synthetic(ctx)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def score(ctx_, syn, net):  # type: ignore[no-untyped-def]
+        seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return float(len(seen))  # distinct scores
+
+    monkeypatch.setattr(p.method, "score", score)
+    torch.manual_seed(0)
+    for it in range(4):
+        seen.clear()
+        net = ctx.next_model(it)
+        entry = p.selection.log()
+        k, candidates = entry["k"], entry["candidates"]
+        assert len(seen) == 3 and entry["scores"] == [1.0, 2.0, 3.0]
+        loaded = [p.pool.states[i] for i in candidates]
+        for scored, state in zip(seen, loaded):  # each scored perturbed (weights moved, biases not)
+            moved = [key for key in state if not torch.equal(scored[key], state[key])]
+            assert "classifier.weight" in moved and "classifier.bias" not in moved
+        assert not torch.equal(seen[0]["features.0.weight"] - loaded[0]["features.0.weight"],
+                               seen[1]["features.0.weight"] - loaded[1]["features.0.weight"])  # own draws
+        for key, value in net.state_dict().items():  # the choice is the network as scored
+            assert torch.equal(value, seen[k][key]), key
+            torch.testing.assert_close(ctx.perturbation[key], seen[k][key] - loaded[k][key])
+        p.selection.after_step(ctx, it, net)  # untrained: the entry goes back to what it was
+        for key, value in p.selection._states[candidates[k]].items():
+            torch.testing.assert_close(value, loaded[k][key])
