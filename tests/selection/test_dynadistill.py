@@ -213,7 +213,13 @@ def test_settings_come_from_the_strategy_sub_table(pool_store):
                                        "distill.options.dynadistill.prefer=\"low\""]), data)
     assert (p.selection.options.m, p.selection.options.t, p.selection.options.prefer) == (2, 1.5, "low")
     assert p.options.inner_loops == 3  # the method still gets the rest of [distill.options]
-    assert plan(store, load_recipe(None, base), data).selection.options.m == 3  # defaults
+    default = plan(store, load_recipe(None, base), data)
+    assert default.selection.options.m == 3 and not any("dynadistill.m" in n for n in default.notes)  # defaults
+    # m beyond the pool (3 models): 3 distinct candidates, said once before the run (issue 23 c)
+    wide = plan(store, load_recipe(None, [*base, "distill.options.dynadistill.m=5"]), data)
+    assert [n for n in wide.notes if "dynadistill.m" in n] == [
+        "dynadistill.m = 5, but the pool has 3 model(s): 3 distinct candidates per outer loop (a model drawn "
+        "twice would be the same candidate)"]
     with pytest.raises(UsageError, match="unknown key 'temp'"):
         plan(store, load_recipe(None, [*base, "distill.options.dynadistill.temp=1"]), data)
     with pytest.raises(UsageError, match="prefer"):
