@@ -29,6 +29,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def numerics():  # type: ignore[no-untyped-def]
+    """tests/numerics.py: tolerances for two reduction orders of one computation (ISA-dependent kernels)."""
+    import numerics as module  # tests/ is on sys.path: pytest puts a rootdir conftest's folder there
+
+    return module
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own store; nothing touches the user's real one."""

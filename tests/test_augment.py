@@ -36,9 +36,9 @@ def test_flip_and_crop_move_pixels_as_specified() -> None:
     x = torch.arange(16.0).view(1, 1, 4, 4)
     from ddtool.augment import Draw
 
-    assert torch.equal(aug.apply(x, Draw("flip", {"flip": torch.tensor([True])})), x.flip(3))
+    assert torch.equal(aug.apply(x, Draw("flip", {"flip": torch.tensor([True])})), x.flip(3))  # exact: a flip moves values
     shifted = Augmenter("crop").apply(x, Draw("crop", {"tx": torch.tensor([1]), "ty": torch.tensor([0])}))
-    assert torch.equal(shifted[0, 0, :, :3], x[0, 0, :, 1:]) and torch.all(shifted[0, 0, :, 3] == 0)
+    assert torch.equal(shifted[0, 0, :, :3], x[0, 0, :, 1:]) and torch.all(shifted[0, 0, :, 3] == 0)  # exact: a shift moves values
 
 
 def test_operation_per_class_like_the_reference() -> None:

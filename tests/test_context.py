@@ -19,7 +19,7 @@ def test_pool_models_are_copies_of_a_template_and_leave_the_rng_alone(digits) ->
     states = [build_net(spec, 1, 10, 8).state_dict() for _ in range(2)]
     pool = Pool(spec, states)
     assert pool.to("cpu") is pool  # already there: no copy
-    assert all(torch.equal(a[k], b[k]) for a, b in zip(states_from_tensors(states_to_tensors(states)), states)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(states_from_tensors(states_to_tensors(states)), states)  # exact: a copy through tensors
                for k in a)
     ctx = build_context(DistillSection(), digits, torch.device("cpu"), net_spec=spec, iterations=1,
                         selection=RandomPool(), schedule=NoPerturbation(), pool=pool)
@@ -29,7 +29,7 @@ def test_pool_models_are_copies_of_a_template_and_leave_the_rng_alone(digits) ->
     a = ctx.net_from_state(states[0])
     b = ctx.net_from_state(states[0])
     assert torch.equal(torch.rand(3), want)  # no random initialisation drawn (resumed runs draw the same)
-    assert all(torch.equal(p, states[0][k]) for k, p in a.state_dict().items())
+    assert all(torch.equal(p, states[0][k]) for k, p in a.state_dict().items())  # exact: loaded, not computed
     name, first = next(iter(a.named_parameters()))
     with torch.no_grad():
         first.add_(1.0)  # perturbing one copy touches neither the other copy nor the pool

@@ -28,7 +28,7 @@ def test_perturbation_moves_only_multi_dim_params(schedule) -> None:  # type: ig
         if p.dim() > 1:
             assert not torch.allclose(p, before[name]), name
         else:
-            assert torch.equal(p, before[name]), name
+            assert torch.equal(p, before[name]), name  # exact: 1-D parameters are not touched
 
 
 def test_gaussian_alpha_one_displaces_each_filter_by_its_norm() -> None:

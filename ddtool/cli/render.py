@@ -49,7 +49,9 @@ def print_listing(store: Store, as_json: bool) -> None:
         print_json(rows)
         return
     if not rows:
-        console.print(f"the store at {store.root} is empty; start with 'ddtool pretrain' or 'ddtool distill'")
+        # one line, never wrapped: the path is to be copied, and a narrow terminal must not break it
+        console.print(f"the store at {store.root} is empty; start with 'ddtool pretrain' or 'ddtool distill'",
+                      soft_wrap=True, highlight=False)
         return
     table = Table(title=f"store {store.root}")
     for col in ("ref", "kind", "digest", "dataset", "method/ipc", "size"):

@@ -21,7 +21,7 @@ def test_digits_split_is_fixed_stratified_and_uint8(digits) -> None:  # type: ig
     # stratified: every class keeps about the same share in test
     assert torch.allclose(test_counts / (train_counts + test_counts), torch.full((10,), 0.2), atol=0.02)
     again = load_dataset("digits")
-    assert torch.equal(again.test_labels, digits.test_labels)
+    assert torch.equal(again.test_labels, digits.test_labels)  # exact: integer labels from a seeded split
     x = digits.normalize(digits.train_images)
     assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 0.05
 
@@ -67,5 +67,5 @@ def test_normalisation_stats_are_built_once_per_device(digits) -> None:  # type:
     assert digits.stats("cpu", torch.float64)[0].dtype == torch.float64
     x = digits.train_images[:4]
     mean, std = torch.tensor(digits.mean).view(1, -1, 1, 1), torch.tensor(digits.std).view(1, -1, 1, 1)
-    assert torch.equal(digits.normalize(x), (x.float() / 255.0 - mean) / std)
+    assert torch.equal(digits.normalize(x), (x.float() / 255.0 - mean) / std)  # exact: the same element-wise ops, each correctly rounded on any ISA
     assert torch.allclose(digits.denormalize(digits.normalize(x)), x.float() / 255.0, atol=1e-6)

@@ -62,7 +62,7 @@ def test_cifar10_reads_torchvision_batches(tmp_path: Path, no_md5: None) -> None
     assert data.train_images.dtype == torch.uint8 and data.train_images.shape == (20, 3, 32, 32)
     assert data.test_images.shape == (6, 3, 32, 32)
     # CIFAR rows are channel-major: 1024 red, 1024 green, 1024 blue values
-    assert torch.equal(data.train_images, torch.from_numpy(x.reshape(-1, 3, 32, 32)))
+    assert torch.equal(data.train_images, torch.from_numpy(x.reshape(-1, 3, 32, 32)))  # exact: uint8 pixels, decoded
     assert data.train_labels.tolist() == y and data.train_labels.dtype == torch.int64
     assert data.mean[0] == pytest.approx(float(x.reshape(-1, 3, 1024)[:, 0].mean()) / 255, rel=1e-5)
 
@@ -95,7 +95,7 @@ def test_mnist_idx_files(tmp_path: Path, name: str, folder: str) -> None:
     _idx(raw / "t10k-labels-idx1-ubyte", np.array([9, 0, 1]))
     data = load_dataset(name, root=tmp_path)
     assert data.train_images.shape == (7, 1, 28, 28) and data.channels == 1
-    assert torch.equal(data.train_images[:, 0], torch.from_numpy(x_train))
+    assert torch.equal(data.train_images[:, 0], torch.from_numpy(x_train))  # exact: uint8 pixels, decoded
     assert data.test_labels.tolist() == [9, 0, 1] and data.num_classes == 10
 
 
@@ -110,7 +110,7 @@ def test_svhn_mat_files_map_label_10_to_0(tmp_path: Path, no_md5: None) -> None:
     data = load_dataset("svhn", root=tmp_path)
     assert data.train_images.shape == (10, 3, 32, 32)
     # torchvision's transpose (3, 2, 0, 1) keeps SVHN's own orientation
-    assert torch.equal(data.train_images, torch.from_numpy(x_train).permute(3, 2, 0, 1))
+    assert torch.equal(data.train_images, torch.from_numpy(x_train).permute(3, 2, 0, 1))  # exact: uint8 pixels, transposed
     assert data.train_labels.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # digit 0 is stored as 10
     assert data.test_labels.tolist() == [0, 3] and data.classes == [str(i) for i in range(10)]
 
@@ -242,7 +242,7 @@ def test_cache_round_trip_is_bit_exact_and_skips_decoding(tmp_path: Path, no_md5
     second = load_dataset("cifar10", root=tmp_path)
     for key in ("train_images", "train_labels", "test_images", "test_labels"):
         a, b = getattr(first, key), getattr(second, key)
-        assert a.dtype == b.dtype and torch.equal(a, b)
+        assert a.dtype == b.dtype and torch.equal(a, b)  # exact: uint8 / int64, from the cache
     assert second.classes == first.classes and second.mean == first.mean and second.std == first.std
     assert second.signature() == first.signature()
 
@@ -267,7 +267,7 @@ def test_imagefolder_is_cached_and_a_damaged_cache_is_a_miss(tmp_path: Path, mon
     real = builtin._decode_listed
     monkeypatch.setattr(builtin, "_decode_listed", lambda listed: calls.append(1) or real(listed))
     second = load_dataset(f"imagefolder:{folder}", root=root)
-    assert calls == [] and torch.equal(first.train_images, second.train_images)
+    assert calls == [] and torch.equal(first.train_images, second.train_images)  # exact: uint8 pixels from the cache
     # the same folder spelled relatively (as typed on a command line) hits the same cache
     monkeypatch.chdir(tmp_path)
     relative = load_dataset("imagefolder:folder/../folder", root=root)
@@ -276,7 +276,7 @@ def test_imagefolder_is_cached_and_a_damaged_cache_is_a_miss(tmp_path: Path, mon
     train_cache = next(p for p in _cache_files(root) if "-train-" in p.name)
     train_cache.write_bytes(train_cache.read_bytes()[:100])
     third = load_dataset(f"imagefolder:{folder}", root=root)
-    assert calls == [1] and torch.equal(first.train_images, third.train_images)
+    assert calls == [1] and torch.equal(first.train_images, third.train_images)  # exact: uint8 pixels, decoded again
     # a new image changes the listing, hence the key; the stale cache file is replaced, not kept
     _jpeg(folder / "train" / "a" / "2.png", (8, 8))
     fourth = load_dataset(f"imagefolder:{folder}", root=root)

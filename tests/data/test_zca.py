@@ -65,7 +65,7 @@ def test_the_zca_option_whitens_every_normalised_batch_and_denormalize_restores_
     # a second load reads the cached parameters: the very same whitening
     again = load_dataset("digits+zca")
     assert again.zca.digest() == data.zca.digest()
-    assert torch.equal(again.zca.transform, data.zca.transform)
+    assert torch.equal(again.zca.transform, data.zca.transform)  # exact: read back from the cache
     assert find_zca(data.zca.digest()) is not None
     # artifacts record which whitening: a plain-digits artifact is refused on whitened data and back
     sig = DatasetSignature.of(data)

@@ -51,9 +51,15 @@ def test_a_class_draws_the_same_whichever_classes_are_drawn_with_it(digits) -> N
 @pytest.mark.usefixtures("one_thread")  # as each launched process runs: sums split over threads may differ
 @pytest.mark.parametrize("method", [DM(), DC(), DSA()], ids=lambda m: m.name)
 @pytest.mark.parametrize("impl", ["vectorized", "loop"])
-def test_the_image_gradient_of_two_class_shards_sums_to_the_whole(digits, method, impl: str) -> None:  # type: ignore[no-untyped-def]
-    """What two ranks compute (each its classes' image gradient, then summed) is bit-identical to one
-    process's gradient: the reason a 2-process DM/DC/DSA run makes the 1-process set."""
+def test_the_image_gradient_of_two_class_shards_sums_to_the_whole(digits, numerics, method, impl: str) -> None:  # type: ignore[no-untyped-def]
+    """What two ranks compute (each its classes' image gradient, then summed) is one process's
+    gradient: the reason a 2-process DM/DC/DSA run makes the 1-process set.
+
+    With ``impl = "loop"`` (the CPU default) it is bit-identical by construction: a class's images
+    get gradient from that class's loss alone, computed by the same kernels on the same inputs
+    whichever other classes run beside it. The vectorized path vmaps the classes of a rank into
+    one batch, and a batch of 5 is blocked differently from a batch of 10 by some instruction
+    sets' kernels (AVX2: a relative 1.6e-7 apart), so there the gradients agree to reduction order."""
     grads = []
     for parts in ([list(range(10))], [list(range(5)), list(range(5, 10))]):
         torch.manual_seed(0)
@@ -69,7 +75,11 @@ def test_the_image_gradient_of_two_class_shards_sums_to_the_whole(digits, method
             method.class_losses(ctx, syn, net, classes).sum().backward(inputs=[syn.images])
             total += syn.images.grad
         grads.append(total)
-    assert torch.equal(grads[0], grads[1])
+    if impl == "loop":
+        assert torch.equal(grads[0], grads[1])
+    else:
+        numerics.assert_equal_up_to_reduction_order(grads[1], grads[0],
+                                                    numerics.longest_reduction(net, 2 * digits.num_classes))
     assert grads[0].abs().sum() > 0
 
 

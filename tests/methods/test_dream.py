@@ -188,7 +188,7 @@ def test_an_interrupted_run_resumes_bit_identically(store: Store, digits, stop_a
     with pytest.raises(RunInterrupted) as info:
         distill(store, recipe, digits, CPU, stop_at(6))  # inner loop 2 of outer loop 2 (4 inner loops each)
     res = resume(store, info.value.run_id, digits, CPU)
-    assert torch.equal(res.synthetic.images, full.synthetic.images)
+    assert torch.equal(res.synthetic.images, full.synthetic.images)  # exact by construction: same kernels, inputs and order on one machine
 
 
 @pytest.mark.parametrize("factor", [1, 2])
@@ -210,7 +210,7 @@ def test_the_initial_tiles_are_the_real_images_nearest_to_kmeans_centres(digits,
     assert calls == [(len(digits.class_indices(c)), n) for c in range(digits.num_classes)]
     for c in range(digits.num_classes):
         real = digits.normalize(digits.train_images[digits.class_indices(c)[torch.arange(n) * 3]])
-        assert torch.equal(syn.images[syn.labels == c], encode_real(real, factor))
+        assert torch.equal(syn.images[syn.labels == c], encode_real(real, factor))  # exact: the same real images, copied
     calls.clear()
     ctx, method = _ctx(digits, [f"distill.options.factor={factor}", "distill.options.kmeans_init=false"])
     off = method.init_synthetic(ctx)

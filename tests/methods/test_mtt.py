@@ -219,5 +219,5 @@ def test_an_interrupted_run_resumes_bit_identically_with_its_learned_step_size(s
     with pytest.raises(RunInterrupted) as info:
         distill(store, recipe, digits, CPU, stop_at(3))
     res = resume(store, info.value.run_id, digits, CPU)
-    assert torch.equal(res.synthetic.images, full.synthetic.images)
+    assert torch.equal(res.synthetic.images, full.synthetic.images)  # exact by construction: same kernels, inputs and order on one machine
     assert res.artifact.digest == full.artifact.digest

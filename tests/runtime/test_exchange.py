@@ -37,7 +37,7 @@ def test_npz_round_trip_is_bit_exact_and_evaluable(put_set, cli, store: Store, d
     imp = _ok(cli("store", "import", path, "--dataset", "digits", "--name", "back", "--json"))
     assert imp["ref"] == "synthetic/back:v1" and imp["ipc"] == 2 and "already normalised" in imp["detected"]
     art, back, back_meta = store.load("synthetic/back")
-    assert torch.equal(back["images"], tensors["images"]) and torch.equal(back["labels"], tensors["labels"])
+    assert torch.equal(back["images"], tensors["images"]) and torch.equal(back["labels"], tensors["labels"])  # exact: float32 through npz and back, no arithmetic
     assert back_meta["ddtool.method"] == "imported" and back_meta["ddtool.source_method"] == "dm"
     assert {k: back_meta[k] for k in ("ddtool.dataset", "ddtool.classes", "ddtool.shape")} == digits.signature()
     record = store.run(imp["run"])
@@ -70,7 +70,7 @@ def test_imagefolder_export_writes_decoded_pngs_per_class(put_set, denorm_uint8,
     want = denorm_uint8(images, digits)
     with Image.open(folder / "1" / "0001.png") as im:
         assert im.mode == "L" and im.size == (8, 8)
-        assert torch.equal(torch.from_numpy(np.array(im)), want[4, 0])
+        assert torch.equal(torch.from_numpy(np.array(im)), want[4, 0])  # exact: the export's own uint8 rounding, recomputed
     # IDC multi-formation: each stored image decodes to 4 training images, and those are exported
     put_set(store, digits, "idc", ipc=1, factor=2)
     out = _ok(cli("store", "export", "synthetic/idc", tmp_path / "idc", "--format", "imagefolder", "--json"))
@@ -95,14 +95,14 @@ def test_import_pt_formats_and_range_detection(cli, store: Store, digits, tmp_pa
 
     # --normalized keeps the values as they are, even inside [0, 1]
     _ok(cli("store", "import", tmp_path / "a.pt", "--dataset", "digits", "--name", "n", "--normalized", "--json"))
-    assert torch.equal(store.load("synthetic/n")[1]["images"], unit)
+    assert torch.equal(store.load("synthetic/n")[1]["images"], unit)  # exact: stored as given
 
     # values outside [0, 1] are detected as normalised; a tuple works; NHWC is transposed
     normed = torch.randn(10, 8, 8, 1, generator=g)
     torch.save((normed, labels), tmp_path / "b.pt")
     out = _ok(cli("store", "import", tmp_path / "b.pt", "--dataset", "digits", "--json"))
     assert "already normalised (detected" in out["detected"]
-    assert torch.equal(store.load("synthetic/b")[1]["images"], normed.permute(0, 3, 1, 2))
+    assert torch.equal(store.load("synthetic/b")[1]["images"], normed.permute(0, 3, 1, 2))  # exact: a transpose, no arithmetic
 
     # DC/DSA/DM's result file, soft labels, uint8 pixels
     soft = torch.nn.functional.one_hot(labels, 10).float()
@@ -111,7 +111,7 @@ def test_import_pt_formats_and_range_detection(cli, store: Store, digits, tmp_pa
                tmp_path / "dc.pt")
     out = _ok(cli("store", "import", tmp_path / "dc.pt", "--dataset", "digits", "--json"))
     assert out["notes"] == ["soft labels were replaced by their argmax"]
-    assert torch.equal(store.load("synthetic/dc")[1]["labels"], labels)
+    assert torch.equal(store.load("synthetic/dc")[1]["labels"], labels)  # exact: integer argmax
     pixels = (unit * 255).round().to(torch.uint8)
     np.savez(tmp_path / "u8.npz", x=pixels.numpy(), y=labels.numpy())
     out = _ok(cli("store", "import", tmp_path / "u8.npz", "--dataset", "digits", "--json"))

@@ -42,7 +42,7 @@ def test_trajectories_round_trip_bit_exactly_and_read_only_the_sampled_expert(st
     assert (back.net, back.layout, back.epochs, back.experts, back.training, back.signature, back.recipe_sha256,
             back.seed, back.digest) == (made.net, made.layout, made.epochs, made.experts, made.training,
                                         made.signature, made.recipe_sha256, made.seed, made.digest)
-    assert torch.equal(back.test_acc, made.test_acc) and torch.equal(back.train_loss, made.train_loss)
+    assert torch.equal(back.test_acc, made.test_acc) and torch.equal(back.train_loss, made.train_loss)  # exact: safetensors round trip
     assert read == []  # the index alone: no expert read yet
     assert torch.equal(back.snapshots(1), snaps[1])  # bit-exact
     assert read == [made.experts[1]]
@@ -132,7 +132,7 @@ def test_pretrain_trajectories_stores_a_snapshot_per_epoch_as_the_mtt_buffer_tra
     init = flat_params(build_net(traj.net, 1, 10, 8))
     snaps = back.snapshots(1)
     assert snaps.shape == (3, init.numel()) and back.layout == param_layout(build_net(traj.net, 1, 10, 8))
-    assert torch.equal(snaps[0], init)
+    assert torch.equal(snaps[0], init)  # exact: the same seeded initialisation
     assert not torch.equal(snaps[1], snaps[0]) and not torch.equal(snaps[2], snaps[1])
     # the recorded accuracy per epoch is that of the stored snapshot
     net = build_net(traj.net, 1, 10, 8)

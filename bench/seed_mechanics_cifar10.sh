@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 23: the seed's mechanisms on the CIFAR-10 fidelity budget of BENCHMARKS.md, several
+# distillation seeds per arm. IDC: ipc 10, factor 2, 10 outer x 10 inner x 8 network steps; Ours:
+# the same at 2 outer loops on a 2-model pool pretrained 1 epoch (as the fidelity table). Each set
+# is evaluated under the IDC protocol (ConvNet-3, 300 epochs, batch 64, 2 repeats). One thread per
+# job (OMP_NUM_THREADS=1): run at most two of these at once on the 2-core CPU and say so.
+#   bash bench/seed_mechanics_cifar10.sh pool                 # the 2-model early-stage pool, once
+#   bash bench/seed_mechanics_cifar10.sh ARM SEED [SEED ...]  # ARM: idc | ours_gauss | ours_twodir
+# Data: ../shared/data/cifar10-jpeg extracted to .data/cifar10 (train/, test/). Logs: .data/seedmech/.
+set -euo pipefail
+export OMP_NUM_THREADS=1
+export DDTOOL_DATA="${DDTOOL_DATA:-$PWD/.data/cache-root}"
+D="${DDTOOL:-.venv/bin/ddtool} -q --store ${STORE:-.data/seedmech-store}"
+DS="--dataset imagefolder:.data/cifar10+norm=cifar --device cpu"
+BUDGET="--set distill.options.inner_loops=10 --set distill.options.net_steps=8"
+LOG=.data/seedmech; mkdir -p "$LOG"
+t() { local s=$SECONDS; "$@"; echo "$(date -u +%FT%TZ) $(git rev-parse --short HEAD) $((SECONDS - s))s load=$(cut -d' ' -f1 /proc/loadavg): $*" >> "$LOG/times.txt"; }
+
+arm="$1"; shift
+if [ "$arm" = pool ]; then
+  t $D pretrain --recipe recipes/ours10.toml $DS --epochs 1 --n 2 --name ours-c10n2 --json > "$LOG/pool.json"
+  exit
+fi
+for seed in "$@"; do
+  name="$arm-s$seed"
+  case "$arm" in
+    idc) t $D distill --recipe recipes/idc.toml $DS --name "$name" $BUDGET --set distill.iterations=10 --set distill.seed=$seed ;;
+    ours_gauss) t $D distill --recipe recipes/ours10.toml $DS --pool pool/ours-c10n2 --name "$name" $BUDGET \
+                  --set distill.iterations=2 --set distill.seed=$seed --set 'distill.schedule="gaussian"' --set distill.alpha=1.0 ;;
+    ours_twodir) t $D distill --recipe recipes/ours10.toml $DS --pool pool/ours-c10n2 --name "$name" $BUDGET \
+                  --set distill.iterations=2 --set distill.seed=$seed --set 'distill.schedule="two_direction"' ;;
+    *) echo "unknown arm $arm" >&2; exit 2 ;;
+  esac > "$LOG/$name.distill.txt"
+  t $D eval "synthetic/$name" --epochs 300 --repeats 2 --protocol idc --batch 64 --device cpu --json > "$LOG/$name.eval.json"
+done
