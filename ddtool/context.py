@@ -53,6 +53,9 @@ class DistillContext:
     # experts are read from the store when sampled (Trajectories.snapshots)
     trajectories: Trajectories | None = None
     synthetic: SyntheticSet | None = None  # the set being distilled (set by the runtime; DynaDistill ranks models on it)
+    # the set's optimizer (set by the runtime with ``synthetic``): a method's ``score`` reads where its
+    # next update will evaluate the images (IDC's per-class steps move them by momentum first)
+    optimizer: torch.optim.Optimizer | None = None
     # what the schedule added to the selected network in the latest next_model (state_dict keys),
     # kept only for strategies that write trained networks back (``keeps_trained = True``)
     perturbation: dict[str, torch.Tensor] | None = None
@@ -119,12 +122,24 @@ class DistillContext:
         net.load_state_dict(state)
         return net
 
-    def next_model(self, it: int) -> nn.Module:
-        """The network of outer loop ``it``: chosen by the selection strategy, then perturbed."""
-        net = self.selection.select(self, it)
-        keep = self.selection.keeps_trained
+    def perturb(self, net: nn.Module, it: int, keep: bool = False) -> dict[str, torch.Tensor] | None:
+        """Apply the perturbation schedule to ``net`` (in place) for outer loop ``it``; with ``keep``,
+        return what it added (by ``state_dict`` key; None when the schedule is ``none``)."""
+        if self.schedule.name == "none":
+            return None
         before = {k: v.detach().clone() for k, v in net.state_dict().items()} if keep else None
         self.schedule.perturb(net, it, self.iterations, self.cfg)
-        if before is not None:
-            self.perturbation = {k: v.detach() - before[k] for k, v in net.state_dict().items()}
+        if before is None:
+            return None
+        return {k: v.detach() - before[k] for k, v in net.state_dict().items()}
+
+    def next_model(self, it: int) -> nn.Module:
+        """The network of outer loop ``it``: chosen by the selection strategy, then perturbed (a
+        strategy with ``perturbs_candidates`` perturbs its candidates itself, before scoring them)."""
+        net = self.selection.select(self, it)
+        if not self.selection.perturbs_candidates:
+            keep = self.selection.keeps_trained
+            delta = self.perturb(net, it, keep=keep)
+            if keep:
+                self.perturbation = delta
         return net

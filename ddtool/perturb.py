@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from ddtool.errors import UsageError
 from ddtool.hookspecs import RegisterSchedule, hookimpl
 from ddtool.recipe import DistillSection
 
@@ -26,6 +27,10 @@ class PerturbationSchedule:
 
     name: str = ""  # the registry name: [distill] schedule = "NAME"
     description: str = ""  # one line for 'ddtool plugins'
+
+    def check(self, cfg: DistillSection) -> None:
+        """Refuse, in one line (``UsageError``) before any work, ``[distill]`` settings the schedule
+        would silently ignore. The default accepts every setting."""
 
     def perturb(self, net: nn.Module, it: int, total: int, cfg: DistillSection) -> None:
         """Change ``net`` in place for outer loop ``it`` of ``total``; ``cfg`` is the recipe's
@@ -73,9 +78,24 @@ class Gaussian(PerturbationSchedule):
 
 
 class TwoDirection(PerturbationSchedule):
+    """The released Acc-DD code's perturbation (not in the paper): two filter-normalised directions,
+    each with a magnitude drawn from +-U(0.01, 0.09).
+
+    It has no ``alpha``: the paper's alpha is the magnitude of its one Gaussian direction (Eq. 2,
+    ``gaussian``), and the released code draws its own. Scaling these magnitudes by alpha would run
+    a third scheme that neither the paper nor the code has, so a non-default ``distill.alpha`` is
+    refused rather than ignored (``alpha_decay`` still scales both, as a schedule)."""
+
     name = "two_direction"
     description = "released Acc-DD code: two filter-normalised directions, magnitudes +-U(0.01, 0.09)"
     low, high = 0.01, 0.09
+
+    def check(self, cfg: DistillSection) -> None:
+        if cfg.alpha != DistillSection.alpha:
+            raise UsageError(
+                f"schedule 'two_direction' (the released Acc-DD code) draws its own magnitudes, +-U({self.low}, "
+                f"{self.high}), and ignores distill.alpha (got {cfg.alpha}): leave distill.alpha at "
+                f"{DistillSection.alpha}, or use schedule = \"gaussian\" (Acc-DD Eq. 2-3), whose magnitude it is")
 
     @torch.no_grad()
     def perturb(self, net: nn.Module, it: int, total: int, cfg: DistillSection) -> None:

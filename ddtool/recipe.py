@@ -58,6 +58,13 @@ class PretrainSection:
     augment: str = "color_crop"  # a DiffAug-chain strategy for every model, or "alternate"
     cutmix: float = 0.5
     lr_cycle: bool = False  # model i at lr x (1, 0.5, 2, 0.75, 1.5)[i % 5]
+    # Acc-DD Sec. 4.2's diverse pool ("different hyper-parameters, including learning rate, random seed,
+    # and data augmentation"): model i at lr x lr_factors[i % len] with the DiffAug chain augments[i % len]
+    # (and its own seed, as always); each model's lr and augmentation go to the pool's metadata
+    diverse: bool = False
+    lr_factors: list[float] = field(default_factory=lambda: [1.0, 0.5, 2.0, 0.75, 1.5])
+    augments: list[str] = field(default_factory=lambda: ["color_crop", "crop", "color_crop_cutout",
+                                                         "color_crop_flip_scale_rotate", "none"])
     seed: int = 0
     name: str = ""  # pool name ('' = DATASET-NET)
     impl: str = "auto"  # auto | vectorized (the n models as one vmapped ensemble) | loop
@@ -114,7 +121,8 @@ class EvalSection:
 
 # [eval] keys added after recipes were first hashed: left out of the hash while at their
 # defaults, so a recipe that does not use them keeps the hash the sets made with it record
-_HASHED_WHEN_SET = {"eval": ("labels", "teacher", "temperature", "compile")}
+_HASHED_WHEN_SET = {"eval": ("labels", "teacher", "temperature", "compile"),
+                    "pretrain": ("diverse", "lr_factors", "augments")}
 
 
 @dataclass
@@ -167,6 +175,10 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("pretrain", "batch"): (lambda v: v >= 1, ">= 1"),
     ("pretrain", "cutmix"): (lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("pretrain", "impl"): _IMPL,
+    ("pretrain", "lr_factors"): (lambda v: len(v) >= 1 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                              and x > 0 for x in v), "a non-empty list of numbers > 0"),
+    ("pretrain", "augments"): (lambda v: len(v) >= 1 and all(isinstance(x, str) for x in v),
+                               "a non-empty list of DiffAug chains (strings)"),
     ("distill", "ipc"): (lambda v: v >= 1, ">= 1"),
     ("distill", "iterations"): (lambda v: v >= 0, ">= 0"),
     ("distill", "lr_img"): (lambda v: v >= 0, "> 0 (or 0 for the method's default)"),
@@ -196,7 +208,8 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
 
 def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            bool | str: "true, false or a string", float | str: "a number or a string"}.get(tp, "a table")
+            bool | str: "true, false or a string", float | str: "a number or a string",
+            list[float]: "a list of numbers", list[str]: "a list of strings"}.get(tp, "a table")
 
 
 def _coerce(where: str, tp: Any, value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""``ddtool inspect``: a synthetic set as an image grid, a pool's models, accuracy curves, or the store."""
+"""``ddtool inspect``: a synthetic set as an image grid, a pool's models, a distill run's selection
+choices, accuracy curves, or the store."""
 
 from __future__ import annotations
 
@@ -65,6 +66,30 @@ def _inspect_trajectories(art, tensors, png: Path | None, color: str, as_json: b
         err.print(f"wrote {png} ({w}x{h})", highlight=False)
 
 
+def _inspect_selection(store: Store, run_id: str, as_json: bool) -> None:
+    """A distill run's selection choices (DynaDistill's log): entropy and how often each model was chosen."""
+    from rich.table import Table
+
+    from ddtool.inspect.selection import selection_summary
+
+    info = selection_summary(store, store.run(run_id.strip()))
+    if as_json:
+        print_json(info)
+        return
+    source = f" over {info['from']}" if info["from"] else ""
+    console.print(
+        f"[bold]run {info['run']}[/]: {info['selection']}{source}, {info['loops']} outer loops "
+        f"({info['first']}..{info['last']}), m = {info['m']}; entropy of a choice {info['entropy_bits']:.2f} bits "
+        f"(uniform: {info['max_entropy_bits']:.2f}) over {info['scored_loops']} scored loops; "
+        f"of the choices over the run {info['choice_entropy_bits']:.2f} bits", highlight=False)
+    table = Table()
+    for col in (info["kind"], "candidate in", "chosen", "share of loops"):
+        table.add_column(col, justify="right")
+    for row in info["chosen"]:
+        table.add_row(str(row["index"]), str(row["candidate"]), str(row["chosen"]), f"{100 * row['share']:.1f}%")
+    console.print(table)
+
+
 def _console_for(color: str):  # type: ignore[no-untyped-def]
     """The data console, or one forced to a colour system (rich then emits that system's codes)."""
     from rich.console import Console
@@ -83,7 +108,9 @@ ColorOpt = Annotated[Literal["auto", "truecolor", "256", "standard", "none"], ty
 @guarded
 def inspect_cmd(
     refs: Annotated[Optional[list[str]], typer.Argument(
-        help="Artifact to show (none lists the store); with --curve one or more distill run ids or synthetic refs.",
+        help="Artifact to show (none lists the store), or a distill run id: what its selection chose (DynaDistill: "
+             "the entropy of its choices, how often each pool model or expert was a candidate and was chosen); "
+             "with --curve one or more distill run ids or synthetic refs.",
         show_default=False)] = None,
     png: Annotated[Optional[Path], typer.Option(help="Also write the grid (or chart) as a PNG file (FILE.png).")] = None,
     max_per_class: Annotated[Optional[int], typer.Option(help="Show at most this many images per class.")] = None,
@@ -98,7 +125,8 @@ def inspect_cmd(
     data_root: o.DataRoot = None,
     as_json: o.Json = False,
 ) -> None:
-    """Show a synthetic set as an image grid (one row per class), a pool's models, accuracy curves, or the store."""
+    """Show a synthetic set as an image grid (one row per class), a pool's models, a run's selection choices,
+    accuracy curves, or the store."""
     from ddtool.errors import UsageError
     from ddtool.inspect.chart import check_png_path
     from ddtool.inspect.grid import color_mode_of, grid_images, render_grid, save_png
@@ -115,6 +143,11 @@ def inspect_cmd(
         return
     if curve:
         _inspect_curves(store, refs, x, png, color, as_json)
+        return
+    from ddtool.store.runs import is_run_id
+
+    if len(refs) == 1 and is_run_id(refs[0]):
+        _inspect_selection(store, refs[0], as_json)
         return
     if len(refs) > 1:
         raise UsageError(f"inspect shows one artifact at a time (got {len(refs)}); several only with --curve")

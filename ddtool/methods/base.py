@@ -72,6 +72,25 @@ class MatchingMethod:
         """The matching loss of ``syn`` under ``net`` (DynaDistill ranks models with it)."""
         raise NotImplementedError(f"method '{self.name}' has no matching loss")
 
+    def score(self, ctx: DistillContext, syn: SyntheticSet, net: torch.nn.Module) -> float:
+        """DynaDistill's ``L_i`` of a candidate network (seed 003 Algorithm 1 line 9): the loss the
+        first update of this outer loop takes under ``net``, as a number, with no graph to the images.
+
+        It must draw the random numbers that update draws, in the same order, and evaluate at the
+        images that update sees: the strategy then puts the RNG back to the chosen candidate's
+        state, so the update descends exactly the loss that was sampled (line 12). The default is
+        :meth:`loss` of the detached images, which is that for the default :meth:`step`."""
+        frozen = type(syn)(syn.images.detach(), syn.labels, syn.ipc, syn.factor)
+        return float(self.loss(ctx, frozen, net).detach())
+
+    def replays_score(self, ctx: DistillContext, net: torch.nn.Module) -> bool:
+        """Whether :meth:`step`, given ``net`` with the RNG where :meth:`score` of it started, takes its
+        first update down exactly that score (the same draws, images and network). The default
+        step does; a method that overrides ``step`` says so itself (default then: False, and a
+        strategy leaves the RNG where scoring left it, so the update draws afresh)."""
+        own = type(getattr(self, "_wrapped", self))  # a plugin object seen through the contract: its own class
+        return getattr(own, "step", MatchingMethod.step) is MatchingMethod.step
+
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         """One outer iteration: the network of the loop (``ctx.next_model``), one step of ``opt``
         down ``loss``, then the selection strategy's ``after_step``. Returns the loss."""
@@ -91,6 +110,15 @@ class MatchingMethod:
                 raise UsageError(f"method '{self.name}' takes no [distill.options] (got {sorted(raw)})")
             return None
         return parse_section("distill.options", self.options_type, raw)
+
+
+def can_score(method: Any) -> bool:
+    """Whether ``method`` can score a candidate network (its own ``score`` or ``loss``): the contract
+    lets a method implement ``step`` alone, and then a strategy that ranks networks by their loss
+    (DynaDistill) has nothing to rank with. ``method`` may be a plugin object seen through the
+    contract (``ddtool.registry.adapt``): its own class is what counts."""
+    own = type(getattr(method, "_wrapped", method))
+    return any(getattr(own, name, None) not in (None, getattr(MatchingMethod, name)) for name in ("score", "loss"))
 
 
 def per_sample_forward(net: nn.Module) -> bool:

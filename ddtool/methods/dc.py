@@ -109,6 +109,11 @@ class DC(MatchingMethod):
         """Sum over classes of the gradient-matching distance (split across processes: ``whole_loss``)."""
         return whole_loss(ctx, lambda classes: self.class_losses(ctx, syn, net, classes))
 
+    def replays_score(self, ctx: DistillContext, net: nn.Module) -> bool:
+        """The step's first loss is :meth:`loss` with the same draws, unless the network has BatchNorm
+        (the step first sets and freezes its running statistics on a real batch)."""
+        return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         o = self._opts(ctx)
         inner, inner_net = self.loops(ctx)

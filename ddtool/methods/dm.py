@@ -96,6 +96,9 @@ class DM(MatchingMethod):
         """The sum over classes of :meth:`class_losses` (split across processes: ``whole_loss``)."""
         return whole_loss(ctx, lambda classes: self.class_losses(ctx, syn, net, classes))
 
+    def replays_score(self, ctx: DistillContext, net: nn.Module) -> bool:
+        return True  # the step's loss is loss's, with the same draws
+
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         """One outer iteration: this process's classes' losses, their image gradient summed across
         processes (rows of other classes are zero), one step of ``opt`` on the whole set."""

@@ -236,6 +236,12 @@ class DREAM(IDC):
 
     # -- one outer iteration -------------------------------------------------------------------
 
+    def replays_score(self, ctx: DistillContext, net: nn.Module) -> bool:
+        """Only without the warm-up: it trains the chosen network after it was scored (warming every
+        candidate before scoring it would cost ``m`` warm-ups per outer loop), so the first update
+        is not under the scored network and draws afresh."""
+        return self.opts(ctx).warmup_epochs == 0
+
     def prepare_net(self, ctx: DistillContext, net: nn.Module, net_opt: torch.optim.Optimizer,  # type: ignore[override]
                     o: DREAMOptions, ops: Sequence[str]) -> None:
         """The warm-up: ``warmup_epochs`` epochs of IDC's network update on the real data

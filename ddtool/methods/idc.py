@@ -33,6 +33,7 @@ the same images. Other optimisers fall back to the loop.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -226,12 +227,18 @@ class IDC(MatchingMethod):
         _, std = ctx.data.stats(like.device, like.dtype)
         return 1.0 / std**2
 
-    def image_update(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer,
-                     net: nn.Module, reals: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def image_update(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer | None,
+                     net: nn.Module, reals: list[torch.Tensor] | None = None, *, score: bool = False) -> torch.Tensor:
         """One inner step on the images: a matching loss and an optimiser step per class; ``reals``
         (one batch per class) replaces the random real batches.
 
         Returns the sum of the class losses as a detached 0-d tensor (no host sync per step).
+
+        With ``score=True`` nothing moves: the same draws and the same class losses at the same
+        images, without a graph to the images (the per-class steps are played on a copy of the
+        optimiser with zero gradients, :class:`_Shadow`, which moves the classes not yet stepped
+        exactly as the real steps do). That is the first inner step's loss under ``net``: what
+        DynaDistill scores a candidate with (:meth:`score`).
         """
         o = self.opts(ctx)
         shard = shard_of(ctx)
@@ -240,16 +247,23 @@ class IDC(MatchingMethod):
         scale = self._grad_scale(ctx, o, syn.images)
         num = ctx.num_classes
         rows = [syn.labels == c for c in range(num)]
-        sgd = _plain_sgd(opt, syn.images)
+        sgd = _plain_sgd(opt, syn.images) if opt is not None else None
         if shard.world > 1 and sgd is None:
             raise UsageError("idc across processes needs plain SGD on the images (the per-class steps are "
                              "replayed from summed gradients); run it in one process")
         if shard.world == 1 and (ctx.impl != "vectorized" or sgd is None or not vmap_safe(net)):
             total = syn.images.new_zeros((), dtype=torch.float64)
+            shadow = _Shadow(opt, syn) if score else None
             for c in range(num):
-                x_syn = self._syn_class(syn, c, picks[c])  # decoded from the images as they are now
+                # decoded from the images as they are now (scoring: as they would be)
+                x_syn = self._syn_class(syn if shadow is None else shadow.syn, c, picks[c])
                 loss = self.class_losses(ctx, o, net, reals[c:c + 1], [x_syn], siamese.select(c),
                                          vectorized=False, classes=[c])[0]
+                if shadow is not None:
+                    shadow.step()
+                    total += loss.detach()
+                    continue
+                assert opt is not None
                 opt.zero_grad(set_to_none=True)
                 loss.backward(inputs=[syn.images])
                 if scale is not None:
@@ -266,11 +280,14 @@ class IDC(MatchingMethod):
             coef = torch.tensor([sum(mu**j for j in range(1, c + 1)) for c in range(num)],
                                 device=x_eval.device, dtype=x_eval.dtype)[syn.labels]
             x_eval = x_eval - lr * coef.view(-1, 1, 1, 1) * buf
-        x_eval.requires_grad_(True)
+        x_eval.requires_grad_(not score)
         # this process's classes (all in one process); the other rows' gradients come from the others
         syns = _picked(synthetic_by_class(syn, num, x_eval), classes, picks)
         losses = self.class_losses(ctx, o, net, reals, syns, siamese, vectorized=ctx.impl == "vectorized",
                                    classes=list(classes)) if classes else x_eval.new_zeros(0)
+        if score:
+            return shard.all_classes(losses, classes).sum().double()
+        assert opt is not None
         g = torch.autograd.grad(losses.sum(), x_eval)[0] if losses.requires_grad else torch.zeros_like(x_eval)
         g = all_reduce_sum(g, shard.world)  # exact: each row has one owner
         if scale is not None:
@@ -326,8 +343,27 @@ class IDC(MatchingMethod):
         returns its representatives, re-clustered every ``interval`` loops (else ``previous``)."""
         return None
 
+    def score(self, ctx: DistillContext, syn: SyntheticSet, net: nn.Module) -> float:
+        """The loss the first inner step of the outer loop takes under ``net`` (DynaDistill's
+        ``L_i``): :meth:`image_update` with ``score=True`` on that step's real batches, at the images
+        as that step sees them (each class moved by the momentum of the earlier classes' steps;
+        without ``ctx.optimizer`` as they are). Drawn exactly as :meth:`step` draws after choosing
+        ``net``, so the step replays it."""
+        o = self.opts(ctx)
+        net.requires_grad_(True)
+        net.train()
+        reals = self.inner_reals(ctx, net, o, 0, None)
+        return float(self.image_update(ctx, syn, ctx.optimizer, net, reals, score=True))
+
+    def replays_score(self, ctx: DistillContext, net: nn.Module) -> bool:
+        return True  # the step's first draws after next_model are the first inner step's, as score's
+
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         o = self.opts(ctx)
+        if o.clamp:
+            # before the network is chosen: a strategy scoring candidates (DynaDistill) scores the
+            # images the first inner step will match
+            self.clamp(ctx, syn)
         net = ctx.next_model(it)
         net.requires_grad_(True)
         net.train()
@@ -335,8 +371,6 @@ class IDC(MatchingMethod):
                                   weight_decay=o.weight_decay_net)
         net_ops = self.net_ops(ctx, o)
         self.prepare_net(ctx, net, net_opt, o, net_ops)
-        if o.clamp:
-            self.clamp(ctx, syn)
         total = syn.images.new_zeros((), dtype=torch.float64)
         reals: list[torch.Tensor] | None = None
         for inner in range(o.inner_loops):
@@ -346,6 +380,31 @@ class IDC(MatchingMethod):
             ctx.inner_step_done()
         ctx.selection.after_step(ctx, it, net)
         return float(total) / o.inner_loops  # the one host sync of the outer loop
+
+
+class _Shadow:
+    """The synthetic set under a copy of its optimiser, stepped with zero gradients.
+
+    Between its per-class steps IDC's loop moves the rows of the classes not yet stepped only
+    through the optimiser's state (momentum, weight decay: their gradient rows are zero), which a
+    copy stepped with zero gradients reproduces exactly (the same kernels on the same tensors), so a
+    scoring pass evaluates every class where the real update will. Without the images' optimiser
+    (``opt`` None, or one holding other parameters too) the images stay as they are."""
+
+    def __init__(self, opt: torch.optim.Optimizer | None, syn: SyntheticSet) -> None:
+        self.opt: torch.optim.Optimizer | None = None
+        images = syn.images.detach().clone()
+        params = [p for g in opt.param_groups for p in g["params"]] if opt is not None else []
+        if len(params) == 1 and params[0] is syn.images:
+            self.opt = copy.deepcopy(opt)  # its parameter and state, copied together
+            images = self.opt.param_groups[0]["params"][0]
+        self.images = images
+        self.syn = SyntheticSet(images.detach(), syn.labels, syn.ipc, syn.factor)  # a view: it follows the steps
+
+    def step(self) -> None:
+        if self.opt is not None:
+            self.images.grad = torch.zeros_like(self.images)
+            self.opt.step()
 
 
 def _picked(by_class: list[torch.Tensor], classes: Sequence[int], picks: list[torch.Tensor | None]

@@ -24,7 +24,10 @@ instead of all N steps). Both give the same image gradient up to float rounding.
 The expert and the start epoch come from the selection strategy (``select_segment``, see
 ``ddtool.selection.base``): ``scratch`` draws both uniformly (the reference); ``dynadistill``
 (seed 003) draws ``m`` of them, scores each with :meth:`MTT.segment_loss` on the current synthetic
-set and samples one with a temperature softmax.
+set and samples one with a temperature softmax; the step's update then replays the chosen segment's
+score (the strategy leaves the RNG where that scoring started, so the student's minibatches and
+augmentations are drawn again, the same), descending exactly the sampled loss (Algorithm 1 line
+12). That is m + 1 unrolls per iteration, only the update's with a graph kept.
 
 Differences from the reference: experts are drawn uniformly at every iteration (the reference
 walks a shuffled buffer file expert by expert, or draws uniformly with ``--load_all``); ZCA
@@ -257,15 +260,21 @@ class MTT(MatchingMethod):
         return opt
 
     def match(self, ctx: DistillContext, syn: SyntheticSet, lr: torch.Tensor, start: torch.Tensor,
-              target: torch.Tensor, student: Student | None = None) -> torch.Tensor:
+              target: torch.Tensor, student: Student | None = None, keep_graph: bool = True) -> torch.Tensor:
         """The trajectory-matching loss of ``syn`` from expert parameters ``start`` to ``target``
-        (both flat, on the device), differentiable with respect to the images and ``lr``."""
+        (both flat, on the device), differentiable with respect to the images and ``lr``; with
+        ``keep_graph = False`` a value only (each student step's graph dropped as the next starts:
+        the same draws and arithmetic, the memory of one step)."""
         o = self.opts(ctx)
         student = student or Student(self.template(ctx), self._trajectories(ctx).layout)
         n = syn.images.shape[0]
         batch = o.batch_syn if 0 < o.batch_syn < n else n
         draws = draw_student_steps(n, o.syn_steps, batch, ctx.augment, ctx.data.resolution, ctx.device)
-        end = unroll(student, start, syn.images, syn.labels, lr, draws, ctx.augment, o.unroll, o.segment)
+        if keep_graph:
+            end = unroll(student, start, syn.images, syn.labels, lr, draws, ctx.augment, o.unroll, o.segment)
+        else:
+            end = _run_steps(student, start.detach().requires_grad_(True), syn.images, syn.labels, lr, draws,
+                             ctx.augment, keep_graph=False)
         return trajectory_loss(end, start, target)
 
     def endpoints(self, ctx: DistillContext, seg: Segment) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,10 +284,14 @@ class MTT(MatchingMethod):
 
     def segment_loss(self, ctx: DistillContext, syn: SyntheticSet, lr: torch.Tensor, seg: Segment) -> float:
         """The matching loss of ``syn`` on one segment, as a score (DynaDistill ranks segments with it):
-        the same unroll as a step, without a graph to the images or the step size."""
+        the draws and arithmetic of the step's unroll, without a graph to the images or the step
+        size, so the step replaying the chosen segment from the same RNG state takes this loss."""
         start, target = self.endpoints(ctx, seg)
         frozen = type(syn)(syn.images.detach(), syn.labels, syn.ipc, syn.factor)
-        return float(self.match(ctx, frozen, lr.detach(), start, target).detach())
+        return float(self.match(ctx, frozen, lr.detach(), start, target, keep_graph=False).detach())
+
+    def replays_score(self, ctx: DistillContext, net: nn.Module | None) -> bool:
+        return True  # the step's match draws as segment_loss did
 
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
         o = self.opts(ctx)

@@ -63,6 +63,7 @@ def start_run(recipe: Recipe, data: ImageData, device: torch.device, p: Plan
     syn.images.requires_grad_(True)
     ctx.synthetic = syn  # strategies that rank models on the current set (dynadistill) read it
     opt = p.method.make_optimizer(ctx, syn)
+    ctx.optimizer = opt  # where a method's score evaluates the images (IDC's per-class momentum)
     return ctx, syn, opt
 
 
@@ -159,6 +160,9 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
                     else:
                         loss = p.method.step(ctx, syn, opt, it)
                     compiler.after()
+                    chosen = p.selection.log()
+                    if chosen is not None and main:  # one compact entry per outer loop (dynadistill's choice)
+                        record.setdefault("selection_log", []).append({"it": it, **chosen})
                     if not math.isfinite(loss):
                         last = checkpoint.last_iteration(record)
                         raise DDToolError(

@@ -15,7 +15,7 @@ from ddtool.context import DistillContext
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
-from ddtool.methods.base import MatchingMethod
+from ddtool.methods.base import MatchingMethod, can_score
 from ddtool.nets import NetSpec, build_net
 from ddtool.perturb import PerturbationSchedule
 from ddtool.plugins import registries
@@ -120,12 +120,18 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     method_raw = dict(cfg.options)
     selection.configure(method_raw.pop(selection.name, None))
     options = method.parse_options(method_raw)
+    schedule.check(cfg)
     spec = net_spec_of(recipe)
     build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
     traj = traj_art = None
     if hasattr(options, "trajectories"):  # a method that matches expert trajectories names them (mtt)
         traj_art, traj = load_trajectories(store, options.trajectories, data, spec)
         recipe = _pin_trajectories(recipe, traj_art)
+    if selection.scores_candidates and traj is None and not can_score(method):
+        raise UsageError(
+            f"selection '{selection.name}' ranks candidate networks by the method's matching loss, but method "
+            f"'{method.name}' has none (it implements step, not loss or score): use distill.selection = \"random\" "
+            "(or \"scratch\"), or give the method a loss")
     pool = pool_art = None
     # a strategy that draws from a pool draws from the trajectories when the method matches them
     # (dynadistill over mtt's experts): no model pool is needed then
@@ -159,6 +165,13 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
             "this [net]: make one with 'ddtool pretrain --recipe RECIPE' (the same recipe) or "
             "'ddtool pretrain --epochs 2 --n 5' for the default [net], or pass --pool"
         )
+    # how the strategy's draw meets what the run has (dynadistill's m beyond the pool or the experts);
+    # the start epochs are those a trajectory method draws from (mtt's max_start_epoch)
+    note = selection.plan_note(len(pool) if pool is not None and traj is None else None,
+                               len(traj) if traj is not None else None,
+                               getattr(options, "max_start_epoch", None) if traj is not None else None)
+    if note:
+        notes.append(note)
     # a method whose multi-formation factor is a setting (IDC) says which one this run uses
     factor = method.factor_for(options, data.resolution)
     need = cfg.ipc * factor**2

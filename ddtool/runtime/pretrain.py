@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 import torch
 
@@ -12,7 +13,8 @@ from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec, build_net, check_net
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
-from ddtool.recipe import Recipe
+from ddtool.errors import UsageError
+from ddtool.recipe import PretrainSection, Recipe
 from ddtool.runtime import distributed
 from ddtool.runtime.evaluate import normalized_train
 from ddtool.runtime.plan import net_spec_of
@@ -43,7 +45,8 @@ class PretrainResult:
 
 def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, batch: int, seed: int,
                device: torch.device, reporter: Reporter | None = None, impl: str = "auto",
-               augment: str = ALTERNATE, cutmix: float = 0.0, lr_cycle: bool = True) -> Pool:
+               augment: str = ALTERNATE, cutmix: float = 0.0, lr_cycle: bool = True,
+               lr_factors: Sequence[float] | None = None, augments: Sequence[str] | None = None) -> Pool:
     """Train ``n`` models of ``spec`` for ``epochs`` epochs, model i with seed ``role_seed("pool", seed, i)``
     (:mod:`ddtool.runtime.seeds`: never an evaluation network's ``seed + r``).
 
@@ -51,6 +54,10 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     any other value is a strategy for IDC's DiffAug chain on every model (Acc-DD's pretrain.py
     uses ``color_crop``). ``cutmix``: CutMix probability per batch. ``lr_cycle``: model i trains
     at ``lr`` times the i-th entry of LR_CYCLE, else every model at ``lr``.
+
+    Acc-DD Sec. 4.2's diverse pool (``pretrain.diverse``): ``lr_factors`` (replacing LR_CYCLE) and
+    ``augments`` give model i ``lr * lr_factors[i % len]`` and the DiffAug chain
+    ``augments[i % len]`` (replacing ``augment``); each model's values are in its metadata.
 
     ``impl`` (:mod:`ddtool.impl`): ``loop`` trains them one after the other; ``vectorized`` (or
     its alias ``stacked``) as one vmapped ensemble (same arithmetic, other random draws: each
@@ -64,10 +71,13 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     x = normalized_train(data, device)
     y = data.train_labels.to(device)
     steps_per_epoch = -(-x.shape[0] // batch)
-    lrs = [lr * LR_CYCLE[i % len(LR_CYCLE)] if lr_cycle else lr for i in range(n)]
-    alternate = augment == ALTERNATE
+    factors = lr_factors or (LR_CYCLE if lr_cycle else None)
+    lrs = [lr * factors[i % len(factors)] if factors else lr for i in range(n)]
+    alternate = augment == ALTERNATE and not augments
     augs = [AUGMENT_CYCLE[i % len(AUGMENT_CYCLE)] for i in range(n)] if alternate else []
-    chain = None if alternate else DiffAugChain(augment)  # validates the operation names
+    # each model's DiffAug chain (validating the operation names); the alternate pools use DSA instead
+    strategies = [augments[i % len(augments)] if augments else augment for i in range(n)]
+    chains = {} if alternate else {a: DiffAugChain(a) for a in set(strategies)}
     settings = TrainSettings(epochs=epochs, lr=lr, batch=batch, milestones=(), cutmix=cutmix)
 
     def build(i: int) -> torch.nn.Module:
@@ -90,7 +100,7 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
             for i in mine:
                 net = build(i)
                 one = replace(settings, lr=lrs[i])
-                aug = (Augmenter() if augs[i] else None) if alternate else chain
+                aug = (Augmenter() if augs[i] else None) if alternate else chains[strategies[i]]
                 losses.append(train(net, x, y, one, aug,
                                     on_epoch=lambda e, l, _i=i: task.advance(1, loss=l, model=_i)))
                 nets.append(net)
@@ -99,7 +109,8 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     n_train = data.train_labels.shape[0]
     probe = torch.linspace(0, n_train - 1, min(n_train, TRAIN_PROBE)).long()
     models = [{
-        "index": i, "seed": role_seed("pool", seed, i), "lr": lrs[i], "augment": ("dsa" if augs[i] else "none") if alternate else augment,
+        "index": i, "seed": role_seed("pool", seed, i), "lr": lrs[i],
+        "augment": ("dsa" if augs[i] else "none") if alternate else strategies[i],
         "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, "train_loss": loss,
         "train_acc": accuracy(net, data.train_images[probe], data.train_labels[probe], data.normalize),
         "test_acc": accuracy(net, data.test_images, data.test_labels, data.normalize),
@@ -116,11 +127,16 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
     # every input is checked before the run record: a refused command leaves the store as it was
     name = check_name(name or p.name or f"{data.name.split(':')[0]}-{spec.name}")
     check_net(spec, data.channels, data.num_classes, data.resolution)  # an unknown net or settings it rejects
-    if p.augment != ALTERNATE:
-        DiffAugChain(p.augment)  # an unknown operation
+    if p.diverse and (p.lr_cycle or p.augment != PretrainSection.augment):
+        raise UsageError("pretrain.diverse sets every model's learning rate and augmentation from "
+                         "pretrain.lr_factors and pretrain.augments: leave pretrain.lr_cycle false and "
+                         f"pretrain.augment at \"{PretrainSection.augment}\" (got {p.lr_cycle}, \"{p.augment}\")")
+    for strategy in (p.augments if p.diverse else [p.augment] if p.augment != ALTERNATE else []):
+        DiffAugChain(strategy)  # an unknown operation
     with run_record(store, "pretrain", device, recipe=recipe.to_dict(), recipe_sha256=recipe.sha256()) as run:
         pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl,
-                          augment=p.augment, cutmix=p.cutmix, lr_cycle=p.lr_cycle)
+                          augment=p.augment, cutmix=p.cutmix, lr_cycle=p.lr_cycle,
+                          lr_factors=p.lr_factors if p.diverse else None, augments=p.augments if p.diverse else None)
         seconds = run.elapsed()
         pool = replace(pool, recipe_sha256=recipe.sha256(), seed=p.seed, epochs=p.epochs)
         # every rank holds the gathered pool; rank 0 stores it, the others learn its ref

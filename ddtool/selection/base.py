@@ -8,13 +8,17 @@ Two kinds of pool, one contract:
 
 * **model pools** (``pool/NAME``, methods that match under a network: DC, DSA, IDC, DM, DREAM+):
   the runtime calls ``select(ctx, it)`` for the outer loop's network. A strategy that ranks
-  candidates scores a network with ``ctx.method.loss(ctx, ctx.synthetic, net)``.
+  candidates scores a network with ``ctx.method.score(ctx, ctx.synthetic, net)`` (the loss the
+  outer loop's first update takes under it) and, when ``ctx.method.replays_score(ctx, net)``, can
+  leave the RNG where the chosen network's scoring started so that update takes exactly that loss.
 * **trajectory pools** (``trajectories/NAME``, methods that match expert trajectories: MTT): the
   method calls ``select_segment(ctx, it, starts, score)`` for the expert and start epoch the outer
   loop matches (a :class:`Segment`). ``starts`` is the number of start epochs it may use
   (0 .. starts - 1); ``score(segment)`` is the method's matching loss of the current synthetic set
-  on that segment, so a strategy ranks segments exactly as it ranks networks. The default draws
-  both uniformly and scores nothing (MTT's own draw). A strategy that implements it sets
+  on that segment, so a strategy ranks segments exactly as it ranks networks; the method's step then
+  matches the returned segment drawing from the RNG where the strategy left it (a strategy that
+  leaves it where the chosen segment's scoring started makes the update replay that score, seed
+  003 Algorithm 1 line 12). The default draws both uniformly and scores nothing (MTT's own draw). A strategy that implements it sets
   ``draws_trajectories = True``; trajectory methods refuse the others in one line before any work.
 """
 
@@ -52,6 +56,13 @@ class SelectionStrategy:
     keeps_trained: bool = False
     # True: ``select_segment`` is meant for trajectory pools (a trajectory method refuses the others)
     draws_trajectories: bool = False
+    # True: the strategy ranks candidates by the method's loss (``MatchingMethod.score``), so a method
+    # that implements ``step`` alone is refused before the run starts
+    scores_candidates: bool = False
+    # True: ``select`` applies the perturbation schedule to its candidates itself (``ctx.perturb``), so
+    # each is scored as the network the method will use, and sets ``ctx.perturbation`` to its choice's
+    # when it ``keeps_trained``; ``ctx.next_model`` then does not perturb the choice again
+    perturbs_candidates: bool = False
 
     def configure(self, raw: dict[str, Any] | None) -> None:
         """Apply ``[distill.options.<name>]``, the sub-table of the method options named after the
@@ -74,6 +85,17 @@ class SelectionStrategy:
 
     def after_step(self, ctx: DistillContext, it: int, net: nn.Module) -> None:
         """Called with the network of the outer loop once the loop is done."""
+
+    def plan_note(self, pool_size: int | None, experts: int | None, starts: int | None) -> str | None:
+        """One line for the user about how the strategy will draw from what this run has (a model
+        pool of ``pool_size``, or ``experts`` trajectories with ``starts`` start epochs each; None
+        where the run has none), printed once before the run; None: nothing to say."""
+        return None
+
+    def log(self) -> dict[str, Any] | None:
+        """What the strategy chose in the latest outer loop, for the run record (small, JSON-able:
+        the runtime keeps one entry per outer loop under ``selection_log``); None: nothing to keep."""
+        return None
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors to checkpoint so a resumed run continues identically."""

@@ -71,6 +71,27 @@ def test_throwaway_plugin_method_is_used_by_distill(cli, store: Store, tiny_reci
     assert run["plugins"][throwaway] == "local"
 
 
+def test_a_step_only_method_with_dynadistill_is_refused_before_the_run(  # type: ignore[no-untyped-def]
+        cli, store: Store, tiny_recipe: Path, throwaway: str) -> None:
+    """Issue 23 (f): the contract lets a method implement ``step`` alone; DynaDistill ranks networks
+    by the method's loss, so the pair is refused in one line (exit 2) before any run is recorded,
+    instead of a NotImplementedError traceback at the first outer loop."""
+    assert cli("pretrain", "-r", tiny_recipe).exit_code == 0
+    runs = sorted(p.name for p in (store.root / "runs").iterdir())
+    res = cli("distill", "-r", tiny_recipe, "--method", "const", "--set", 'distill.selection="dynadistill"',
+              "--pool", "pool/tinypool")
+    assert res.exit_code == 2, res.stderr
+    line = res.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "selection 'dynadistill' ranks candidate networks by the method's matching loss" in line
+    assert "method 'constant' has none" in line and 'distill.selection = "random"' in line
+    assert sorted(p.name for p in (store.root / "runs").iterdir()) == runs  # nothing started
+    # with one candidate nothing is ranked: the same method runs
+    res = cli("distill", "-r", tiny_recipe, "--method", "const", "--set", 'distill.selection="dynadistill"',
+              "--set", "distill.options.dynadistill.m=1", "--pool", "pool/tinypool")
+    assert res.exit_code == 0, res.stderr
+
+
 def test_builtins_register_through_the_hooks(fresh_registries) -> None:  # type: ignore[no-untyped-def]
     regs = plugins.registries()
     for kind, names in {"method": {"dm", "random"}, "selection": {"scratch", "random", "weight_average"},

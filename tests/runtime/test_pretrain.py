@@ -117,3 +117,42 @@ def test_no_evaluation_network_starts_where_a_pool_model_or_an_expert_started(
             for r, b in enumerate(starts["eval"]):
                 assert not torch.equal(a, b), f"{role} model {i} starts where evaluation repeat {r} does"
     assert not torch.equal(starts["pool"][0], starts["expert"][0])  # one stream per role
+
+
+def test_diverse_pool_differs_in_lr_augmentation_and_seed(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    """Issue 23, Acc-DD Sec. 4.2: "pretrained with different hyper-parameters, including learning rate,
+    random seed, and data augmentation". pretrain.diverse gives model i lr x lr_factors[i % len] and
+    the chain augments[i % len]; every model's settings are in the pool's metadata. The default
+    pool still differs by seed only, and its recipe hash is the one it always had."""
+    from ddtool.recipe import load_recipe
+    from ddtool.runtime.seeds import role_seed
+    from ddtool.store.meta import PoolMeta
+
+    base = ["net.width=8", "pretrain.n=3", "pretrain.epochs=1"]
+    recipe = load_recipe(None, [*base, "pretrain.diverse=true", "pretrain.lr_factors=[1.0, 0.5]",
+                                'pretrain.augments=["crop", "none", "color_crop_cutout"]', "pretrain.name=div"])
+    made = pretrain_mod.pretrain(store, recipe, digits, torch.device("cpu"))
+    models = PoolMeta.from_metadata(store.blob_metadata(made.artifact.digest)).models
+    assert [(m["lr"], m["augment"]) for m in models] == [(0.01, "crop"), (0.005, "none"), (0.01, "color_crop_cutout")]
+    assert [m["seed"] for m in models] == [role_seed("pool", 0, i) for i in range(3)]
+    # the default: one lr, one chain (Acc-DD's pretrain.py per run); diverse unset keeps the hash
+    plain = load_recipe(None, base)
+    assert not plain.pretrain.diverse
+    assert plain.sha256() == load_recipe(None, [*base, "pretrain.diverse=false"]).sha256()
+    assert plain.sha256() != load_recipe(None, [*base, "pretrain.diverse=true"]).sha256()
+
+
+def test_diverse_refuses_what_it_would_override_and_bad_lists(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    from ddtool.recipe import load_recipe
+
+    for extra, match in ((["pretrain.lr_cycle=true"], "leave pretrain.lr_cycle false"),
+                         (['pretrain.augment="alternate"'], "leave pretrain.lr_cycle false and pretrain.augment"),
+                         (['pretrain.augments=["crop", "blur"]'], "blur")):
+        with pytest.raises(UsageError, match=match):
+            pretrain_mod.pretrain(store, load_recipe(None, ["pretrain.diverse=true", *extra]), digits,
+                                  torch.device("cpu"))
+    assert store.runs() == []  # refused before any run started
+    with pytest.raises(UsageError, match="pretrain.lr_factors must be a non-empty list of numbers > 0"):
+        load_recipe(None, ["pretrain.lr_factors=[1.0, -2.0]"])
+    with pytest.raises(UsageError, match="pretrain.augments must be a list of strings"):
+        load_recipe(None, ["pretrain.augments=3"])

@@ -54,18 +54,37 @@ def test_experts_are_picked_with_the_softmax_frequencies_of_their_scores() -> No
     assert (torch.bincount(torch.tensor(lows), minlength=3).double() / 3000 - want.flip(0)).abs().max() < 0.03
 
 
-def test_fewer_experts_than_m_still_score_m_segments() -> None:
-    """One expert, m = 3: the candidates differ by start epoch (experts drawn with replacement);
-    before, m was cut to the experts' number and nothing was scored (plain MTT's draw)."""
+def test_fewer_experts_than_m_score_m_distinct_segments() -> None:
+    """Issue 23 (c), one rule: m distinct candidates, as many as there are. One expert, m = 3: the
+    candidates are 3 distinct start epochs of it (before, experts were drawn with replacement and
+    the same segment could be scored twice); with only 2 start epochs there are 2 candidates."""
     ctx = fake_ctx(1)
     s = DynaDistill(m=3, t=0.5)
-    scored: list[Segment] = []
     torch.manual_seed(0)
+    for it in range(100):
+        scored: list[Segment] = []
+        pick = s.select_segment(ctx, it, 4, lambda seg: scored.append(seg) or float(seg.start))
+        assert len(scored) == 3 and len(set(scored)) == 3 and {seg.expert for seg in scored} == {0}
+        assert pick in scored
+    scored = []
     picks = [s.select_segment(ctx, it, 2, lambda seg: scored.append(seg) or float(seg.start)) for it in range(200)]
-    assert len(scored) == 3 * 200 and {seg.expert for seg in scored} == {0}
-    assert {seg.start for seg in scored} == {0, 1}
-    # the later start (score 1) is preferred as softmax(L / 0.5) says, among the candidates drawn
+    assert len(scored) == 2 * 200 and set(scored) == {Segment(0, 0), Segment(0, 1)}
+    # the later start (score 1) is preferred as softmax(L / 0.5) says
     assert sum(p.start for p in picks) > 100
+    # two experts, m = 3: both experts first, then another start epoch of one of them
+    ctx2 = fake_ctx(2)
+    for it in range(50):
+        scored = []
+        s.select_segment(ctx2, it, 5, lambda seg: scored.append(seg) or 0.0)
+        assert len(set(scored)) == 3 and {seg.expert for seg in scored[:2]} == {0, 1}
+
+
+def test_the_m_rule_is_said_once_before_the_run() -> None:
+    s = DynaDistill(m=3)
+    assert s.plan_note(None, 5, 10) is None and s.plan_note(3, None, None) is None
+    assert "the 3 candidates are distinct (expert, start epoch) segments" in s.plan_note(None, 1, 10)
+    assert "make only 2 distinct segments: 2 candidates per iteration" in s.plan_note(None, 1, 2)
+    assert "the pool has 2 model(s): 2 distinct candidates per outer loop" in s.plan_note(2, None, None)
 
 
 def test_m_one_and_the_default_draw_score_nothing() -> None:
@@ -151,3 +170,23 @@ def test_a_digits_run_scores_three_segments_per_iteration_and_names_the_trajecto
     assert [(i["ref"], i["role"]) for i in rec["inputs"]] == [(f"{made.artifact.ref}", "trajectories")]
     assert rec["plan"]["pool"] is None  # no model pool was needed or picked
     assert len(res.losses) == 3 and all(math.isfinite(v) for v in res.losses)
+
+
+def test_mtt_update_descends_the_sampled_segments_own_score(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    """Issue 23 (b), Algorithm 1 line 12 as written: each iteration's update (the loss the step
+    back-propagates) is exactly the chosen segment's score, from the same student minibatches and
+    augmentations. Before, the winner's unroll was thrown away and the update drew afresh."""
+    from ddtool.runtime.distill import distill
+    from ddtool.runtime.trajectories import pretrain_trajectories
+
+    pretrain_trajectories(store, load_recipe(RECIPE, TINY_EXPERTS), digits, CPU)
+    res = distill(store, load_recipe(RECIPE, [*TINY_MTT, 'distill.options.dynadistill.normalize="zscore"']),
+                  digits, CPU)
+    log = store.run(res.run_id)["selection_log"]
+    assert [e["it"] for e in log] == [0, 1, 2]
+    for loss, e in zip(res.losses, log):
+        scores = e["scores"]
+        assert len(scores) == 3 and len(set(scores)) == 3 and len(e["candidates"]) == 3
+        chosen = torch.tensor(scores[e["k"]], dtype=torch.float32)  # the unroll is float32
+        torch.testing.assert_close(torch.tensor(loss, dtype=torch.float32), chosen)
+        assert all(not math.isclose(s, loss, rel_tol=1e-4) for j, s in enumerate(scores) if j != e["k"])
