@@ -9,11 +9,11 @@ import torch
 
 from ddtool.augment import Augmenter, DiffAugChain
 from ddtool.data import ImageData
+from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec, build_net, check_net
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
-from ddtool.errors import UsageError
 from ddtool.recipe import PretrainSection, Recipe
 from ddtool.runtime import distributed
 from ddtool.runtime.evaluate import normalized_train
