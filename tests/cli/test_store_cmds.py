@@ -69,3 +69,23 @@ def test_store_show_tree_of_an_mtt_set_names_its_trajectories(put_set, cli, stor
     info = json.loads(cli("store", "show", "synthetic/m", "--tree", "--json").stdout)
     assert [p["ref"] for p in info["made_from"]["trajectories"]] == ["trajectories/experts:v1"]
     assert info["made_from"]["pool"] == []
+
+
+def test_store_ls_at_80_columns_shows_every_ref_whole(put_set, cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    store.put("pool", "digits-convnet-with-a-long-name", {"m0.w": torch.zeros(1)}, {**digits.signature(), "ddtool.n": "1"})
+    put_set(store, digits, "digits-dm-ipc10-a-name-someone-typed-out-in-full")
+    put_set(store, digits, "s")
+    refs = [r["ref"] for r in json.loads(cli("store", "ls", "--json").stdout)]
+    assert max(map(len, refs)) > 50  # the old table cut such refs at 80 columns: 'synthetic/d…'
+    res = cli("store", "ls", env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    for ref in refs:  # one line each, whole
+        assert any(ln.split()[:1] == [ref] for ln in lines), (ref, res.stdout)
+    assert "…" not in res.stdout and "digest" in next(ln for ln in lines if ln.startswith("ref"))
+    wide = cli("store", "ls", env={"COLUMNS": "200"}).stdout.splitlines()
+    assert next(ln for ln in wide if ln.startswith("ref")).split() == [
+        "ref", "kind", "digest", "dataset", "method/ipc", "size"]
+    row = next(ln for ln in wide if ln.startswith("synthetic/s:v1"))
+    assert row.split()[1:4] == ["synthetic", store.resolve("synthetic/s").digest[:12], "digits"]
