@@ -135,6 +135,14 @@ def listing_rows(store: Store) -> list[dict[str, str]]:
     return rows
 
 
+def _what(row: dict[str, str]) -> str:
+    """'dm ipc=10' for a set, '5 models' for a pool, '2 experts' for trajectories."""
+    if row["kind"] == "synthetic":
+        return f"{row['method']} ipc={row['ipc']}"
+    noun = "expert" if row["kind"] == "trajectories" else "model"
+    return f"{row['n']} {noun}{'' if row['n'] == '1' else 's'}"
+
+
 def print_listing(store: Store, as_json: bool) -> None:
     """The store's artifacts as a table (``store ls``, and ``inspect`` without refs)."""
     rows = listing_rows(store)
@@ -149,8 +157,7 @@ def print_listing(store: Store, as_json: bool) -> None:
     # the ref is the one column a user must copy: it is never cut; the kind is its first word
     cols = [Col("ref"), Col("kind", drop=1), Col("digest", drop=4), Col("dataset", whole=False),
             Col("method/ipc", drop=3), Col("size", justify="right", drop=2)]
-    cells = [[r["ref"], r["kind"], r["digest"][:12], r["dataset"],
-              f"{r['method']} ipc={r['ipc']}" if r["kind"] == "synthetic" else f"{r['n']} model{'' if r['n'] == '1' else 's'}",
-              f"{int(r['bytes']) / 1024:.0f} KiB"] for r in rows]
+    cells = [[r["ref"], r["kind"], r["digest"][:12], r["dataset"], _what(r), f"{int(r['bytes']) / 1024:.0f} KiB"]
+             for r in rows]
     table, _ = fitted_table(f"store {store.root}", cols, cells, console.width)
     console.print(table)

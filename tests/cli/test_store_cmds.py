@@ -69,6 +69,9 @@ def test_store_show_tree_of_an_mtt_set_names_its_trajectories(put_set, cli, stor
     info = json.loads(cli("store", "show", "synthetic/m", "--tree", "--json").stdout)
     assert [p["ref"] for p in info["made_from"]["trajectories"]] == ["trajectories/experts:v1"]
     assert info["made_from"]["pool"] == []
+    listed = next(ln for ln in cli("store", "ls", env={"COLUMNS": "200"}).stdout.splitlines()
+                  if ln.startswith("trajectories/experts:v1"))
+    assert "1 expert " in listed  # experts, not 'models'
 
 
 def test_store_ls_at_80_columns_shows_every_ref_whole(put_set, cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
