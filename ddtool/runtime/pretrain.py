@@ -99,10 +99,10 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     n_train = data.train_labels.shape[0]
     probe = torch.linspace(0, n_train - 1, min(n_train, TRAIN_PROBE)).long()
     models = []
-    # seconds per model on a CPU (10k probe + 10k test images): a phase of its own, with its own ETA
+    # seconds per model on a CPU (10k probe + 10k test images): a phase of its own, with its own ETA,
+    # counted in images (a short description: the bar must fit 80 columns)
     per_model = len(probe) + data.test_labels.shape[0]
-    with reporter.task(f"evaluating {len(nets)} x {spec.name} (train probe + test images)",
-                       len(nets) * per_model) as task:
+    with reporter.task(f"evaluating {len(nets)} x {spec.name}", len(nets) * per_model) as task:
         for i, net, loss in zip(mine, nets, losses):
             def step(k: int, _i: int = i) -> None:
                 task.advance(k, model=_i)
