@@ -87,17 +87,27 @@ def fit_grid(n_classes: int, per_class: int, resolution: int, width: int, height
                     best = (key, layout)
     if best is not None:
         return best[1]
-    k = 1  # nothing fits: the least
-    while k < wanted and block_width(k + 1, low, label_width, groups) <= width:
-        k += 1
+    # nothing fits: the least, in as few lines as the width allows
     shown = wanted if max_per_class is not None else 1
-    return GridLayout(low, min(k, shown), shown, 1, n_classes if asked else 1, label_width, groups)
+    classes = n_classes if asked else min(n_classes, 1)
+    least: GridLayout | None = None
+    for k in range(1, shown + 1):
+        if k > 1 and block_width(k, low, label_width, groups) > width:
+            break
+        blocks = max(1, min(classes, (width + len(BLOCK_GAP)) // (block_width(k, low, label_width, groups)
+                                                                   + len(BLOCK_GAP))))
+        layout = GridLayout(low, k, shown, blocks, classes, label_width, groups)
+        if least is None or layout.lines() < least.lines():
+            least = layout
+    assert least is not None
+    return least
 
 
 def left_out_note(layout: GridLayout, n_classes: int, per_class: int, resolution: int,
-                  screen: str) -> str | None:
-    """'5 of 10 classes, 4 of 10 images per class, at 8 of 28 px to fit 80x24', or None when the
-    grid draws every image whole."""
+                  screen: str, fits: bool = True) -> str | None:
+    """'showing the first 5 of 10 classes, 4 of 10 images per class, at 8 of 28 px to fit 80x24; ...',
+    or None when the grid draws every image whole. ``fits`` False: the grid is taller than
+    ``screen`` even so (the options asked for more than it holds), and the note says that."""
     parts = []
     if layout.classes < n_classes:
         parts.append(f"the first {layout.classes} of {n_classes} classes")
@@ -107,4 +117,5 @@ def left_out_note(layout: GridLayout, n_classes: int, per_class: int, resolution
         parts.append(f"at {layout.size} of {resolution} px")
     if not parts:
         return None
-    return f"showing {', '.join(parts)} to fit {screen}; --max-per-class N and --size PX override"
+    where = f"to fit {screen}" if fits else f"(taller than {screen} even so)"
+    return f"showing {', '.join(parts)} {where}; --max-per-class N and --size PX override"

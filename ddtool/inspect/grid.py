@@ -146,7 +146,8 @@ def fit_terminal(images: torch.Tensor, labels: torch.Tensor, classes: list[str],
     if max_per_class is not None:
         per_class = min(per_class, max_per_class)  # what was asked is not 'left out'
     screen = screen or (f"{width}x{height}" if height is not None else f"{width} columns")
-    return layout, left_out_note(layout, n_classes, per_class, images.shape[-1], screen)
+    fits = height is None or layout.lines() <= height
+    return layout, left_out_note(layout, n_classes, per_class, images.shape[-1], screen, fits)
 
 
 def label_width_of(classes: list[str]) -> int:

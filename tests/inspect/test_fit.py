@@ -49,8 +49,12 @@ def test_classes_are_left_out_rather_than_drawn_illegibly_small() -> None:
 
 
 def test_size_and_max_per_class_override_and_every_class_is_drawn() -> None:
-    by_size = fit_grid(10, 10, 28, 80, 20, 1, size=16)
-    assert by_size.size == 16 and by_size.classes == 10 and by_size.shown >= 1  # taller than the screen
+    by_size = fit_grid(10, 10, 28, 80, 20, 1, size=16)  # not even one each fits: one each, in the fewest lines
+    assert (by_size.size, by_size.classes, by_size.shown) == (16, 10, 1)
+    assert by_size.blocks == (80 + 3) // (1 + 1 + 16 + 3) and by_size.lines() > 20
+    assert left_out_note(by_size, 10, 10, 28, "80x24", fits=False) == (
+        "showing 1 of 10 images per class, at 16 of 28 px (taller than 80x24 even so); "
+        "--max-per-class N and --size PX override")
     roomy = fit_grid(2, 10, 28, 200, 46, 1, size=16)
     assert roomy.size == 16 and roomy.classes == 2 and roomy.lines() <= 46 and roomy.shown > 1
     by_count = fit_grid(10, 10, 28, 200, 46, 1, max_per_class=3)
