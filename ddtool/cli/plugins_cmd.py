@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ddtool.cli import options as o
 from ddtool.cli.common import console, err, guarded, print_json
@@ -45,11 +45,11 @@ def _print_one(rows: list[dict[str, Any]]) -> None:
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()  # wraps at the terminal's width
-        grid.add_row("kind", r["kind"])
-        grid.add_row("name", r["name"])
-        grid.add_row("aliases", ", ".join(r["aliases"]) or "none")
-        grid.add_row("from", f"{r['distribution']}, plugin module {r['plugin']}")
-        grid.add_row("description", escape(r["description"] or "none given"))
+        # plain text: a plugin's own strings are no markup
+        for label, value in (("kind", r["kind"]), ("name", r["name"]), ("aliases", ", ".join(r["aliases"]) or "none"),
+                             ("from", f"{r['distribution']}, plugin module {r['plugin']}"),
+                             ("description", r["description"] or "none given")):
+            grid.add_row(label, Text(value))
         console.print(grid, highlight=False)
 
 
