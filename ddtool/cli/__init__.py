@@ -53,8 +53,13 @@ app.command("pretrain", help="Train a pool of early-stage models (Acc-DD step 1)
 app.command("distill", help="Distil a synthetic set with a recipe and store it.")(distill_cmd)
 app.command("eval", help="Train fresh networks on synthetic sets; report real test accuracy.")(eval_cmd)
 app.command("report", help="One row per set: accuracy, random-real baseline, full-data bound, DD-Ranking scores, cost, storage.")(report_cmd)
-app.command("inspect", help="Show a synthetic set as an image grid, a pool's models, accuracy curves, or the store.")(inspect_cmd)
-app.command("plugins", help="List registered methods, strategies, schedules, datasets and nets.")(plugins_cmd)
+app.command("inspect", help=(
+    "Show a synthetic set as an image grid, a pool's models, accuracy curves, or the store. The terminal grid is "
+    "fitted to the screen (a note says what was left out; --size and --max-per-class override; a pipe or a file "
+    "gets every image); --png writes every image, one column per class."))(inspect_cmd)
+app.command("plugins", help=(
+    "List registered methods, strategies, schedules, datasets and nets (descriptions cut to the terminal's width); "
+    "'ddtool plugins NAME' shows one whole."))(plugins_cmd)
 app.add_typer(store_app, name="store")
 
 _commands_added = False

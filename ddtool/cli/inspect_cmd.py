@@ -4,6 +4,7 @@ choices, accuracy curves, or the store."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -99,6 +100,18 @@ def _console_for(color: str):  # type: ignore[no-untyped-def]
     return Console(color_system=None if color == "none" else color, width=console.width, highlight=False)
 
 
+def _grid_lines(out, title: str) -> int | None:  # type: ignore[no-untyped-def]
+    """Lines the grid may take: the screen's height less the title, a note (up to two lines) and
+    the shell's prompt; None (every line) when the output is no terminal and LINES is unset: a
+    pipe or a file gets the whole grid."""
+    from rich.text import Text
+
+    if not out.is_terminal and not os.environ.get("LINES", "").isdigit():
+        return None
+    title_lines = -(-Text.from_markup(title).cell_len // max(out.width, 1))
+    return max(1, out.height - title_lines - 2 - 1)
+
+
 ColorOpt = Annotated[Literal["auto", "truecolor", "256", "standard", "none"], typer.Option(
     "--color",
     help="Colours of the terminal drawing: auto (what the terminal supports), truecolor, 256, standard (16), "
@@ -113,8 +126,13 @@ def inspect_cmd(
              "with --curve one or more distill run ids or synthetic refs.",
         show_default=False)] = None,
     png: Annotated[Optional[Path], typer.Option(help="Also write the grid (or chart) as a PNG file (FILE.png).")] = None,
-    max_per_class: Annotated[Optional[int], typer.Option(help="Show at most this many images per class.")] = None,
-    size: Annotated[int, typer.Option(help="Largest side, in pixels, an image is drawn at in the terminal.")] = 32,
+    max_per_class: Annotated[Optional[int], typer.Option(help=(
+        "Show at most this many images per class (in the PNG too), every class. Default: in the terminal, as "
+        "many as fit the screen (a note says what was left out); in the PNG, all of them."), show_default=False)] = None,
+    size: Annotated[Optional[int], typer.Option(help=(
+        "Side, in pixels, of the images in the terminal (smaller only if one would not fit the width); every "
+        "class is drawn. Default: fitted to the screen, from 8 (or the set's size, if smaller) to 32."),
+        show_default=False)] = None,
     color: ColorOpt = "auto",
     real: Annotated[bool, typer.Option("--real", help="Show real training images of each class beside the synthetic ones.")] = False,
     decoded: Annotated[bool, typer.Option("--decoded", help="Show IDC's decoded training images (factor x factor per stored image).")] = False,
@@ -125,11 +143,16 @@ def inspect_cmd(
     data_root: o.DataRoot = None,
     as_json: o.Json = False,
 ) -> None:
-    """Show a synthetic set as an image grid (one row per class), a pool's models, a run's selection choices,
-    accuracy curves, or the store."""
+    """Show a synthetic set as an image grid, a pool's models, a run's selection choices, accuracy
+    curves, or the store.
+
+    The terminal grid is fitted to the screen: image size, images per class and classes side by
+    side, with a note on what was left out (--size and --max-per-class override; a pipe or a file
+    gets every image). --png writes every image, one column per class.
+    """
     from ddtool.errors import UsageError
     from ddtool.inspect.chart import check_png_path
-    from ddtool.inspect.grid import color_mode_of, grid_images, render_grid, save_png
+    from ddtool.inspect.grid import color_mode_of, fit_terminal, grid_images, render_grid, save_png
     from ddtool.synthetic import SyntheticSet
 
     if png is not None:
@@ -153,6 +176,8 @@ def inspect_cmd(
         raise UsageError(f"inspect shows one artifact at a time (got {len(refs)}); several only with --curve")
     if max_per_class is not None and max_per_class < 1:
         raise UsageError(f"--max-per-class must be >= 1, got {max_per_class}")
+    if size is not None and size < 2:
+        raise UsageError(f"--size must be at least 2 pixels (one terminal line), got {size}")
     art, tensors, meta = store.load(refs[0])
     if art.kind == "pool":
         _print_pool(art, meta, as_json)
@@ -181,11 +206,15 @@ def inspect_cmd(
         mode = "none" if color == "none" else color_mode_of(out.color_system)
         info = syn.info
         note = f" factor={syn.factor}" + (" (decoded)" if decoded else "") if syn.factor > 1 else ""
-        out.print(f"[bold]{art.ref}[/] {'?' if info.method is None else info.method} ipc={info.ipc}{note} "
-                  f"on {info.signature.dataset}" + ("  [dim](synthetic │ real)[/]" if real_set else ""),
-                  highlight=False)
-        out.print(render_grid(images, labels, classes, width=out.width, max_per_class=max_per_class,
-                              max_size=size, color=mode, real=real_set), end="")
+        title = (f"[bold]{art.ref}[/] {'?' if info.method is None else info.method} ipc={info.ipc}{note} "
+                 f"on {info.signature.dataset}" + ("  [dim](synthetic │ real)[/]" if real_set else ""))
+        out.print(title, highlight=False)
+        lines = _grid_lines(out, title)
+        layout, left_out = fit_terminal(images, labels, classes, out.width, lines, real_set, size, max_per_class,
+                                        screen=f"{out.width}x{out.height}" if lines is not None else None)
+        out.print(render_grid(images, labels, classes, color=mode, real=real_set, layout=layout), end="")
+        if left_out:
+            out.print(f"[dim]{left_out}[/]", highlight=False)
     if png is not None:
         w, h = save_png(images, labels, png, max_per_class=max_per_class, real=real_set, num_classes=len(classes))
         err.print(f"wrote {png} ({w}x{h})", highlight=False)

@@ -14,6 +14,7 @@ from ddtool.cli import options as o
 from ddtool.cli.common import console, err, get_store, guarded, print_json
 from ddtool.cli.render import accuracy_cell, print_listing
 from ddtool.store.meta import parents_of
+from ddtool.store.refs import KINDS
 
 store_app = typer.Typer(help="List, show, remove, verify and clean artifacts in the store.", no_args_is_help=True)
 
@@ -40,10 +41,11 @@ def _add_sources(node: Tree, src: dict) -> None:
     ds = src.get("dataset", {})
     if ds.get("name"):
         node.add(f"dataset [cyan]{escape(ds['name'])}[/] ({ds.get('classes')} classes, {ds.get('shape')})")
-    for p in src.get("pool", []):
-        child = node.add(f"pool [cyan]{escape(p['ref'])}[/] {p['digest'][:12]}")
-        if "made_from" in p:
-            _add_sources(child, p["made_from"])
+    for kind in KINDS:  # every stored artifact it was made from: pools, expert trajectories, sets
+        for p in src.get(kind, []):
+            child = node.add(f"{kind} [cyan]{escape(p['ref'])}[/] {p['digest'][:12]}")
+            if "made_from" in p:
+                _add_sources(child, p["made_from"])
     if "recipe" in src:
         rc = src["recipe"]
         what = ", ".join(f"{k} {rc[k]}" for k in ("method", "ipc", "iterations") if rc.get(k) is not None)
@@ -92,8 +94,8 @@ def _cost(run: dict) -> str:  # type: ignore[type-arg]
 @guarded
 def store_show(
     ref: Annotated[str, typer.Argument(help="KIND/NAME[:vN] or a digest prefix.")],
-    tree: Annotated[bool, typer.Option("--tree", help="Lineage tree: dataset, pool, recipe hash, plugins it was made "
-                                                      "from; runs and artifacts made from it (evals with accuracy).")] = False,
+    tree: Annotated[bool, typer.Option("--tree", help="Lineage tree: dataset, pools, trajectories, recipe hash, "
+                                                      "plugins it was made from; runs and artifacts made from it (evals with accuracy).")] = False,
     as_json: o.Json = False,
 ) -> None:
     """Metadata and lineage of one artifact: the runs that made it and the runs that used it."""

@@ -108,13 +108,24 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     # on CIFAR-10 the full pass cost a third of a 1-epoch pool's time on a CPU
     n_train = data.train_labels.shape[0]
     probe = torch.linspace(0, n_train - 1, min(n_train, TRAIN_PROBE)).long()
-    models = [{
-        "index": i, "seed": role_seed("pool", seed, i), "lr": lrs[i],
-        "augment": ("dsa" if augs[i] else "none") if alternate else strategies[i],
-        "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, "train_loss": loss,
-        "train_acc": accuracy(net, data.train_images[probe], data.train_labels[probe], data.normalize),
-        "test_acc": accuracy(net, data.test_images, data.test_labels, data.normalize),
-    } for i, net, loss in zip(mine, nets, losses)]
+    models = []
+    # seconds per model on a CPU (10k probe + 10k test images): a phase of its own, with its own ETA,
+    # counted in images (a short description: the bar must fit 80 columns)
+    per_model = len(probe) + data.test_labels.shape[0]
+    with reporter.task(f"evaluating {len(nets)} x {spec.name}", len(nets) * per_model) as task:
+        for i, net, loss in zip(mine, nets, losses):
+            def step(k: int, _i: int = i) -> None:
+                task.advance(k, model=_i)
+
+            models.append({
+                "index": i, "seed": role_seed("pool", seed, i), "lr": lrs[i],
+                "augment": ("dsa" if augs[i] else "none") if alternate else strategies[i],
+                "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch,
+                "train_loss": loss,
+                "train_acc": accuracy(net, data.train_images[probe], data.train_labels[probe], data.normalize,
+                                      on_batch=step),
+                "test_acc": accuracy(net, data.test_images, data.test_labels, data.normalize, on_batch=step),
+            })
     states = [{k: v.detach().cpu().clone() for k, v in net.state_dict().items()} for net in nets]
     models, states = distributed.gather_shards(models), distributed.gather_shards(states)
     return Pool(spec, states, models, DatasetSignature.of(data))

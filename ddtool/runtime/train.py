@@ -116,13 +116,16 @@ def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: 
 
 @torch.no_grad()
 def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor],
-             batch: int = 1024) -> float:
-    """Top-1 accuracy on uint8 images (normalised batch by batch to keep memory flat)."""
+             batch: int = 1024, on_batch: Callable[[int], None] | None = None) -> float:
+    """Top-1 accuracy on uint8 images (normalised batch by batch to keep memory flat).
+    ``on_batch(n)`` is told after each batch of ``n`` images (progress over a large test set)."""
     net.eval()
     correct = 0
     device = next(net.parameters()).device
     for start in range(0, images.shape[0], batch):
         x = normalize(images[start : start + batch].to(device))
         correct += int((net(x).argmax(1) == labels[start : start + batch].to(device)).sum())
+        if on_batch is not None:
+            on_batch(int(x.shape[0]))
     net.train()
     return correct / max(images.shape[0], 1)

@@ -4,8 +4,13 @@ Plain dicts (the JSON of ``ddtool store show --tree --json``); the CLI draws the
 
     {"ref", "digest", "kind",
      "made_from": {"dataset": {"name", "shape", "classes"}, "run": {...}, "recipe": {...},
-                   "plugins": [...], "file": {...}, "pool": [{"ref", "digest", "made_from"}]},
+                   "plugins": [...], "file": {...}, "pool": [{"ref", "digest", "made_from"}],
+                   "trajectories": [...], "synthetic": [...]},
      "made_into": [{"run", "command", "status", "metrics", "outputs": [{"ref", "digest", "made_into"}]}]}
+
+Every stored artifact a set was made from is listed under its kind (``pool`` always, even empty;
+``trajectories`` and ``synthetic`` when there are some): the inputs of the run that made it, plus
+any parent its metadata names that the record does not (the record may be gone).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ddtool.store.meta import DatasetSignature, kind_of, parents_of, recipe_sha256_of
+from ddtool.store.refs import KINDS
 
 if TYPE_CHECKING:
     from ddtool.store.store import Store
@@ -27,21 +33,35 @@ def _brief_metrics(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _ref_of(store: "Store", digest: str) -> str:
+    """The artifact's ref, or the digest's first 12 characters when no ref names it any more."""
+    try:
+        return store.resolve(digest).ref
+    except Exception:
+        return digest[:12]
+
+
+def _kind_of_blob(store: "Store", digest: str) -> str:
+    """An input's kind from its blob (run records older than their 'kind' field); a parent whose
+    blob is gone counts as a pool, the only parent such records had."""
+    try:
+        return kind_of(store.blob_metadata(digest)) or "pool"
+    except Exception:
+        return "pool"
+
+
 def lineage(store: "Store", digest: str, depth: int = 2, runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """What an artifact was made from and what was made from it, ``depth`` levels each way."""
     runs = store.runs() if runs is None else runs
     meta = store.blob_metadata(digest)
-    try:
-        art_ref = store.resolve(digest).ref
-    except Exception:
-        art_ref = digest[:12]
+    art_ref = _ref_of(store, digest)
     made, used = store.runs_of(digest, runs)
     signature = DatasetSignature.from_metadata(meta)
     classes = signature.texts()["classes"]
     sources: dict[str, Any] = {"dataset": {"name": signature.dataset, "shape": signature.shape,
                                            "classes": len(classes.split(",")) if classes else None}}
     run = made[-1] if made else None
-    pools = []
+    parents: list[tuple[str, str, str]] = []  # (kind, ref, digest)
     if run is not None:
         sources["run"] = {"id": run["id"], "command": run["command"], "seconds": run.get("wall_seconds"),
                           "status": run.get("status")}
@@ -52,20 +72,22 @@ def lineage(store: "Store", digest: str, depth: int = 2, runs: list[dict[str, An
                                  "ipc": rc.get("distill", {}).get("ipc") if run["command"] == "distill" else None,
                                  "iterations": run.get("plan", {}).get("iterations")}
         sources["plugins"] = sorted(set(run.get("plugins", {}).values()))
-        pools = [(i["ref"], i["digest"]) for i in run.get("inputs", []) if i.get("role") == "pool"]
+        parents = [(i.get("kind") or _kind_of_blob(store, i["digest"]), i["ref"], i["digest"])
+                   for i in run.get("inputs", []) if i.get("kind") != "file"]
         files = [i for i in run.get("inputs", []) if i.get("kind") == "file"]
         if files:
             sources["file"] = {"name": files[0]["ref"], "sha256": files[0]["digest"]}
-    else:
-        if recipe_sha256_of(meta):
-            sources["recipe"] = {"sha256": recipe_sha256_of(meta)}
-        pools = [(d[:12], d) for d in parents_of(meta)]
+    elif recipe_sha256_of(meta):
+        sources["recipe"] = {"sha256": recipe_sha256_of(meta)}
+    named = {d for _, _, d in parents}
+    parents += [(_kind_of_blob(store, d), _ref_of(store, d), d) for d in parents_of(meta) if d not in named]
     sources["pool"] = []
-    for ref, d in pools:
+    for kind, ref, d in parents:
         node: dict[str, Any] = {"ref": ref, "digest": d}
         if depth > 1 and store.blob_path(d).exists():
             node["made_from"] = lineage(store, d, depth - 1, runs)["made_from"]
-        sources["pool"].append(node)
+        # keyed by kind: a record's odd kind must not overwrite "dataset", "run"...
+        sources.setdefault(kind if kind in KINDS else "pool", []).append(node)
     products = []
     for r in used:
         entry: dict[str, Any] = {"run": r["id"], "command": r["command"], "status": r.get("status")}

@@ -41,3 +41,54 @@ def test_store_show_tree_lists_sources_and_products(put_set, cli, store: Store, 
     assert "85.00 ± 1.00 %" in pool_tree
     plain = json.loads(cli("store", "show", "synthetic/s", "--json").stdout)  # the old view stays
     assert plain["used_by"][0]["run"] == "20260101-000002-eval-cccccc"
+
+
+def test_store_show_tree_of_an_mtt_set_names_its_trajectories(put_set, cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    from ddtool.nets import NetSpec
+    from ddtool.store.meta import DatasetSignature
+    from ddtool.trajectories import Trajectories, expert_artifact
+
+    sig = DatasetSignature.of(digits)
+    spec = NetSpec("convnet", {"width": 8})
+    expert = store.put_blob(*expert_artifact(torch.zeros(3, 15), sig, spec, seed=0))
+    traj = Trajectories(spec, [("w", (15,))], 2, [expert], {"lr": 0.01}, torch.rand(1, 3), torch.rand(1, 2), sig,
+                        recipe_sha256="ef" * 32, seed=0)
+    t_art = store.put("trajectories", "experts", *traj.to_artifact())
+    put_set(store, digits, "m")
+    syn = store.resolve("synthetic/m")
+    base = {"outputs": [], "metrics": {}, "status": "complete", "wall_seconds": 1.0, "plugins": {}}
+    t_io = {"ref": t_art.ref, "digest": t_art.digest, "kind": "trajectories", "role": "trajectories"}
+    store.write_run({**base, "id": "20260101-000000-pretrain-aaaaaa", "command": "pretrain", "inputs": [],
+                     "recipe": {"name": "experts"}, "recipe_sha256": "ef" * 32, "outputs": [t_io]})
+    store.write_run({**base, "id": "20260101-000001-distill-bbbbbb", "command": "distill", "inputs": [t_io],
+                     "recipe": {"name": "m", "distill": {"method": "mtt", "ipc": 2}}, "recipe_sha256": "cd" * 32,
+                     "outputs": [{"ref": syn.ref, "digest": syn.digest, "kind": "synthetic", "role": "synthetic"}]})
+    out = cli("store", "show", "synthetic/m", "--tree").stdout
+    assert f"trajectories trajectories/experts:v1 {t_art.digest[:12]}" in out, out
+    assert "run 20260101-000000-pretrain-aaaaaa (pretrain" in out  # what made the trajectories, one level down
+    info = json.loads(cli("store", "show", "synthetic/m", "--tree", "--json").stdout)
+    assert [p["ref"] for p in info["made_from"]["trajectories"]] == ["trajectories/experts:v1"]
+    assert info["made_from"]["pool"] == []
+    listed = next(ln for ln in cli("store", "ls", env={"COLUMNS": "200"}).stdout.splitlines()
+                  if ln.startswith("trajectories/experts:v1"))
+    assert "1 expert " in listed  # experts, not 'models'
+
+
+def test_store_ls_at_80_columns_shows_every_ref_whole(put_set, cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    store.put("pool", "digits-convnet-with-a-long-name", {"m0.w": torch.zeros(1)}, {**digits.signature(), "ddtool.n": "1"})
+    put_set(store, digits, "digits-dm-ipc10-a-name-someone-typed-out-in-full")
+    put_set(store, digits, "s")
+    refs = [r["ref"] for r in json.loads(cli("store", "ls", "--json").stdout)]
+    assert max(map(len, refs)) > 50  # the old table cut such refs at 80 columns: 'synthetic/d…'
+    res = cli("store", "ls", env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    for ref in refs:  # one line each, whole
+        assert any(ln.split()[:1] == [ref] for ln in lines), (ref, res.stdout)
+    assert "…" not in res.stdout and "digest" in next(ln for ln in lines if ln.startswith("ref"))
+    wide = cli("store", "ls", env={"COLUMNS": "200"}).stdout.splitlines()
+    assert next(ln for ln in wide if ln.startswith("ref")).split() == [
+        "ref", "kind", "digest", "dataset", "method/ipc", "size"]
+    row = next(ln for ln in wide if ln.startswith("synthetic/s:v1"))
+    assert row.split()[1:4] == ["synthetic", store.resolve("synthetic/s").digest[:12], "digits"]

@@ -14,7 +14,8 @@ from PIL import Image
 from rich.console import Console
 
 from ddtool.inspect.chart import Series, save_chart_png
-from ddtool.inspect.grid import HALF, RAMP, layout, png_scale, render_grid, save_png
+from ddtool.inspect.fit import fit_grid
+from ddtool.inspect.grid import HALF, RAMP, png_scale, render_grid, save_png
 from ddtool.nets import NetSpec
 from ddtool.store import Store
 
@@ -82,7 +83,7 @@ def test_grid_wraps_to_the_width_and_downsamples(digits) -> None:  # type: ignor
     images, labels, classes = _grid_inputs(digits, per_class=12)
     text = render_grid(images, labels, classes, width=40)
     lines = text.plain.rstrip("\n").split("\n")
-    per_line = layout(12, 8, 40, 1)[0]
+    per_line = fit_grid(10, 12, 8, 40, None, 1, size=32).per_line
     assert per_line == 4 and all(len(ln) <= 40 for ln in lines)
     assert len(lines) == 10 * 3 * 4  # 12 images per class wrap onto 3 bands of 4 lines
     assert sum(ln.replace(" ", "").count(HALF) for ln in lines) == 10 * 12 * 8 * 4
@@ -127,9 +128,9 @@ def test_inspect_cli_colour_options_real_and_decoded(put_set, cli, store: Store,
     png = tmp_path / "idc.png"
     assert cli("inspect", "synthetic/idc", "--decoded", "--real", "--png", png).exit_code == 0
     scale = png_scale(8)
-    with Image.open(png) as im:
+    with Image.open(png) as im:  # one column per class, the 4 decoded images going down; real ones to the right
         cell = 8 * scale + scale
-        assert im.size == (2 * (4 * cell + scale) + 2 * scale, 10 * cell + scale)
+        assert im.size == (2 * (10 * cell + scale) + 2 * scale, 4 * cell + scale)
     bad = cli("inspect", "synthetic/s", "synthetic/idc")
     assert bad.exit_code == 2 and "several only with --curve" in bad.stderr
 
@@ -142,11 +143,11 @@ def test_png_grid_is_denormalised_and_upscaled(put_set, denorm_uint8, cli, store
     scale = png_scale(8)  # 8 px digits -> x8, 64 px per image
     side = 8 * scale
     expected = denorm_uint8(images, digits)  # [30, 1, 8, 8]
-    with Image.open(png) as im:
-        assert im.size == (2 * (side + scale) + scale, 10 * (side + scale) + scale)
+    with Image.open(png) as im:  # as papers draw it: a column per class, its images going down
+        assert im.size == (10 * (side + scale) + scale, 2 * (side + scale) + scale)
         rgb = im.convert("RGB")
         for cls, k, py, px in ((0, 0, 3, 4), (3, 1, 5, 2), (9, 1, 7, 7)):
-            x0, y0 = scale + k * (side + scale), scale + cls * (side + scale)
+            x0, y0 = scale + cls * (side + scale), scale + k * (side + scale)
             want = int(expected[cls * 3 + k, 0, py, px])
             for dy, dx in ((0, 0), (scale - 1, scale - 1)):  # both corners of the upscaled pixel block
                 assert rgb.getpixel((x0 + px * scale + dx, y0 + py * scale + dy)) == (want, want, want)
@@ -188,3 +189,67 @@ def test_inspect_pool_lists_models(cli, store: Store) -> None:  # type: ignore[n
     assert "pool/p:v1: 2 x convnet on digits" in res.stdout and "87.5%" in res.stdout and "77.5%" in res.stdout
     out = json.loads(cli("inspect", "pool/p", "--json").stdout)
     assert [m["seed"] for m in out["models"]] == [0, 1] and out["net"]["name"] == "convnet"
+
+
+def _put_28px(store: Store, digits, name: str = "m", ipc: int = 10) -> None:  # type: ignore[no-untyped-def]
+    """An MNIST-sized set: ipc digits per class, upsampled to 28 x 28, stored as distill stores them."""
+    g = torch.Generator().manual_seed(0)
+    idx = torch.cat([digits.sample_class(c, ipc, generator=g) for c in range(10)])
+    images = torch.nn.functional.interpolate(digits.train_images[idx].float() / 255, size=(28, 28), mode="bilinear")
+    meta = {**digits.signature(), "ddtool.shape": "1x28x28", "ddtool.ipc": str(ipc), "ddtool.method": "dm",
+            "ddtool.factor": "1", "ddtool.mean": "[0.0]", "ddtool.std": "[1.0]",
+            "ddtool.net": NetSpec("convnet").to_json(), "ddtool.parents": "[]"}
+    store.put("synthetic", name, {"images": images, "labels": digits.train_labels[idx]}, meta)
+
+
+def _drawn(lines: list[str], size: int) -> int:
+    """Images drawn in a grid of ``size`` px images (each ``size`` x ceil(size / 2) half blocks)."""
+    return sum(ln.count(HALF) for ln in lines) // (size * -(-size // 2))
+
+
+def test_inspect_fits_an_mnist_sized_ipc10_set_to_the_terminal(cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    _put_28px(store, digits)
+    for cols, rows in ((80, 24), (200, 50)):
+        res = cli("inspect", "synthetic/m", env={"COLUMNS": str(cols), "LINES": str(rows)})
+        assert res.exit_code == 0, res.stderr
+        lines = res.stdout.rstrip("\n").split("\n")
+        assert len(lines) <= rows - 1 and max(len(ANSI.sub("", ln)) for ln in lines) <= cols  # and the prompt
+        note = " ".join(lines[-2:]) if cols == 80 else lines[-1]
+        match = re.search(r"showing (?:(\d+) of 10 images per class, )?at (\d+) of 28 px to fit (\d+)x(\d+)", note)
+        assert match and match.groups()[2:] == (str(cols), str(rows)), note
+        shown, size = int(match[1] or 10), int(match[2])
+        assert size >= 8 and _drawn(lines, size) == 10 * shown  # every class, `shown` images each
+        labels = {w for ln in lines[1:-2] for w in ANSI.sub("", ln).split() if w.isdigit()}
+        assert labels == set("0123456789")  # every class is named
+    # the options override: every class with what was asked, and no note when nothing is left out
+    res = cli("inspect", "synthetic/m", "--max-per-class", "2", "--size", "28", env={"COLUMNS": "80", "LINES": "24"})
+    lines = res.stdout.rstrip("\n").split("\n")
+    assert _drawn(lines, 28) == 20 and "showing" not in res.stdout and len(lines) > 24  # taller than the screen
+    sized = cli("inspect", "synthetic/m", "--size", "12", env={"COLUMNS": "200", "LINES": "50"}).stdout
+    assert "at 12 of 28 px" in sized and _drawn(sized.split("\n"), 12) % 10 == 0
+    # a pipe or a file (no terminal, no LINES) gets every image at up to 32 px, one class to a row
+    piped = cli("inspect", "synthetic/m", env={"COLUMNS": "80"}).stdout.rstrip("\n").split("\n")
+    assert _drawn(piped, 28) == 100 and "showing" not in "\n".join(piped)
+    assert [ln[0] for ln in piped[1:] if ln[:1].strip()] == list("0123456789")
+
+
+def test_png_grid_puts_classes_side_by_side_as_papers_do(put_set, cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    put_set(store, digits, "one", ipc=1)
+    png = tmp_path / "ipc1.png"
+    assert cli("inspect", "synthetic/one", "--png", png).exit_code == 0
+    with Image.open(png) as im:
+        step = png_scale(8) * 9
+        assert im.size == (10 * step + png_scale(8), step + png_scale(8))  # one row: ten columns, one per class
+        assert im.size[0] > 5 * im.size[1]
+    # 100 classes at ipc 1 (CIFAR-100): ten rows of ten, not a 100-image strip
+    images, labels = torch.rand(100, 3, 4, 4), torch.arange(100)
+    w, h = save_png(images, labels, tmp_path / "c100.png")
+    scale = png_scale(4)
+    step = 4 * scale + scale
+    assert (w, h) == (10 * step + scale, 10 * (step + scale))
+    with Image.open(tmp_path / "c100.png") as im:
+        rgb = im.convert("RGB")
+        # class 37: row of blocks 3, column 7, its image's top-left pixel
+        x0, y0 = scale + 7 * step, scale + 3 * (step + scale)
+        want = tuple(int(v) for v in (images[37, :, 0, 0] * 255 + 0.5).floor())
+        assert rgb.getpixel((x0, y0)) == want

@@ -182,6 +182,9 @@ def test_a_digits_run_makes_a_set_whose_lineage_names_the_trajectories(store: St
     assert not torch.equal(res.synthetic.images.detach(), torch.zeros_like(res.synthetic.images))
     made_from = store.runs_of(made.artifact.digest)[1]
     assert [r["id"] for r in made_from] == [res.run_id]  # the distill run is listed as using the trajectories
+    tree = store.lineage(res.artifact.digest, depth=2)["made_from"]  # 'store show --tree' names them as an input
+    assert [(t["ref"], t["digest"]) for t in tree["trajectories"]] == [("trajectories/tiny:v1", made.artifact.digest)]
+    assert tree["trajectories"][0]["made_from"]["run"]["id"] == made.run_id
     assert verify(store).ok
 
 

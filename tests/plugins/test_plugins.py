@@ -348,3 +348,45 @@ def test_a_plugin_registers_every_kind_and_distill_uses_them(store: Store, fresh
     app.command("other")(lambda: None)  # two commands: typer then dispatches by name
     plugins.plugin_manager().hook.ddtool_register_commands(app=app)
     assert CliRunner().invoke(app, ["every-kind"]).stdout.strip() == "every kind"
+
+
+def test_plugins_at_80_columns_keep_every_name_whole_and_cut_only_descriptions(cli, throwaway: str) -> None:  # type: ignore[no-untyped-def]
+    rows = json.loads(cli("plugins", "--json").stdout)
+    res = cli("plugins", env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    words = set(res.stdout.replace(",", " ").split())
+    for r in rows:  # a name starts its line; aliases may wrap, but only between two of them
+        assert any(ln.split()[:1] == [r["name"]] for ln in lines), r["name"]
+        assert set(r["aliases"]) <= words, r["aliases"]
+    assert "constant" in words and "const" in words  # the throwaway plugin's, too
+    long = next(r for r in rows if r["name"] == "herding")["description"]
+    row = next(ln for ln in lines if ln.split()[:1] == ["herding"])
+    assert row.rstrip().endswith("…") and long[:10] in row and long not in res.stdout
+    assert "'ddtool plugins NAME' shows a plugin's whole description" in res.stderr
+    # a wide terminal shows short descriptions whole, one line per plugin
+    wide = cli("plugins", env={"COLUMNS": "200"}).stdout
+    dm = next(r for r in rows if r["name"] == "dm")["description"]
+    assert any(ln.split()[:1] == ["dm"] and dm in ln for ln in wide.splitlines())
+
+
+def test_plugins_name_shows_the_whole_description(cli) -> None:  # type: ignore[no-untyped-def]
+    rows = json.loads(cli("plugins", "--json").stdout)
+    herding = next(r for r in rows if r["name"] == "herding")
+    res = cli("plugins", "herding", env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.stderr
+    assert max(len(ln) for ln in res.stdout.splitlines()) <= 80
+    flat = " ".join(res.stdout.split())  # wrapped at 80 columns, every word kept
+    assert " ".join(herding["description"].split()) in flat and "…" not in res.stdout
+    assert "ddtool.methods.builtin" in flat and herding["distribution"] in flat
+    # an alias finds the plugin; a name of two kinds shows both
+    alias = json.loads(cli("plugins", "uniform", "--json").stdout)
+    assert [(r["kind"], r["name"]) for r in alias] == [("selection", "random")]
+    both = cli("plugins", "random").stdout
+    assert "method" in both and "selection" in both and "random-real" in both and "uniform" in both
+    assert [r["kind"] for r in json.loads(cli("plugins", "random", "--kind", "selection", "--json").stdout)] == [
+        "selection"]
+    bad = cli("plugins", "herdin")
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1
+    assert "no plugin is named 'herdin'" in bad.stderr and "herding" in bad.stderr

@@ -156,3 +156,42 @@ def test_diverse_refuses_what_it_would_override_and_bad_lists(store: Store, digi
         load_recipe(None, ["pretrain.lr_factors=[1.0, -2.0]"])
     with pytest.raises(UsageError, match="pretrain.augments must be a list of strings"):
         load_recipe(None, ["pretrain.augments=3"])
+
+
+def test_evaluating_the_trained_models_is_a_progress_phase_of_its_own(monkeypatch: pytest.MonkeyPatch, digits) -> None:  # type: ignore[no-untyped-def]
+    """After training, each model's train-probe and test accuracy take seconds per model on a CPU:
+    the reporter sees that phase, batch by batch, and its total is what it advances."""
+    from contextlib import contextmanager
+
+    events: list[tuple[str, str, int]] = []
+
+    class Recording:
+        def note(self, text: str) -> None:
+            pass
+
+        @contextmanager
+        def task(self, description: str, total: int):  # type: ignore[no-untyped-def]
+            events.append(("open", description, total))
+
+            class Task:
+                def advance(self, n: int = 1, **fields) -> None:  # type: ignore[no-untyped-def]
+                    events.append(("advance", description, n))
+
+            yield Task()
+            events.append(("close", description, 0))
+
+    monkeypatch.setattr(pretrain_mod, "TRAIN_PROBE", 1000)
+    from functools import partial
+
+    monkeypatch.setattr(pretrain_mod, "accuracy", partial(train_mod.accuracy, batch=256))  # several batches a split
+    pretrain_mod.train_pool(digits, SPEC, 2, 1, 0.01, 64, 0, torch.device("cpu"), reporter=Recording(), impl="loop")
+    opened = [(d, t) for e, d, t in events if e == "open"]
+    assert [d.split()[0] for d, _ in opened] == ["pretraining", "evaluating"]
+    evaluating, total = opened[1]
+    assert "2 x convnet" in evaluating
+    steps = [n for e, d, n in events if e == "advance" and d == evaluating]
+    per_model = 1000 + len(digits.test_labels)
+    assert total == sum(steps) == 2 * per_model  # it ends at 100 %: the ETA is honest
+    assert len(steps) == 2 * (-(-1000 // 256) + -(-len(digits.test_labels) // 256))  # batch by batch
+    # the phase opens after training has closed
+    assert events.index(("close", opened[0][0], 0)) < events.index(("open", evaluating, total))

@@ -119,8 +119,11 @@ def test_lineage_follows_pools_and_evals_as_plain_dicts(store: Store) -> None:
     info = store.lineage(syn.digest, depth=2)
     assert info["ref"] == "synthetic/s:v1" and info["kind"] == "synthetic"
     assert info["made_from"]["dataset"] == {"name": "digits", "shape": "1x8x8", "classes": None}
-    assert info["made_from"]["pool"] == [{"ref": pool.digest[:12], "digest": pool.digest, "made_from": {
+    # no run record made the set: its metadata's parent, named by its ref
+    assert info["made_from"]["pool"] == [{"ref": "pool/p:v1", "digest": pool.digest, "made_from": {
         "dataset": {"name": "digits", "shape": None, "classes": 2}, "pool": []}}]
     assert info["made_into"] == [{"run": "r2", "command": "eval", "status": None,
                                   "metrics": {"mean": 0.5, "std": 0.0, "net": "convnet"}}]
     json.dumps(info)  # plain data: what 'store show --tree --json' prints
+    store.remove("pool/p")  # a parent no ref names any more: its digest stands in
+    assert store.lineage(syn.digest, depth=2)["made_from"]["pool"] == [{"ref": pool.digest[:12], "digest": pool.digest}]

@@ -84,7 +84,7 @@ def test_cli_lists_shows_and_inspects_an_old_store(cli, old: Store) -> None:  # 
     assert (rows["synthetic/tiny:v1"]["method"], rows["synthetic/tiny:v1"]["ipc"]) == ("dm", "1")
     assert (rows["pool/tinypool:v1"]["n"], rows["pool/tinypool:v1"]["dataset"]) == ("1", "digits")
     listing = cli("store", "ls")
-    assert listing.exit_code == 0 and "idc ipc=1" in listing.stdout and "1 models" in listing.stdout
+    assert listing.exit_code == 0 and "idc ipc=1" in listing.stdout and "1 model " in listing.stdout
 
     pool_digest = old.resolve("pool/tinypool").digest
     shown = _ok(cli("store", "show", "synthetic/tiny", "--json"))
