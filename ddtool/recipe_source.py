@@ -85,7 +85,7 @@ def find_recipe(ref: str | Path) -> Found:
     if ship is not None:
         return Found(ship, shipped=True)
     if not ships:
-        raise UsageError(f"recipe '{text}' not found: no such file in this folder, and this install of ddtool "
-                         "ships no recipes; give the recipe file's path")
-    raise UsageError(f"recipe '{text}' not found: no such file in this folder and no shipped recipe of that "
-                     f"name{closest(name, list(ships))}; shipped: {', '.join(ships)} ({LIST_COMMAND} describes them)")
+        raise UsageError(f"recipe file '{text}' not found in this folder, and this install of ddtool ships no "
+                         "recipes; give the recipe file's path")
+    raise UsageError(f"recipe file '{text}' not found in this folder, and no shipped recipe is named "
+                     f"'{name}'{closest(name, list(ships))}; shipped: {', '.join(ships)} ({LIST_COMMAND} describes them)")

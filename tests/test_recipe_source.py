@@ -92,7 +92,7 @@ def test_every_recipe_option_resolves_names(cli, command: list[str], tmp_path: P
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.output
-    assert "recipe 'ours11' not found" in lines[0] and "did you mean 'ours10'" in lines[0]
+    assert "recipe file 'ours11' not found in this folder, and no shipped recipe is named 'ours11'" in lines[0] and "did you mean 'ours10'" in lines[0]
     assert all(name in lines[0] for name in NAMES)
     # a local file of a shipped name is the one read (its bad key is what fails), after the note
     (tmp_path / "quickstart.toml").write_text("[distill]\nipcc = 1\n")
@@ -103,7 +103,7 @@ def test_every_recipe_option_resolves_names(cli, command: list[str], tmp_path: P
 
 def test_unknown_name_from_python_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match="no shipped recipe of that name.*shipped: dc, dm"):
+    with pytest.raises(UsageError, match="no shipped recipe is named 'nosuch'; shipped: dc, dm"):
         load_recipe("nosuch")
 
 
