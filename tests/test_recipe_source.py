@@ -44,6 +44,7 @@ def test_a_bare_name_runs_the_shipped_recipe(cli, tmp_path: Path, monkeypatch: p
     assert "shipped recipe" not in res.stderr  # nothing shadowed it: no note
     assert find_recipe("ours10.toml") == find_recipe("ours10")  # with or without the suffix
     assert find_recipe("ours10").shipped
+    assert load_recipe("ours10").to_dict() == load_recipe(ROOT / "recipes" / "ours10.toml").to_dict()  # Python API
 
 
 def test_a_path_still_works(cli, tiny_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
