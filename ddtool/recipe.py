@@ -8,6 +8,11 @@ method's own (``MatchingMethod.distill_defaults``), resolved when a run is plann
 ``[scale.NAME]`` tables hold a budget per dataset: when the run's dataset is NAME (a registry
 name, or the folder name of ``imagefolder:PATH``; ``data.scale`` names another) the table's keys
 replace the recipe's, e.g. ``[scale.digits] distill.iterations = 20``. ``--set`` still wins.
+
+Top-level ``name`` and ``description`` say what a recipe is; ``wall_digits`` and ``wall_paper``
+state its measured wall time on the embedded digits and at the paper's scale (``ddtool recipes``
+lists them): facts about the file, not part of the run, so left out of ``to_dict`` and the hash.
+A ``path`` is a TOML file or a shipped recipe's name (:mod:`ddtool.recipe_source`).
 Where every key came from (recipe, ``scale.NAME``, ``--set``) is kept in ``Recipe.origins``. Unknown keys and wrong types are errors that
 name the key and the allowed ones. ``[distill.options]`` is free-form and belongs to the
 matching method (a plugin's own settings).
@@ -21,6 +26,7 @@ import hashlib
 import json
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -28,6 +34,7 @@ from typing import Any, get_type_hints
 from ddtool.errors import UsageError, closest
 from ddtool.impl import ALIASES as IMPL_ALIASES
 from ddtool.impl import IMPLS
+from ddtool.recipe_source import find_recipe
 
 
 @dataclass
@@ -129,6 +136,8 @@ _HASHED_WHEN_SET = {"eval": ("labels", "teacher", "temperature", "compile"),
 class Recipe:
     name: str = "recipe"
     description: str = ""
+    wall_digits: str = ""  # measured wall time on the embedded digits, with the machine, load and date
+    wall_paper: str = ""  # at the paper's scale, or "not measured on this CPU"
     data: DataSection = field(default_factory=DataSection)
     net: NetSection = field(default_factory=NetSection)
     pretrain: PretrainSection = field(default_factory=PretrainSection)
@@ -140,7 +149,8 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.pop("origins")
+        for key in ("origins", *NOT_RUN):
+            d.pop(key)
         return d
 
     def sha256(self) -> str:
@@ -156,6 +166,11 @@ class Recipe:
                     del d[section][key]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
+
+# top-level keys that describe the file, not the run: a re-measured wall time keeps the recipe's
+# hash (and the hash its sets record), and a run record does not carry them
+NOT_RUN = ("wall_digits", "wall_paper")
+TOP_KEYS = ("name", "description", *NOT_RUN)
 
 SECTIONS = {f.name: f for f in dataclasses.fields(Recipe)
             if f.name != "origins" and dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
@@ -253,9 +268,9 @@ def parse_section(section: str, cls: type, raw: Any) -> Any:
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     top = {k: v for k, v in raw.items() if k not in SECTIONS}
-    allowed_top = ["name", "description", *SECTIONS]
+    allowed_top = [*TOP_KEYS, *SECTIONS]
     for key, value in top.items():
-        if key not in ("name", "description"):
+        if key not in TOP_KEYS:
             raise UsageError(f"unknown section or key '{key}'{closest(key, allowed_top)}; allowed: {', '.join(allowed_top)}")
         _coerce(key, str, value)
     sections = {name: parse_section(name, SECTIONS[name].default_factory, raw.get(name, {}))  # type: ignore[misc]
@@ -342,15 +357,16 @@ def apply_scale(raw: dict[str, Any], overrides: list[str], origins: dict[str, st
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
-    """Read a TOML recipe (or start from defaults when path is None), apply its ``[scale.NAME]``
-    table for the run's dataset, then the overrides."""
+    """Read a TOML recipe (a file, or a shipped recipe's name; the defaults when path is None),
+    apply its ``[scale.NAME]`` table for the run's dataset, then the overrides."""
     raw: dict[str, Any] = {}
     overrides = list(overrides or [])
     origins: dict[str, str] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UsageError(f"recipe file '{p}' not found; the shipped recipes are in recipes/")
+        found = find_recipe(path)
+        if found.note:  # the CLI passes the file it found, so this speaks to Python callers only
+            warnings.warn(found.note, stacklevel=2)
+        p = found.path
         try:
             raw = tomllib.loads(p.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:

@@ -17,6 +17,7 @@ from ddtool.cli.eval_cmd import eval_cmd
 from ddtool.cli.inspect_cmd import inspect_cmd
 from ddtool.cli.plugins_cmd import plugins_cmd
 from ddtool.cli.pretrain_cmd import pretrain_cmd
+from ddtool.cli.recipes_cmd import recipes_cmd
 from ddtool.cli.report_cmd import report_cmd
 from ddtool.cli.store_cmds import store_app
 
@@ -57,6 +58,7 @@ app.command("inspect", help=(
     "Show a synthetic set as an image grid, a pool's models, accuracy curves, or the store. The terminal grid is "
     "fitted to the screen (a note says what was left out; --size and --max-per-class override; a pipe or a file "
     "gets every image); --png writes every image, one column per class."))(inspect_cmd)
+app.command("recipes", help="List the shipped recipes: what each runs, its wall time on digits and at the paper's scale.")(recipes_cmd)
 app.command("plugins", help=(
     "List registered methods, strategies, schedules, datasets and nets (descriptions cut to the terminal's width); "
     "'ddtool plugins NAME' shows one whole."))(plugins_cmd)

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ddtool.data import ImageData, load_dataset
 from ddtool.errors import DDToolError
 from ddtool.recipe import Recipe, load_recipe
+from ddtool.recipe_source import find_recipe
 from ddtool.cli.signals import SIGTERM_EXIT, sigterm_as_interrupt
 from ddtool.store import Store, open_store
 
@@ -44,10 +45,21 @@ def get_store(write: bool = False) -> Store:
     return store
 
 
-def recipe_with(path: Path | None, sets: list[str] | None, **shortcuts: Any) -> Recipe:
-    """A recipe file (or the defaults) plus --set overrides plus the command's own options."""
+def recipe_file(ref: str | Path | None) -> Path | None:
+    """The file a ``--recipe`` names (a path, or a shipped recipe's name); when a file in the current
+    folder is taken over a shipped recipe of the same name, one line on stderr says so."""
+    if ref is None:
+        return None
+    found = find_recipe(ref)
+    if found.note and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 says it once
+        err.print(f"ddtool: {found.note}", highlight=False, markup=False, soft_wrap=True)
+    return found.path.resolve()  # a path with its folder: found once, not looked up (and noted) again
+
+
+def recipe_with(path: str | Path | None, sets: list[str] | None, **shortcuts: Any) -> Recipe:
+    """A recipe file or shipped recipe (or the defaults) plus --set overrides plus the command's own options."""
     extra = [f"{key}={json.dumps(value)}" for key, value in shortcuts.items() if value is not None]
-    return load_recipe(path, [*(sets or []), *extra])
+    return load_recipe(recipe_file(path), [*(sets or []), *extra])
 
 
 def recipe_data(recipe: Recipe, data_root: Path | None) -> ImageData:

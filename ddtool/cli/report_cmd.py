@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ddtool.cli import options as o
-from ddtool.cli.common import RichReporter, console, err, get_store, guarded, print_json
+from ddtool.cli.common import RichReporter, console, err, get_store, guarded, print_json, recipe_file
 from ddtool.errors import UsageError
 
 
@@ -70,8 +70,9 @@ def report_cmd(
         check_figure_path(figure)  # before any work
     soft = [f"eval.{k}={json.dumps(v)}" for k, v in (("labels", "soft" if teacher else None), ("teacher", teacher),
                                                       ("temperature", temperature)) if v is not None]
+    recipe_path = recipe_file(recipe)  # a shipped recipe's name, or a file
     store = get_store(write=True)
-    rows = report(sets or [], store, dataset=dataset, recipe=recipe, overrides=[*(set_ or []), *soft], epochs=epochs,
+    rows = report(sets or [], store, dataset=dataset, recipe=recipe_path, overrides=[*(set_ or []), *soft], epochs=epochs,
                   repeats=repeats, protocol=protocol, net=net, baseline_subsets=baseline_subsets,
                   full_epochs=full_epochs, full_repeats=full_repeats, w=w, ars=ars, gamma=gamma, device=device,
                   data_root=data_root, reporter=RichReporter())

@@ -1,10 +1,11 @@
 """ddtool from Python (notebooks, scripts): the verbs as functions over the same recipes and store.
 
 ``import ddtool`` exposes these lazily: ``ddtool.pretrain``, ``ddtool.distill``, ``ddtool.evaluate``,
-``ddtool.report`` and ``ddtool.load``. Each takes a recipe (a TOML path or a :class:`Recipe`, with
-``overrides`` as ``--set`` strings) and a store (a folder or a :class:`Store`; default: the CLI's,
-``$DDTOOL_HOME`` or the user data folder), and returns what the runtime returns. Nothing prints;
-errors are :class:`ddtool.UsageError` / :class:`ddtool.DDToolError` with the CLI's one-line messages.
+``ddtool.report`` and ``ddtool.load``. Each takes a recipe (a TOML path, a shipped recipe's name such
+as ``"ours10"``, or a :class:`Recipe`, with ``overrides`` as ``--set`` strings) and a store (a folder
+or a :class:`Store`; default: the CLI's, ``$DDTOOL_HOME`` or the user data folder), and returns what
+the runtime returns. Nothing prints (a local file taken over a shipped recipe of the same name is a
+``UserWarning``); errors are :class:`ddtool.UsageError` / :class:`ddtool.DDToolError` with the CLI's one-line messages.
 """
 
 from __future__ import annotations
