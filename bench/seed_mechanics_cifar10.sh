@@ -5,7 +5,11 @@
 # is evaluated under the IDC protocol (ConvNet-3, 300 epochs, batch 64, 2 repeats). One thread per
 # job (OMP_NUM_THREADS=1): run at most two of these at once on the 2-core CPU and say so.
 #   bash bench/seed_mechanics_cifar10.sh pool                 # the 2-model early-stage pool, once
-#   bash bench/seed_mechanics_cifar10.sh ARM SEED [SEED ...]  # ARM: idc | ours_gauss | ours_twodir
+#   bash bench/seed_mechanics_cifar10.sh pool_diverse         # the same, models differing in lr and augmentation
+#   bash bench/seed_mechanics_cifar10.sh ARM SEED [SEED ...]
+# ARM: idc | ours_gauss | ours_twodir | ours_diverse (Ours gaussian on the diverse pool) |
+#      dd_raw / dd_zscore (IDC + DynaDistill on the pool, m 2, normalize none / zscore) |
+#      idc_randpool (IDC + random selection on the same pool: the control DynaDistill must beat)
 # Data: ../shared/data/cifar10-jpeg extracted to .data/cifar10 (train/, test/). Logs: .data/seedmech/.
 set -euo pipefail
 export OMP_NUM_THREADS=1
@@ -21,6 +25,13 @@ if [ "$arm" = pool ]; then
   t $D pretrain --recipe recipes/ours10.toml $DS --epochs 1 --n 2 --name ours-c10n2 --json > "$LOG/pool.json"
   exit
 fi
+if [ "$arm" = pool_diverse ]; then
+  t $D pretrain --recipe recipes/ours10.toml $DS --epochs 1 --n 2 --name ours-c10div --set pretrain.diverse=true \
+    --json > "$LOG/pool_diverse.json"
+  exit
+fi
+DD="--recipe recipes/dynadistill.toml $DS --pool pool/ours-c10n2 $BUDGET --set distill.iterations=10 \
+  --set distill.options.dynadistill.m=2"
 for seed in "$@"; do
   name="$arm-s$seed"
   case "$arm" in
@@ -29,6 +40,12 @@ for seed in "$@"; do
                   --set distill.iterations=2 --set distill.seed=$seed --set 'distill.schedule="gaussian"' --set distill.alpha=1.0 ;;
     ours_twodir) t $D distill --recipe recipes/ours10.toml $DS --pool pool/ours-c10n2 --name "$name" $BUDGET \
                   --set distill.iterations=2 --set distill.seed=$seed --set 'distill.schedule="two_direction"' ;;
+    ours_diverse) t $D distill --recipe recipes/ours10.toml $DS --pool pool/ours-c10div --name "$name" $BUDGET \
+                  --set distill.iterations=2 --set distill.seed=$seed --set 'distill.schedule="gaussian"' --set distill.alpha=1.0 ;;
+    dd_raw) t $D distill $DD --name "$name" --set distill.seed=$seed --set 'distill.options.dynadistill.normalize="none"' ;;
+    dd_zscore) t $D distill $DD --name "$name" --set distill.seed=$seed --set 'distill.options.dynadistill.normalize="zscore"' ;;
+    idc_randpool) t $D distill --recipe recipes/idc.toml $DS --pool pool/ours-c10n2 --name "$name" $BUDGET \
+                  --set distill.iterations=10 --set distill.seed=$seed --set 'distill.selection="random"' ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac > "$LOG/$name.distill.txt"
   t $D eval "synthetic/$name" --epochs 300 --repeats 2 --protocol idc --batch 64 --device cpu --json > "$LOG/$name.eval.json"
