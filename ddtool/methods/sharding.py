@@ -8,7 +8,7 @@ or N processes (``torchrun``, ``ddtool distill --nproc N``; see ``ddtool.runtime
   network of each outer loop, its perturbation) stays the same on every process, and a class's
   draws do not depend on which process owns it or which other classes that process has.
   Being drawn from the global stream, the key is restored with it: ``--resume`` and DynaDistill's
-  ``shared_draw`` (``torch.random.fork_rng`` around a candidate's loss) keep working.
+  candidate streams (each scored from a saved or seeded global state) keep working.
 * Class shards. Process ``rank`` of ``world`` owns a contiguous block of classes. It computes the
   matching loss of its classes only; the image gradient (zero outside its classes' rows) is
   summed across processes before the optimizer step, so every process holds the whole, identical
@@ -55,24 +55,39 @@ def stream_seed(key: int, c: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{key}:{c}".encode(), digest_size=8).digest(), "little") >> 1
 
 
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def seed_rng(seed: int, device: torch.device) -> None:
+    """Make the global RNG (the CPU's, and ``device``'s on CUDA) the stream of ``seed``."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.default_generators[_cuda_index(device)].manual_seed(seed)
+
+
+def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The global RNG's state (the CPU's, and ``device``'s on CUDA), for :func:`set_rng_state`."""
+    gpu = torch.cuda.get_rng_state(_cuda_index(device)) if device.type == "cuda" else None
+    return torch.get_rng_state(), gpu
+
+
+def set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], _cuda_index(device))
+
+
 @contextmanager
 def class_stream(key: int, c: int, device: torch.device) -> Iterator[None]:
     """Within the block the global RNG (CPU, and ``device``'s when CUDA) is class ``c``'s stream for
     draw ``key``; the global state is put back on exit."""
-    seed = stream_seed(key, c)
-    cpu = torch.get_rng_state()
-    cuda = device.type == "cuda"
-    index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else None
-    gpu = torch.cuda.get_rng_state(index) if cuda else None
-    torch.default_generator.manual_seed(seed)
-    if cuda:
-        torch.cuda.default_generators[index].manual_seed(seed)
+    saved = rng_state(device)
+    seed_rng(stream_seed(key, c), device)
     try:
         yield
     finally:
-        torch.set_rng_state(cpu)
-        if cuda:
-            torch.cuda.set_rng_state(gpu, index)
+        set_rng_state(saved, device)
 
 
 def _collective(what: str, fn: Callable[[], Any]) -> Any:

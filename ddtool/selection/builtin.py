@@ -11,7 +11,7 @@ from torch import nn
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
 from ddtool.hookspecs import RegisterSelection, hookimpl
-from ddtool.methods.sharding import stream_seed
+from ddtool.methods.sharding import rng_state, seed_rng, set_rng_state, stream_seed
 from ddtool.pool import states_from_tensors, states_to_tensors
 from ddtool.recipe import parse_section
 from ddtool.selection.base import Segment, SelectionStrategy
@@ -284,17 +284,17 @@ class DynaDistill(SelectionStrategy):
         where = _device_of(ctx)
         key = int(torch.randint(0, 2**62, (1,)).item())
         u = float(torch.rand((), dtype=torch.float64))
-        before = _rng_state(where)
+        before = rng_state(where)
         scores = []
         for j in range(n):
-            _seed(stream_seed(key, 0 if self.options.shared_draw else j), where)
+            seed_rng(stream_seed(key, 0 if self.options.shared_draw else j), where)
             scores.append(float(score(j)))
         self.last_losses = torch.tensor(scores, dtype=torch.float64)
         k = self.choose(self.last_losses, u)
         if replay(k):
-            _seed(stream_seed(key, 0 if self.options.shared_draw else k), where)
+            seed_rng(stream_seed(key, 0 if self.options.shared_draw else k), where)
         else:
-            _set_rng_state(before, where)
+            set_rng_state(before, where)
         return k
 
     def _record(self, candidates: list[Any], k: int) -> None:
@@ -391,28 +391,6 @@ class DynaDistill(SelectionStrategy):
 def _device_of(ctx: DistillContext) -> torch.device:
     """Where the run draws its random numbers besides the CPU (the synthetic set's device)."""
     return ctx.synthetic.images.device if ctx.synthetic is not None else torch.device("cpu")
-
-
-def _seed(seed: int, device: torch.device) -> None:
-    """Make the run's RNG (the CPU's, and ``device``'s on CUDA) the stream of ``seed``."""
-    torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.default_generators[_cuda_index(device)].manual_seed(seed)
-
-
-def _cuda_index(device: torch.device) -> int:
-    return device.index if device.index is not None else torch.cuda.current_device()
-
-
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    cuda = torch.cuda.get_rng_state(_cuda_index(device)) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], _cuda_index(device))
 
 
 @hookimpl
