@@ -51,6 +51,12 @@ def block_width(per_line: int, size: int, label_width: int, groups: int = 1) -> 
     return label_width + 1 + groups * (per_line * (size + 1) - 1) + (groups - 1) * len(SEPARATOR)
 
 
+def _across(width: int, most: int, per_line: int, size: int, label_width: int, groups: int) -> int:
+    """How many class blocks stand side by side in ``width`` columns (1 to ``most``)."""
+    return max(1, min(most, (width + len(BLOCK_GAP)) // (block_width(per_line, size, label_width, groups)
+                                                       + len(BLOCK_GAP))))
+
+
 def fit_grid(n_classes: int, per_class: int, resolution: int, width: int, height: int | None,
              label_width: int, groups: int = 1, size: int | None = None,
              max_per_class: int | None = None) -> GridLayout:
@@ -69,8 +75,7 @@ def fit_grid(n_classes: int, per_class: int, resolution: int, width: int, height
         while k_max < wanted and block_width(k_max + 1, s, label_width, groups) <= width:
             k_max += 1
         for k in range(1, k_max + 1):
-            blocks = max(1, min(n_classes, (width + len(BLOCK_GAP)) // (block_width(k, s, label_width, groups)
-                                                                         + len(BLOCK_GAP))))
+            blocks = _across(width, n_classes, k, s, label_width, groups)
             for bands in range(1, -(-wanted // k) + 1):
                 shown = min(wanted, k * bands)
                 if max_per_class is not None and shown < wanted:
@@ -94,8 +99,7 @@ def fit_grid(n_classes: int, per_class: int, resolution: int, width: int, height
     for k in range(1, shown + 1):
         if k > 1 and block_width(k, low, label_width, groups) > width:
             break
-        blocks = max(1, min(classes, (width + len(BLOCK_GAP)) // (block_width(k, low, label_width, groups)
-                                                                   + len(BLOCK_GAP))))
+        blocks = _across(width, classes, k, low, label_width, groups)
         layout = GridLayout(low, k, shown, blocks, classes, label_width, groups)
         if least is None or layout.lines() < least.lines():
             least = layout
