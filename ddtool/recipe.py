@@ -53,6 +53,10 @@ class NetSection:
     norm: str = "instance"  # instance | batch | none
 
 
+# ddtool's first pools' learning-rate factors (pretrain.lr_cycle), also the diverse pool's default
+LR_CYCLE = (1.0, 0.5, 2.0, 0.75, 1.5)
+
+
 @dataclass
 class PretrainSection:
     n: int = 5  # models in the pool (Acc-DD: 5 on CIFAR-10)
@@ -69,7 +73,7 @@ class PretrainSection:
     # and data augmentation"): model i at lr x lr_factors[i % len] with the DiffAug chain augments[i % len]
     # (and its own seed, as always); each model's lr and augmentation go to the pool's metadata
     diverse: bool = False
-    lr_factors: list[float] = field(default_factory=lambda: [1.0, 0.5, 2.0, 0.75, 1.5])
+    lr_factors: list[float] = field(default_factory=lambda: list(LR_CYCLE))
     augments: list[str] = field(default_factory=lambda: ["color_crop", "crop", "color_crop_cutout",
                                                          "color_crop_flip_scale_rotate", "none"])
     seed: int = 0

@@ -14,7 +14,7 @@ from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec, build_net, check_net
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
-from ddtool.recipe import PretrainSection, Recipe
+from ddtool.recipe import LR_CYCLE, PretrainSection, Recipe
 from ddtool.runtime import distributed
 from ddtool.runtime.evaluate import normalized_train
 from ddtool.runtime.plan import net_spec_of
@@ -29,7 +29,6 @@ from ddtool.store.refs import check_name
 # different learning rates and augmentation; model i takes the i-th entry of each cycle. The
 # Acc-DD reference (pretrain.py) instead trains every model alike (lr 0.01, batch 64, IDC's
 # DiffAug chain color_crop, CutMix p 0.5), diverse only by seed: the recipe default.
-LR_CYCLE = (1.0, 0.5, 2.0, 0.75, 1.5)
 AUGMENT_CYCLE = (True, False)
 ALTERNATE = "alternate"
 TRAIN_PROBE = 10_000
