@@ -7,6 +7,9 @@
 #   bash bench/seed_mechanics_cifar10.sh pool                 # the 2-model early-stage pool, once
 #   bash bench/seed_mechanics_cifar10.sh pool_diverse         # the same, models differing in lr and augmentation
 #   bash bench/seed_mechanics_cifar10.sh ARM SEED [SEED ...]
+#   PHASE=distill bash bench/seed_mechanics_cifar10.sh ARM SEED ...   # distill only (PHASE=eval: evaluate only)
+# Resumable: a set already in the store is not distilled again, a non-empty eval log is not re-run,
+# so a chain cut off by a session's end goes on where it stopped.
 # ARM: idc | ours_gauss | ours_twodir | ours_diverse (Ours gaussian on the diverse pool) |
 #      dd_raw / dd_zscore (IDC + DynaDistill on the pool, m 2, normalize none / zscore) |
 #      idc_randpool (IDC + random selection on the same pool: the control DynaDistill must beat)
@@ -22,18 +25,22 @@ t() { local s=$SECONDS; "$@"; echo "$(date -u +%FT%TZ) $(git rev-parse --short H
 
 arm="$1"; shift
 if [ "$arm" = pool ]; then
+  $D store show pool/ours-c10n2 > /dev/null 2>&1 && exit
   t $D pretrain --recipe recipes/ours10.toml $DS --epochs 1 --n 2 --name ours-c10n2 --json > "$LOG/pool.json"
   exit
 fi
 if [ "$arm" = pool_diverse ]; then
+  $D store show pool/ours-c10div > /dev/null 2>&1 && exit
   t $D pretrain --recipe recipes/ours10.toml $DS --epochs 1 --n 2 --name ours-c10div --set pretrain.diverse=true \
     --json > "$LOG/pool_diverse.json"
   exit
 fi
 DD="--recipe recipes/dynadistill.toml $DS --pool pool/ours-c10n2 $BUDGET --set distill.iterations=10 \
   --set distill.options.dynadistill.m=2"
+PHASE="${PHASE:-both}"
 for seed in "$@"; do
   name="$arm-s$seed"
+  if [ "$PHASE" != eval ] && ! $D store show "synthetic/$name" > /dev/null 2>&1; then
   case "$arm" in
     idc) t $D distill --recipe recipes/idc.toml $DS --name "$name" $BUDGET --set distill.iterations=10 --set distill.seed=$seed ;;
     ours_gauss) t $D distill --recipe recipes/ours10.toml $DS --pool pool/ours-c10n2 --name "$name" $BUDGET \
@@ -48,5 +55,8 @@ for seed in "$@"; do
                   --set distill.iterations=10 --set distill.seed=$seed --set 'distill.selection="random"' ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac > "$LOG/$name.distill.txt"
+  fi
+  [ "$PHASE" = distill ] && continue
+  [ -s "$LOG/$name.eval.json" ] && continue
   t $D eval "synthetic/$name" --epochs 300 --repeats 2 --protocol idc --batch 64 --device cpu --json > "$LOG/$name.eval.json"
 done
