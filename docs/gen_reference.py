@@ -43,7 +43,8 @@ BLOCK = re.compile(r"(<!-- BEGIN GENERATED: (?P<kind>[\w-]+)(?: (?P<arg>[^>]*?))
 
 def _cell(text: str) -> str:
     """One Markdown table cell: no line breaks, no bare pipes, Rich's escaped brackets plain."""
-    text = " ".join(str(text).replace("\\[", "[").split())
+    text = re.sub(r":\w+:`([^`]+)`", r"`\1`", str(text)).replace("``", "`")
+    text = " ".join(text.replace("\\[", "[").split())
     return text.replace("|", "\\|")
 
 
@@ -227,7 +228,19 @@ def gen_speed_summary() -> str:
     return "\n".join(out) + "\n"
 
 
+def gen_hookspecs() -> str:
+    from ddtool import hookspecs
+
+    out = []
+    for name, fn in vars(hookspecs).items():
+        if name.startswith("ddtool_") and inspect.isfunction(fn):
+            sig = str(inspect.signature(fn)).replace("'", "")
+            out += [f"- `{name}{sig}`: {_cell(inspect.getdoc(fn) or '')}"]
+    return "\n".join(out) + "\n"
+
+
 GENERATORS: dict[str, Callable[..., str]] = {
+    "hookspecs": lambda _arg=None: gen_hookspecs(),
     "options": gen_options,
     "global-options": lambda _arg=None: gen_global(),
     "recipe-keys": lambda _arg=None: gen_recipe_keys(),
