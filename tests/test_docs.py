@@ -9,6 +9,7 @@ import csv
 import importlib.util
 import os
 import re
+import shlex
 from pathlib import Path
 from types import ModuleType
 
@@ -83,6 +84,30 @@ def test_python_examples_run_as_written(page: Path, tmp_path: Path, monkeypatch:
     # dont_inherit: the example runs as a reader runs it, without this module's __future__ imports
     exec(compile("\n".join(to_run), rel, "exec", dont_inherit=True), scope)  # noqa: S102 - the docs' own code
     assert to_run, f"every block of {rel} is marked skip"
+
+
+CONSOLE = re.compile(r"^<!-- docs-test: run -->\n```console\n(?P<body>.*?)^```", re.S | re.M)
+
+
+def console_blocks() -> list[tuple[Path, list[list[str]]]]:
+    """(page, the argument lists of its `$ ddtool ...` lines) of each console block marked to run."""
+    out = []
+    for page in _markdown():
+        for m in CONSOLE.finditer(page.read_text(encoding="utf-8")):
+            lines = [line[2:] for line in m["body"].splitlines() if line.startswith("$ ")]
+            assert lines and all(line.startswith("ddtool ") for line in lines), (page.name, lines)
+            out.append((page, [shlex.split(line, comments=True)[1:] for line in lines]))
+    return out
+
+
+@pytest.mark.parametrize("page,commands", console_blocks(), ids=lambda v: v.name if isinstance(v, Path) else "")
+def test_marked_console_blocks_run_as_written(page: Path, commands: list[list[str]], cli, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                              monkeypatch: pytest.MonkeyPatch, one_thread) -> None:
+    monkeypatch.chdir(tmp_path)  # relative --store folders land here
+    for args in commands:
+        res = cli(*args)
+        assert res.exit_code == 0, f"{page.name}: ddtool {' '.join(args)} -> exit {res.exit_code}: {res.stderr or res.stdout}"
+        assert res.stdout.strip(), f"{page.name}: ddtool {' '.join(args)} printed nothing"
 
 
 def test_illustrative_blocks_say_why_and_are_counted() -> None:
