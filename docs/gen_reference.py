@@ -26,7 +26,6 @@ import ast
 import csv
 import dataclasses
 import inspect
-import os
 import re
 import sys
 import textwrap
@@ -51,10 +50,9 @@ def _cell(text: str) -> str:
 # ---------------------------------------------------------------------------------------- verbs
 
 def _command(path: str) -> Any:
-    os.environ["DDTOOL_DISABLE_PLUGINS"] = "*"  # the built-in verbs only, whatever is installed
     import typer
 
-    from ddtool.cli import app
+    from ddtool.cli import app  # the built-in verbs: plugins add theirs only when the CLI's main() runs
 
     cmd = typer.main.get_command(app)
     for part in path.split():
@@ -166,11 +164,10 @@ def gen_recipe_keys() -> str:
 def gen_method_options() -> str:
     from ddtool import plugins
 
-    os.environ["DDTOOL_DISABLE_PLUGINS"] = "*"
     regs = plugins.registries()
     out: list[str] = []
     for entry in regs.method:
-        if entry.source.startswith("ddtool.") is False:  # built-ins only: the page must not depend on what is installed
+        if not entry.source.startswith("ddtool."):  # built-ins only: the page must not depend on what is installed
             continue
         opts = getattr(entry.obj, "options_type", None)
         head = f"`{entry.name}`" + (f" (aliases {', '.join(entry.aliases)})" if entry.aliases else "")
@@ -239,7 +236,77 @@ def gen_hookspecs() -> str:
     return "\n".join(out) + "\n"
 
 
+def _first_paragraph(doc: str | None) -> str:
+    return _cell((inspect.cleandoc(doc or "").split("\n\n") or [""])[0])
+
+
+def _members(base: type) -> list[str]:
+    """One row per public member the contract defines: attributes with their default and the
+    comment beside them, methods with their signature and the first paragraph of their docstring."""
+    notes = _field_notes_any(base)
+    rows = ["| member | default | what |", "|---|---|---|"]
+    for name in getattr(base, "__annotations__", {}):  # declared without a value: the plugin gives it
+        if not name.startswith("_") and name not in vars(base):
+            rows.append(f"| `{name}` | (required) | {_cell(notes.get(name, ''))} |")
+    for name, value in vars(base).items():
+        if name.startswith("_"):
+            continue
+        if inspect.isfunction(value):
+            rows.append(f"| `{name}({_params(value)})` | (method) | {_first_paragraph(value.__doc__)} |")
+        elif isinstance(value, property):
+            rows.append(f"| `{name}` | (property) | {_first_paragraph(value.__doc__)} |")
+        elif not callable(value) or isinstance(value, type) or value is None:
+            shown = value.__name__ if isinstance(value, type) else repr(value)
+            rows.append(f"| `{name}` | `{_cell(shown)}` | {_cell(notes.get(name, ''))} |")
+    return rows + [""]
+
+
+def _params(fn: Callable[..., Any]) -> str:
+    """The parameter names of a method (its types are in the API), with defaults, less ``self``."""
+    out = []
+    for p in list(inspect.signature(fn).parameters.values())[1:]:
+        prefix = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
+        out.append(prefix + p.name + ("" if p.default is p.empty else f"={p.default!r}"))
+    return ", ".join(out)
+
+
+def _field_notes_any(cls: type) -> dict[str, str]:
+    """_field_notes for any class: the comment beside (and above) each annotated or assigned name."""
+    lines, _ = inspect.getsourcelines(cls)
+    tree = ast.parse(textwrap.dedent("".join(lines)))
+    notes: dict[str, str] = {}
+    for node in tree.body[0].body:  # type: ignore[attr-defined]
+        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        if not isinstance(target, ast.Name):
+            continue
+        above, j = [], node.lineno - 2
+        while j >= 0 and lines[j].strip().startswith("#"):
+            above.insert(0, lines[j].strip().lstrip("#").strip())
+            j -= 1
+        end = (node.end_lineno or node.lineno) - 1
+        trailing = lines[end].split("  # ", 1)[1].strip() if "  # " in lines[end] else ""
+        notes[target.id] = " ".join(x for x in (*above, trailing) if x)
+    return notes
+
+
+def gen_contracts() -> str:
+    from ddtool import plugins
+
+    out = ["| hook | contract (in `ddtool.api`) | required |", "|---|---|---|"]
+    for kind, hookname in plugins.KINDS.items():
+        c = plugins.CONTRACTS[kind]
+        out.append(f"| `{hookname}` | [`{c.base.__name__}`](#{c.base.__name__.lower()}) | "
+                   f"{', '.join(f'`{m}`' for m in c.required)} |")
+    out += ["| `ddtool_register_commands` | Typer commands on `app` (`@app.command()`) | |", ""]
+    for kind in plugins.KINDS:
+        base = plugins.CONTRACTS[kind].base
+        out += [f"### {base.__name__}", "", _first_paragraph(base.__doc__), ""]
+        out += _members(base)
+    return "\n".join(out).rstrip() + "\n"
+
+
 GENERATORS: dict[str, Callable[..., str]] = {
+    "contracts": lambda _arg=None: gen_contracts(),
     "hookspecs": lambda _arg=None: gen_hookspecs(),
     "options": gen_options,
     "global-options": lambda _arg=None: gen_global(),
