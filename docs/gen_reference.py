@@ -252,7 +252,8 @@ def _members(base: type) -> list[str]:
         if name.startswith("_"):
             continue
         if inspect.isfunction(value):
-            rows.append(f"| `{name}({_params(value)})` | (method) | {_first_paragraph(value.__doc__)} |")
+            # the whole docstring: its later paragraphs say what a plugin must accept or return
+            rows.append(f"| `{name}({_params(value)})` | (method) | {_cell(inspect.cleandoc(value.__doc__ or ''))} |")
         elif isinstance(value, property):
             rows.append(f"| `{name}` | (property) | {_first_paragraph(value.__doc__)} |")
         elif not callable(value) or isinstance(value, type) or value is None:
