@@ -275,3 +275,60 @@ def store_import(
                  ("ipc", res.ipc), ("range", res.detected), ("run", res.run_id), *(("note", n) for n in res.notes)):
         table.add_row(k, str(v))
     console.print(table)
+
+
+# -- sharing between stores (ddtool.store.remote) --------------------------------------------------
+_REMOTE_HELP = ("Another store: a folder, file://PATH, or any fsspec URL (s3://, gs://, hf://... with that "
+                "filesystem's package installed: pip install 'ddtool\\[s3]', 'ddtool\\[gcs]', 'ddtool\\[hf]').")
+_Refs = Annotated[Optional[list[str]], typer.Argument(
+    help="KIND/NAME (latest version), KIND/NAME:vN or a digest prefix; the last argument is REMOTE.",
+    metavar="REF... REMOTE", show_default=False)]
+_Lineage = Annotated[bool, typer.Option("--with-lineage", help=(
+    "Also what the artifacts were made from (pool, expert trajectories, teacher, recursively), the run records "
+    "that made them or evaluated them, and every blob those records name (checkpoints included)."))]
+_All = Annotated[bool, typer.Option("--all", help="Every ref and run record of the sending store.")]
+_Force = Annotated[bool, typer.Option("--force", help=(
+    "Replace ref versions (and run records) the receiving store holds with other content; without it such a "
+    "transfer is refused before anything is sent."))]
+
+
+def _transfer(verb: str, args: list[str] | None, lineage: bool, everything: bool, force: bool, as_json: bool) -> None:
+    from ddtool.errors import UsageError
+    from ddtool.store import remote
+
+    args = list(args or [])
+    if not args:
+        raise UsageError(f"missing REMOTE: ddtool store {verb} REF... REMOTE (or --all REMOTE)")
+    *refs, where = args
+    store = get_store(write=verb == "pull")
+    res = (remote.push if verb == "push" else remote.pull)(store, where, refs, lineage, everything, force)
+    if as_json:
+        print_json(res.to_dict())
+        return
+    for ref in res.refs:
+        console.print(f"{'pushed' if verb == 'push' else 'pulled'} {ref}", highlight=False)
+    console.print(f"{res.blobs_sent} blob{'s' if res.blobs_sent != 1 else ''} sent ({res.bytes_sent} bytes), "
+                  f"{res.blobs_already} already there; {res.runs_sent} run record(s) sent, {res.runs_already} "
+                  f"already there; {len(res.refs_already)} ref(s) already up to date", highlight=False)
+
+
+_PUSH_HELP = ("Send artifacts to another store: [bold]ddtool store push REF... REMOTE[/]. Only blobs the remote "
+              "lacks are sent; its refs change last, once every blob is there (an interrupted push leaves no ref: "
+              "rerun it).\n\nREMOTE: " + _REMOTE_HELP)
+_PULL_HELP = ("Fetch artifacts from another store: [bold]ddtool store pull REF... REMOTE[/]. Every blob is checked "
+              "against its digest before it is stored; refs are added last (an interrupted pull leaves no ref: "
+              "rerun it).\n\nREMOTE: " + _REMOTE_HELP)
+
+
+@store_app.command("push", help=_PUSH_HELP)
+@guarded
+def store_push(args: _Refs = None, lineage: _Lineage = False, everything: _All = False, force: _Force = False,
+               as_json: o.Json = False) -> None:
+    _transfer("push", args, lineage, everything, force, as_json)
+
+
+@store_app.command("pull", help=_PULL_HELP)
+@guarded
+def store_pull(args: _Refs = None, lineage: _Lineage = False, everything: _All = False, force: _Force = False,
+               as_json: o.Json = False) -> None:
+    _transfer("pull", args, lineage, everything, force, as_json)
