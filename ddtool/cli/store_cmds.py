@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -220,15 +221,49 @@ def store_gc(
 def store_export(
     ref: Annotated[str, typer.Argument(help="Synthetic set: KIND/NAME[:vN] or a digest prefix.")],
     dest: Annotated[Path, typer.Argument(help="imagefolder: a new or empty folder; npz: a file (or a folder for NAME-vN.npz).")],
-    fmt: Annotated[Literal["imagefolder", "npz"], typer.Option("--format", "-f", help=(
+    fmt: Annotated[Literal["imagefolder", "npz", "hf"], typer.Option("--format", "-f", help=(
         "imagefolder: one PNG per training image (IDC multi-formation sets are [bold]decoded[/]), denormalised "
         "to uint8, in DIR/CLASS/NNNN.png, plus DIR/labels.csv (path,label,class). npz: images float32 "
-        "normalised exactly as stored (not decoded), labels int64, metadata as a JSON string array."))] = "npz",
+        "normalised exactly as stored (not decoded), labels int64, metadata as a JSON string array. "
+        "hf: a folder datasets.load_dataset(DIR) loads (DIR/train/CLASS/NNNN.png + metadata.jsonl), with a "
+        "dataset card (README.md) generated from the store: how the set was made, its recorded evaluations, "
+        "and the stored artifact itself (DIR/ddtool/synthetic.safetensors) for 'store import DIR'."))] = "npz",
+    report: Annotated[Optional[Path], typer.Option(help=(
+        "--format hf: a 'ddtool report --json' file; the set's row (random baseline, IOR, cost, storage) "
+        "goes into the card."))] = None,
+    teacher: Annotated[Optional[str], typer.Option(help=(
+        "--format hf: also write each image's soft label (softmax of this teacher's logits / --temperature): "
+        "pool/NAME[:vN][#i]."))] = None,
+    temperature: Annotated[float, typer.Option(help="--format hf with --teacher: the soft labels' temperature.")] = 4.0,
+    data_root: o.DataRoot = None,
     as_json: o.Json = False,
 ) -> None:
-    """Write a synthetic set for other tools: PNGs in class folders, or one .npz file."""
+    """Write a synthetic set for other tools: PNGs in class folders, one .npz file, or a Hugging Face
+    dataset folder with its card."""
+    from ddtool.errors import UsageError
     from ddtool.runtime.exchange import export_set
 
+    if fmt != "hf" and (report is not None or teacher):
+        raise UsageError("--report and --teacher go with --format hf")
+    if fmt == "hf":
+        from ddtool.runtime.hf_folder import export_hf
+
+        rows = None
+        if report is not None:
+            try:
+                rows = json.loads(report.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UsageError(f"--report {report}: not a readable 'ddtool report --json' file ({exc})") from None
+        info = export_hf(get_store(), ref, dest, rows, teacher, temperature, data_root)
+        if as_json:
+            print_json(info)
+            return
+        console.print(f"exported {info['ref']} ({info['digest'][:12]}) as a datasets folder to {info['path']}: "
+                      f"{info['files']} PNGs" + (" (decoded)" if info["decoded"] else "")
+                      + f", card with {info['evaluations']} evaluation(s)"
+                      + (" and the report row" if info["report"] else "")
+                      + (", soft labels" if info["soft_labels"] else ""), highlight=False)
+        return
     info = export_set(get_store(), ref, dest, fmt)
     if as_json:
         print_json(info)
@@ -243,8 +278,10 @@ def store_export(
 @store_app.command("import")
 @guarded
 def store_import(
-    file: Annotated[Path, typer.Argument(help=".npz (read with allow_pickle=False) or .pt (torch.load weights_only=True).")],
-    dataset: Annotated[str, typer.Option(help="The dataset the images belong to (digits, imagefolder:PATH...).")],
+    file: Annotated[Path, typer.Argument(help=".npz (read with allow_pickle=False), .pt (torch.load weights_only=True), "
+                                              "or a folder 'store export --format hf' wrote.")],
+    dataset: Annotated[Optional[str], typer.Option(help="The dataset the images belong to (digits, imagefolder:PATH...); "
+                                                        "not for a --format hf folder, whose card says it.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Artifact name (default: the file's name).")] = None,
     normalized: Annotated[Optional[bool], typer.Option("--normalized/--unit-range", help=(
         "Float images are already normalised with the dataset's mean/std (--normalized) or pixels in [0, 1] "
@@ -261,9 +298,21 @@ def store_import(
     Images are [N, C, H, W] (or NHWC) of the dataset's shape.
     """
     from ddtool.data import load_dataset
+    from ddtool.errors import UsageError
     from ddtool.runtime.exchange import import_set
+    from ddtool.runtime.hf_folder import import_hf, is_hf_folder
 
     store = get_store(write=True)  # before the data (a download)
+    if is_hf_folder(file):
+        got = import_hf(store, file, name)
+        if as_json:
+            print_json(got)
+            return
+        console.print(f"imported {got['ref']} ({got['digest'][:12]}) from {got['read']}; the card's lineage and "
+                      f"{got['card_evaluations']} evaluation(s) are in run {got['run']}", highlight=False)
+        return
+    if dataset is None:
+        raise UsageError("--dataset is needed for a .npz or .pt file (the dataset its images belong to)")
     data = load_dataset(dataset, data_root)
     res = import_set(store, file, data, name, normalized)
     if as_json:
