@@ -311,6 +311,9 @@ def store_import(
         console.print(f"imported {got['ref']} ({got['digest'][:12]}) from {got['read']}; the card's lineage and "
                       f"{got['card_evaluations']} evaluation(s) are in run {got['run']}", highlight=False)
         return
+    if file.is_dir():
+        raise UsageError(f"'{file}' is a folder without README.md: import takes a .npz or .pt file, or a folder "
+                         "'ddtool store export --format hf' wrote")
     if dataset is None:
         raise UsageError("--dataset is needed for a .npz or .pt file (the dataset its images belong to)")
     data = load_dataset(dataset, data_root)

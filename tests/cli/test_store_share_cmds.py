@@ -55,3 +55,36 @@ def test_bad_input_is_one_line(cli, tmp_path: Path, args: list[str], code: int, 
     res = cli(*[str(tmp_path / "r") if a == "REMOTE" else a for a in args])
     assert res.exit_code == code, (res.stdout, res.stderr)
     assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_export_hf_then_import_the_folder_into_another_store(put_set, cli, store: Store, digits,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    put_set(store, digits, "s")
+    out = tmp_path / "share"
+    res = cli("store", "export", "synthetic/s", out, "--format", "hf")
+    assert res.exit_code == 0, res.stderr
+    assert "as a datasets folder" in res.stdout and "20 PNGs" in res.stdout
+    assert (out / "README.md").is_file() and (out / "train" / "metadata.jsonl").is_file()
+    other = tmp_path / "other"
+    res = cli("--store", other, "store", "import", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["same_digest"] and got["digest"] == store.resolve("synthetic/s").digest
+    assert Store(other).resolve("synthetic/s").digest == got["digest"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["store", "export", "synthetic/s", "OUT", "--format", "npz", "--report", "r.json"], "go with --format hf"),
+    (["store", "export", "synthetic/s", "OUT", "--format", "hf", "--report", "MISSING"], "--report"),
+    (["store", "import", "EMPTY"], "is a folder without README.md"),
+    (["store", "import", "x.npz"], "--dataset is needed"),
+])
+def test_export_hf_and_import_refusals_are_one_line(put_set, cli, store: Store, digits, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                    args: list[str], words: str) -> None:
+    put_set(store, digits, "s")
+    (tmp_path / "empty").mkdir()
+    subst = {"OUT": tmp_path / "out", "MISSING": tmp_path / "missing.json", "EMPTY": tmp_path / "empty"}
+    res = cli(*[subst.get(a, a) for a in args])
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "out").exists()
