@@ -434,6 +434,18 @@ def transfer(src: Side, dst: Side, names: Iterable[str], lineage: bool = False, 
     names = list(names)
     if not names and not everything:
         raise UsageError("name what to send: one or more refs (KIND/NAME[:vN]), or --all")
+    try:
+        return _transfer(src, dst, names, lineage, everything, force)
+    except DDToolError:
+        raise
+    except Exception as exc:  # a filesystem's own errors (network, permissions, a cloud SDK's): one line
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DDToolError(f"transfer from {src.label} to {dst.label} failed ({type(exc).__name__}"
+                          + (f": {text}" if text else "") + "); no new ref is visible: rerun to send the rest") from exc
+
+
+def _transfer(src: Side, dst: Side, names: list[str], lineage: bool, everything: bool, force: bool
+              ) -> TransferResult:
     bundle = closure(src, names, lineage, everything)
     have_refs = dst.refs()
     conflicts = _conflicts(have_refs, bundle.refs)

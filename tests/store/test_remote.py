@@ -101,7 +101,7 @@ def test_an_interrupted_push_leaves_no_ref_and_a_rerun_sends_only_the_rest(tmp_p
         real(self, digest, data)
 
     monkeypatch.setattr(side_type, "write_blob", fail_on_second)
-    with pytest.raises(OSError):
+    with pytest.raises(DDToolError, match="failed \\(OSError: connection reset\\); no new ref is visible: rerun"):
         rm.push(a, remote, ["synthetic/s0", "synthetic/s1", "synthetic/s2"])
     assert _remote_refs(remote) == {}  # one blob arrived, no ref names it
     monkeypatch.setattr(side_type, "write_blob", real)
@@ -216,3 +216,32 @@ def test_bad_requests_are_one_line_usage_errors(tmp_path: Path, remote: str) -> 
 def test_an_unknown_protocol_names_the_package_to_install() -> None:
     with pytest.raises(UsageError, match="cannot open remote 'nosuchproto://x'"):
         rm.open_remote("nosuchproto://x")
+
+
+def test_a_corrupted_local_blob_is_not_pushed(tmp_path: Path, remote: str) -> None:
+    a = Store(tmp_path / "a")
+    digest = _put(a, "synthetic", "s", 0)
+    path = a.blob_path(digest)
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the tensor data: the header still reads
+    path.write_bytes(bytes(data))
+    with pytest.raises(DDToolError, match=f"blob {digest[:12]} does not match its digest"):
+        rm.push(a, remote, ["synthetic/s"])
+    assert _remote_refs(remote) == {} and digest not in rm.open_remote(remote).blob_digests()
+
+
+def test_a_run_record_held_with_other_content_is_refused_until_force(tmp_path: Path, remote: str) -> None:
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    s = _put(a, "synthetic", "s", 0)
+    rec = {"id": "20261207-000001-eval-bbbbbb", "command": "eval", "status": "complete",
+           "inputs": [{"ref": "synthetic/s:v1", "digest": s, "kind": "synthetic", "role": "synthetic"}]}
+    a.write_run(rec)
+    rm.push(a, remote, ["synthetic/s"], lineage=True)
+    b.put_blob_bytes(a.blob_path(s).read_bytes())
+    b.write_run({**rec, "status": "failed"})
+    with pytest.raises(DDToolError, match="run record 20261207-000001-eval-bbbbbb with other content.*--force"):
+        rm.pull(b, remote, ["synthetic/s"], lineage=True)
+    assert b.run(rec["id"])["status"] == "failed" and b.list() == []
+    assert rm.pull(b, remote, ["synthetic/s"], lineage=True, force=True).runs_sent == 1
+    assert b.run(rec["id"])["status"] == "complete"
