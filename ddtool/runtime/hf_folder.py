@@ -39,7 +39,7 @@ from ddtool.errors import DDToolError, UsageError
 from ddtool.runtime.exchange import export_imagefolder
 from ddtool.runtime.records import io_entry, run_record
 from ddtool.store import Artifact, Store
-from ddtool.store.meta import SyntheticMeta
+from ddtool.store.meta import PoolMeta, SyntheticMeta
 from ddtool.store.refs import check_name
 
 CARD = "README.md"
@@ -71,13 +71,22 @@ def _evaluations(store: Store, digest: str) -> list[dict[str, Any]]:
     return out
 
 
+def _seed_of(store: Store, digest: str) -> dict[str, int]:
+    """{"seed": the seed a parent (pool, trajectories) records} when it is here and records one."""
+    try:  # pools and trajectories keep their seed under the same key
+        seed = PoolMeta.from_metadata(store.blob_metadata(digest)).seed
+    except (DDToolError, ValueError):  # a parent whose blob is gone: its ref and digest still go into the card
+        return {}
+    return {"seed": seed} if seed is not None else {}
+
+
 def _made(store: Store, digest: str) -> dict[str, Any]:
     """How the set was made, from its lineage (the distill record, its pool or trajectories)."""
     src = store.lineage(digest, depth=1)["made_from"]
     out: dict[str, Any] = {}
     for kind in ("pool", "trajectories", "synthetic"):
         if src.get(kind):
-            out[kind] = [{"ref": p["ref"], "digest": p["digest"]} for p in src[kind]]
+            out[kind] = [{"ref": p["ref"], "digest": p["digest"], **_seed_of(store, p["digest"])} for p in src[kind]]
     if "recipe" in src:
         out["recipe"] = {k: v for k, v in src["recipe"].items() if v is not None}
     if "run" in src:
@@ -113,6 +122,10 @@ def _size_category(n: int) -> str:
 
 def _pct(x: Any) -> str:
     return f"{100 * float(x):.2f}" if isinstance(x, (int, float)) else "?"
+
+
+def _num(x: Any, fmt: str) -> str:
+    return format(float(x), fmt) if isinstance(x, (int, float)) else "?"
 
 
 def render_card(data: dict[str, Any], count: int, soft: dict[str, Any] | None = None) -> str:
@@ -151,7 +164,8 @@ def render_card(data: dict[str, Any], count: int, soft: dict[str, Any] | None = 
     lines += [f"- {k}: `{v}`" for k, v in facts if v is not None]
     for kind in ("pool", "trajectories", "synthetic"):
         for p in made.get(kind, []):
-            lines.append(f"- {kind}: `{p['ref']}` (sha256 `{p['digest']}`)")
+            seed = f", seed {p['seed']}" if "seed" in p else ""
+            lines.append(f"- {kind}: `{p['ref']}` (sha256 `{p['digest']}`{seed})")
     if data.get("zca"):
         lines += ["", f"The set was distilled on ZCA-whitened images; the PNGs are un-whitened pixels. "
                       f"`{ZCA_FILE}` holds the whitening (safetensors: mean, transform, inverse) when it was known."]
@@ -174,9 +188,9 @@ def render_card(data: dict[str, Any], count: int, soft: dict[str, Any] | None = 
                   f"- random real images of the same ipc: {_pct(rep.get('random_mean'))} ± "
                   f"{_pct(rep.get('random_std'))} % ({rep.get('random_subsets')} subsets); full data "
                   f"{_pct(rep.get('full_mean'))} %",
-                  f"- HLR {_pct(rep.get('hlr'))}, IOR {_pct(rep.get('ior'))}, LRS {rep.get('lrs')}",
-                  f"- cost: distillation {rep.get('distill_seconds')} s on {rep.get('device')}, "
-                  f"{rep.get('flops')} FLOP; storage {rep.get('storage_bytes')} bytes"]
+                  f"- HLR {_pct(rep.get('hlr'))}, IOR {_pct(rep.get('ior'))}, LRS {_num(rep.get('lrs'), '.1f')}",
+                  f"- cost: distillation {_num(rep.get('distill_seconds'), '.1f')} s on {rep.get('device') or '?'}, "
+                  f"{_num(rep.get('flops'), '.3g')} FLOP; storage {rep.get('storage_bytes')} bytes"]
     if soft:
         lines += ["", f"`soft_label` holds the teacher `{soft['teacher']}`'s softmax outputs at temperature "
                       f"{soft['temperature']} for each image."]

@@ -19,7 +19,7 @@ POOL_IO = {"kind": "pool", "role": "pool"}
 @pytest.fixture
 def shared_set(store: Store, digits, put_set):  # type: ignore[no-untyped-def]
     """synthetic/s of real digits (ipc 2) made by a recorded distill run from pool/p, evaluated twice."""
-    pool = store.put("pool", "p", {"m0.w": torch.zeros(1)}, {**digits.signature(), "ddtool.n": "1"})
+    pool = store.put("pool", "p", {"m0.w": torch.zeros(1)}, {**digits.signature(), "ddtool.n": "1", "ddtool.seed": "7"})
     put_set(store, digits, "s")
     syn = store.resolve("synthetic/s")
     syn_io = {"ref": syn.ref, "digest": syn.digest, "kind": "synthetic", "role": "synthetic"}
@@ -69,14 +69,15 @@ def test_export_writes_images_labels_the_artifact_and_a_card_from_the_store(  # 
     d = card["ddtool"]
     assert (d["ref"], d["digest"], d["method"], d["ipc"], d["dataset"]) == ("synthetic/s:v1", syn.digest, "dm", 2,
                                                                            "digits")
-    assert d["made_from"]["pool"] == [{"ref": "pool/p:v1", "digest": pool.digest}]
+    assert d["made_from"]["pool"] == [{"ref": "pool/p:v1", "digest": pool.digest, "seed": 7}]
     assert d["made_from"]["recipe"]["name"] == "tiny" and d["made_from"]["recipe"]["iterations"] == 6
     assert d["net"] == {"name": "convnet", "options": {"width": 16}} and d["exported_by"].startswith("ddtool ")
     assert [(e["protocol"], e["net"], e["mean"], e["std"], e["repeats"], e["seeds"]) for e in d["evaluations"]] == [
         ("dc", "convnet", 0.8125, 0.0125, 2, [3, 4]), ("idc", "convnet", 0.75, 0.05, 2, [3, 4])]
     assert d["report"]["random_mean"] == 0.5 and d["report"]["ior"] == 0.3125
     text = (out / "README.md").read_text()
-    assert "| dc | convnet | hard | 81.25 ± 1.25 | 2 | 8 |" in text and "IOR 31.25" in text and "pool/p:v1" in text
+    assert "| dc | convnet | hard | 81.25 ± 1.25 | 2 | 8 |" in text and "IOR 31.25, LRS 55.0" in text
+    assert f"pool: `pool/p:v1` (sha256 `{pool.digest}`, seed 7)" in text
 
 
 def test_the_card_header_is_yaml_the_hub_reads(store: Store, shared_set, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
