@@ -205,3 +205,32 @@ def test_refusals(store: Store, shared_set, tmp_path: Path) -> None:  # type: ig
     (tmp_path / "full" / "README.md").write_text("---\npretty_name: x\n---\n")
     with pytest.raises(UsageError, match="no 'ddtool' section"):
         hf.import_hf(store, tmp_path / "full")
+
+
+def test_a_zca_set_ships_its_whitening_and_un_whitened_pngs(store: Store, digits, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from ddtool.data.dataset import data_root
+    from ddtool.data.zca import ZCA, find_zca
+
+    x = digits.normalize(digits.train_images[:200])
+    zca = ZCA.fit(x, eps=0.1)
+    zca.save(Path(data_root()) / "ddtool-cache" / "zca-digits-test.safetensors")  # where 'eval' leaves it
+    assert find_zca(zca.digest()) is not None
+    plain = x[:10]
+    whitened = zca.apply(plain)
+    meta = {**digits.signature(), "ddtool.zca": zca.digest(), "ddtool.ipc": "1", "ddtool.method": "dm",
+            "ddtool.mean": json.dumps(list(digits.mean)), "ddtool.std": json.dumps(list(digits.std))}
+    labels = digits.train_labels[:10]
+    store.put("synthetic", "z", {"images": whitened, "labels": labels}, meta)
+    out = tmp_path / "share"
+    assert hf.export_hf(store, "synthetic/z", out)["zca"]
+    shipped = ZCA.load(out / hf.ZCA_FILE)
+    assert shipped.digest() == zca.digest() == hf.read_card(out)["ddtool"]["zca"]
+    rows = [json.loads(line) for line in (out / "train" / "metadata.jsonl").read_text().splitlines()]
+    import numpy as np
+    from PIL import Image
+
+    png = torch.from_numpy(np.asarray(Image.open(out / "train" / rows[0]["file_name"])).copy()).float() / 255
+    pixels = (plain[0, 0] * digits.std[0] + digits.mean[0]).clamp(0, 1)  # the un-whitened image, not the whitened one
+    assert (png - pixels).abs().max() < 2 / 255
+    assert "ZCA-whitened" in (out / "README.md").read_text()
