@@ -359,8 +359,9 @@ def _transfer(verb: str, args: list[str] | None, lineage: bool, everything: bool
         return
     for ref in res.refs:
         console.print(f"{'pushed' if verb == 'push' else 'pulled'} {ref}", highlight=False)
-    console.print(f"{res.blobs_sent} blob{'s' if res.blobs_sent != 1 else ''} sent ({res.bytes_sent} bytes), "
-                  f"{res.blobs_already} already there; {res.runs_sent} run record(s) sent, {res.runs_already} "
+    moved = "sent" if verb == "push" else "fetched"
+    console.print(f"{res.blobs_sent} blob{'s' if res.blobs_sent != 1 else ''} {moved} ({res.bytes_sent} bytes), "
+                  f"{res.blobs_already} already there; {res.runs_sent} run record(s) {moved}, {res.runs_already} "
                   f"already there; {len(res.refs_already)} ref(s) already up to date", highlight=False)
 
 

@@ -201,7 +201,8 @@ def render_card(data: dict[str, Any], count: int, soft: dict[str, Any] | None = 
 
 
 def read_card(folder: Path) -> dict[str, Any]:
-    """The YAML header of a card ddtool wrote, read back with ``json`` (one JSON value per key)."""
+    """The YAML header of a card ddtool wrote, read back with ``json`` (one JSON value per key); a
+    header rewritten as block YAML is read with PyYAML's ``safe_load`` when it is installed."""
     path = Path(folder) / CARD
     try:
         text = path.read_text(encoding="utf-8")
@@ -220,6 +221,17 @@ def read_card(folder: Path) -> dict[str, Any]:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             continue
+    if _SECTION not in out:  # rewritten as block YAML (the Hub's metadata editor does): PyYAML, when installed
+        try:
+            import yaml
+        except ImportError:
+            return out
+        try:
+            loaded = yaml.safe_load("\n".join(lines[1:end]))  # safe_load: plain data, no Python objects
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path}: the YAML header cannot be read ({str(exc).splitlines()[0]})") from None
+        if isinstance(loaded, dict):
+            out = {**loaded, **out}
     return out
 
 

@@ -88,6 +88,18 @@ def test_the_card_header_is_yaml_the_hub_reads(store: Store, shared_set, tmp_pat
     assert header == hf.read_card(tmp_path / "share")
 
 
+def test_import_reads_a_card_the_hub_rewrote_as_block_yaml(store: Store, shared_set, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    yaml = pytest.importorskip("yaml")
+    syn, _ = shared_set
+    hf.export_hf(store, "synthetic/s", tmp_path / "share")
+    card = tmp_path / "share" / "README.md"
+    _, header, body = card.read_text().split("---\n", 2)
+    card.write_text("---\n" + yaml.safe_dump(yaml.safe_load(header), default_flow_style=False) + "---\n" + body)
+    assert "\nddtool:\n" in card.read_text()  # block style: no key is one JSON line any more
+    got = hf.import_hf(Store(tmp_path / "other"), tmp_path / "share")
+    assert got["same_digest"] and got["card_evaluations"] == 2
+
+
 def test_the_exported_folder_loads_with_datasets(store: Store, digits, shared_set, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     datasets = pytest.importorskip("datasets")
