@@ -378,10 +378,10 @@ def closure(side: Side, names: Iterable[str], lineage: bool = False, everything:
         for where, d, entry in run_digests(rec):
             if d not in present:
                 continue  # a removed input or output: the other side's verify excuses it as here
-            if where == "inputs":
-                queue.append(d)  # what the run read is lineage too (a teacher, a pool)
-            else:
+            if where == "checkpoints":
                 bundle.blobs.add(d)
+            else:  # what the run read (a teacher, a pool) is lineage too; what it made goes with its ref
+                queue.append(d)
 
     while queue:
         d = queue.pop()

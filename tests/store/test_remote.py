@@ -161,16 +161,18 @@ def test_lineage_carries_the_pool_the_run_records_and_their_checkpoints(tmp_path
                  "metrics": {"mean": 0.5, "std": 0.1, "repeats": 2, "net": "convnet", "protocol": "dc"}}
     unrelated = {"id": "20261207-000002-eval-cccccc", "command": "eval", "status": "complete",
                  "inputs": [{"ref": "synthetic/unrelated:v1", "digest": other, "kind": "synthetic"}]}
-    for rec in (made, evaluated, unrelated):
+    pretrained = {"id": "20261206-000000-pretrain-dddddd", "command": "pretrain", "status": "complete",
+                  "outputs": [{"ref": "pool/p:v1", "digest": pool, "kind": "pool", "role": "pool"}]}
+    for rec in (made, evaluated, unrelated, pretrained):
         a.write_run(rec)
 
     bare = rm.push(a, remote, ["synthetic/s"])
     assert (bare.refs, bare.runs_sent) == (["synthetic/s:v1"], 0)
     res = rm.push(a, remote, ["synthetic/s"], lineage=True)
-    assert res.refs == ["pool/p:v1", "pool/teacher:v1"] and res.runs_sent == 2
+    assert res.refs == ["pool/p:v1", "pool/teacher:v1"] and res.runs_sent == 3  # the pool's pretrain too
     assert res.blobs_sent == 3  # pool, teacher, checkpoint: the set went first
     got = rm.pull(b, remote, ["synthetic/s"], lineage=True)
-    assert sorted(r["id"] for r in b.runs()) == [made["id"], evaluated["id"]]
+    assert sorted(r["id"] for r in b.runs()) == [pretrained["id"], made["id"], evaluated["id"]]
     assert got.refs == ["pool/p:v1", "pool/teacher:v1", "synthetic/s:v1"]
     assert b.blob_path(ckpt).exists() and not b.blob_path(other).exists()
     report = verify(b)
