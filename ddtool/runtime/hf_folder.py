@@ -245,7 +245,8 @@ def _soft_labels(store: Store, images: torch.Tensor, dataset: str, teacher: str,
     data = load_dataset(dataset, data_root)
     cfg = EvalSection(labels="soft", teacher=teacher, temperature=temperature)
     targets, _, soft = soft_setup(store, cfg, images, data, torch.device("cpu"))
-    assert targets is not None
+    if targets is None:  # soft_setup gives none only for hard labels, which cfg does not ask for
+        raise DDToolError(f"teacher '{teacher}' gave no soft labels")
     keep = ("ref", "digest", "model", "temperature")
     return targets.float(), {"teacher": soft.get("ref"), **{k: soft[k] for k in keep if k in soft}}
 
@@ -277,8 +278,8 @@ def export_hf(store: Store, ref: str, folder: Path, report: dict[str, Any] | lis
     if teacher:
         images, _ = decode(syn.images.float(), syn.labels, syn.factor)
         targets, soft = _soft_labels(store, images, syn.signature.dataset or "", teacher, temperature, data_root)
-    written = export_imagefolder(store, art.digest, folder / SPLIT)  # PNGs and labels.csv, decoded
     try:
+        written = export_imagefolder(store, art.digest, folder / SPLIT)  # PNGs and labels.csv, decoded
         labels_csv = folder / SPLIT / "labels.csv"
         with open(labels_csv, newline="") as fh:
             rows_ = list(csv.DictReader(fh))
