@@ -8,6 +8,7 @@ Layout (``datasets.load_dataset(DIR)`` reads it offline as an imagefolder with a
     DIR/train/metadata.jsonl          {"file_name", "label"[, "soft_label"]} per image
     DIR/ddtool/synthetic.safetensors  the stored artifact itself, byte for byte (its digest is in the card)
     DIR/ddtool/zca.safetensors        a ZCA-whitened set's whitening (mean, transform, inverse)
+    DIR/ddtool/card.json              the card's ddtool section again (for a header an editor rewrote)
 
 The YAML header holds what the Hub reads (``configs``: the train split is ``train/**``;
 ``dataset_info``: the features, the label names; tags, size) and a ``ddtool`` section generated
@@ -46,6 +47,7 @@ CARD = "README.md"
 SPLIT = "train"
 BLOB = "ddtool/synthetic.safetensors"
 ZCA_FILE = "ddtool/zca.safetensors"
+SECTION_FILE = "ddtool/card.json"  # the card's ddtool section again, for a header an editor rewrote
 _SECTION = "ddtool"
 
 
@@ -201,8 +203,8 @@ def render_card(data: dict[str, Any], count: int, soft: dict[str, Any] | None = 
 
 
 def read_card(folder: Path) -> dict[str, Any]:
-    """The YAML header of a card ddtool wrote, read back with ``json`` (one JSON value per key); a
-    header rewritten as block YAML is read with PyYAML's ``safe_load`` when it is installed."""
+    """The YAML header of a card ddtool wrote, read back with ``json`` (one JSON value per key); the
+    ``ddtool`` section from ``ddtool/card.json`` when the header no longer has it on one line."""
     path = Path(folder) / CARD
     try:
         text = path.read_text(encoding="utf-8")
@@ -221,17 +223,12 @@ def read_card(folder: Path) -> dict[str, Any]:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             continue
-    if _SECTION not in out:  # rewritten as block YAML (the Hub's metadata editor does): PyYAML, when installed
+    if _SECTION not in out and (Path(folder) / SECTION_FILE).is_file():
+        # the header was rewritten as block YAML (the Hub's metadata editor does): ddtool's copy beside the blob
         try:
-            import yaml
-        except ImportError:
-            return out
-        try:
-            loaded = yaml.safe_load("\n".join(lines[1:end]))  # safe_load: plain data, no Python objects
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{path}: the YAML header cannot be read ({str(exc).splitlines()[0]})") from None
-        if isinstance(loaded, dict):
-            out = {**loaded, **out}
+            out[_SECTION] = json.loads((Path(folder) / SECTION_FILE).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{Path(folder) / SECTION_FILE} is not readable JSON ({exc})") from None
     return out
 
 
@@ -301,6 +298,8 @@ def export_hf(store: Store, ref: str, folder: Path, report: dict[str, Any] | lis
                 zca.save(folder / ZCA_FILE)
         data = card_data(store, art, meta, row)
         (folder / CARD).write_text(render_card(data, len(rows_), soft), encoding="utf-8")
+        section = data if not soft else {**data, "soft_labels": soft}
+        (folder / SECTION_FILE).write_text(json.dumps(section, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # no half-written folder is left to be shared
         raise

@@ -88,16 +88,21 @@ def test_the_card_header_is_yaml_the_hub_reads(store: Store, shared_set, tmp_pat
     assert header == hf.read_card(tmp_path / "share")
 
 
-def test_import_reads_a_card_the_hub_rewrote_as_block_yaml(store: Store, shared_set, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    yaml = pytest.importorskip("yaml")
+def test_import_reads_a_card_whose_header_was_rewritten_as_block_yaml(store: Store, shared_set,  # type: ignore[no-untyped-def]
+                                                                      tmp_path: Path) -> None:
     syn, _ = shared_set
     hf.export_hf(store, "synthetic/s", tmp_path / "share")
     card = tmp_path / "share" / "README.md"
-    _, header, body = card.read_text().split("---\n", 2)
-    card.write_text("---\n" + yaml.safe_dump(yaml.safe_load(header), default_flow_style=False) + "---\n" + body)
-    assert "\nddtool:\n" in card.read_text()  # block style: no key is one JSON line any more
+    lines = card.read_text().splitlines()
+    ddtool_line = next(i for i, ln in enumerate(lines) if ln.startswith("ddtool: "))
+    lines[ddtool_line:ddtool_line + 1] = ["ddtool:", f"  digest: {syn.digest}", "  ref: synthetic/s:v1"]  # block style
+    card.write_text("\n".join(lines))
+    assert hf.read_card(tmp_path / "share")["ddtool"] == json.loads((tmp_path / "share" / hf.SECTION_FILE).read_text())
     got = hf.import_hf(Store(tmp_path / "other"), tmp_path / "share")
     assert got["same_digest"] and got["card_evaluations"] == 2
+    (tmp_path / "share" / hf.SECTION_FILE).unlink()
+    with pytest.raises(UsageError, match="no 'ddtool' section"):
+        hf.import_hf(Store(tmp_path / "other"), tmp_path / "share")
 
 
 def test_the_exported_folder_loads_with_datasets(store: Store, digits, shared_set, tmp_path: Path,  # type: ignore[no-untyped-def]
