@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -220,15 +221,49 @@ def store_gc(
 def store_export(
     ref: Annotated[str, typer.Argument(help="Synthetic set: KIND/NAME[:vN] or a digest prefix.")],
     dest: Annotated[Path, typer.Argument(help="imagefolder: a new or empty folder; npz: a file (or a folder for NAME-vN.npz).")],
-    fmt: Annotated[Literal["imagefolder", "npz"], typer.Option("--format", "-f", help=(
+    fmt: Annotated[Literal["imagefolder", "npz", "hf"], typer.Option("--format", "-f", help=(
         "imagefolder: one PNG per training image (IDC multi-formation sets are [bold]decoded[/]), denormalised "
         "to uint8, in DIR/CLASS/NNNN.png, plus DIR/labels.csv (path,label,class). npz: images float32 "
-        "normalised exactly as stored (not decoded), labels int64, metadata as a JSON string array."))] = "npz",
+        "normalised exactly as stored (not decoded), labels int64, metadata as a JSON string array. "
+        "hf: a folder datasets.load_dataset(DIR) loads (DIR/train/CLASS/NNNN.png + metadata.jsonl), with a "
+        "dataset card (README.md) generated from the store: how the set was made, its recorded evaluations, "
+        "and the stored artifact itself (DIR/ddtool/synthetic.safetensors) for 'store import DIR'."))] = "npz",
+    report: Annotated[Optional[Path], typer.Option(help=(
+        "--format hf: a 'ddtool report --json' file; the set's row (random baseline, IOR, cost, storage) "
+        "goes into the card."))] = None,
+    teacher: Annotated[Optional[str], typer.Option(help=(
+        "--format hf: also write each image's soft label (softmax of this teacher's logits / --temperature): "
+        "pool/NAME[:vN][#i]."))] = None,
+    temperature: Annotated[float, typer.Option(help="--format hf with --teacher: the soft labels' temperature.")] = 4.0,
+    data_root: o.DataRoot = None,
     as_json: o.Json = False,
 ) -> None:
-    """Write a synthetic set for other tools: PNGs in class folders, or one .npz file."""
+    """Write a synthetic set for other tools: PNGs in class folders, one .npz file, or a Hugging Face
+    dataset folder with its card."""
+    from ddtool.errors import UsageError
     from ddtool.runtime.exchange import export_set
 
+    if fmt != "hf" and (report is not None or teacher):
+        raise UsageError("--report and --teacher go with --format hf")
+    if fmt == "hf":
+        from ddtool.runtime.hf_folder import export_hf
+
+        rows = None
+        if report is not None:
+            try:
+                rows = json.loads(report.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UsageError(f"--report {report}: not a readable 'ddtool report --json' file ({exc})") from None
+        info = export_hf(get_store(), ref, dest, rows, teacher, temperature, data_root)
+        if as_json:
+            print_json(info)
+            return
+        console.print(f"exported {info['ref']} ({info['digest'][:12]}) as a datasets folder to {info['path']}: "
+                      f"{info['files']} PNGs" + (" (decoded)" if info["decoded"] else "")
+                      + f", card with {info['evaluations']} evaluation(s)"
+                      + (" and the report row" if info["report"] else "")
+                      + (", soft labels" if info["soft_labels"] else ""), highlight=False)
+        return
     info = export_set(get_store(), ref, dest, fmt)
     if as_json:
         print_json(info)
@@ -243,8 +278,10 @@ def store_export(
 @store_app.command("import")
 @guarded
 def store_import(
-    file: Annotated[Path, typer.Argument(help=".npz (read with allow_pickle=False) or .pt (torch.load weights_only=True).")],
-    dataset: Annotated[str, typer.Option(help="The dataset the images belong to (digits, imagefolder:PATH...).")],
+    file: Annotated[Path, typer.Argument(help=".npz (read with allow_pickle=False), .pt (torch.load weights_only=True), "
+                                              "or a folder 'store export --format hf' wrote.")],
+    dataset: Annotated[Optional[str], typer.Option(help="The dataset the images belong to (digits, imagefolder:PATH...); "
+                                                        "not for a --format hf folder, whose card says it.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Artifact name (default: the file's name).")] = None,
     normalized: Annotated[Optional[bool], typer.Option("--normalized/--unit-range", help=(
         "Float images are already normalised with the dataset's mean/std (--normalized) or pixels in [0, 1] "
@@ -261,9 +298,24 @@ def store_import(
     Images are [N, C, H, W] (or NHWC) of the dataset's shape.
     """
     from ddtool.data import load_dataset
+    from ddtool.errors import UsageError
     from ddtool.runtime.exchange import import_set
+    from ddtool.runtime.hf_folder import import_hf, is_hf_folder
 
     store = get_store(write=True)  # before the data (a download)
+    if is_hf_folder(file):
+        got = import_hf(store, file, name)
+        if as_json:
+            print_json(got)
+            return
+        console.print(f"imported {got['ref']} ({got['digest'][:12]}) from {got['read']}; the card's lineage and "
+                      f"{got['card_evaluations']} evaluation(s) are in run {got['run']}", highlight=False)
+        return
+    if file.is_dir():
+        raise UsageError(f"'{file}' is a folder without README.md: import takes a .npz or .pt file, or a folder "
+                         "'ddtool store export --format hf' wrote")
+    if dataset is None:
+        raise UsageError("--dataset is needed for a .npz or .pt file (the dataset its images belong to)")
     data = load_dataset(dataset, data_root)
     res = import_set(store, file, data, name, normalized)
     if as_json:
@@ -275,3 +327,61 @@ def store_import(
                  ("ipc", res.ipc), ("range", res.detected), ("run", res.run_id), *(("note", n) for n in res.notes)):
         table.add_row(k, str(v))
     console.print(table)
+
+
+# -- sharing between stores (ddtool.store.remote) --------------------------------------------------
+_REMOTE_HELP = ("Another store: a folder, file://PATH, or any fsspec URL (s3://, gs://, hf://... with that "
+                "filesystem's package installed: pip install 'ddtool\\[s3]', 'ddtool\\[gcs]', 'ddtool\\[hf]').")
+_Refs = Annotated[Optional[list[str]], typer.Argument(
+    help="KIND/NAME (latest version), KIND/NAME:vN or a digest prefix; the last argument is REMOTE.",
+    metavar="REF... REMOTE", show_default=False)]
+_Lineage = Annotated[bool, typer.Option("--with-lineage", help=(
+    "Also what the artifacts were made from (pool, expert trajectories, teacher, recursively), the run records "
+    "that made them or evaluated them, and every blob those records name (checkpoints included)."))]
+_All = Annotated[bool, typer.Option("--all", help="Every ref and run record of the sending store.")]
+_Force = Annotated[bool, typer.Option("--force", help=(
+    "Replace ref versions (and run records) the receiving store holds with other content; without it such a "
+    "transfer is refused before anything is sent."))]
+
+
+def _transfer(verb: str, args: list[str] | None, lineage: bool, everything: bool, force: bool, as_json: bool) -> None:
+    from ddtool.errors import UsageError
+    from ddtool.store import remote
+
+    args = list(args or [])
+    if not args:
+        raise UsageError(f"missing REMOTE: ddtool store {verb} REF... REMOTE (or --all REMOTE)")
+    *refs, where = args
+    store = get_store(write=verb == "pull")
+    res = (remote.push if verb == "push" else remote.pull)(store, where, refs, lineage, everything, force)
+    if as_json:
+        print_json(res.to_dict())
+        return
+    for ref in res.refs:
+        console.print(f"{'pushed' if verb == 'push' else 'pulled'} {ref}", highlight=False)
+    moved = "sent" if verb == "push" else "fetched"
+    console.print(f"{res.blobs_sent} blob{'s' if res.blobs_sent != 1 else ''} {moved} ({res.bytes_sent} bytes), "
+                  f"{res.blobs_already} already there; {res.runs_sent} run record(s) {moved}, {res.runs_already} "
+                  f"already there; {len(res.refs_already)} ref(s) already up to date", highlight=False)
+
+
+_PUSH_HELP = ("Send artifacts to another store: [bold]ddtool store push REF... REMOTE[/]. Only blobs the remote "
+              "lacks are sent; its refs change last, once every blob is there (an interrupted push leaves no ref: "
+              "rerun it).\n\nREMOTE: " + _REMOTE_HELP)
+_PULL_HELP = ("Fetch artifacts from another store: [bold]ddtool store pull REF... REMOTE[/]. Every blob is checked "
+              "against its digest before it is stored; refs are added last (an interrupted pull leaves no ref: "
+              "rerun it).\n\nREMOTE: " + _REMOTE_HELP)
+
+
+@store_app.command("push", help=_PUSH_HELP)
+@guarded
+def store_push(args: _Refs = None, lineage: _Lineage = False, everything: _All = False, force: _Force = False,
+               as_json: o.Json = False) -> None:
+    _transfer("push", args, lineage, everything, force, as_json)
+
+
+@store_app.command("pull", help=_PULL_HELP)
+@guarded
+def store_pull(args: _Refs = None, lineage: _Lineage = False, everything: _All = False, force: _Force = False,
+               as_json: o.Json = False) -> None:
+    _transfer("pull", args, lineage, everything, force, as_json)

@@ -158,7 +158,17 @@ class Store:
         data = canonical_bytes(
             st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
         )
-        digest = hashlib.sha256(data).hexdigest()
+        return self.put_blob_bytes(data)
+
+    def put_blob_bytes(self, data: bytes, digest: str | None = None) -> str:
+        """Write the bytes of a safetensors blob as they are (``put_blob`` after serialising; a pull
+        from another store); ``digest``: what they must hash to, else nothing is written."""
+        self._ensure()
+        actual = hashlib.sha256(data).hexdigest()
+        if digest is not None and actual != digest:
+            raise DDToolError(f"blob {digest[:12]} does not match its digest (received {actual[:12]}); "
+                              "it was not stored")
+        digest = actual
         path = self.blob_path(digest)
         with self.lock():  # gc holds the lock too: it never removes a temp file being written
             if path.exists():
