@@ -15,7 +15,7 @@ from bench.common import fake_data, flops_of, machine
 from ddtool.methods.mtt import MTT, MTTOptions
 from ddtool.nets import NetSpec, build_net
 from ddtool.recipe import load_recipe
-from ddtool.runtime.plan import build_context
+from ddtool.runtime.distill.planning import build_context
 from ddtool.selection.builtin import DynaDistill, Scratch
 from ddtool.trajectories import Trajectories, flat_params, param_layout
 

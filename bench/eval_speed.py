@@ -30,8 +30,8 @@ from bench.common import interleaved, machine, median
 from ddtool.augment import Augmenter
 from ddtool.compiled import compiler_usable, forward_fn
 from ddtool.nets import NetSpec, build_net
-from ddtool.runtime.evaluate import PROTOCOLS
-from ddtool.runtime.train import TrainSettings, train
+from ddtool.runtime.evaluate.train_eval import PROTOCOLS
+from ddtool.runtime.supervised import TrainSettings, train
 
 
 def reference(ref: Path):  # type: ignore[no-untyped-def]

@@ -34,7 +34,7 @@ from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.nets import NetSpec, build_net
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
-from ddtool.runtime.plan import build_context
+from ddtool.runtime.distill.planning import build_context
 from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import init_synthetic
 

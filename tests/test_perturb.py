@@ -72,7 +72,7 @@ def test_two_direction_refuses_an_alpha_it_would_ignore() -> None:
 def test_plan_refuses_two_direction_with_another_alpha(store, digits) -> None:  # type: ignore[no-untyped-def]
     from ddtool.errors import UsageError
     from ddtool.recipe import load_recipe
-    from ddtool.runtime.plan import plan
+    from ddtool.runtime.distill.planning import plan
 
     recipe = load_recipe(None, ["distill.method=dm", "net.width=8", "distill.schedule=two_direction",
                                 "distill.alpha=2.0"])

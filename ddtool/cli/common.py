@@ -73,8 +73,8 @@ def join_processes(device: str) -> Any:
     progress and print no results. The process group is left when the process exits."""
     import atexit
 
-    from ddtool.runtime import distributed
-    from ddtool.runtime.train import resolve_device
+    from ddtool.runtime.distributed import process_group as distributed
+    from ddtool.runtime.supervised import resolve_device
 
     dev = distributed.init(resolve_device(device))
     if not distributed.is_main():
@@ -87,7 +87,7 @@ def join_processes(device: str) -> Any:
 @contextmanager
 def distributed_device(device: str) -> Iterator[Any]:
     """:func:`join_processes` for a block: the process group is left when it ends."""
-    from ddtool.runtime import distributed
+    from ddtool.runtime.distributed import process_group as distributed
 
     dev = join_processes(device)
     try:
@@ -158,7 +158,7 @@ def guarded(fn: F) -> F:
 
 def _print_interrupted(exc: KeyboardInterrupt, what: str) -> None:
     from ddtool.runtime.distill import RunInterrupted
-    from ddtool.runtime.trajectories import TrajectoriesInterrupted
+    from ddtool.runtime.pretrain.expert_trajectories import TrajectoriesInterrupted
 
     if isinstance(exc, RunInterrupted):  # distill and trajectories save what a resume needs
         run_id, at = exc.run_id, exc.iteration

@@ -227,7 +227,7 @@ def store_export(
     as_json: o.Json = False,
 ) -> None:
     """Write a synthetic set for other tools: PNGs in class folders, or one .npz file."""
-    from ddtool.runtime.exchange import export_set
+    from ddtool.runtime.exchange.formats import export_set
 
     info = export_set(get_store(), ref, dest, fmt)
     if as_json:
@@ -261,7 +261,7 @@ def store_import(
     Images are [N, C, H, W] (or NHWC) of the dataset's shape.
     """
     from ddtool.data import load_dataset
-    from ddtool.runtime.exchange import import_set
+    from ddtool.runtime.exchange.formats import import_set
 
     store = get_store(write=True)  # before the data (a download)
     data = load_dataset(dataset, data_root)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from ddtool.runtime.train import BatchAugment, TrainSettings, lr_at
+from ddtool.runtime.supervised import BatchAugment, TrainSettings, lr_at
 
 
 def supports(nets: list[nn.Module], settings: TrainSettings) -> bool:

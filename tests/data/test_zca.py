@@ -85,7 +85,7 @@ def test_export_of_a_whitened_set_writes_unwhitened_pixels(store: Store, tmp_pat
     from PIL import Image
 
     from ddtool.nets import NetSpec
-    from ddtool.runtime.exchange import export_imagefolder
+    from ddtool.runtime.exchange.formats import export_imagefolder
 
     data = load_dataset("digits+zca")
     idx = torch.cat([data.class_indices(c)[:1] for c in range(10)])

@@ -22,8 +22,8 @@ from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
-from ddtool.runtime import distributed
-from ddtool.runtime.plan import build_context
+from ddtool.runtime.distributed import process_group as distributed
+from ddtool.runtime.distill.planning import build_context
 from ddtool.selection.builtin import Scratch
 
 ITERATIONS = 3

@@ -219,7 +219,7 @@ def test_a_context_sees_hand_built_plugin_objects_through_their_contracts(digits
     """Objects handed to a DistillContext directly (tests, notebooks) get the defaults too."""
     from ddtool.nets import NetSpec
     from ddtool.recipe import DistillSection
-    from ddtool.runtime.plan import build_context
+    from ddtool.runtime.distill.planning import build_context
 
     class Same:
         name = "same"

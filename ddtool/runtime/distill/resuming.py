@@ -14,7 +14,7 @@ from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError
 from ddtool.progress import Reporter
 from ddtool.recipe import Recipe, recipe_from_record
-from ddtool.runtime.loop import DistillResult, distill
+from ddtool.runtime.distill.loop import DistillResult, distill
 from ddtool.store import Store
 
 

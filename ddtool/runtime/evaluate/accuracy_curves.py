@@ -26,10 +26,10 @@ from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
 from ddtool.recipe import LEARNED, EvalSection, Recipe, recipe_from_record
-from ddtool.runtime import checkpoint
-from ddtool.runtime.evaluate import RepeatedAccuracy, check_data, check_eval, evaluate_set, with_learned_lr
-from ddtool.runtime.plan import net_spec_of, plan
-from ddtool.runtime.records import run_record
+from ddtool.runtime.distill import checkpoint
+from ddtool.runtime.evaluate.train_eval import RepeatedAccuracy, check_data, check_eval, evaluate_set, with_learned_lr
+from ddtool.runtime.distill.planning import net_spec_of, plan
+from ddtool.runtime.run_records import run_record
 from ddtool.store import Store
 from ddtool.store.meta import SyntheticMeta
 from ddtool.store.runs import distill_run, final_output, run_iterations, select_points
@@ -75,7 +75,7 @@ def flops_per_iteration(store: Store, rec: dict[str, Any], data: ImageData, devi
     """(FLOPs of one outer iteration, how they were obtained or why not)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ddtool.runtime.loop import start_run
+    from ddtool.runtime.distill.loop import start_run
 
     n = run_iterations(rec)
     if n == 0:

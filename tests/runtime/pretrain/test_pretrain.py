@@ -9,8 +9,8 @@ from ddtool.augment import DiffAugChain
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec, build_net
 from ddtool.recipe import Recipe
-from ddtool.runtime import pretrain as pretrain_mod
-from ddtool.runtime import train as train_mod
+from ddtool.runtime.pretrain import pool_training as pretrain_mod
+from ddtool.runtime import supervised as train_mod
 from ddtool.store import Store
 
 SPEC = NetSpec("convnet", {"width": 16})
@@ -67,7 +67,7 @@ def test_unknown_pretrain_augmentation_is_refused_before_training(store: Store, 
 
 
 def test_train_accuracy_is_measured_on_a_spread_probe_of_the_split(monkeypatch: pytest.MonkeyPatch, digits) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.runtime.train import accuracy
+    from ddtool.runtime.supervised import accuracy
 
     monkeypatch.setattr(pretrain_mod, "TRAIN_PROBE", 100)
     pool = pretrain_mod.train_pool(digits, SPEC, 1, 1, 0.01, 64, 0, torch.device("cpu"), impl="loop")
@@ -88,8 +88,8 @@ def test_no_evaluation_network_starts_where_a_pool_model_or_an_expert_started(
     expert r's initial weights (all seeded 0 + r): the networks a set was matched on. MTT's images
     steer a student from an expert's start, which inflated that repeat (issue 12)."""
     from ddtool.recipe import load_recipe
-    from ddtool.runtime import evaluate as evaluate_mod
-    from ddtool.runtime import trajectories as traj_mod
+    from ddtool.runtime.evaluate import train_eval as evaluate_mod
+    from ddtool.runtime.pretrain import expert_trajectories as traj_mod
 
     starts: dict[str, list[torch.Tensor]] = {"pool": [], "expert": [], "eval": []}
 

@@ -25,7 +25,7 @@ EVAL = EvalSection(epochs=3, repeats=2, batch=64, lr="learned")
 @pytest.fixture
 def mtt_run(store: Store, digits, one_thread):  # type: ignore[no-untyped-def]
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
 
     pretrain_trajectories(store, load_recipe(None, EXPERTS), digits, CPU)
     return distill(store, load_recipe(None, MTT), digits, CPU)
@@ -46,7 +46,7 @@ def test_the_set_records_the_step_size_the_run_learned(store: Store, mtt_run) ->
 
 
 def test_eval_learned_trains_at_the_recorded_step_size(store: Store, digits, mtt_run) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.runtime.evaluate import evaluate
+    from ddtool.runtime.evaluate.train_eval import evaluate
 
     learned = SyntheticMeta.from_metadata(store.blob_metadata(mtt_run.artifact.digest)).learned_lr
     by_name = evaluate(store, "synthetic/m", digits, EVAL, CPU)
@@ -60,8 +60,8 @@ def test_eval_learned_trains_at_the_recorded_step_size(store: Store, digits, mtt
 
 
 def test_a_curve_trains_each_checkpoint_at_its_own_learned_step_size(store: Store, digits, mtt_run) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.runtime.checkpoint import learned_lr_in
-    from ddtool.runtime.curves import evaluate_curve
+    from ddtool.runtime.distill.checkpoint import learned_lr_in
+    from ddtool.runtime.evaluate.accuracy_curves import evaluate_curve
 
     res = evaluate_curve(store, mtt_run.run_id, digits, EVAL, CPU, count_flops=False)
     rec = store.run(mtt_run.run_id)
@@ -73,7 +73,7 @@ def test_a_curve_trains_each_checkpoint_at_its_own_learned_step_size(store: Stor
 
 def test_a_set_without_a_learned_step_size_is_refused_in_one_line(store: Store, digits, cli, one_thread) -> None:  # type: ignore[no-untyped-def]
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.evaluate import evaluate
+    from ddtool.runtime.evaluate.train_eval import evaluate
 
     distill(store, load_recipe(None, ["distill.method=dm", "distill.ipc=1", "distill.iterations=1", "net.width=8",
                                       'name="d"']), digits, CPU)
@@ -90,8 +90,8 @@ def test_a_step_size_learned_below_zero_is_refused(store: Store, digits, one_thr
     """The step size is learned unconstrained (as the reference's): a large lr_lr can drive it below
     zero, where SGD cannot train; eval says so in one line instead of torch's ValueError."""
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.evaluate import evaluate
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.runtime.evaluate.train_eval import evaluate
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
 
     pretrain_trajectories(store, load_recipe(None, EXPERTS), digits, CPU)
     res = distill(store, load_recipe(None, [*MTT, "distill.options.lr_lr=1e-3", 'name="neg"']), digits, CPU)
@@ -118,7 +118,7 @@ def test_the_full_data_bound_of_an_mtt_recipe_trains_at_the_default_lr(store: St
     """The real data learned no step size: with eval.lr = "learned" (the mtt recipes) the bound
     trains at 0.01, as report's does, instead of failing after the sets were evaluated."""
     from ddtool.nets import NetSpec
-    from ddtool.runtime.evaluate import evaluate_full_data
+    from ddtool.runtime.evaluate.train_eval import evaluate_full_data
 
     cfg = dataclasses.replace(EVAL, epochs=1, repeats=1, batch=512)
     res = evaluate_full_data(store, digits, cfg, CPU, NetSpec("convnet", {"width": 8}))

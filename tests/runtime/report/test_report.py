@@ -16,7 +16,7 @@ TINY_SET = ["net.width=8", "distill.iterations=2", "distill.ipc=1"]
 
 # -- metrics -----------------------------------------------------------------------------------------
 def test_hlr_ior_lrs_against_hand_computed_values() -> None:
-    from ddtool.runtime.metrics import hlr, ior, lrs
+    from ddtool.runtime.report.dd_ranking import hlr, ior, lrs
 
     assert hlr(0.90, 0.60) == pytest.approx(0.30) and ior(0.60, 0.45) == pytest.approx(0.15)
     # α = 0.5 * 0.15 - 0.5 * 0.30 = -0.075; (e^-0.075 - e^-1) / (e - e^-1) * 100
@@ -28,7 +28,7 @@ def test_hlr_ior_lrs_against_hand_computed_values() -> None:
 
 
 def test_lrs_at_its_bounds() -> None:
-    from ddtool.runtime.metrics import lrs
+    from ddtool.runtime.report.dd_ranking import lrs
 
     assert lrs(hlr_value=0.0, ior_value=1.0, w=1.0) == pytest.approx(100.0)  # α = 1
     assert lrs(hlr_value=-1.0, ior_value=1.0) == pytest.approx(100.0)  # α = 0.5 + 0.5
@@ -39,7 +39,7 @@ def test_lrs_at_its_bounds() -> None:
 
 
 def test_ars_as_dd_ranking_defines_it() -> None:
-    from ddtool.runtime.metrics import ars
+    from ddtool.runtime.report.dd_ranking import ars
 
     # β = 0.5 * (0.70 - 0.60) + 0.5 * (0.50 - 0.45) = 0.075
     want = (math.exp(0.075) - math.exp(-1)) / (math.e - math.exp(-1)) * 100
@@ -55,7 +55,7 @@ def test_ars_as_dd_ranking_defines_it() -> None:
 
 # -- seeds -------------------------------------------------------------------------------------------
 def test_missing_seeds_fill_the_lowest_gaps() -> None:
-    from ddtool.runtime.recorded import missing_ranges
+    from ddtool.runtime.report.stored_accuracies import missing_ranges
 
     assert missing_ranges(set(), 0, 3) == [(0, 3)]
     assert missing_ranges({0, 1, 3}, 0, 5) == [(2, 1), (4, 1)]
@@ -67,7 +67,7 @@ def test_missing_seeds_fill_the_lowest_gaps() -> None:
 # -- rows --------------------------------------------------------------------------------------------
 def _settings(**kw):  # type: ignore[no-untyped-def]
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.report import ReportSettings
+    from ddtool.runtime.report.build import ReportSettings
 
     return ReportSettings(eval=EvalSection(epochs=2, repeats=2), full_epochs=1, **kw)
 
@@ -82,9 +82,9 @@ def _distill(store: Store, digits, name: str, *extra: str):  # type: ignore[no-u
 def test_report_rows_reuse_records_and_make_the_random_baseline_once(store: Store, digits, one_thread) -> None:  # type: ignore[no-untyped-def]
     from ddtool.nets import NetSpec
     from ddtool.recipe import EvalSection
-    from ddtool.runtime import metrics
-    from ddtool.runtime.evaluate import evaluate
-    from ddtool.runtime.report import build_report
+    from ddtool.runtime.report import dd_ranking as metrics
+    from ddtool.runtime.evaluate.train_eval import evaluate
+    from ddtool.runtime.report.build import build_report
     from ddtool.store.meta import SyntheticMeta
 
     made = _distill(store, digits, "dm1")
@@ -128,12 +128,12 @@ def test_report_rows_reuse_records_and_make_the_random_baseline_once(store: Stor
 
 
 def test_other_settings_are_other_records_and_ars_evaluates_without_augmentation(store: Store, digits, one_thread) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.runtime import metrics
-    from ddtool.runtime.report import build_report
+    from ddtool.runtime.report import dd_ranking as metrics
+    from ddtool.runtime.report.build import build_report
 
     _distill(store, digits, "dm1")
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.report import ReportSettings
+    from ddtool.runtime.report.build import ReportSettings
 
     (row,) = build_report(store, ["synthetic/dm1"], _settings(baseline_subsets=1, ars=True, gamma=0.25), CPU)
     plain = [r for r in store.runs() if r["command"] == "eval" and r["settings"]["augment"] == "none"]
@@ -150,7 +150,7 @@ def test_other_settings_are_other_records_and_ars_evaluates_without_augmentation
 
 def test_report_refuses_bad_settings_before_any_work(store: Store, digits, store_snapshot) -> None:  # type: ignore[no-untyped-def]
     from ddtool.errors import UsageError
-    from ddtool.runtime.report import build_report
+    from ddtool.runtime.report.build import build_report
 
     _distill(store, digits, "dm1")
     before = store_snapshot(store.root)

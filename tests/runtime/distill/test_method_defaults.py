@@ -17,7 +17,7 @@ from ddtool.recipe import load_recipe, resolve_method_defaults, scale_name
 from ddtool.runtime.distill import distill, plan
 from ddtool.store import Store
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 
 
 def _resolved(overrides: list[str], path: Path | None = None):  # type: ignore[no-untyped-def]

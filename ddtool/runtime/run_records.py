@@ -116,7 +116,7 @@ def run_record(store: Store, command: str, device: torch.device | str | None = N
     counting; an import counts reading its file). A block that returns without calling
     :meth:`Run.complete` completes with what the record holds.
     """
-    from ddtool.runtime import distributed
+    from ddtool.runtime.distributed import process_group as distributed
 
     if device is not None:
         fields["device"] = str(device)

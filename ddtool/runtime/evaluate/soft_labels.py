@@ -127,7 +127,7 @@ def soft_setup(store: Store, cfg: EvalSection, images: torch.Tensor, data: Image
     """What an evaluation under ``cfg`` adds for its labels: (the soft targets of
     ``images`` or None for hard labels, the teacher as a run input, the record's ``soft`` entry:
     the teacher, its settings and the soft labels' storage in bytes)."""
-    from ddtool.runtime.records import io_entry
+    from ddtool.runtime.run_records import io_entry
 
     if cfg.labels == "hard":
         if cfg.teacher:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ddtool.augment import Augmenter, DiffAugChain
-from ddtool.runtime.evaluate import PROTOCOLS
-from ddtool.runtime.train import TrainSettings, lr_at
+from ddtool.runtime.evaluate.train_eval import PROTOCOLS
+from ddtool.runtime.supervised import TrainSettings, lr_at
 
 
 @pytest.mark.parametrize("epochs", [6, 12, 300, 1000])

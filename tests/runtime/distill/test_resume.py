@@ -24,7 +24,7 @@ from ddtool.errors import DDToolError, UsageError
 from ddtool.methods.base import MatchingMethod
 from ddtool.methods.dm import DM
 from ddtool.recipe import load_recipe
-from ddtool.runtime.checkpoint import restore as _restore, state as _state
+from ddtool.runtime.distill.checkpoint import restore as _restore, state as _state
 from ddtool.runtime.distill import RunInterrupted, distill, resume
 from ddtool.selection.builtin import SelectionStrategy
 from ddtool.store import Store
@@ -101,7 +101,7 @@ def test_ctrl_c_right_after_a_periodic_checkpoint_keeps_it_as_the_latest(store: 
                                                                         monkeypatch) -> None:
     # the signal lands after iteration 3's periodic checkpoint (iteration 4) was written and before
     # iteration 4 took its snapshot: the run must not save iteration 3's older state after it
-    import ddtool.runtime.loop as loop
+    import ddtool.runtime.distill.loop as loop
 
     full = distill(store, recipe, digits, CPU)
     real_save = loop.checkpoint.save

@@ -37,7 +37,7 @@ from ddtool import __version__
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
-from ddtool.runtime.records import io_entry, run_record
+from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature, SyntheticMeta, exported_metadata
 from ddtool.store.refs import check_name

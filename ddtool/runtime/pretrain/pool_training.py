@@ -15,12 +15,12 @@ from ddtool.nets import NetSpec, build_net, check_net
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import LR_CYCLE, PretrainSection, Recipe
-from ddtool.runtime import distributed
-from ddtool.runtime.evaluate import normalized_train
-from ddtool.runtime.plan import net_spec_of
-from ddtool.runtime.records import io_entry, run_record
+from ddtool.runtime.distributed import process_group as distributed
+from ddtool.runtime.evaluate.train_eval import normalized_train
+from ddtool.runtime.distill.planning import net_spec_of
+from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
-from ddtool.runtime.train import TrainSettings, accuracy, train
+from ddtool.runtime.supervised import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature
 from ddtool.store.refs import check_name

@@ -46,8 +46,8 @@ def oracle_pool(store: Store, digits, images: torch.Tensor, labels: torch.Tensor
 
 
 def test_soft_targets_of_an_identity_teacher_are_one_hot_and_train_like_hard_labels(digits) -> None:
-    from ddtool.runtime.soft_labels import soft_targets, storage_bytes
-    from ddtool.runtime.train import TrainSettings, train
+    from ddtool.runtime.evaluate.soft_labels import soft_targets, storage_bytes
+    from ddtool.runtime.supervised import TrainSettings, train
 
     labels = torch.arange(10).repeat(2)
     targets = soft_targets(lambda x: 1000.0 * torch.nn.functional.one_hot(labels[: len(x)], 10).float(),
@@ -72,7 +72,7 @@ def test_soft_targets_of_an_identity_teacher_are_one_hot_and_train_like_hard_lab
 
 
 def test_temperature_scales_the_kl_loss_by_t_squared(digits) -> None:
-    from ddtool.runtime.train import TrainSettings, train
+    from ddtool.runtime.supervised import TrainSettings, train
 
     x = torch.zeros(4, 1, 8, 8)
     target = torch.softmax(torch.randn(4, 10, generator=torch.Generator().manual_seed(0)), 1)
@@ -89,7 +89,7 @@ def test_temperature_scales_the_kl_loss_by_t_squared(digits) -> None:
 
 def test_soft_label_eval_with_an_identity_teacher_equals_hard_and_records_the_teacher(
         store: Store, digits, put_set, cli) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.runtime.evaluate import evaluate
+    from ddtool.runtime.evaluate.train_eval import evaluate
     from ddtool.synthetic import SyntheticSet
 
     put_set(store, digits, ipc=2)
@@ -115,7 +115,7 @@ def test_soft_label_eval_with_an_identity_teacher_equals_hard_and_records_the_te
 
 
 def test_eval_full_data_save_teacher_then_soft_labels_from_it(cli, store: Store, digits, put_set, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import ddtool.runtime.evaluate as evaluate_module
+    import ddtool.runtime.evaluate.train_eval as evaluate_module
 
     put_set(store, digits, ipc=1)
     seeded: list[int] = []
@@ -205,7 +205,7 @@ REPORT_FAST = ["--epochs", "2", "--repeats", "2", "--full-epochs", "1", "--basel
 
 def test_report_shows_hard_and_soft_side_by_side_with_soft_label_storage(cli, store: Store, digits, put_set,  # type: ignore[no-untyped-def]
                                                                          one_thread) -> None:
-    from ddtool.runtime.report import ReportRow, to_csv
+    from ddtool.runtime.report.build import ReportRow, to_csv
 
     images = put_set(store, digits, ipc=1)
     teacher = oracle_pool(store, digits, images, torch.arange(10))
@@ -258,8 +258,8 @@ def test_report_soft_random_baseline_and_soft_lrs(cli, store: Store, digits, put
     With a teacher that is the identity of the labels on the set *and* on the random subset, the soft
     random baseline equals the hard one, so soft IOR and soft LRS equal the hard scores; another teacher
     trains the set and every subset again."""
-    from ddtool.runtime import metrics
-    from ddtool.runtime.report import ReportRow
+    from ddtool.runtime.report import dd_ranking as metrics
+    from ddtool.runtime.report.build import ReportRow
 
     FAST = [*REPORT_FAST[:-1], "2"]  # two random subsets (seed 0's images are the set's own here)
     images = put_set(store, digits, ipc=1)

@@ -11,7 +11,7 @@ from ddtool.methods.dm import DM
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection, load_recipe
-from ddtool.runtime.plan import build_context, net_spec_of, plan
+from ddtool.runtime.distill.planning import build_context, net_spec_of, plan
 from ddtool.selection.builtin import Scratch
 
 CPU = torch.device("cpu")

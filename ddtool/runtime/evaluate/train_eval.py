@@ -23,10 +23,11 @@ from ddtool.nets import NetSpec, build_net, check_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import LEARNED, EvalSection
 from ddtool.runtime.autocompile import AutoCompile
-from ddtool.runtime.records import io_entry, run_record
+from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
-from ddtool.runtime import distributed, ensemble
-from ddtool.runtime.train import BatchAugment, TrainSettings, accuracy, train
+from ddtool.runtime import ensemble
+from ddtool.runtime.distributed import process_group as distributed
+from ddtool.runtime.supervised import BatchAugment, TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature
 from ddtool.synthetic import SyntheticSet
@@ -230,7 +231,7 @@ def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: 
     art, syn = load_synthetic(store, ref)
     check_data(syn.signature, data, ref)
     spec = net or (NetSpec(cfg.net) if cfg.net else net_of(syn, ref))
-    from ddtool.runtime.soft_labels import soft_setup
+    from ddtool.runtime.evaluate.soft_labels import soft_setup
 
     learned = cfg.lr == LEARNED
     cfg = with_learned_lr(cfg, syn.info.learned_lr, f"'{ref}'")  # the record holds the number trained at
@@ -290,7 +291,7 @@ def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: 
     stores the trained networks as the pool ``teacher-DATASET-NET`` (an output of the record), a
     teacher for soft-label evaluation. Hard labels always: the real data is the bound.
     """
-    from ddtool.runtime.soft_labels import teacher_name, teacher_pool
+    from ddtool.runtime.evaluate.soft_labels import teacher_name, teacher_pool
 
     cfg = full_data_lr(dataclasses.replace(cfg, labels="hard", teacher=""))
     # a saved teacher's networks start from seeds of their own: with eval.seed + i, evaluation

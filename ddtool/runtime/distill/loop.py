@@ -22,16 +22,17 @@ from ddtool.errors import DDToolError, UsageError
 from ddtool.methods.sharding import PeerLost
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
-from ddtool.runtime import checkpoint, distributed
+from ddtool.runtime.distill import checkpoint
+from ddtool.runtime.distributed import process_group as distributed
 from ddtool.runtime.autocompile import AutoCompile
-from ddtool.runtime.plan import Plan, build_context, plan
-from ddtool.runtime.records import io_entry, run_record
+from ddtool.runtime.distill.planning import Plan, build_context, plan
+from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature, SyntheticMeta
 from ddtool.synthetic import SyntheticSet
 
 if TYPE_CHECKING:
-    from ddtool.runtime.resume import ResumePoint
+    from ddtool.runtime.distill.resuming import ResumePoint
 
 
 @dataclass

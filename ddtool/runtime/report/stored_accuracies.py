@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ddtool.nets import NetSpec
 from ddtool.recipe import EvalSection
-from ddtool.runtime.evaluate import EvalResult, RepeatedAccuracy
+from ddtool.runtime.evaluate.train_eval import EvalResult, RepeatedAccuracy
 from ddtool.store import Store
 
 # what makes two evaluations comparable (the seed, the repeats and the impl do not)

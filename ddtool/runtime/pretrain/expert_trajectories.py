@@ -31,12 +31,12 @@ from ddtool.errors import DDToolError, UsageError
 from ddtool.nets import NetSpec, build_net, check_net
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
-from ddtool.runtime import distributed
-from ddtool.runtime.evaluate import normalized_train
-from ddtool.runtime.plan import net_spec_of
-from ddtool.runtime.records import io_entry, run_record
+from ddtool.runtime.distributed import process_group as distributed
+from ddtool.runtime.evaluate.train_eval import normalized_train
+from ddtool.runtime.distill.planning import net_spec_of
+from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
-from ddtool.runtime.train import TrainSettings, accuracy, train
+from ddtool.runtime.supervised import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import TRAJECTORIES_KIND, DatasetSignature
 from ddtool.store.refs import check_name
@@ -173,7 +173,7 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
                     artifact_kind=TRAJECTORIES_KIND, **fields) as run:
         record = run.record
         if _resume is not None and distributed.is_main():
-            from ddtool.runtime.resume import mark_resumed_by
+            from ddtool.runtime.distill.resuming import mark_resumed_by
 
             mark_resumed_by(store, _resume["id"], run.id)
 
@@ -243,7 +243,7 @@ def resume_trajectories(store: Store, run_id: str, data: ImageData, device: torc
     recipe and name, its finished experts kept (a new run record with ``resumed_from``; the parent
     gets ``resumed_by``)."""
     from ddtool.recipe import recipe_from_record
-    from ddtool.runtime.resume import resumable_run
+    from ddtool.runtime.distill.resuming import resumable_run
 
     rec, _ = resumable_run(store, run_id, command="pretrain", accept=trajectories_run)
     recipe = recipe_from_record(rec["recipe"])

@@ -50,7 +50,7 @@ def find_random(store: Store, data: ImageData, ipc: int, seed: int) -> Artifact 
 def make_random(store: Store, data: ImageData, ipc: int, seed: int, device: torch.device,
                 reporter: Reporter | None = None) -> Artifact:
     """Distil (draw) the random subset with the ``random`` method, recorded like any distill run."""
-    from ddtool.runtime.loop import distill
+    from ddtool.runtime.distill.loop import distill
 
     recipe = load_recipe(None, [f"data.dataset={json.dumps(data.name)}", 'distill.method="random"',
                                 f"distill.ipc={ipc}", f"distill.seed={seed}"])

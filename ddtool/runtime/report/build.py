@@ -26,9 +26,10 @@ from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection
-from ddtool.runtime import metrics, recorded
-from ddtool.runtime.baselines import PREFIX, random_subsets
-from ddtool.runtime.evaluate import (FULL_DATA_EPOCHS, check_data, check_eval, evaluate, evaluate_full_data,
+from ddtool.runtime.report import dd_ranking as metrics
+from ddtool.runtime.report import stored_accuracies as recorded
+from ddtool.runtime.report.random_baseline import PREFIX, random_subsets
+from ddtool.runtime.evaluate.train_eval import (FULL_DATA_EPOCHS, check_data, check_eval, evaluate, evaluate_full_data,
                                      full_data_lr, mean_std, with_learned_lr)
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import SyntheticMeta
@@ -341,7 +342,7 @@ class _Report:
 
     def teacher(self) -> tuple[Artifact, int]:
         """The report's ``eval.teacher``: the pool artifact and the model index."""
-        from ddtool.runtime.soft_labels import parse_teacher
+        from ddtool.runtime.evaluate.soft_labels import parse_teacher
 
         e = self.s.eval
         ref, index = parse_teacher(e.teacher)
@@ -356,7 +357,7 @@ class _Report:
         """The set's soft-label accuracy (``own``, from :meth:`soft_accuracy`), the random subsets'
         under the same teacher (DD-Ranking compares a soft-label set with soft-labelled random real
         images), and the soft labels' storage."""
-        from ddtool.runtime.soft_labels import SOFT_LABEL_DTYPE
+        from ddtool.runtime.evaluate.soft_labels import SOFT_LABEL_DTYPE
 
         e = self.s.eval
         teacher, index, acc = own

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_experts(store: Store, digits, stop_at, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.runtime.trajectories import TrajectoriesInterrupted, pretrain_trajectories, resume_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import TrajectoriesInterrupted, pretrain_trajectories, resume_trajectories
     from ddtool.store.integrity import verify
 
     # the uninterrupted run, in a store of its own (the same recipe: the same recipe hash in the index)
@@ -69,7 +69,7 @@ def test_a_resume_on_other_data_is_refused(store: Store, digits, stop_at) -> Non
     """The experts kept and the ones trained must come from the same data, or the index mixes two."""
     from ddtool.data import load_dataset
     from ddtool.errors import UsageError
-    from ddtool.runtime.trajectories import TrajectoriesInterrupted, pretrain_trajectories, resume_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import TrajectoriesInterrupted, pretrain_trajectories, resume_trajectories
 
     with pytest.raises(TrajectoriesInterrupted) as info:
         pretrain_trajectories(store, load_recipe(None, [*EXPERTS, 'pretrain.name="x"']), digits, CPU, stop_at(3))

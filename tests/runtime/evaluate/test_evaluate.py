@@ -25,7 +25,7 @@ def test_eval_protocol_lr_schedule_augmentation_and_cutmix(digits, monkeypatch: 
     import ddtool.augment as augment
     import ddtool.nets.losses as losses
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.evaluate import evaluate_set
+    from ddtool.runtime.evaluate.train_eval import evaluate_set
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
     # Keyed by the optimiser itself: holding it keeps a collected optimiser's id from being reused by the next repeat.
@@ -61,7 +61,7 @@ def test_a_set_stored_under_other_constants_is_moved_to_the_datas_normalisation(
     """'+norm=NAME' or another copy's statistics: the pixels the set holds are what is trained on."""
     import dataclasses
 
-    from ddtool.runtime.evaluate import in_data_normalization
+    from ddtool.runtime.evaluate.train_eval import in_data_normalization
     from ddtool.store.meta import SyntheticMeta
 
     syn = _tiny_set(digits)

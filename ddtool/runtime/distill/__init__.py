@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-from ddtool.runtime.loop import DistillResult, RunInterrupted, distill
-from ddtool.runtime.plan import Plan, build_context, plan
-from ddtool.runtime.resume import resumable_run, resume
+from ddtool.runtime.distill.loop import DistillResult, RunInterrupted, distill
+from ddtool.runtime.distill.planning import Plan, build_context, plan
+from ddtool.runtime.distill.resuming import resumable_run, resume
 
 __all__ = ["DistillResult", "Plan", "RunInterrupted", "build_context", "distill", "plan", "resumable_run", "resume"]
