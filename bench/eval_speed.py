@@ -29,7 +29,8 @@ import torch
 from bench.common import interleaved, machine, median
 from ddtool.augment import Augmenter
 from ddtool.compiled import compiler_usable, forward_fn
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.runtime.evaluate.train_eval import PROTOCOLS
 from ddtool.runtime.supervised import TrainSettings, train
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import machine
-from ddtool.data import load_dataset
+from ddtool.lookup import load_dataset
 from ddtool.nets import NetSpec
 from ddtool.recipe import EvalSection
 from ddtool.runtime.evaluate.train_eval import evaluate_set

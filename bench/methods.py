@@ -20,7 +20,7 @@ import time
 import torch
 
 from bench.common import machine
-from ddtool.data import load_dataset
+from ddtool.lookup import load_dataset
 from ddtool.recipe import load_recipe
 from ddtool.runtime.distill import distill
 from ddtool.runtime.evaluate.train_eval import evaluate

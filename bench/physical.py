@@ -29,9 +29,10 @@ from bench import cpu_peak
 from bench.common import fake_data, flops_of, interleaved, machine, median
 from ddtool.augment import Augmenter
 from ddtool.compiled import compiler_usable
+from ddtool.lookup import build_net
 from ddtool.methods.dm import DM
 from ddtool.methods.idc import IDC, IDCOptions
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
 from ddtool.runtime.distill.planning import build_context

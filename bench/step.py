@@ -16,9 +16,10 @@ import torch
 
 from bench.common import fake_data, flops_of, interleaved, machine, median
 from ddtool.augment import Augmenter
+from ddtool.lookup import build_net
 from ddtool.methods.dm import DM
 from ddtool.methods.idc import IDC, IDCOptions
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
 from ddtool.runtime import ensemble
@@ -104,7 +105,7 @@ def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_step
 
 def pool_case(n: int, epochs: int, device: torch.device, rounds: int) -> dict[str, float]:
     """``pretrain``'s pool: n digits ConvNets trained stacked vs one after the other."""
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
     from ddtool.runtime.pretrain.pool_training import train_pool
 
     data = load_dataset("digits")

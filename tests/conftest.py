@@ -67,7 +67,7 @@ def cli():
 
 @pytest.fixture(scope="session")
 def digits():
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
 
     return load_dataset("digits")
 

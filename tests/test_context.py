@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.recipe import DistillSection
 
 

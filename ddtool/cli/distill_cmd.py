@@ -10,8 +10,8 @@ from rich.table import Table
 
 from ddtool.cli import options as o
 from ddtool.cli.common import (RichReporter, console, distributed_device, get_store, guarded, print_json,
-                               prints_results, recipe_data, recipe_with, relaunch)
-from ddtool.cli.launch import Nproc
+                               prints_results, recipe_data, recipe_with)
+from ddtool.cli.launch import Nproc, relaunch
 from ddtool.runtime.supervised import resolve_device
 
 

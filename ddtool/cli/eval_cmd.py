@@ -11,11 +11,11 @@ from rich.table import Table
 
 from ddtool.cli import options as o
 from ddtool.cli.common import (RichReporter, console, err, get_store, guarded, join_processes, print_json,
-                               prints_results, recipe_with, relaunch)
-from ddtool.cli.launch import Nproc
+                               prints_results, recipe_with)
+from ddtool.cli.launch import Nproc, relaunch
 from ddtool.cli.render import accuracy_cell
-from ddtool.data import load_dataset
 from ddtool.errors import UsageError
+from ddtool.lookup import load_dataset
 from ddtool.recipe import LEARNED
 from ddtool.runtime.supervised import resolve_device
 

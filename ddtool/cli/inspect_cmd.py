@@ -192,7 +192,7 @@ def inspect_cmd(
     classes = syn.signature.class_names() or [str(c) for c in range(int(syn.labels.max()) + 1)]
     real_data = None
     if real:
-        from ddtool.data import load_dataset
+        from ddtool.lookup import load_dataset
 
         if not syn.signature.dataset:
             raise UsageError(f"'{art.ref}' does not say which dataset it was made from; --real needs one")

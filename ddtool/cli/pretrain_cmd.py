@@ -9,8 +9,8 @@ import typer
 
 from ddtool.cli import options as o
 from ddtool.cli.common import (RichReporter, console, distributed_device, get_store, guarded, print_json,
-                               prints_results, recipe_data, recipe_with, relaunch)
-from ddtool.cli.launch import Nproc
+                               prints_results, recipe_data, recipe_with)
+from ddtool.cli.launch import Nproc, relaunch
 from ddtool.cli.render import pool_table
 from ddtool.errors import UsageError
 

@@ -260,7 +260,7 @@ def store_import(
     or DC/DSA/DM's {"data": \\[\\[images, labels], ...]} (the first).
     Images are [N, C, H, W] (or NHWC) of the dataset's shape.
     """
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
     from ddtool.runtime.exchange.formats import import_set
 
     store = get_store(write=True)  # before the data (a download)

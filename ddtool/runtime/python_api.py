@@ -17,11 +17,12 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-from ddtool.data import ImageData, load_dataset
+from ddtool.data import ImageData
+from ddtool.lookup import load_dataset
 from ddtool.progress import Reporter
 from ddtool.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict
-from ddtool.runtime.evaluate.train_eval import EvalResult, load_synthetic
 from ddtool.runtime.distill.loop import DistillResult
+from ddtool.runtime.evaluate.train_eval import EvalResult, load_synthetic
 from ddtool.runtime.pretrain.pool_training import PretrainResult
 from ddtool.runtime.report.build import ReportRow, ReportSettings, build_report
 from ddtool.runtime.supervised import resolve_device

@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ddtool import __version__
 from ddtool.errors import DDToolError
 from ddtool.store import Artifact, Store
+from ddtool.version import __version__
 
 
 def io_entry(art: Artifact, role: str) -> dict[str, str]:

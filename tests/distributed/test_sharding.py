@@ -13,8 +13,8 @@ from ddtool.methods.sharding import ClassShard, shard_range
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
-from ddtool.runtime.distributed import process_group as distributed
 from ddtool.runtime.distill.planning import build_context
+from ddtool.runtime.distributed import process_group as distributed
 from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import init_synthetic
 

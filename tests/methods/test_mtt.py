@@ -37,7 +37,7 @@ TINY_MTT = ["distill.method=mtt", "net.width=8", "distill.ipc=1", "distill.itera
 def _digits_ctx(digits, overrides=(), epochs=3):  # type: ignore[no-untyped-def]
     """A context for mtt on digits (ConvNet width 8, ipc 2) with one in-memory expert of ``epochs``
     epochs whose snapshots drift away from the initialisation."""
-    from ddtool.nets import build_net
+    from ddtool.lookup import build_net
     from ddtool.runtime.distill.planning import build_context, net_spec_of
 
     recipe = load_recipe(None, ["distill.method=mtt", "net.width=8", "distill.ipc=2", *overrides])

@@ -89,7 +89,7 @@ def test_selection_configure_default_refuses_settings_in_one_line() -> None:
 
 
 def test_strategy_settings_table_goes_to_configure_not_to_the_method(tmp_path: Path) -> None:
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
     from ddtool.recipe import load_recipe
     from ddtool.runtime.distill import plan
     from ddtool.store import Store

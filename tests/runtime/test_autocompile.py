@@ -13,7 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ddtool.compiled import compiler_usable
 from ddtool.errors import UsageError
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.recipe import load_recipe
 from ddtool.runtime import autocompile
 from ddtool.runtime.autocompile import AutoCompile, pays

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.runtime import ensemble
 from ddtool.runtime.supervised import TrainSettings, train
 

@@ -108,7 +108,7 @@ def test_a_missing_expert_is_one_error_when_sampled(store: Store) -> None:
 
 
 def test_pretrain_trajectories_stores_a_snapshot_per_epoch_as_the_mtt_buffer_trains(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.nets import build_net
+    from ddtool.lookup import build_net
     from ddtool.runtime.supervised import accuracy
     from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
     from ddtool.trajectories import flat_params

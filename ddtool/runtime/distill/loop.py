@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddtool import __version__
+from ddtool.version import __version__
 from ddtool.context import DistillContext
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError

@@ -16,7 +16,8 @@ from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
 from ddtool.methods.base import MatchingMethod, can_score
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec
+from ddtool.lookup import build_net
 from ddtool.perturb import PerturbationSchedule
 from ddtool.plugins import registries
 from ddtool.pool import Pool, newest_compatible

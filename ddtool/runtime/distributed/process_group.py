@@ -26,8 +26,9 @@ from typing import Any, Sequence
 
 import torch
 
+from ddtool.collective import PeerLost, all_reduce_sum, collective, shard_range
 from ddtool.errors import DDToolError, UsageError
-from ddtool.methods.sharding import ClassShard, PeerLost, _collective, all_reduce_sum, shard_range
+from ddtool.methods.sharding import ClassShard
 
 __all__ = ["World", "PeerLost", "all_gather_object", "reduce_sum", "barrier", "broadcast_object",
            "class_shard", "current", "describe", "from_env", "gather_shards", "init", "is_main", "shard",
@@ -146,7 +147,7 @@ def barrier() -> None:
     if _world.size > 1:
         import torch.distributed as dist
 
-        _collective("barrier", dist.barrier)
+        collective("barrier", dist.barrier)
 
 
 def all_gather_object(obj: Any) -> list[Any]:
@@ -156,7 +157,7 @@ def all_gather_object(obj: Any) -> list[Any]:
     import torch.distributed as dist
 
     out: list[Any] = [None] * _world.size
-    _collective("all_gather", lambda: dist.all_gather_object(out, obj))
+    collective("all_gather", lambda: dist.all_gather_object(out, obj))
     return out
 
 
@@ -167,7 +168,7 @@ def broadcast_object(obj: Any) -> Any:
     import torch.distributed as dist
 
     box = [obj]
-    _collective("broadcast", lambda: dist.broadcast_object_list(box, src=0))
+    collective("broadcast", lambda: dist.broadcast_object_list(box, src=0))
     return box[0]
 
 
@@ -188,10 +189,10 @@ def gather_to_main(obj: Any) -> list[Any] | None:
     import torch.distributed as dist
 
     if _slow_group is None:  # every rank reaches its first call: new_group is itself collective
-        _slow_group = _collective("new_group", lambda: dist.new_group(
+        _slow_group = collective("new_group", lambda: dist.new_group(
             backend="gloo", timeout=timedelta(seconds=max(LONG_WAIT_S, timeout_s()))))
     out: list[Any] | None = [None] * _world.size if _world.main else None
-    _collective("gather", lambda: dist.gather_object(obj, out, dst=0, group=_slow_group))
+    collective("gather", lambda: dist.gather_object(obj, out, dst=0, group=_slow_group))
     return out
 
 

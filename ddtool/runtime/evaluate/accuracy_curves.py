@@ -27,8 +27,8 @@ from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
 from ddtool.recipe import LEARNED, EvalSection, Recipe, recipe_from_record
 from ddtool.runtime.distill import checkpoint
-from ddtool.runtime.evaluate.train_eval import RepeatedAccuracy, check_data, check_eval, evaluate_set, with_learned_lr
 from ddtool.runtime.distill.planning import net_spec_of, plan
+from ddtool.runtime.evaluate.train_eval import RepeatedAccuracy, check_data, check_eval, evaluate_set, with_learned_lr
 from ddtool.runtime.run_records import run_record
 from ddtool.store import Store
 from ddtool.store.meta import SyntheticMeta

@@ -23,7 +23,8 @@ from torch import nn
 
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.pool import Pool
 from ddtool.recipe import EvalSection
 from ddtool.store import Artifact, Store

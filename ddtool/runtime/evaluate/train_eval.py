@@ -19,14 +19,15 @@ from ddtool.compiled import forward_fn
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
-from ddtool.nets import NetSpec, build_net, check_net
+from ddtool.lookup import build_net, check_net
+from ddtool.nets import NetSpec
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import LEARNED, EvalSection
+from ddtool.runtime import ensemble
 from ddtool.runtime.autocompile import AutoCompile
+from ddtool.runtime.distributed import process_group as distributed
 from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
-from ddtool.runtime import ensemble
-from ddtool.runtime.distributed import process_group as distributed
 from ddtool.runtime.supervised import BatchAugment, TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature

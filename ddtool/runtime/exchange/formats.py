@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 
-from ddtool import __version__
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
@@ -42,6 +41,7 @@ from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature, SyntheticMeta, exported_metadata
 from ddtool.store.refs import check_name
 from ddtool.synthetic import SyntheticSet, decode
+from ddtool.version import __version__
 
 FORMATS = ("imagefolder", "npz")
 _IMAGE_KEYS = ("images", "image_syn", "x", "data", "imgs")
@@ -72,9 +72,10 @@ def _denormalize(images: torch.Tensor, info: SyntheticMeta) -> torch.Tensor:
         raise UsageError("the set does not record the mean and std it was normalised with; it cannot be "
                          "turned back into pixels")
     if info.signature.zca:  # a ZCA-whitened set (ddtool.data.zca): un-whiten to viewable pixels first
+        from ddtool.data.dataset import data_root
         from ddtool.data.zca import find_zca
 
-        zca = find_zca(info.signature.zca)
+        zca = find_zca(info.signature.zca, data_root())
         if zca is None:
             raise UsageError(f"the set is ZCA-whitened ({info.signature.dataset}) and its whitening "
                              f"(zca {info.signature.zca[:12]}) is not in the data cache; load the dataset once "

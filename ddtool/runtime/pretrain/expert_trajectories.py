@@ -28,12 +28,13 @@ import torch
 from ddtool.augment import DEFAULT_STRATEGY, Augmenter
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError
-from ddtool.nets import NetSpec, build_net, check_net
+from ddtool.lookup import build_net, check_net
+from ddtool.nets import NetSpec
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
+from ddtool.runtime.distill.planning import net_spec_of
 from ddtool.runtime.distributed import process_group as distributed
 from ddtool.runtime.evaluate.train_eval import normalized_train
-from ddtool.runtime.distill.planning import net_spec_of
 from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
 from ddtool.runtime.supervised import TrainSettings, accuracy, train

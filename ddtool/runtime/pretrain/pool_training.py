@@ -11,13 +11,14 @@ from ddtool.augment import Augmenter, DiffAugChain
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
-from ddtool.nets import NetSpec, build_net, check_net
+from ddtool.lookup import build_net, check_net
+from ddtool.nets import NetSpec
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import LR_CYCLE, PretrainSection, Recipe
+from ddtool.runtime.distill.planning import net_spec_of
 from ddtool.runtime.distributed import process_group as distributed
 from ddtool.runtime.evaluate.train_eval import normalized_train
-from ddtool.runtime.distill.planning import net_spec_of
 from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.runtime.seeds import role_seed
 from ddtool.runtime.supervised import TrainSettings, accuracy, train

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from ddtool.data import ImageData, load_dataset
+from ddtool.data import ImageData
 from ddtool.errors import UsageError
+from ddtool.lookup import load_dataset
 from ddtool.nets import NetSpec
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import EvalSection

@@ -11,8 +11,8 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from ddtool.data import load_dataset
 from ddtool.errors import UsageError
+from ddtool.lookup import load_dataset
 from ddtool.recipe import load_recipe, resolve_method_defaults, scale_name
 from ddtool.runtime.distill import distill, plan
 from ddtool.store import Store

@@ -24,8 +24,8 @@ from ddtool.errors import DDToolError, UsageError
 from ddtool.methods.base import MatchingMethod
 from ddtool.methods.dm import DM
 from ddtool.recipe import load_recipe
-from ddtool.runtime.distill.checkpoint import restore as _restore, state as _state
 from ddtool.runtime.distill import RunInterrupted, distill, resume
+from ddtool.runtime.distill.checkpoint import restore as _restore, state as _state
 from ddtool.selection.builtin import SelectionStrategy
 from ddtool.store import Store
 from ddtool.synthetic import SyntheticSet

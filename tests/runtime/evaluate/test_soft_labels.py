@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.pool import Pool
 from ddtool.recipe import EvalSection
 from ddtool.store import Store

@@ -7,10 +7,11 @@ import torch
 
 from ddtool.augment import DiffAugChain
 from ddtool.errors import UsageError
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.recipe import Recipe
-from ddtool.runtime.pretrain import pool_training as pretrain_mod
 from ddtool.runtime import supervised as train_mod
+from ddtool.runtime.pretrain import pool_training as pretrain_mod
 from ddtool.store import Store
 
 SPEC = NetSpec("convnet", {"width": 16})

@@ -67,7 +67,7 @@ def test_resume_refusals_are_one_line_usage_errors(store: Store, cli) -> None:  
 
 def test_a_resume_on_other_data_is_refused(store: Store, digits, stop_at) -> None:  # type: ignore[no-untyped-def]
     """The experts kept and the ones trained must come from the same data, or the index mixes two."""
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
     from ddtool.errors import UsageError
     from ddtool.runtime.pretrain.expert_trajectories import TrajectoriesInterrupted, pretrain_trajectories, resume_trajectories
 
