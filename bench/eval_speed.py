@@ -7,7 +7,7 @@ DC, DSA and DM evaluate with: ConvNet-3, SGD 0.01 / 0.9 / 5e-4, batch 256, DiffA
 batch), imported from a checkout given by ``--ref`` and run as it is on the CPU (its
 ``evaluate_synset`` trains ``epochs + 1`` epochs, so seconds are compared per epoch). Its
 ``utils.py`` imports scipy for the non-DSA augmentation only; without scipy a stub module stands
-in (the DSA path never calls it). ddtool: ``runtime.train.train`` under the ``dsa`` protocol
+in (the DSA path never calls it). ddtool: ``runtime.supervised.train`` under the ``dsa`` protocol
 (one DSA operation per batch), eager and with the compiled forward that ``eval.compile``
 chooses, and under the ``idc`` protocol (IDC's chain per image, CutMix). CIFAR-10-shaped random
 images (speed does not depend on content); all variants interleaved round by round after a

@@ -267,6 +267,13 @@ def test_module_names_are_unique() -> None:
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
 
 
+def test_every_package_says_what_it_owns() -> None:
+    """Each package's ``__init__`` opens with a docstring whose first line says what the package owns."""
+    missing = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("__init__.py")
+               if len((ast.get_docstring(ast.parse(p.read_text(encoding="utf-8"))) or "").split("\n")[0]) < 20]
+    assert missing == []
+
+
 # -- the checker catches what it should: a synthetic package, parsed the same way ----------------------
 
 SYNTHETIC = {

@@ -70,7 +70,7 @@ def recipe_data(recipe: Recipe, data_root: Path | None) -> ImageData:
 
 def join_processes(device: str) -> Any:
     """The command's device, joined to the other processes when torchrun launched several
-    (``ddtool.runtime.distributed``): each rank on its own CUDA device; ranks other than 0 show no
+    (``ddtool.runtime.distributed.process_group``): each rank on its own CUDA device; ranks other than 0 show no
     progress and print no results. The process group is left when the process exits."""
     import atexit
 

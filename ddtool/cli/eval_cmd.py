@@ -239,7 +239,7 @@ def _eval_checkpoints(store, refs, r, dev, spec, every, at, count_flops, data_ro
 
 def _note_soft(results) -> None:  # type: ignore[no-untyped-def]
     """One line per soft-label result under the table: who made the soft labels, at what T, their storage."""
-    from ddtool.runtime.report.build import human_bytes
+    from ddtool.runtime.report.tables import human_bytes
 
     for e in results:
         if e.soft:

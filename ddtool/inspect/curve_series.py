@@ -1,6 +1,6 @@
 """Accuracy curves read back for drawing: the curve an eval run stored, as a chart series.
 
-``ddtool eval RUN_ID --checkpoints`` (:mod:`ddtool.runtime.curves`) stores one eval run record
+``ddtool eval RUN_ID --checkpoints`` (:mod:`ddtool.runtime.evaluate.accuracy_curves`) stores one eval run record
 per distill run with ``"source_run"`` and ``"curve"`` (the points); ``ddtool inspect RUN_ID
 --curve`` reads the latest such record per run, here, and draws it (:mod:`ddtool.inspect.chart`).
 """

@@ -1,6 +1,6 @@
 """Which classes this process distils, the random streams of per-class draws, and the sums across
 processes: what makes a class-separable method (DM, DC, DSA) give the same synthetic set on 1, 2
-or N processes (``torchrun``, ``ddtool distill --nproc N``; see ``ddtool.runtime.distributed``).
+or N processes (``torchrun``, ``ddtool distill --nproc N``; see ``ddtool.runtime.distributed.process_group``).
 
 * Per-class streams. A class's random draws (its real batch, its augmentation) come from a stream
   of its own, seeded from one number drawn on the run's global stream and the class index

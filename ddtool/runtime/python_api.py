@@ -24,7 +24,7 @@ from ddtool.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict
 from ddtool.runtime.distill.loop import DistillResult
 from ddtool.runtime.evaluate.train_eval import EvalResult, load_synthetic
 from ddtool.runtime.pretrain.pool_training import PretrainResult
-from ddtool.runtime.report.build import ReportRow, ReportSettings, build_report
+from ddtool.runtime.report.rows import ReportRow, ReportSettings, build_report
 from ddtool.runtime.supervised import resolve_device
 from ddtool.store import Store, open_store
 from ddtool.store.meta import SyntheticMeta

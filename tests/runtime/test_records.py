@@ -1,4 +1,4 @@
-"""The run-record lifecycle (ddtool.runtime.records.run_record): running, then complete, failed or
+"""The run-record lifecycle (ddtool.runtime.run_records.run_record): running, then complete, failed or
 interrupted, with wall seconds and peak memory; every command that does work goes through it."""
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Distil a synthetic set: the runtime's entry points, from the modules that do each part.
 
-* :mod:`ddtool.runtime.plan`: resolve a recipe (:func:`plan`, :class:`Plan`) and build the
+* :mod:`ddtool.runtime.distill.planning`: resolve a recipe (:func:`plan`, :class:`Plan`) and build the
   context a method sees (:func:`build_context`);
-* :mod:`ddtool.runtime.loop`: run the iterations and store the result (:func:`distill`);
-* :mod:`ddtool.runtime.checkpoint`: the resumable state of a run;
-* :mod:`ddtool.runtime.resume`: ``--resume`` (:func:`resume`, :func:`resumable_run`);
-* :mod:`ddtool.runtime.records`: the run record's lifecycle.
+* :mod:`ddtool.runtime.distill.loop`: run the iterations and store the result (:func:`distill`);
+* :mod:`ddtool.runtime.distill.checkpoint`: the resumable state of a run;
+* :mod:`ddtool.runtime.distill.resuming`: ``--resume`` (:func:`resume`, :func:`resumable_run`);
+* :mod:`ddtool.runtime.run_records`: the run record's lifecycle.
 """
 
 from __future__ import annotations

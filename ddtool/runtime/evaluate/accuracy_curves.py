@@ -4,7 +4,7 @@
 run (its checkpoints and final set, :mod:`ddtool.store.runs`; the same protocol as plain eval)
 and writes one eval run record with ``"source_run"`` (the distill run id), ``"curve"`` (the
 points) and every input digest. ``ddtool inspect RUN_ID --curve`` draws the latest such record
-per run (:mod:`ddtool.inspect.curves`).
+per run (:mod:`ddtool.inspect.curve_series`).
 
 FLOPs: one outer iteration of the run's recipe is replayed once under
 ``torch.utils.flop_counter.FlopCounterMode`` (forward and backward of matmuls and

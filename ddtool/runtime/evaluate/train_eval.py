@@ -159,7 +159,7 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     """Accuracy on the real test split of ``cfg.repeats`` fresh networks trained on ``syn``.
 
     ``targets``: soft labels ([N, classes] probabilities of the decoded images) to train on
-    instead of the set's labels (``ddtool.runtime.soft_labels``); ``trained`` gets the networks;
+    instead of the set's labels (``ddtool.runtime.evaluate.soft_labels``); ``trained`` gets the networks;
     ``compile_info`` gets what ``eval.compile`` decided (``ddtool.runtime.autocompile``);
     ``seed_of(r)``: repeat r's seed (default ``cfg.seed + r``)."""
     reporter = reporter or Silent()
@@ -172,7 +172,7 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     images, labels = in_data_normalization(images.detach().to(device), syn, data), \
         (labels if targets is None else targets).to(device)
     augment = proto.augmenter(cfg.augment)
-    # under torchrun each rank trains its block of the repeats (ddtool.runtime.distributed); repeat r
+    # under torchrun each rank trains its block of the repeats (ddtool.runtime.distributed.process_group); repeat r
     # is seeded cfg.seed + r wherever it runs, so the loop gives the same accuracies on any world size
     mine = distributed.shard(cfg.repeats)
     seed_of = seed_of or (lambda r: cfg.seed + r)

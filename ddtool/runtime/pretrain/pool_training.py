@@ -85,7 +85,7 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
         return build_net(spec, data.channels, data.num_classes, data.resolution).to(device)
 
     impl = resolve_impl(impl, device)
-    # under torchrun each rank trains its block of the models (ddtool.runtime.distributed); model i is
+    # under torchrun each rank trains its block of the models (ddtool.runtime.distributed.process_group); model i is
     # seeded role_seed("pool", seed, i) wherever it runs, so the loop makes the same pool on any world size
     mine = distributed.shard(n)
     nets = [build(i) for i in mine] if impl == "vectorized" else []

@@ -1,4 +1,4 @@
-"""Distillation runs (ddtool.runtime.loop): a short recipe run of each gradient-matching method and
+"""Distillation runs (ddtool.runtime.distill.loop): a short recipe run of each gradient-matching method and
 herding stores its synthetic set."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Resolving a recipe (ddtool.runtime.plan): build_context() makes the context a run makes, from a
+"""Resolving a recipe (ddtool.runtime.distill.planning): build_context() makes the context a run makes, from a
 plan or on its own, and draws no random numbers."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Evaluation (ddtool.runtime.evaluate): the protocol's lr schedule, augmentation and CutMix,
+"""Evaluation (ddtool.runtime.evaluate.train_eval): the protocol's lr schedule, augmentation and CutMix,
 checked rather than assumed."""
 
 from __future__ import annotations

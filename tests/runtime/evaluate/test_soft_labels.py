@@ -1,4 +1,4 @@
-"""Soft-label evaluation (ddtool.runtime.soft_labels): a teacher's temperature-scaled outputs as
+"""Soft-label evaluation (ddtool.runtime.evaluate.soft_labels): a teacher's temperature-scaled outputs as
 targets, KL loss x T², the teacher in the eval record and the lineage; ``ddtool report --teacher``
 with hard and soft accuracy side by side and the soft labels' storage."""
 
@@ -206,7 +206,8 @@ REPORT_FAST = ["--epochs", "2", "--repeats", "2", "--full-epochs", "1", "--basel
 
 def test_report_shows_hard_and_soft_side_by_side_with_soft_label_storage(cli, store: Store, digits, put_set,  # type: ignore[no-untyped-def]
                                                                          one_thread) -> None:
-    from ddtool.runtime.report.build import ReportRow, to_csv
+    from ddtool.runtime.report.rows import ReportRow
+    from ddtool.runtime.report.tables import to_csv
 
     images = put_set(store, digits, ipc=1)
     teacher = oracle_pool(store, digits, images, torch.arange(10))
@@ -260,7 +261,7 @@ def test_report_soft_random_baseline_and_soft_lrs(cli, store: Store, digits, put
     random baseline equals the hard one, so soft IOR and soft LRS equal the hard scores; another teacher
     trains the set and every subset again."""
     from ddtool.runtime.report import dd_ranking as metrics
-    from ddtool.runtime.report.build import ReportRow
+    from ddtool.runtime.report.rows import ReportRow
 
     FAST = [*REPORT_FAST[:-1], "2"]  # two random subsets (seed 0's images are the set's own here)
     images = put_set(store, digits, ipc=1)

@@ -1,4 +1,4 @@
-"""Export synthetic sets for other tools and import theirs (ddtool.runtime.exchange): imagefolder,
+"""Export synthetic sets for other tools and import theirs (ddtool.runtime.exchange.formats): imagefolder,
 npz, .pt."""
 
 from __future__ import annotations

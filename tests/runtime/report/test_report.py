@@ -1,4 +1,4 @@
-"""The report (ddtool.runtime.report, .metrics, .recorded, .baselines): DD-Ranking's scores against
+"""The report (ddtool.runtime.report: .rows, .dd_ranking, .stored_accuracies, .random_baseline): DD-Ranking's scores against
 hand-computed values, and rows built from what the store holds, made only where it holds nothing."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_missing_seeds_fill_the_lowest_gaps() -> None:
 # -- rows --------------------------------------------------------------------------------------------
 def _settings(**kw):  # type: ignore[no-untyped-def]
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.report.build import ReportSettings
+    from ddtool.runtime.report.rows import ReportSettings
 
     return ReportSettings(eval=EvalSection(epochs=2, repeats=2), full_epochs=1, **kw)
 
@@ -84,7 +84,7 @@ def test_report_rows_reuse_records_and_make_the_random_baseline_once(store: Stor
     from ddtool.recipe import EvalSection
     from ddtool.runtime.report import dd_ranking as metrics
     from ddtool.runtime.evaluate.train_eval import evaluate
-    from ddtool.runtime.report.build import build_report
+    from ddtool.runtime.report.rows import build_report
     from ddtool.store.meta import SyntheticMeta
 
     made = _distill(store, digits, "dm1")
@@ -129,11 +129,11 @@ def test_report_rows_reuse_records_and_make_the_random_baseline_once(store: Stor
 
 def test_other_settings_are_other_records_and_ars_evaluates_without_augmentation(store: Store, digits, one_thread) -> None:  # type: ignore[no-untyped-def]
     from ddtool.runtime.report import dd_ranking as metrics
-    from ddtool.runtime.report.build import build_report
+    from ddtool.runtime.report.rows import build_report
 
     _distill(store, digits, "dm1")
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.report.build import ReportSettings
+    from ddtool.runtime.report.rows import ReportSettings
 
     (row,) = build_report(store, ["synthetic/dm1"], _settings(baseline_subsets=1, ars=True, gamma=0.25), CPU)
     plain = [r for r in store.runs() if r["command"] == "eval" and r["settings"]["augment"] == "none"]
@@ -150,7 +150,7 @@ def test_other_settings_are_other_records_and_ars_evaluates_without_augmentation
 
 def test_report_refuses_bad_settings_before_any_work(store: Store, digits, store_snapshot) -> None:  # type: ignore[no-untyped-def]
     from ddtool.errors import UsageError
-    from ddtool.runtime.report.build import build_report
+    from ddtool.runtime.report.rows import build_report
 
     _distill(store, digits, "dm1")
     before = store_snapshot(store.root)
