@@ -3,6 +3,7 @@
 #                 DM, DM + Acc-DD's pool at a fifth of the iterations, random real, side by side
 #   make test   - create/reuse .venv, install with the test extra and the example plugin, run pytest
 #   make test-isa - the suite again under the CPU kernels other machines run (CI runs both)
+#   make docs     - the documentation (docs/, mkdocs.yml) built strict into site/: a broken link fails
 PYTHON ?= python3
 VENV ?= .venv
 STORE ?= .ddtool-demo
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 DDTOOL := $(BIN)/ddtool --store $(STORE)
 RECIPE := recipes/quickstart.toml
 
-.PHONY: demo test test-isa install clean
+.PHONY: demo test test-isa docs install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,5 +47,14 @@ test-isa: $(VENV)/.installed
 	  ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -q || exit 1; \
 	done
 
+# the docs extra (MkDocs) in the same venv; --strict turns every warning (a link to a missing page
+# or anchor, a page outside the nav) into a failure
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(STORE) .pytest_cache
+	rm -rf $(STORE) .pytest_cache site

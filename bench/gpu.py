@@ -246,7 +246,7 @@ class Scale:
                                                  "distill.options.inner_loops=2", "distill.options.net_steps=1"],
                          min_case_s=0.5)
         # full outer loops at the paper's settings; only the pool is smaller (2 models x 1 epoch,
-        # as in bench/cifar10_cpu.sh): its full-size cost is extrapolated from it
+        # as on the CIFAR-10 fidelity page of docs/benchmarks): its full-size cost is extrapolated from it
         return Scale(False, width=128, ipc=10, batch_real=256, idc_net_steps=32, eval_epochs=100, rounds=rounds or 3,
                      shapes={"c10": ("CIFAR-10 shape", 10), "c100": ("CIFAR-100 shape", 100)},
                      ours_outer=2, ours_set=["pretrain.n=2", "pretrain.epochs=1"])

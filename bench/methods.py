@@ -57,9 +57,12 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
                               "distill.options.dynadistill.shared_draw=false"],
         # DREAM+ (seed 003 Eq. 3) at IDC's budget: representative real batches, re-clustered every 5 inner steps
         "dream": [*idc, f"distill.iterations={outer}", "distill.method=\"dream\"", "distill.options.interval=5"],
+        # DREAM+ + DynaDistill as recipes/dream_dynadistill.toml: the pool's (trained) candidates are not warmed
+        # up again; no perturbation schedule (the row measures what its label says, issue 23)
         "dream+dynadistill": [*idc, f"distill.iterations={outer}", "distill.method=\"dream\"",
                               "distill.options.interval=5", "distill.options.warmup_epochs=0",
-                              "distill.selection=\"dynadistill\"", *pool],
+                              "distill.selection=\"dynadistill\"", "distill.pool=\"pool/bench\"",
+                              "distill.schedule=\"none\""],
         # MTT from recipes/mtt.toml's digits scale (experts made once per run, see TRAJECTORY_ROWS)
         "mtt": [],
         "mtt+dynadistill": ["distill.selection=\"dynadistill\""],

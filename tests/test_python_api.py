@@ -4,6 +4,7 @@ tensors and a torch Dataset, called as a user would call them."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,33 +13,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The README's "Python API" example, verbatim (a tiny budget: seconds on a CPU).
-README_EXAMPLE = '''
-import ddtool
-from torch.utils.data import DataLoader
-
-tiny = ["net.width=16", "distill.iterations=20", "pretrain.n=2", "pretrain.epochs=1"]  # seconds, not minutes
-ddtool.pretrain("recipes/quickstart.toml", "nb-store", overrides=tiny)           # pool/quickstart
-made = ddtool.distill("recipes/quickstart.toml", "nb-store", name="nb-ours",     # DM + Acc-DD's pool
-                      overrides=tiny + ["distill.selection=random", "distill.schedule=gaussian"])
-rows = ddtool.report([made.artifact.ref], "nb-store", epochs=20, repeats=2)
-row = rows[0]
-print(f"{row.ref}: {100 * row.accuracy_mean:.1f} % (random {100 * row.random_mean:.1f} %), LRS {row.lrs:.1f}")
-
-syn = ddtool.load(made.artifact.ref, "nb-store")                # decoded images and labels, CPU tensors
-loader = DataLoader(syn.dataset(), batch_size=5, shuffle=True)   # any PyTorch training loop from here
-images, labels = next(iter(loader))                              # [5, 1, 8, 8] normalised, int64
-'''
+# The example of docs/python-api.md, read from the page as a reader copies it (a tiny budget:
+# seconds on a CPU); tests/test_docs.py leaves that page's example to this test.
+PAGE = REPO / "docs" / "python-api.md"
 
 
-def test_the_readme_example_runs_and_a_dataloader_iterates_the_set(tmp_path: Path, one_thread) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / "recipes").mkdir()
-    (tmp_path / "recipes" / "quickstart.toml").write_bytes((REPO / "recipes" / "quickstart.toml").read_bytes())
+def page_example() -> str:
+    blocks = re.findall(r"^```python\n(.*?)^```", PAGE.read_text(encoding="utf-8"), re.S | re.M)
+    assert len(blocks) == 1, "docs/python-api.md has one Python example"
+    return blocks[0]
+
+
+def test_the_docs_example_runs_and_a_dataloader_iterates_the_set(tmp_path: Path, one_thread) -> None:  # type: ignore[no-untyped-def]
     scope: dict[str, object] = {}
     cwd = os.getcwd()
-    os.chdir(tmp_path)  # the example's relative paths, as in a notebook next to the recipes
+    os.chdir(tmp_path)  # an empty folder: the example names a shipped recipe, and its store is relative
     try:
-        exec(compile(README_EXAMPLE, "README example", "exec"), scope)
+        exec(compile(page_example(), "docs/python-api.md", "exec", dont_inherit=True), scope)
     finally:
         os.chdir(cwd)
     from ddtool.store import Store

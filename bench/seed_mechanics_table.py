@@ -1,0 +1,142 @@
+"""Issue 23's table: the seed's mechanisms on CIFAR-10, several distillation seeds per arm.
+
+    python -m bench.seed_mechanics_table [--log .data/seedmech] [--csv out.csv]
+
+Reads what ``bench/seed_mechanics_cifar10.sh`` left in its log folder (``ARM-sSEED.eval.json``, one
+per distilled set, and ``times.txt``) and prints one Markdown row per arm: the accuracy over
+distillation seeds (each seed's accuracy is the mean of its evaluation repeats), the distillation
+seconds, and the paired difference to IDC over the seeds both arms have. A difference is called
+outside the noise only when its 95 % t-interval over the paired seeds excludes 0; with 2 or 3
+seeds that interval is wide on purpose (t = 12.7 / 4.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy.stats import t as student_t
+
+ARMS = {  # the arm names of bench/seed_mechanics_cifar10.sh, what each is, in the issue's order
+    "idc": "IDC (10 outer loops, fresh networks)",
+    "ours_gauss": "Ours: pool + gaussian α=1 (2 outer loops)",
+    "ours_twodir": "Ours: pool + two_direction (2 outer loops)",
+    "ours_diverse": "Ours: diverse pool (lr, augmentation) + gaussian α=1",
+    "dd_raw": "IDC + DynaDistill, raw scores (m 2)",
+    "dd_zscore": "IDC + DynaDistill, z-scored scores (m 2)",
+    "idc_randpool": "IDC + random selection on the same pool (control)",
+}
+BASELINE = "idc"
+NAME = re.compile(r"^(?P<arm>[a-z_]+)-s(?P<seed>\d+)$")
+
+
+@dataclass(frozen=True)
+class Row:
+    arm: str
+    seeds: list[int]
+    accuracy: list[float]  # percent, one per seed (mean of its repeats)
+    distill_s: list[float]
+    diff: list[float]  # percent points, arm minus IDC, over the paired seeds
+
+    @property
+    def verdict(self) -> str:
+        if self.arm == BASELINE:
+            return "baseline"
+        if len(self.diff) < 2:
+            return "too few paired seeds"
+        return "outside the noise" if 0 not in _interval(self.diff) else "inside the noise"
+
+
+@dataclass(frozen=True)
+class _Closed:
+    lo: float
+    hi: float
+
+    def __contains__(self, x: float) -> bool:
+        return self.lo <= x <= self.hi
+
+
+def _interval(values: list[float]) -> _Closed:
+    """The 95 % t-interval of the mean over the paired seeds."""
+    m, n = statistics.fmean(values), len(values)
+    half = student_t.ppf(0.975, n - 1) * statistics.stdev(values) / n ** 0.5
+    return _Closed(m - half, m + half)
+
+
+def read_accuracies(log: Path) -> dict[str, dict[int, float]]:
+    """arm -> seed -> accuracy in percent (mean of the set's evaluation repeats); empty logs skipped."""
+    out: dict[str, dict[int, float]] = {}
+    for path in sorted(log.glob("*.eval.json")):
+        m = NAME.match(path.name.removesuffix(".eval.json"))
+        if not m or path.stat().st_size == 0:
+            continue
+        (result,) = json.loads(path.read_text())
+        out.setdefault(m["arm"], {})[int(m["seed"])] = 100 * statistics.fmean(result["accuracies"])
+    return out
+
+
+def read_distill_seconds(log: Path) -> dict[str, dict[int, float]]:
+    """arm -> seed -> distillation seconds, from times.txt (the last line of each set counts)."""
+    out: dict[str, dict[int, float]] = {}
+    line = re.compile(r" (?P<s>\d+)s load=[\d.]+: .* distill .*--name (?P<arm>[a-z_]+)-s(?P<seed>\d+) ")
+    times = log / "times.txt"
+    for text in times.read_text().splitlines() if times.exists() else []:
+        if m := line.search(text + " "):
+            out.setdefault(m["arm"], {})[int(m["seed"])] = float(m["s"])
+    return out
+
+
+def table(acc: dict[str, dict[int, float]], secs: dict[str, dict[int, float]]) -> list[Row]:
+    base = acc.get(BASELINE, {})
+    rows = []
+    for arm in [a for a in ARMS if a in acc] + sorted(set(acc) - set(ARMS)):
+        seeds = sorted(acc[arm])
+        paired = [s for s in seeds if s in base]
+        rows.append(Row(arm, seeds, [acc[arm][s] for s in seeds],
+                        [secs.get(arm, {})[s] for s in seeds if s in secs.get(arm, {})],
+                        [acc[arm][s] - base[s] for s in paired] if arm != BASELINE else []))
+    return rows
+
+
+def _pm(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| arm | what | seeds | accuracy % (mean ± std over seeds) | distill s | Δ vs IDC, paired (pts) | |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| `{r.arm}` | {ARMS.get(r.arm, '?')} | {','.join(map(str, r.seeds))} | {_pm(r.accuracy)} | "
+                     f"{_pm(r.distill_s, 0)} | {_pm(r.diff) if r.diff else '–'} | {r.verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--log", type=Path, default=Path(".data/seedmech"))
+    ap.add_argument("--csv", type=Path, help="also write one line per distilled set")
+    args = ap.parse_args(argv)
+    acc, secs = read_accuracies(args.log), read_distill_seconds(args.log)
+    print(markdown(table(acc, secs)))
+    if args.csv:
+        with args.csv.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["arm", "seed", "accuracy_pct", "distill_s"])
+            for arm, by_seed in acc.items():
+                for seed, a in sorted(by_seed.items()):
+                    w.writerow([arm, seed, f"{a:.2f}", secs.get(arm, {}).get(seed, "")])
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

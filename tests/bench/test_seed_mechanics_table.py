@@ -1,0 +1,40 @@
+"""bench.seed_mechanics_table: per-arm figures over distillation seeds, paired to IDC by seed."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.seed_mechanics_table import read_accuracies, read_distill_seconds, table
+
+
+def _eval(log: Path, name: str, accs: list[float]) -> None:
+    (log / f"{name}.eval.json").write_text(json.dumps([{"accuracies": accs, "ref": f"synthetic/{name}:v1"}]))
+
+
+def test_arms_are_paired_to_idc_by_seed_and_judged_by_their_interval(tmp_path: Path) -> None:
+    for seed, (i, o, d) in enumerate([(0.40, 0.45, 0.41), (0.42, 0.47, 0.40), (0.44, 0.49, 0.45)]):
+        _eval(tmp_path, f"idc-s{seed}", [i - 0.01, i + 0.01])  # repeats average to i
+        _eval(tmp_path, f"ours_gauss-s{seed}", [o, o])
+        _eval(tmp_path, f"dd_raw-s{seed}", [d, d])
+    (tmp_path / "dd_raw-s3.eval.json").write_text("")  # a cut-off evaluation is not a result
+    (tmp_path / "times.txt").write_text(
+        "2026-12-07T00:00:00Z abc 300s load=1.0: ddtool distill --recipe r --name ours_gauss-s0 --set x=1\n"
+        "2026-12-07T00:00:00Z abc 3600s load=1.0: ddtool eval synthetic/ours_gauss-s0 --epochs 300\n")
+    rows = {r.arm: r for r in table(read_accuracies(tmp_path), read_distill_seconds(tmp_path))}
+    assert list(rows) == ["idc", "ours_gauss", "dd_raw"]  # the issue's order, not the files'
+    assert rows["idc"].accuracy == pytest.approx([40, 42, 44])
+    assert rows["ours_gauss"].diff == pytest.approx([5, 5, 5])
+    assert rows["ours_gauss"].distill_s == [300.0]  # the eval line is not a distillation
+    assert rows["dd_raw"].seeds == [0, 1, 2]
+    # +5 every seed is outside the noise; +1, -2, +1 is not
+    assert (rows["ours_gauss"].verdict, rows["dd_raw"].verdict) == ("outside the noise", "inside the noise")
+
+
+def test_one_paired_seed_is_not_judged(tmp_path: Path) -> None:
+    _eval(tmp_path, "idc-s0", [0.4])
+    _eval(tmp_path, "ours_twodir-s0", [0.5])
+    _eval(tmp_path, "ours_twodir-s1", [0.5])
+    rows = {r.arm: r for r in table(read_accuracies(tmp_path), {})}
+    assert rows["ours_twodir"].diff == pytest.approx([10.0])
+    assert rows["ours_twodir"].verdict == "too few paired seeds"
