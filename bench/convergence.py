@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import torch
 
 from bench.common import add_run_args, bench_store, machine
-from ddtool.data import load_dataset
+from ddtool.lookup import load_dataset
 from ddtool.recipe import load_recipe
-from ddtool.runtime.curves import CurvePoint, evaluate_curve
-from ddtool.runtime.loop import distill
-from ddtool.runtime.trajectories import pretrain_trajectories
+from ddtool.runtime.distill.loop import distill
+from ddtool.runtime.evaluate.accuracy_curves import CurvePoint, evaluate_curve
+from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
 
 BASELINE, CANDIDATE = "recipes/mtt.toml", "recipes/mtt_dynadistill.toml"
 

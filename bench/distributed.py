@@ -33,8 +33,8 @@ def worker(case: str, classes: int, steps: int, quick: bool) -> None:
     from ddtool.nets import NetSpec
     from ddtool.perturb import NoPerturbation
     from ddtool.recipe import DistillSection
-    from ddtool.runtime import distributed
-    from ddtool.runtime.plan import build_context
+    from ddtool.runtime.distributed import process_group as distributed
+    from ddtool.runtime.distill.planning import build_context
     from ddtool.selection.builtin import Scratch
 
     device = distributed.init(torch.device("cpu"))

@@ -12,10 +12,11 @@ import json, resource, sys, time
 import torch
 torch.set_num_threads(1)
 from bench.common import fake_data, flops_of, machine
+from ddtool.lookup import build_net
 from ddtool.methods.mtt import MTT, MTTOptions
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec
 from ddtool.recipe import load_recipe
-from ddtool.runtime.plan import build_context
+from ddtool.runtime.distill.planning import build_context
 from ddtool.selection.builtin import DynaDistill, Scratch
 from ddtool.trajectories import Trajectories, flat_params, param_layout
 

@@ -7,7 +7,7 @@ DC, DSA and DM evaluate with: ConvNet-3, SGD 0.01 / 0.9 / 5e-4, batch 256, DiffA
 batch), imported from a checkout given by ``--ref`` and run as it is on the CPU (its
 ``evaluate_synset`` trains ``epochs + 1`` epochs, so seconds are compared per epoch). Its
 ``utils.py`` imports scipy for the non-DSA augmentation only; without scipy a stub module stands
-in (the DSA path never calls it). ddtool: ``runtime.train.train`` under the ``dsa`` protocol
+in (the DSA path never calls it). ddtool: ``runtime.supervised.train`` under the ``dsa`` protocol
 (one DSA operation per batch), eager and with the compiled forward that ``eval.compile``
 chooses, and under the ``idc`` protocol (IDC's chain per image, CutMix). CIFAR-10-shaped random
 images (speed does not depend on content); all variants interleaved round by round after a
@@ -29,9 +29,10 @@ import torch
 from bench.common import interleaved, machine, median
 from ddtool.augment import Augmenter
 from ddtool.compiled import compiler_usable, forward_fn
-from ddtool.nets import NetSpec, build_net
-from ddtool.runtime.evaluate import PROTOCOLS
-from ddtool.runtime.train import TrainSettings, train
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
+from ddtool.runtime.evaluate.train_eval import PROTOCOLS
+from ddtool.runtime.supervised import TrainSettings, train
 
 
 def reference(ref: Path):  # type: ignore[no-untyped-def]

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import interleaved, machine, median
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 
 
 def main() -> None:

@@ -391,7 +391,7 @@ def ours_rows(env: Env) -> list[Row]:
     from ddtool.plugins import registries
     from ddtool.recipe import load_recipe
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.pretrain import pretrain
+    from ddtool.runtime.pretrain.pool_training import pretrain
     from ddtool.store import Store
 
     sc = env.scale

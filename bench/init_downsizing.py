@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import machine
-from ddtool.data import load_dataset
+from ddtool.lookup import load_dataset
 from ddtool.nets import NetSpec
 from ddtool.recipe import EvalSection
-from ddtool.runtime.evaluate import evaluate_set
+from ddtool.runtime.evaluate.train_eval import evaluate_set
 from ddtool.synthetic import SyntheticSet, encode_real
 
 

@@ -20,11 +20,11 @@ import time
 import torch
 
 from bench.common import machine
-from ddtool.data import load_dataset
+from ddtool.lookup import load_dataset
 from ddtool.recipe import load_recipe
 from ddtool.runtime.distill import distill
-from ddtool.runtime.evaluate import evaluate
-from ddtool.runtime.pretrain import pretrain
+from ddtool.runtime.evaluate.train_eval import evaluate
+from ddtool.runtime.pretrain.pool_training import pretrain
 from ddtool.store import Store
 
 MTT_RECIPE = "recipes/mtt.toml"
@@ -114,7 +114,7 @@ def main() -> None:
     mtt_base = [f"data.dataset=\"{args.dataset}\"", f"eval.epochs={args.epochs}", f"eval.repeats={args.repeats}",
                 *args.set]
     if any(r in TRAJECTORY_ROWS for r in chosen):
-        from ddtool.runtime.trajectories import pretrain_trajectories
+        from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
 
         t = time.perf_counter()
         pretrain_trajectories(store, load_recipe(MTT_RECIPE, mtt_base), data, device)

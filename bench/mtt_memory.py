@@ -32,9 +32,10 @@ def _rss_mib() -> float:
 
 def one(ipc: int, steps: int, unroll: str, segment: int, width: int, device: str) -> dict:
     from ddtool.methods.mtt import MTT, MTTOptions
-    from ddtool.nets import NetSpec, build_net
+    from ddtool.nets import NetSpec
+    from ddtool.lookup import build_net
     from ddtool.recipe import load_recipe
-    from ddtool.runtime.plan import build_context
+    from ddtool.runtime.distill.planning import build_context
     from ddtool.trajectories import Trajectories, flat_params, param_layout
 
     dev = torch.device(device)

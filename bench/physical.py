@@ -29,12 +29,13 @@ from bench import cpu_peak
 from bench.common import fake_data, flops_of, interleaved, machine, median
 from ddtool.augment import Augmenter
 from ddtool.compiled import compiler_usable
+from ddtool.lookup import build_net
 from ddtool.methods.dm import DM
 from ddtool.methods.idc import IDC, IDCOptions
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
-from ddtool.runtime.plan import build_context
+from ddtool.runtime.distill.planning import build_context
 from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import init_synthetic
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 
 LINKS = {  # effective all-reduce bandwidth per link, bytes/s, and per-hop latency, s (assumed)
     "NVLink (one node)": (150e9, 10e-6),

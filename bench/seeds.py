@@ -21,12 +21,12 @@ import time
 import torch
 
 from bench.common import add_run_args, bench_store, machine
-from ddtool.data import load_dataset
+from ddtool.lookup import load_dataset
 from ddtool.recipe import load_recipe
-from ddtool.runtime.evaluate import evaluate
-from ddtool.runtime.loop import distill
-from ddtool.runtime.pretrain import pretrain
-from ddtool.runtime.trajectories import pretrain_trajectories
+from ddtool.runtime.distill.loop import distill
+from ddtool.runtime.evaluate.train_eval import evaluate
+from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
+from ddtool.runtime.pretrain.pool_training import pretrain
 
 
 def main() -> None:

@@ -16,14 +16,15 @@ import torch
 
 from bench.common import fake_data, flops_of, interleaved, machine, median
 from ddtool.augment import Augmenter
+from ddtool.lookup import build_net
 from ddtool.methods.dm import DM
 from ddtool.methods.idc import IDC, IDCOptions
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
 from ddtool.runtime import ensemble
-from ddtool.runtime.plan import build_context
-from ddtool.runtime.train import TrainSettings, train
+from ddtool.runtime.distill.planning import build_context
+from ddtool.runtime.supervised import TrainSettings, train
 from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import init_synthetic
 
@@ -104,8 +105,8 @@ def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_step
 
 def pool_case(n: int, epochs: int, device: torch.device, rounds: int) -> dict[str, float]:
     """``pretrain``'s pool: n digits ConvNets trained stacked vs one after the other."""
-    from ddtool.data import load_dataset
-    from ddtool.runtime.pretrain import train_pool
+    from ddtool.lookup import load_dataset
+    from ddtool.runtime.pretrain.pool_training import train_pool
 
     data = load_dataset("digits")
     spec = NetSpec("convnet", {"width": 64})

@@ -21,12 +21,12 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
+from ddtool.version import __version__
+
 if TYPE_CHECKING:  # what __getattr__ provides, for type checkers
     from ddtool.api import *  # noqa: F403
     from ddtool.runtime.python_api import LoadedSet, distill, evaluate, load, pretrain, report
     from ddtool.store import Store
-
-__version__ = "0.1.0"
 
 
 # the Python API of the verbs (and the store), loaded on first use like the plugin API below

@@ -12,7 +12,8 @@ from torch import nn
 from ddtool.augment import Augmenter
 from ddtool.data import ImageData
 from ddtool.methods.base import MatchingMethod
-from ddtool.nets import NetSpec, build_net
+from ddtool.nets import NetSpec
+from ddtool.lookup import build_net
 from ddtool.perturb import PerturbationSchedule
 from ddtool.pool import Pool
 from ddtool.recipe import DistillSection

@@ -9,24 +9,23 @@ implementations that take fewer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Protocol, Sequence
 
-import pluggy
+# the markers, and the register callbacks of the kinds below the methods, live with what they
+# mark or register (ddtool.markers, data, nets, perturb): those packages do not import this module
+from ddtool.data.dataset import RegisterDataset
+from ddtool.markers import NAME, hookimpl, hookspec
+from ddtool.nets.factory import RegisterArchitecture
+from ddtool.perturb import RegisterSchedule
 
-if TYPE_CHECKING:  # the contracts' modules import hookimpl from here
+if TYPE_CHECKING:
     import typer
 
-    from ddtool.data.dataset import Dataset
     from ddtool.methods.base import MatchingMethod
-    from ddtool.nets.factory import Architecture
-    from ddtool.perturb import PerturbationSchedule
     from ddtool.selection.base import SelectionStrategy
 
-NAME = "ddtool"
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-hookspec: Callable[[_F], _F] = pluggy.HookspecMarker(NAME)  # type: ignore[assignment]
-hookimpl: Callable[[_F], _F] = pluggy.HookimplMarker(NAME)  # type: ignore[assignment]
+__all__ = ["NAME", "RegisterArchitecture", "RegisterDataset", "RegisterMethod", "RegisterSchedule",
+           "RegisterSelection", "hookimpl", "hookspec"]
 
 
 class RegisterMethod(Protocol):
@@ -35,18 +34,6 @@ class RegisterMethod(Protocol):
 
 class RegisterSelection(Protocol):
     def __call__(self, strategy: SelectionStrategy, /, aliases: Sequence[str] = ()) -> None: ...
-
-
-class RegisterSchedule(Protocol):
-    def __call__(self, schedule: PerturbationSchedule, /, aliases: Sequence[str] = ()) -> None: ...
-
-
-class RegisterDataset(Protocol):
-    def __call__(self, dataset: Dataset, /, aliases: Sequence[str] = ()) -> None: ...
-
-
-class RegisterArchitecture(Protocol):
-    def __call__(self, architecture: Architecture, /, aliases: Sequence[str] = ()) -> None: ...
 
 
 @hookspec

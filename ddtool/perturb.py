@@ -9,12 +9,13 @@ Then theta <- theta + alpha * d. One-dimensional parameters (biases, norm affine
 from __future__ import annotations
 
 import math
+from typing import Protocol, Sequence
 
 import torch
 from torch import nn
 
 from ddtool.errors import UsageError
-from ddtool.hookspecs import RegisterSchedule, hookimpl
+from ddtool.markers import hookimpl
 from ddtool.recipe import DistillSection
 
 EPS = 1e-10
@@ -115,3 +116,9 @@ def ddtool_register_perturbation_schedules(register: RegisterSchedule) -> None:
     register(NoPerturbation())
     register(Gaussian())
     register(TwoDirection(), aliases=("two-direction",))
+
+
+class RegisterSchedule(Protocol):
+    """What a ``ddtool_register_perturbation_schedules`` hook is handed (:mod:`ddtool.hookspecs`)."""
+
+    def __call__(self, schedule: PerturbationSchedule, /, aliases: Sequence[str] = ()) -> None: ...

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import pluggy
 
-from ddtool import __version__, hookspecs
+from ddtool import hookspecs
 from ddtool.data.dataset import Dataset
 from ddtool.errors import DDToolError, UsageError
 from ddtool.methods.base import MatchingMethod
@@ -26,6 +26,7 @@ from ddtool.nets.factory import Architecture
 from ddtool.perturb import PerturbationSchedule
 from ddtool.registry import Contract, Registry
 from ddtool.selection.base import SelectionStrategy
+from ddtool.version import __version__
 
 BUILTIN_MODULES = (
     "ddtool.data.builtin",

@@ -67,7 +67,7 @@ def cli():
 
 @pytest.fixture(scope="session")
 def digits():
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
 
     return load_dataset("digits")
 
@@ -153,7 +153,7 @@ def make_ctx():  # type: ignore[no-untyped-def]
     the default recipe with ConvNet width 16, ipc 2 and ``overrides`` (``--set`` strings), one outer
     iteration, the recipe's selection strategy (scratch), schedule (none) and augmentation."""
     from ddtool.recipe import load_recipe
-    from ddtool.runtime.plan import build_context
+    from ddtool.runtime.distill.planning import build_context
 
     def make(data, method, overrides=(), impl="loop"):  # type: ignore[no-untyped-def]
         recipe = load_recipe(None, [f"distill.method={method.name}", "net.width=16", "distill.ipc=2", *overrides])

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.recipe import DistillSection
 
 
 def test_pool_models_are_copies_of_a_template_and_leave_the_rng_alone(digits) -> None:  # type: ignore[no-untyped-def]
     from ddtool.perturb import NoPerturbation
     from ddtool.pool import Pool, states_from_tensors, states_to_tensors
-    from ddtool.runtime.plan import build_context
+    from ddtool.runtime.distill.planning import build_context
     from ddtool.selection.builtin import RandomPool
 
     spec = NetSpec("convnet", {"width": 4})

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.perturb import Gaussian, TwoDirection, decay_factor, filter_normalized_direction
 from ddtool.recipe import DistillSection
 
@@ -72,7 +73,7 @@ def test_two_direction_refuses_an_alpha_it_would_ignore() -> None:
 def test_plan_refuses_two_direction_with_another_alpha(store, digits) -> None:  # type: ignore[no-untyped-def]
     from ddtool.errors import UsageError
     from ddtool.recipe import load_recipe
-    from ddtool.runtime.plan import plan
+    from ddtool.runtime.distill.planning import plan
 
     recipe = load_recipe(None, ["distill.method=dm", "net.width=8", "distill.schedule=two_direction",
                                 "distill.alpha=2.0"])

@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ddtool import __version__
 from ddtool.cli.common import err, state
 from ddtool.cli.distill_cmd import distill_cmd
 from ddtool.cli.eval_cmd import eval_cmd
@@ -20,6 +19,7 @@ from ddtool.cli.pretrain_cmd import pretrain_cmd
 from ddtool.cli.recipes_cmd import recipes_cmd
 from ddtool.cli.report_cmd import report_cmd
 from ddtool.cli.store_cmds import store_app
+from ddtool.version import __version__
 
 app = typer.Typer(
     name="ddtool",

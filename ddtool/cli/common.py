@@ -15,11 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ddtool.data import ImageData, load_dataset
+from ddtool.cli.signals import SIGTERM_EXIT, sigterm_as_interrupt
+from ddtool.data import ImageData
 from ddtool.errors import DDToolError
+from ddtool.lookup import load_dataset
 from ddtool.recipe import Recipe, load_recipe
 from ddtool.recipe_source import find_recipe
-from ddtool.cli.signals import SIGTERM_EXIT, sigterm_as_interrupt
 from ddtool.store import Store, open_store
 
 console = Console()  # data
@@ -69,12 +70,12 @@ def recipe_data(recipe: Recipe, data_root: Path | None) -> ImageData:
 
 def join_processes(device: str) -> Any:
     """The command's device, joined to the other processes when torchrun launched several
-    (``ddtool.runtime.distributed``): each rank on its own CUDA device; ranks other than 0 show no
+    (``ddtool.runtime.distributed.process_group``): each rank on its own CUDA device; ranks other than 0 show no
     progress and print no results. The process group is left when the process exits."""
     import atexit
 
-    from ddtool.runtime import distributed
-    from ddtool.runtime.train import resolve_device
+    from ddtool.runtime.distributed import process_group as distributed
+    from ddtool.runtime.supervised import resolve_device
 
     dev = distributed.init(resolve_device(device))
     if not distributed.is_main():
@@ -87,7 +88,7 @@ def join_processes(device: str) -> Any:
 @contextmanager
 def distributed_device(device: str) -> Iterator[Any]:
     """:func:`join_processes` for a block: the process group is left when it ends."""
-    from ddtool.runtime import distributed
+    from ddtool.runtime.distributed import process_group as distributed
 
     dev = join_processes(device)
     try:
@@ -101,33 +102,6 @@ def distributed_device(device: str) -> Iterator[Any]:
 def prints_results() -> bool:
     """Whether this process prints a command's results (not ranks other than 0)."""
     return state.main
-
-
-def relaunch(nproc: int | None) -> None:
-    """``--nproc N``: run this same command line as N processes through ``torch.distributed.run``
-    (torchrun, standalone on this machine) and exit with its status. Returns when there is nothing
-    to relaunch: no --nproc, 1, or already a torchrun worker."""
-    from ddtool.errors import UsageError
-
-    if nproc is None or nproc == 1 or "RANK" in os.environ:
-        return
-    if nproc < 1:
-        raise UsageError(f"--nproc must be at least 1, got {nproc}")
-    from ddtool.cli.launch import run_torchrun
-
-    raise typer.Exit(run_torchrun(nproc, _without_nproc(sys.argv[1:])))
-
-
-def _without_nproc(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            out.append(a)
-    return out
 
 
 def guarded(fn: F) -> F:
@@ -158,7 +132,7 @@ def guarded(fn: F) -> F:
 
 def _print_interrupted(exc: KeyboardInterrupt, what: str) -> None:
     from ddtool.runtime.distill import RunInterrupted
-    from ddtool.runtime.trajectories import TrajectoriesInterrupted
+    from ddtool.runtime.pretrain.expert_trajectories import TrajectoriesInterrupted
 
     if isinstance(exc, RunInterrupted):  # distill and trajectories save what a resume needs
         run_id, at = exc.run_id, exc.iteration

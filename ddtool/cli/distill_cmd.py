@@ -10,9 +10,9 @@ from rich.table import Table
 
 from ddtool.cli import options as o
 from ddtool.cli.common import (RichReporter, console, distributed_device, get_store, guarded, print_json,
-                               prints_results, recipe_data, recipe_with, relaunch)
-from ddtool.cli.launch import Nproc
-from ddtool.runtime.train import resolve_device
+                               prints_results, recipe_data, recipe_with)
+from ddtool.cli.launch import Nproc, relaunch
+from ddtool.runtime.supervised import resolve_device
 
 
 @guarded
@@ -51,7 +51,7 @@ def distill_cmd(
         return
     r = recipe_with(recipe, set_, **{"distill.method": method, "distill.ipc": ipc, "distill.iterations": iterations,
                                     "data.dataset": dataset, "distill.name": name})
-    from ddtool.runtime.plan import check_registered
+    from ddtool.runtime.distill.planning import check_registered
 
     check_registered(r, distill=True)  # unknown names before the data (a download); plan() checks the rest
     dev = resolve_device(device)

@@ -11,13 +11,13 @@ from rich.table import Table
 
 from ddtool.cli import options as o
 from ddtool.cli.common import (RichReporter, console, err, get_store, guarded, join_processes, print_json,
-                               prints_results, recipe_with, relaunch)
-from ddtool.cli.launch import Nproc
+                               prints_results, recipe_with)
+from ddtool.cli.launch import Nproc, relaunch
 from ddtool.cli.render import accuracy_cell
-from ddtool.data import load_dataset
 from ddtool.errors import UsageError
+from ddtool.lookup import load_dataset
 from ddtool.recipe import LEARNED
-from ddtool.runtime.train import resolve_device
+from ddtool.runtime.supervised import resolve_device
 
 
 def lr_value(text: str | None) -> float | str | None:
@@ -82,7 +82,7 @@ def eval_cmd(
 ) -> None:
     """Train fresh networks on synthetic sets and report real test accuracy."""
     from ddtool.nets import NetSpec
-    from ddtool.runtime.evaluate import evaluate
+    from ddtool.runtime.evaluate.train_eval import evaluate
     from ddtool.store.meta import SyntheticMeta
 
     relaunch(nproc)  # --nproc N: this command line as N processes, then exit
@@ -197,7 +197,7 @@ def _no_run_id(ref: str) -> None:
 def _eval_checkpoints(store, refs, r, dev, spec, every, at, count_flops, data_root, as_json):  # type: ignore[no-untyped-def]
     """eval --checkpoints: one accuracy curve (an eval run record) per distill run."""
     from ddtool.inspect.chart import fmt_number
-    from ddtool.runtime.curves import evaluate_curve
+    from ddtool.runtime.evaluate.accuracy_curves import evaluate_curve
     from ddtool.store.runs import distill_run, select_points
 
     at_list = parse_at(at)
@@ -239,7 +239,7 @@ def _eval_checkpoints(store, refs, r, dev, spec, every, at, count_flops, data_ro
 
 def _note_soft(results) -> None:  # type: ignore[no-untyped-def]
     """One line per soft-label result under the table: who made the soft labels, at what T, their storage."""
-    from ddtool.runtime.report import human_bytes
+    from ddtool.runtime.report.tables import human_bytes
 
     for e in results:
         if e.soft:
@@ -256,8 +256,8 @@ def _full_data(store, r, nets, dataset, dev, data_root, cli_epochs=None, save_te
     ``eval.epochs`` when it differs from the default, else FULL_DATA_EPOCHS."""
     from ddtool.nets import NetSpec
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.evaluate import FULL_DATA_EPOCHS, evaluate_full_data
-    from ddtool.runtime.plan import net_spec_of
+    from ddtool.runtime.evaluate.train_eval import FULL_DATA_EPOCHS, evaluate_full_data
+    from ddtool.runtime.distill.planning import net_spec_of
 
     data = load_dataset(dataset or r.data.dataset, data_root or r.data.root or None, r.data.download)
     if cli_epochs is not None:

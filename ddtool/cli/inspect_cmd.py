@@ -30,7 +30,7 @@ def _print_pool(art: Artifact, meta: dict[str, str], as_json: bool) -> None:
 
 def _inspect_curves(store: Store, refs: list[str], x: str, png: Path | None, color: str, as_json: bool) -> None:
     from ddtool.inspect.chart import fmt_number, render_chart, save_chart_png
-    from ddtool.inspect.curves import load_series
+    from ddtool.inspect.curve_series import load_series
 
     series, records = load_series(store, refs, x)
     x_label = {"iteration": "outer-loop step", "seconds": "wall seconds of distillation",
@@ -52,7 +52,7 @@ def _inspect_curves(store: Store, refs: list[str], x: str, png: Path | None, col
 def _inspect_trajectories(art, tensors, png: Path | None, color: str, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     """Expert trajectories: each expert's test accuracy per epoch as a curve (mean, std, first experts)."""
     from ddtool.inspect.chart import render_chart, save_chart_png
-    from ddtool.inspect.trajectories import trajectory_series, trajectory_summary
+    from ddtool.inspect.trajectory_series import trajectory_series, trajectory_summary
 
     series = trajectory_series(tensors)
     if as_json:
@@ -192,7 +192,7 @@ def inspect_cmd(
     classes = syn.signature.class_names() or [str(c) for c in range(int(syn.labels.max()) + 1)]
     real_data = None
     if real:
-        from ddtool.data import load_dataset
+        from ddtool.lookup import load_dataset
 
         if not syn.signature.dataset:
             raise UsageError(f"'{art.ref}' does not say which dataset it was made from; --real needs one")

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from ddtool.cli.common import err
+from ddtool.errors import UsageError
 
 Nproc = Annotated[Optional[int], typer.Option(
     "--nproc", metavar="N", help=(
@@ -55,3 +56,26 @@ def run_torchrun(nproc: int, argv: list[str]) -> int:
         sys.stderr.flush()
         os._exit(128 + int(exc.sigval))
     return 0
+
+
+def relaunch(nproc: int | None) -> None:
+    """``--nproc N``: run this same command line as N processes through ``torch.distributed.run``
+    (torchrun, standalone on this machine) and exit with its status. Returns when there is nothing
+    to relaunch: no --nproc, 1, or already a torchrun worker."""
+    if nproc is None or nproc == 1 or "RANK" in os.environ:
+        return
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, got {nproc}")
+    raise typer.Exit(run_torchrun(nproc, _without_nproc(sys.argv[1:])))
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out

@@ -9,8 +9,8 @@ import typer
 
 from ddtool.cli import options as o
 from ddtool.cli.common import (RichReporter, console, distributed_device, get_store, guarded, print_json,
-                               prints_results, recipe_data, recipe_with, relaunch)
-from ddtool.cli.launch import Nproc
+                               prints_results, recipe_data, recipe_with)
+from ddtool.cli.launch import Nproc, relaunch
 from ddtool.cli.render import pool_table
 from ddtool.errors import UsageError
 
@@ -43,7 +43,7 @@ def pretrain_cmd(
 ) -> None:
     """Train a pool of early-stage models and store it as [bold]pool/NAME[/] (--trajectories: expert
     trajectories as [bold]trajectories/NAME[/])."""
-    from ddtool.runtime.pretrain import pretrain
+    from ddtool.runtime.pretrain.pool_training import pretrain
 
     relaunch(nproc)  # --nproc N: this command line as N processes, then exit
     if resume is not None:
@@ -54,9 +54,9 @@ def pretrain_cmd(
             raise UsageError(f"--resume goes on with the run's recorded recipe; drop {', '.join(given)}")
         store = get_store(write=True)
         from ddtool.recipe import recipe_from_record
-        from ddtool.runtime.resume import resumable_run
+        from ddtool.runtime.distill.resuming import resumable_run
 
-        from ddtool.runtime.trajectories import trajectories_run
+        from ddtool.runtime.pretrain.expert_trajectories import trajectories_run
 
         rec, _ = resumable_run(store, resume, command="pretrain", accept=trajectories_run)
         data = recipe_data(recipe_from_record(rec["recipe"]), data_root)
@@ -69,7 +69,7 @@ def pretrain_cmd(
         from ddtool.store.refs import check_name
 
         check_name(r.pretrain.name)  # before training, not after it
-    from ddtool.runtime.plan import check_registered
+    from ddtool.runtime.distill.planning import check_registered
 
     check_registered(r)  # an unknown --net before the data (a download); pretrain() builds it before its record
     store = get_store(write=True)  # before the data (a download) and the training
@@ -93,7 +93,7 @@ def _trajectories(store, recipe, data, device, as_json: bool, resume: str | None
     from rich.table import Table
 
     from ddtool.runtime.seeds import role_seed
-    from ddtool.runtime.trajectories import pretrain_trajectories, resume_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories, resume_trajectories
 
     res = (resume_trajectories(store, resume, data, device, RichReporter()) if resume is not None
            else pretrain_trajectories(store, recipe, data, device, RichReporter()))

@@ -13,7 +13,7 @@ from ddtool.cli.common import console, guarded, print_json
 def recipes_cmd(as_json: o.Json = False) -> None:
     """The shipped recipes ('ddtool distill --recipe NAME' runs one), with a line on what each runs and
     its measured wall time on the embedded digits and at the paper's scale."""
-    from ddtool.runtime.recipes import shipped_recipes
+    from ddtool.runtime.recipe_catalog import shipped_recipes
 
     infos = shipped_recipes()
     if as_json:

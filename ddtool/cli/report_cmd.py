@@ -58,7 +58,7 @@ def report_cmd(
 ) -> None:
     """Report synthetic sets: accuracy, random-real baseline, full-data bound, HLR/IOR/LRS, cost, storage."""
     from ddtool.runtime.python_api import report
-    from ddtool.runtime.report import to_csv, to_markdown
+    from ddtool.runtime.report.tables import to_csv, to_markdown
 
     if as_json + as_csv + as_markdown > 1:
         raise UsageError("--json, --csv and --markdown each pick the output; give one")
@@ -90,7 +90,7 @@ def report_cmd(
 
 def _print_cross_arch(rows, name, p1) -> None:  # type: ignore[no-untyped-def]
     """The sets on other networks, as 'eval --net' recorded them under the report's settings."""
-    from ddtool.runtime.report import cross_nets
+    from ddtool.runtime.report.tables import cross_nets
 
     nets = cross_nets(rows)
     if not nets:
@@ -123,7 +123,7 @@ def _print_table(rows) -> None:  # type: ignore[no-untyped-def]
     """Two tables for 80 columns: the accuracies and scores, then what each set cost and weighs.
     What every row shares (settings, network, device) goes into the titles."""
     from ddtool.inspect.chart import fmt_number
-    from ddtool.runtime.report import human_bytes
+    from ddtool.runtime.report.tables import human_bytes
 
     def p1(x: float) -> str:
         return f"{100 * x:.1f}"

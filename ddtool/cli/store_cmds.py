@@ -241,12 +241,12 @@ def store_export(
     """Write a synthetic set for other tools: PNGs in class folders, one .npz file, or a Hugging Face
     dataset folder with its card."""
     from ddtool.errors import UsageError
-    from ddtool.runtime.exchange import export_set
+    from ddtool.runtime.exchange.formats import export_set
 
     if fmt != "hf" and (report is not None or teacher):
         raise UsageError("--report and --teacher go with --format hf")
     if fmt == "hf":
-        from ddtool.runtime.hf_folder import export_hf
+        from ddtool.runtime.exchange.hf_folder import export_hf
 
         rows = None
         if report is not None:
@@ -297,10 +297,10 @@ def store_import(
     or DC/DSA/DM's {"data": \\[\\[images, labels], ...]} (the first).
     Images are [N, C, H, W] (or NHWC) of the dataset's shape.
     """
-    from ddtool.data import load_dataset
     from ddtool.errors import UsageError
-    from ddtool.runtime.exchange import import_set
-    from ddtool.runtime.hf_folder import import_hf, is_hf_folder
+    from ddtool.lookup import load_dataset
+    from ddtool.runtime.exchange.formats import import_set
+    from ddtool.runtime.exchange.hf_folder import import_hf, is_hf_folder
 
     store = get_store(write=True)  # before the data (a download)
     if is_hf_folder(file):

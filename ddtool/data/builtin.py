@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ddtool.data.dataset import Dataset, ImageData
+from ddtool.data.dataset import Dataset, ImageData, RegisterDataset
 from ddtool.errors import DDToolError, UsageError
-from ddtool.hookspecs import RegisterDataset, hookimpl
+from ddtool.markers import hookimpl
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, Sequence
 
 import torch
 
@@ -178,24 +178,29 @@ def split_options(spec: str) -> tuple[str, list[tuple[str, str | None]]]:
     return spec, options
 
 
-def load_dataset(spec: str, root: str | Path | None = None, download: bool = False) -> ImageData:
-    """``digits``, ``cifar10``, ``imagefolder:PATH``...: look the name up in the registry; a
-    ``+OPTION`` suffix (``cifar10+zca``) transforms the loaded data (:data:`DATA_OPTIONS`)."""
+def dataset_name(spec: str) -> str:
+    """The registry name in a dataset spec: ``imagefolder`` of ``imagefolder:PATH+zca``."""
+    return split_options(spec)[0].partition(":")[0]
+
+
+def load_with(ds: Dataset, spec: str, root: str | Path | None = None, download: bool = False) -> ImageData:
+    """``spec`` (``NAME[:ARG][+OPTION...]``) loaded by ``ds``, the dataset registered as NAME (the
+    caller looks it up: :func:`ddtool.lookup.load_dataset`); a ``+OPTION`` suffix (``cifar10+zca``)
+    transforms the loaded data (:data:`DATA_OPTIONS`)."""
     spec, options = split_options(spec)
-    data = _load_registered(spec, root, download)
-    for name, arg in options:
-        data = DATA_OPTIONS[name](data, arg, data_root(root))
-    return data
-
-
-def _load_registered(spec: str, root: str | Path | None, download: bool) -> ImageData:
-    from ddtool.plugins import registries
-
     name, _, arg = spec.partition(":")
-    ds = registries().dataset.get(name)
     takes = ds.takes_argument
     if arg and not takes:
         raise UsageError(f"dataset '{name}' takes no ':ARGUMENT' (got '{spec}')")
     if not arg and takes is True:
         raise UsageError(f"dataset '{name}' needs a path: write '{name}:PATH'")
-    return ds.load(arg or None, data_root(root), download)
+    data = ds.load(arg or None, data_root(root), download)
+    for option, value in options:
+        data = DATA_OPTIONS[option](data, value, data_root(root))
+    return data
+
+
+class RegisterDataset(Protocol):
+    """What a ``ddtool_register_datasets`` hook is handed (:mod:`ddtool.hookspecs`)."""
+
+    def __call__(self, dataset: Dataset, /, aliases: Sequence[str] = ()) -> None: ...

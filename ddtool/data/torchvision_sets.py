@@ -33,9 +33,9 @@ from typing import Any
 import torch
 
 from ddtool.data.cache import Split, fingerprint, image_data, load_or_decode
-from ddtool.data.dataset import Dataset, ImageData
+from ddtool.data.dataset import Dataset, ImageData, RegisterDataset
 from ddtool.errors import DDToolError, UsageError
-from ddtool.hookspecs import RegisterDataset, hookimpl
+from ddtool.markers import hookimpl
 
 HINT = "download it with --set data.download=true, or point --data-root at the folder that holds it"
 

@@ -170,11 +170,10 @@ def whiten(data, arg: str | None, root: Path):  # type: ignore[no-untyped-def]
     return replace(data, name=f"{data.name}{suffix}", zca=z, _stats_cache={})
 
 
-def find_zca(digest: str, root: Path | None = None) -> ZCA | None:
-    """The cached whitening whose :meth:`ZCA.digest` is ``digest``, or None."""
-    from ddtool.data.dataset import data_root
-
-    folder = Path(root or data_root()) / FOLDER
+def find_zca(digest: str, root: Path) -> ZCA | None:
+    """The cached whitening whose :meth:`ZCA.digest` is ``digest`` under the data root ``root``
+    (``ddtool.data.dataset.data_root()``: the caller's, as this module sits below the datasets), or None."""
+    folder = Path(root) / FOLDER
     for path in sorted(folder.glob("zca-*.safetensors")) if folder.is_dir() else []:
         try:
             from safetensors import safe_open

@@ -1,6 +1,6 @@
 """Line charts of accuracy curves: in the terminal (plotext) and as PNG, SVG or PDF (matplotlib).
 
-Nothing here knows about runs or the store; ``ddtool.inspect.curves`` turns eval records into
+Nothing here knows about runs or the store; ``ddtool.inspect.curve_series`` turns eval records into
 :class:`Series`. Several series share one chart, each in its own colour and marker, so the
 marker tells the series apart even without colour. Both libraries are imported only when a
 chart is drawn (matplotlib's pyplot alone takes about 0.4 s to import), and matplotlib is used

@@ -1,6 +1,6 @@
 """Which classes this process distils, the random streams of per-class draws, and the sums across
 processes: what makes a class-separable method (DM, DC, DSA) give the same synthetic set on 1, 2
-or N processes (``torchrun``, ``ddtool distill --nproc N``; see ``ddtool.runtime.distributed``).
+or N processes (``torchrun``, ``ddtool distill --nproc N``; see ``ddtool.runtime.distributed.process_group``).
 
 * Per-class streams. A class's random draws (its real batch, its augmentation) come from a stream
   of its own, seeded from one number drawn on the run's global stream and the class index
@@ -22,31 +22,18 @@ run as they always did, drawing from the per-class streams.
 from __future__ import annotations
 
 import hashlib
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
-from ddtool.errors import DDToolError
+from ddtool.collective import PeerLost, all_reduce_sum, shard_range  # noqa: F401  (the methods' names for them)
 
 if TYPE_CHECKING:
     from ddtool.context import DistillContext
 
 T = TypeVar("T")
-
-
-class PeerLost(DDToolError):
-    """A collective failed: another process of the run died, was stopped or cannot be reached."""
-
-
-def shard_range(n: int, rank: int, world: int) -> list[int]:
-    """The contiguous block of ``range(n)`` that process ``rank`` of ``world`` owns (sizes differ by
-    at most one, the first blocks being the larger; empty when ``world > n`` leaves none)."""
-    base, extra = divmod(n, world)
-    start = rank * base + min(rank, extra)
-    return list(range(start, start + base + (1 if rank < extra else 0)))
 
 
 def stream_seed(key: int, c: int) -> int:
@@ -88,32 +75,6 @@ def class_stream(key: int, c: int, device: torch.device) -> Iterator[None]:
         yield
     finally:
         set_rng_state(saved, device)
-
-
-def _collective(what: str, fn: Callable[[], Any]) -> Any:
-    """Run a collective, turning a lost peer into one line (a dead rank closes its sockets; a hung one
-    trips the process group's timeout, DDTOOL_DIST_TIMEOUT)."""
-    try:
-        return fn()
-    except (RuntimeError, ConnectionError) as exc:
-        raise PeerLost(f"another process of this run stopped or cannot be reached ({what}: {_first_words(exc)})"
-                       ) from None
-
-
-def _first_words(exc: BaseException) -> str:
-    """The gist of a backend's error: its first sentence, without the source location gloo puts first."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # "[.../gloo/transport/tcp/pair.cc:545] Read error ..."
-    return text.split(". ")[0][:120]
-
-
-def all_reduce_sum(t: torch.Tensor, world: int = 1) -> torch.Tensor:
-    """``t`` summed in place across the ``world`` processes (the identity for one)."""
-    if world > 1:
-        import torch.distributed as dist
-
-        _collective("all_reduce", lambda: dist.all_reduce(t))
-    return t
 
 
 @dataclass

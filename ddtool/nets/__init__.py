@@ -1,5 +1,5 @@
-"""Network architectures and the factory that builds them by name."""
+"""Network architectures: the contract, the built-in ones, and building a resolved one."""
 
-from ddtool.nets.factory import NetSpec, build_net, check_net
+from ddtool.nets.factory import NetSpec, build_architecture
 
-__all__ = ["NetSpec", "build_net", "check_net"]
+__all__ = ["NetSpec", "build_architecture"]

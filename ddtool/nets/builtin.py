@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from ddtool.errors import UsageError
-from ddtool.hookspecs import RegisterArchitecture, hookimpl
+from ddtool.markers import hookimpl
 from ddtool.nets.convnet import NORMS, ConvNet
-from ddtool.nets.factory import Architecture
+from ddtool.nets.factory import Architecture, RegisterArchitecture
 
 
 def auto_depth(resolution: int) -> int:

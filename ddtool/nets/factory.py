@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -50,10 +50,10 @@ class NetSpec:
         return cls(d["name"], dict(d.get("options", {})))
 
 
-def build_net(spec: NetSpec, channels: int, num_classes: int, resolution: int) -> nn.Module:
-    from ddtool.plugins import registries
-
-    arch = registries().architecture.get(spec.name)
+def build_architecture(arch: Architecture, spec: NetSpec, channels: int, num_classes: int,
+                       resolution: int) -> nn.Module:
+    """``spec`` built by ``arch``, the architecture registered as ``spec.name`` (the caller looks it
+    up: :func:`ddtool.lookup.build_net`); settings it rejects are a one-line UsageError."""
     # drop unset settings so an architecture's own defaults apply (timm's create_model does this)
     options = {k: v for k, v in spec.options.items() if v is not None}
     try:
@@ -61,10 +61,7 @@ def build_net(spec: NetSpec, channels: int, num_classes: int, resolution: int) -
     except TypeError as exc:
         raise UsageError(f"architecture '{spec.name}' rejects the settings {sorted(options)}: {exc}")
 
+class RegisterArchitecture(Protocol):
+    """What a ``ddtool_register_architectures`` hook is handed (:mod:`ddtool.hookspecs`)."""
 
-def check_net(spec: NetSpec, channels: int, num_classes: int, resolution: int) -> nn.Module:
-    """Build ``spec`` once, as a check before any work (and before a run record): an unknown or
-    uninstalled architecture, or settings it rejects, is a :class:`UsageError` here, not a failed
-    run. The global RNG is left as it was, so the run's own draws do not move; returns the network."""
-    with torch.random.fork_rng(devices=[]):
-        return build_net(spec, channels, num_classes, resolution)
+    def __call__(self, architecture: Architecture, /, aliases: Sequence[str] = ()) -> None: ...

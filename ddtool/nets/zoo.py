@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from ddtool.errors import UsageError
-from ddtool.hookspecs import RegisterArchitecture, hookimpl
+from ddtool.markers import hookimpl
 from ddtool.nets.convnet import NORMS, ConvNet
-from ddtool.nets.factory import Architecture
+from ddtool.nets.factory import Architecture, RegisterArchitecture
 
 SMALL = 64  # inputs up to this size get the CIFAR-style stem
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from ddtool.runtime.train import BatchAugment, TrainSettings, lr_at
+from ddtool.runtime.supervised import BatchAugment, TrainSettings, lr_at
 
 
 def supports(nets: list[nn.Module], settings: TrainSettings) -> bool:
@@ -77,7 +77,7 @@ def _sgd_step(params: list[torch.Tensor], bufs: list[torch.Tensor | None], lr: t
 def train_stacked(nets: list[nn.Module], images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings,
                   augment: BatchAugment | None = None, on_epoch: Callable[[int, float], None] | None = None,
                   lr_scale: Sequence[float] | None = None, augmented: Sequence[bool] | None = None) -> list[float]:
-    """Like :func:`ddtool.runtime.train.train` for every net at once; updates ``nets`` in place.
+    """Like :func:`ddtool.runtime.supervised.train` for every net at once; updates ``nets`` in place.
 
     ``lr_scale[r]`` multiplies member r's learning rate (default 1); ``augmented[r] = False``
     trains member r on un-augmented batches (default: every member uses ``augment``).

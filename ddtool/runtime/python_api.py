@@ -17,14 +17,15 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-from ddtool.data import ImageData, load_dataset
+from ddtool.data import ImageData
+from ddtool.lookup import load_dataset
 from ddtool.progress import Reporter
 from ddtool.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict
-from ddtool.runtime.evaluate import EvalResult, load_synthetic
-from ddtool.runtime.loop import DistillResult
-from ddtool.runtime.pretrain import PretrainResult
-from ddtool.runtime.report import ReportRow, ReportSettings, build_report
-from ddtool.runtime.train import resolve_device
+from ddtool.runtime.distill.loop import DistillResult
+from ddtool.runtime.evaluate.train_eval import EvalResult, load_synthetic
+from ddtool.runtime.pretrain.pool_training import PretrainResult
+from ddtool.runtime.report.rows import ReportRow, ReportSettings, build_report
+from ddtool.runtime.supervised import resolve_device
 from ddtool.store import Store, open_store
 from ddtool.store.meta import SyntheticMeta
 from ddtool.synthetic import SyntheticSet
@@ -59,7 +60,7 @@ def pretrain(recipe: RecipeLike = None, store: StoreLike = None, *, overrides: S
              name: str | None = None, device: str = "auto", data_root: str | Path | None = None,
              reporter: Reporter | None = None) -> PretrainResult:
     """``ddtool pretrain``: train the recipe's ``[pretrain]`` pool of ``[net]`` models and store it."""
-    from ddtool.runtime.pretrain import pretrain as run
+    from ddtool.runtime.pretrain.pool_training import pretrain as run
 
     r = recipe_of(recipe, overrides)
     s = open_(store, write=True)
@@ -71,7 +72,7 @@ def distill(recipe: RecipeLike = None, store: StoreLike = None, *, overrides: Se
             data_root: str | Path | None = None, reporter: Reporter | None = None) -> DistillResult:
     """``ddtool distill``: distil the recipe's synthetic set and store it as ``synthetic/NAME``
     (``.artifact.ref``); ``pool`` as ``--pool``."""
-    from ddtool.runtime.loop import distill as run
+    from ddtool.runtime.distill.loop import distill as run
 
     r = recipe_of(recipe, overrides, **{"distill.name": name})
     s = open_(store, write=True)
@@ -85,7 +86,7 @@ def evaluate(ref: str, store: StoreLike = None, *, recipe: RecipeLike = None, ov
     """``ddtool eval REF``: train ``[eval] repeats`` fresh networks on the set, test them on its
     dataset's real test split, record an eval run; ``.mean``, ``.std``, ``.accuracies`` (fractions)."""
     from ddtool.nets import NetSpec
-    from ddtool.runtime.evaluate import evaluate as run
+    from ddtool.runtime.evaluate.train_eval import evaluate as run
 
     r = recipe_of(recipe, overrides, **{"eval.net": net, "eval.epochs": epochs, "eval.repeats": repeats})
     s = open_(store, write=True)
@@ -104,7 +105,7 @@ def report(sets: Sequence[str] = (), store: StoreLike = None, *, dataset: str | 
     with its accuracy, the random-real baseline, the full-data bound, HLR / IOR / LRS (ARS with
     ``ars``), cost and storage. The evaluation settings are the recipe's ``[eval]`` (default: the
     DSA protocol, 300 epochs, 5 repeats) with the keyword arguments over it."""
-    from ddtool.runtime.evaluate import FULL_DATA_EPOCHS
+    from ddtool.runtime.evaluate.train_eval import FULL_DATA_EPOCHS
 
     r = recipe_of(recipe, overrides, **{"eval.epochs": epochs, "eval.repeats": repeats, "eval.protocol": protocol})
     settings = ReportSettings(eval=r.eval, net=net or r.eval.net, baseline_subsets=baseline_subsets,

@@ -15,13 +15,22 @@ any parent its metadata names that the record does not (the record may be gone).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from ddtool.store.meta import DatasetSignature, kind_of, parents_of, recipe_sha256_of
 from ddtool.store.refs import KINDS
 
-if TYPE_CHECKING:
-    from ddtool.store.store import Store
+
+class Store(Protocol):
+    """What the lineage reads of a :class:`ddtool.store.Store`, which imports this module (``Store.lineage``)."""
+
+    def blob_path(self, digest: str) -> Path: ...
+    def blob_metadata(self, digest: str) -> dict[str, str]: ...
+    def resolve(self, ref: str) -> Any: ...
+    def runs(self) -> list[dict[str, Any]]: ...
+    def runs_of(self, digest: str, runs: list[dict[str, Any]] | None = None
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
 
 
 def _brief_metrics(rec: dict[str, Any]) -> dict[str, Any]:

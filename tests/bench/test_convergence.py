@@ -1,7 +1,7 @@
 """bench.convergence's reading of a curve: the first iteration at the target, not the best one."""
 
 from bench.convergence import first_reaching
-from ddtool.runtime.curves import CurvePoint
+from ddtool.runtime.evaluate.accuracy_curves import CurvePoint
 
 
 def _point(iteration: int, accs: list[float], seconds: float) -> CurvePoint:

@@ -129,7 +129,7 @@ def test_ours10_is_left_its_reserve_by_the_cases_before_it(tmp_path, monkeypatch
 def test_cifar10_archives_are_extracted_and_load_as_an_image_folder(tmp_path):
     from PIL import Image
 
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
 
     src = tmp_path / "archives"
     src.mkdir()

@@ -157,8 +157,8 @@ def test_store_runs_lists_records_with_metrics(cli, store: Store, tiny_recipe: P
 def test_eval_full_data_honours_epochs_even_when_it_equals_the_default(
     cli, monkeypatch: pytest.MonkeyPatch, given: list[str], expected: int  # type: ignore[no-untyped-def]
 ) -> None:
-    import ddtool.runtime.evaluate as evaluate
-    from ddtool.runtime.evaluate import EvalResult
+    import ddtool.runtime.evaluate.train_eval as evaluate
+    from ddtool.runtime.evaluate.train_eval import EvalResult
 
     seen: list[int] = []
 
@@ -173,7 +173,7 @@ def test_eval_full_data_honours_epochs_even_when_it_equals_the_default(
 
 
 def test_ctrl_c_outside_distill_does_not_claim_a_checkpoint(store_snapshot, cli, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    import ddtool.runtime.pretrain as pretrain
+    import ddtool.runtime.pretrain.pool_training as pretrain
 
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt

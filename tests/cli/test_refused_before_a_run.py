@@ -121,7 +121,8 @@ def test_the_probe_build_leaves_the_rng_where_it_was(digits) -> None:  # type: i
     """Checking the net before the run must not move the run's random draws."""
     import torch
 
-    from ddtool.nets import NetSpec, check_net
+    from ddtool.nets import NetSpec
+    from ddtool.lookup import check_net
 
     torch.manual_seed(0)
     check_net(NetSpec("convnet", {"width": 8}), digits.channels, digits.num_classes, digits.resolution)

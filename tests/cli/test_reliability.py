@@ -236,7 +236,7 @@ def test_bad_input_fails_cleanly_and_leaves_the_store_alone(store_snapshot, cli,
 
 def test_cuda_index_is_checked_against_the_device_count(monkeypatch: pytest.MonkeyPatch) -> None:
     from ddtool.errors import UsageError
-    from ddtool.runtime.train import resolve_device
+    from ddtool.runtime.supervised import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -30,7 +30,7 @@ def two_sets(cli, tiny_recipe: Path, one_thread) -> list[str]:  # type: ignore[n
 
 def test_json_round_trips_to_the_rows_and_a_second_report_trains_nothing(cli, store: Store, two_sets) -> None:  # type: ignore[no-untyped-def]
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.report import ReportRow, ReportSettings, build_report
+    from ddtool.runtime.report.rows import ReportRow, ReportSettings, build_report
 
     res = cli("-q", "report", "synthetic/dm1", two_sets[1], *FAST, "--json")  # a ref and a run id
     assert res.exit_code == 0, res.stderr

@@ -16,7 +16,7 @@ def test_report_adds_the_networks_a_set_was_evaluated_on(cli, store: Store, digi
     import csv
     import io
 
-    from ddtool.runtime.report import ReportRow
+    from ddtool.runtime.report.rows import ReportRow
 
     put_set(store, digits, ipc=1)
     res = cli("-q", "eval", "synthetic/s", "--net", "convnet3,vgg11", "--epochs", "2", "--repeats", "2", "--json")

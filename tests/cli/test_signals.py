@@ -94,8 +94,8 @@ def test_sigterm_on_a_running_distill_checkpoints_records_interrupted_and_resume
 def test_sigterm_outside_distill_marks_the_record_interrupted_with_exit_143(
     cli, store: Store, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
-    import ddtool.runtime.pretrain as pretrain
-    from ddtool.runtime.records import run_record
+    import ddtool.runtime.pretrain.pool_training as pretrain
+    from ddtool.runtime.run_records import run_record
 
     def terminated(store, *args, **kwargs):  # type: ignore[no-untyped-def]
         with run_record(store, "pretrain"):
@@ -114,7 +114,7 @@ def test_sigterm_outside_distill_marks_the_record_interrupted_with_exit_143(
 
 
 def test_ctrl_c_keeps_exit_130_and_its_message(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    import ddtool.runtime.pretrain as pretrain
+    import ddtool.runtime.pretrain.pool_training as pretrain
 
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         os.kill(os.getpid(), signal.SIGINT)

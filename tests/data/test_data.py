@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ddtool.data import load_dataset
 from ddtool.errors import DDToolError, UsageError
+from ddtool.lookup import load_dataset
 
 
 def test_digits_split_is_fixed_stratified_and_uint8(digits) -> None:  # type: ignore[no-untyped-def]

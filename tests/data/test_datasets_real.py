@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ddtool.data import load_dataset
 from ddtool.data.cache import CACHE_FOLDER
 from ddtool.errors import DDToolError, UsageError
+from ddtool.lookup import load_dataset
 
 GEN = np.random.default_rng(0)
 

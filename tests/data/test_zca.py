@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from ddtool.data import load_dataset
-from ddtool.data.dataset import split_options
+from ddtool.data.dataset import data_root, split_options
 from ddtool.data.zca import ZCA, find_zca
 from ddtool.errors import UsageError
+from ddtool.lookup import load_dataset
 from ddtool.store import Store
 from ddtool.store.meta import DatasetSignature
 
@@ -66,7 +66,7 @@ def test_the_zca_option_whitens_every_normalised_batch_and_denormalize_restores_
     again = load_dataset("digits+zca")
     assert again.zca.digest() == data.zca.digest()
     assert torch.equal(again.zca.transform, data.zca.transform)  # exact: read back from the cache
-    assert find_zca(data.zca.digest()) is not None
+    assert find_zca(data.zca.digest(), data_root()) is not None
     # artifacts record which whitening: a plain-digits artifact is refused on whitened data and back
     sig = DatasetSignature.of(data)
     assert sig.zca == data.zca.digest() and DatasetSignature.from_metadata(sig.to_metadata()) == sig
@@ -85,7 +85,7 @@ def test_export_of_a_whitened_set_writes_unwhitened_pixels(store: Store, tmp_pat
     from PIL import Image
 
     from ddtool.nets import NetSpec
-    from ddtool.runtime.exchange import export_imagefolder
+    from ddtool.runtime.exchange.formats import export_imagefolder
 
     data = load_dataset("digits+zca")
     idx = torch.cat([data.class_indices(c)[:1] for c in range(10)])

@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from ddtool.context import DistillContext
-from ddtool.data import load_dataset
+from ddtool.lookup import load_dataset
 from ddtool.methods.dream import DREAM, DREAMOptions
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
-from ddtool.runtime import distributed
-from ddtool.runtime.plan import build_context
+from ddtool.runtime.distill.planning import build_context
+from ddtool.runtime.distributed import process_group as distributed
 from ddtool.selection.builtin import Scratch
 
 ITERATIONS = 3

@@ -13,8 +13,8 @@ from ddtool.methods.sharding import ClassShard, shard_range
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
-from ddtool.runtime import distributed
-from ddtool.runtime.plan import build_context
+from ddtool.runtime.distill.planning import build_context
+from ddtool.runtime.distributed import process_group as distributed
 from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import init_synthetic
 
@@ -103,7 +103,7 @@ def test_without_torchrun_nothing_changes(monkeypatch) -> None:  # type: ignore[
 
 def test_a_method_that_does_not_split_by_class_is_refused_before_any_work(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from ddtool.plugins import registries
-    from ddtool.runtime.loop import _check_world
+    from ddtool.runtime.distill.loop import _check_world
 
     class FakePlan:
         def __init__(self, name: str) -> None:

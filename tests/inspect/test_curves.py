@@ -1,5 +1,5 @@
-"""Accuracy curves: ``ddtool eval RUN --checkpoints`` stores them (ddtool.runtime.curves),
-``ddtool inspect RUN --curve`` draws them (ddtool.inspect.chart, ddtool.inspect.curves)."""
+"""Accuracy curves: ``ddtool eval RUN --checkpoints`` stores them (ddtool.runtime.evaluate.accuracy_curves),
+``ddtool inspect RUN --curve`` draws them (ddtool.inspect.chart, ddtool.inspect.curve_series)."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def test_trajectory_runs_count_experts_and_runs_without_a_log_are_refused(store:
 def test_a_dynadistill_run_records_its_choices_and_inspect_shows_them(cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
     from ddtool.recipe import load_recipe
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.pretrain import pretrain
+    from ddtool.runtime.pretrain.pool_training import pretrain
 
     pretrain(store, load_recipe(None, ["net.width=8", "pretrain.n=4", "pretrain.epochs=1", "pretrain.name=p"]),
              digits, CPU)

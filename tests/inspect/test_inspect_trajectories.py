@@ -11,7 +11,7 @@ from ddtool.store import Store
 
 
 def test_inspect_draws_every_experts_accuracy_per_epoch(cli, store: Store, digits, tmp_path, one_thread) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
 
     made = pretrain_trajectories(store, load_recipe(None, ["net.width=8", "pretrain.n=2", "pretrain.epochs=3",
                                                            'pretrain.name="t"']), digits, torch.device("cpu"))

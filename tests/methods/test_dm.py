@@ -13,7 +13,7 @@ from ddtool.methods.sharding import shard_of
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation
 from ddtool.recipe import DistillSection
-from ddtool.runtime.plan import build_context
+from ddtool.runtime.distill.planning import build_context
 from ddtool.selection.builtin import Scratch
 from ddtool.synthetic import SyntheticSet, init_synthetic
 

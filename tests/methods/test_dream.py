@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ctx(digits, overrides=()):  # type: ignore[no-untyped-def]
-    from ddtool.runtime.plan import build_context
+    from ddtool.runtime.distill.planning import build_context
 
     recipe = load_recipe(None, ["distill.method=dream", "net.width=8", "distill.ipc=2", "distill.batch_real=6",
                                 "distill.options.factor=1", "distill.options.inner_loops=5",
@@ -165,7 +165,7 @@ def test_a_digits_run_of_the_recipe_makes_an_artifact(store: Store, digits) -> N
 
 def test_a_digits_run_with_dynadistill_names_its_pool(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.pretrain import pretrain
+    from ddtool.runtime.pretrain.pool_training import pretrain
     from ddtool.store.meta import parents_of
 
     recipe = RECIPES / "dream_dynadistill.toml"

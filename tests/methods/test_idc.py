@@ -13,7 +13,7 @@ from ddtool.augment import Augmenter
 from ddtool.errors import UsageError
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.recipe import load_recipe
-from ddtool.runtime.plan import plan
+from ddtool.runtime.distill.planning import plan
 from ddtool.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")

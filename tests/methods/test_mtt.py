@@ -37,8 +37,8 @@ TINY_MTT = ["distill.method=mtt", "net.width=8", "distill.ipc=1", "distill.itera
 def _digits_ctx(digits, overrides=(), epochs=3):  # type: ignore[no-untyped-def]
     """A context for mtt on digits (ConvNet width 8, ipc 2) with one in-memory expert of ``epochs``
     epochs whose snapshots drift away from the initialisation."""
-    from ddtool.nets import build_net
-    from ddtool.runtime.plan import build_context, net_spec_of
+    from ddtool.lookup import build_net
+    from ddtool.runtime.distill.planning import build_context, net_spec_of
 
     recipe = load_recipe(None, ["distill.method=mtt", "net.width=8", "distill.ipc=2", *overrides])
     spec = net_spec_of(recipe)
@@ -110,7 +110,7 @@ def test_a_step_moves_the_images_and_the_learnable_step_size(digits) -> None:  #
 def test_a_checkpoint_carries_the_learned_step_size(digits) -> None:  # type: ignore[no-untyped-def]
     """Checkpoints save the optimizer's state, not its parameters (but the images): the step size's
     value rides in its state and comes back after --resume."""
-    from ddtool.runtime.checkpoint import restore, state
+    from ddtool.runtime.distill.checkpoint import restore, state
 
     ctx, method, _ = _digits_ctx(digits, ["distill.options.syn_steps=2", "distill.options.expert_epochs=1",
                                           "distill.options.max_start_epoch=1", "distill.options.lr_lr=1e-2"])
@@ -164,7 +164,7 @@ def test_start_epochs_past_the_trajectories_are_refused_before_the_run(digits) -
 
 def test_a_digits_run_makes_a_set_whose_lineage_names_the_trajectories(store: Store, digits, one_thread) -> None:  # type: ignore[no-untyped-def]
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
     from ddtool.store.integrity import verify
     from ddtool.store.meta import parents_of
 
@@ -213,7 +213,7 @@ def test_an_interrupted_run_resumes_bit_identically_with_its_learned_step_size(s
     """Ctrl-C after iteration 2 of 4, then --resume: the same images as an uninterrupted run, which
     needs the step size learned by then (a resume that restarted it at lr_teacher would differ)."""
     from ddtool.runtime.distill import RunInterrupted, distill, resume
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
 
     pretrain_trajectories(store, load_recipe(None, TINY_EXPERTS), digits, CPU)
     recipe = load_recipe(None, [*TINY_MTT, "distill.iterations=4", 'distill.options.unroll="checkpointed"',

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ddtool.errors import UsageError
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 
 
 @pytest.mark.parametrize("res, depth", [(8, 2), (16, 3), (28, 3), (32, 3), (64, 4)])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.nets.convnet import ConvNet
 
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from ddtool.errors import UsageError
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 
 
 ZOO = ["convnet3-bn", "resnetap10", "resnet18", "alexnet", "vgg11", "densenet121", "efficientnet-b0"]

@@ -133,7 +133,7 @@ def test_selection_configure_default_refuses_settings_in_one_line() -> None:
 
 
 def test_strategy_settings_table_goes_to_configure_not_to_the_method(tmp_path: Path) -> None:
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
     from ddtool.recipe import load_recipe
     from ddtool.runtime.distill import plan
     from ddtool.store import Store
@@ -263,7 +263,7 @@ def test_a_context_sees_hand_built_plugin_objects_through_their_contracts(digits
     """Objects handed to a DistillContext directly (tests, notebooks) get the defaults too."""
     from ddtool.nets import NetSpec
     from ddtool.recipe import DistillSection
-    from ddtool.runtime.plan import build_context
+    from ddtool.runtime.distill.planning import build_context
 
     class Same:
         name = "same"

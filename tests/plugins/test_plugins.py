@@ -249,7 +249,7 @@ def test_pixelmmd_installed_plugin_runs_through_distill(cli, store: Store, tiny_
     _, tensors, meta = store.load("synthetic/mmd")
     assert meta["ddtool.method"] == "pixelmmd"
     # linear-kernel MMD pulls each class image to the class mean image
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
 
     data = load_dataset("digits")
     means = torch.stack([data.normalize(data.train_images[data.train_labels == c]).mean(0) for c in range(10)])
@@ -326,7 +326,7 @@ def test_a_plugin_registers_every_kind_and_distill_uses_them(store: Store, fresh
     from typer.testing import CliRunner
 
     from ddtool.api import SelectionStrategy
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
     from ddtool.recipe import load_recipe
     from ddtool.runtime.distill import distill
 

@@ -13,7 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ddtool.compiled import compiler_usable
 from ddtool.errors import UsageError
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.recipe import load_recipe
 from ddtool.runtime import autocompile
 from ddtool.runtime.autocompile import AutoCompile, pays
@@ -157,7 +158,7 @@ def _eval_set(digits):
 
 def test_eval_decides_from_its_planned_flops_and_records_it(digits):
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.evaluate import evaluate_set
+    from ddtool.runtime.evaluate.train_eval import evaluate_set
 
     info: dict = {}
     cfg = EvalSection(epochs=2, repeats=2, batch=16, impl="loop")
@@ -173,7 +174,7 @@ def test_eval_decides_from_its_planned_flops_and_records_it(digits):
 @pytest.mark.skipif(not compiler_usable(CPU)[0], reason=f"torch.compile cannot build here: {compiler_usable(CPU)[1]}")
 def test_a_compiled_eval_trains_the_networks_eager_does(digits, monkeypatch):
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.evaluate import evaluate_set
+    from ddtool.runtime.evaluate.train_eval import evaluate_set
 
     cfg = EvalSection(epochs=3, repeats=1, batch=16, impl="loop", augment="none")
     eager: list = []

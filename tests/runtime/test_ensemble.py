@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from ddtool.nets import NetSpec, build_net
+from ddtool.lookup import build_net
+from ddtool.nets import NetSpec
 from ddtool.runtime import ensemble
-from ddtool.runtime.train import TrainSettings, train
+from ddtool.runtime.supervised import TrainSettings, train
 
 
 class _FixedOrder:
@@ -90,7 +91,7 @@ def test_stacked_members_keep_their_own_lr_and_augmentation(monkeypatch: pytest.
 
 
 def test_stacked_pool_equals_looped_pool(monkeypatch: pytest.MonkeyPatch, digits) -> None:  # type: ignore[no-untyped-def]
-    import ddtool.runtime.pretrain as pretrain
+    import ddtool.runtime.pretrain.pool_training as pretrain
 
     _FixedOrder(monkeypatch)
     monkeypatch.setattr(pretrain, "AUGMENT_CYCLE", (False,))  # augmentation draws differ between the paths

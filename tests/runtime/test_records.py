@@ -1,4 +1,4 @@
-"""The run-record lifecycle (ddtool.runtime.records.run_record): running, then complete, failed or
+"""The run-record lifecycle (ddtool.runtime.run_records.run_record): running, then complete, failed or
 interrupted, with wall seconds and peak memory; every command that does work goes through it."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ddtool.errors import DDToolError
-from ddtool.runtime.records import run_record
+from ddtool.runtime.run_records import run_record
 from ddtool.store import Store
 
 
@@ -79,7 +79,7 @@ def test_ctrl_c_marks_the_record_interrupted_or_hands_over_to_the_run(store: Sto
 
 def test_a_failing_eval_leaves_a_failed_record(store: Store, digits, put_set,  # type: ignore[no-untyped-def]
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import ddtool.runtime.evaluate as evaluate
+    import ddtool.runtime.evaluate.train_eval as evaluate
     from ddtool.recipe import EvalSection
 
     put_set(store, digits, "s")

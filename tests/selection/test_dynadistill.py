@@ -13,7 +13,7 @@ from ddtool.errors import UsageError
 from ddtool.methods.base import MatchingMethod
 from ddtool.recipe import load_recipe
 from ddtool.runtime.distill import distill, plan
-from ddtool.runtime.pretrain import pretrain
+from ddtool.runtime.pretrain.pool_training import pretrain
 from ddtool.selection.builtin import DynaDistill
 from ddtool.store import Store
 from ddtool.synthetic import SyntheticSet
@@ -243,7 +243,7 @@ def test_short_run_idc_with_dynadistill(pool_store):
 def test_pool_advances_by_training_only_not_by_the_perturbation(pool_store):
     """With a perturbation schedule the written-back entry is the trained net minus this loop's
     perturbation: untrained loops leave the pool where it was instead of random-walking it."""
-    from ddtool.runtime.plan import build_context
+    from ddtool.runtime.distill.planning import build_context
 
     store, data = pool_store
     recipe = load_recipe(None, ["distill.method=idc", "net.width=16", "distill.pool=pool/tiny",
@@ -351,7 +351,7 @@ def test_candidates_are_scored_perturbed_and_the_choice_is_used_as_scored(pool_s
     """Issue 23 (d): with a perturbation schedule every candidate is scored as the network the method
     will use (perturbed, each with its own draw), the chosen one is returned bit for bit as scored,
     and the context keeps its own perturbation (what write-back takes out)."""
-    from ddtool.runtime.plan import build_context
+    from ddtool.runtime.distill.planning import build_context
 
     store, data = pool_store
     recipe = load_recipe(None, ["distill.method=idc", "net.width=16", "distill.ipc=1", "distill.pool=pool/tiny",

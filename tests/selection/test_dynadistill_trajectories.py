@@ -127,9 +127,9 @@ def test_candidates_are_scored_on_one_shared_draw() -> None:
 def test_mtt_refuses_a_strategy_that_draws_no_trajectories(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
     from ddtool.errors import UsageError
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
 
-    from ddtool.runtime.pretrain import pretrain
+    from ddtool.runtime.pretrain.pool_training import pretrain
 
     pretrain_trajectories(store, load_recipe(RECIPE, TINY_EXPERTS), digits, CPU)
     pool = pretrain(store, load_recipe(None, ["net.width=8", "pretrain.n=1", "pretrain.epochs=1"]), digits, CPU)
@@ -149,7 +149,7 @@ def test_a_digits_run_scores_three_segments_per_iteration_and_names_the_trajecto
         store: Store, digits, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from ddtool.methods.mtt import MTT
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
     from ddtool.store.meta import parents_of
 
     made = pretrain_trajectories(store, load_recipe(RECIPE, TINY_EXPERTS), digits, CPU)
@@ -177,7 +177,7 @@ def test_mtt_update_descends_the_sampled_segments_own_score(store: Store, digits
     back-propagates) is exactly the chosen segment's score, from the same student minibatches and
     augmentations. Before, the winner's unroll was thrown away and the update drew afresh."""
     from ddtool.runtime.distill import distill
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
 
     pretrain_trajectories(store, load_recipe(RECIPE, TINY_EXPERTS), digits, CPU)
     res = distill(store, load_recipe(RECIPE, [*TINY_MTT, 'distill.options.dynadistill.normalize="zscore"']),

@@ -33,7 +33,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the work a refused command must not reach (loading data, training) as it is reached."""
     import importlib
 
-    import ddtool.runtime.pretrain as pretrain
+    import ddtool.runtime.pretrain.pool_training as pretrain
 
     pretrain_cmd = importlib.import_module("ddtool.cli.pretrain_cmd")  # the package's attribute is the command
 

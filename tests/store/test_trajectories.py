@@ -108,9 +108,9 @@ def test_a_missing_expert_is_one_error_when_sampled(store: Store) -> None:
 
 
 def test_pretrain_trajectories_stores_a_snapshot_per_epoch_as_the_mtt_buffer_trains(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.nets import build_net
-    from ddtool.runtime.train import accuracy
-    from ddtool.runtime.trajectories import pretrain_trajectories
+    from ddtool.lookup import build_net
+    from ddtool.runtime.supervised import accuracy
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
     from ddtool.trajectories import flat_params
 
     recipe = load_recipe(None, ["net.width=8", "pretrain.n=2", "pretrain.epochs=2", "pretrain.seed=3",

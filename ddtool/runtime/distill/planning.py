@@ -1,0 +1,263 @@
+"""What a recipe resolves to before any work starts: its plugins, pool, expert trajectories,
+iterations and impl (:func:`plan`, also what ``ddtool distill --dry-run`` prints), and the context
+a matching method then sees (:func:`build_context`)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from ddtool.augment import Augmenter
+from ddtool.context import DistillContext
+from ddtool.data import ImageData
+from ddtool.errors import UsageError
+from ddtool.impl import resolve_impl
+from ddtool.methods.base import MatchingMethod, can_score
+from ddtool.nets import NetSpec
+from ddtool.lookup import build_net
+from ddtool.perturb import PerturbationSchedule
+from ddtool.plugins import registries
+from ddtool.pool import Pool, newest_compatible
+from ddtool.recipe import DistillSection, Recipe, resolve_method_defaults
+from ddtool.selection.base import SelectionStrategy
+from ddtool.store import Artifact, Store
+from ddtool.trajectories import Trajectories, load_trajectories
+
+
+def net_spec_of(recipe: Recipe) -> NetSpec:
+    """The network a recipe's ``[net]`` names."""
+    n = recipe.net
+    options = {"width": n.width, "norm": n.norm}
+    if n.depth:
+        options["depth"] = n.depth
+    return NetSpec(n.name, options)
+
+
+def check_registered(recipe: Recipe, *, distill: bool = False) -> None:
+    """Refuse a name the recipe looks up in the registries that nothing registers (a typo, an
+    uninstalled plugin's): its ``[net]`` and, with ``distill``, its method, selection strategy and
+    perturbation schedule. A lookup only: cheap enough to come before the data is loaded (a
+    download), and so before any run record."""
+    regs = registries()
+    regs.architecture.get(recipe.net.name)
+    if distill:
+        regs.method.get(recipe.distill.method)
+        regs.selection.get(recipe.distill.selection)
+        regs.schedule.get(recipe.distill.schedule)
+
+
+@dataclass
+class Plan:
+    """Everything a recipe resolves to before any work starts (also what --dry-run prints)."""
+
+    method: Any
+    selection: Any
+    schedule: Any
+    options: Any
+    pool: Pool | None
+    pool_artifact: Artifact | None
+    iterations: int
+    checkpoint_every: int
+    impl: str
+    # the recipe with the method's defaults filled in (what the run records and hashes)
+    recipe: Recipe | None = None
+    notes: list[str] = field(default_factory=list)  # choices the user should hear about (a pool picked)
+    # expert trajectories, for a method whose options name them (mtt: [distill.options] trajectories)
+    trajectories: Trajectories | None = None
+    trajectories_artifact: Artifact | None = None
+    pool_from: str = ""  # where the pool in use came from, when not the recipe's [distill] pool
+
+    def describe(self) -> dict[str, Any]:
+        out = {
+            "method": self.method.name, "selection": self.selection.name, "schedule": self.schedule.name,
+            "pool": self.pool_artifact.ref if self.pool_artifact else None,
+            "iterations": self.iterations, "checkpoint_every": self.checkpoint_every, "impl": self.impl,
+        }
+        if self.trajectories_artifact is not None:
+            out["trajectories"] = self.trajectories_artifact.ref
+        return out
+
+    def inputs(self) -> list[tuple[Artifact, str]]:
+        """The stored artifacts the run reads, with their role: its run record's inputs and the
+        synthetic set's parents."""
+        pairs = [(self.pool_artifact, "pool"), (self.trajectories_artifact, "trajectories")]
+        return [(art, role) for art, role in pairs if art is not None]
+
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """Every resolved ``[distill]`` value and where it came from (``--dry-run``)."""
+        assert self.recipe is not None
+        origins = self.recipe.origins
+        out = {}
+        for key, value in self.recipe.to_dict()["distill"].items():
+            if key == "options":
+                for k, v in value.items():
+                    out[f"options.{k}"] = {"value": v, "from": origins.get(f"distill.options.{k}", "recipe")}
+                continue
+            out[key] = {"value": value, "from": origins.get(f"distill.{key}", "default")}
+        if self.pool_from and self.pool_artifact is not None:  # --pool, or the newest pool stood in
+            out["pool"] = {"value": self.pool_artifact.ref, "from": self.pool_from}
+        if out.get("iterations", {}).get("value") == 0 and self.iterations:  # 0 means the method's default
+            ipc = self.recipe.distill.ipc
+            out["iterations"] = {"value": self.iterations,
+                                 "from": f"{self.method.name}'s default at ipc {ipc} (iterations = 0)"}
+        return out
+
+
+def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = None,
+         device: torch.device | str = "cpu") -> Plan:
+    """Resolve and check the recipe against the registries, the store and the data."""
+    regs = registries()
+    method = regs.method.get(recipe.distill.method)
+    recipe = resolve_method_defaults(recipe, method.distill_defaults(), method.name)
+    cfg = recipe.distill
+    notes: list[str] = []
+    selection = copy.deepcopy(regs.selection.get(cfg.selection))
+    schedule = regs.schedule.get(cfg.schedule)
+    # a sub-table of [distill.options] named after the selection strategy is the strategy's own
+    # (e.g. [distill.options.dynadistill]); the rest belongs to the method
+    method_raw = dict(cfg.options)
+    selection.configure(method_raw.pop(selection.name, None))
+    options = method.parse_options(method_raw)
+    schedule.check(cfg)
+    spec = net_spec_of(recipe)
+    build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
+    traj = traj_art = None
+    if hasattr(options, "trajectories"):  # a method that matches expert trajectories names them (mtt)
+        traj_art, traj = load_trajectories(store, options.trajectories, data, spec)
+        recipe = _pin_trajectories(recipe, traj_art)
+    if selection.scores_candidates and traj is None and not can_score(method):
+        raise UsageError(
+            f"selection '{selection.name}' ranks candidate networks by the method's matching loss, but method "
+            f"'{method.name}' has none (it implements step, not loss or score): use distill.selection = \"random\" "
+            "(or \"scratch\"), or give the method a loss")
+    pool = pool_art = None
+    # a strategy that draws from a pool draws from the trajectories when the method matches them
+    # (dynadistill over mtt's experts): no model pool is needed then
+    needs_pool = selection.needs_pool and not (traj is not None and getattr(selection, "draws_trajectories", False))
+    ref = pool_ref or cfg.pool
+    pool_from = "--pool" if pool_ref else ""
+    # a pool the recipe names is a suggestion (--pool is not): when it is missing, or none is named,
+    # the newest pool made for this data and net will do
+    # (a method may use a pool without needing one: herding embeds with the recipe's pool if named)
+    named_missing = bool(ref) and not pool_ref and not _in_store(store, ref)
+    if (needs_pool and not pool_ref and not ref) or named_missing:
+        pool_art = newest_compatible(store, data, spec)
+        if pool_art is not None:
+            missing = f"pool '{ref}' is not in the store; " if ref else ""
+            notes.append(f"{missing}using {pool_art.ref}, the newest pool for {data.name} and this [net] "
+                         "(pass --pool to choose)")
+        elif named_missing and not needs_pool:
+            raise UsageError(
+                f"pool '{ref}' ([distill] pool) is not in the store, nor any pool for {data.name} and this "
+                "[net]: make it with 'ddtool pretrain --recipe RECIPE' (the same recipe), pass --pool, or "
+                "--set distill.pool='\"\"' to run without one")
+        ref = pool_art.ref if pool_art is not None else ""
+        pool_from = "the newest pool for this data and [net]" if pool_art is not None else ""
+    if ref:
+        pool_art, tensors, meta = store.load(ref, kind="pool")
+        pool = Pool.from_artifact(tensors, meta, pool_art.digest)
+        pool.check_compatible(data, spec, ref)
+    if needs_pool and pool is None:
+        raise UsageError(
+            f"selection '{selection.name}' needs a model pool, and the store has none for {data.name} and "
+            "this [net]: make one with 'ddtool pretrain --recipe RECIPE' (the same recipe) or "
+            "'ddtool pretrain --epochs 2 --n 5' for the default [net], or pass --pool"
+        )
+    # how the strategy's draw meets what the run has (dynadistill's m beyond the pool or the experts);
+    # the start epochs are those a trajectory method draws from (mtt's max_start_epoch)
+    note = selection.plan_note(len(pool) if pool is not None and traj is None else None,
+                               len(traj) if traj is not None else None,
+                               getattr(options, "max_start_epoch", None) if traj is not None else None)
+    if note:
+        notes.append(note)
+    # a method whose multi-formation factor is a setting (IDC) says which one this run uses
+    factor = method.factor_for(options, data.resolution)
+    need = cfg.ipc * factor**2
+    smallest = min(data.class_counts())
+    if cfg.init == "real" and smallest < need:
+        c = data.class_counts().index(smallest)
+        raise UsageError(
+            f"distill.ipc={cfg.ipc} needs {need} real images per class, but class '{data.classes[c]}' "
+            f"has {smallest}; lower distill.ipc"
+        )
+    iterations = cfg.iterations or method.default_iterations(cfg.ipc) if method.iterative else 0
+    every = cfg.checkpoint_every or max(1, iterations // 10)
+    impl = resolve_impl(cfg.impl, device)
+    return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl, recipe, notes,
+                traj, traj_art, pool_from)
+
+
+def _pin_trajectories(recipe: Recipe, art: Artifact) -> Recipe:
+    """The recipe naming the trajectories by the version it resolved to (``trajectories/NAME:vN``),
+    so the recorded recipe (and ``--resume``) reads the same experts after a newer version is made."""
+    options = {**recipe.distill.options, "trajectories": art.ref}
+    out = replace(recipe, distill=replace(recipe.distill, options=options))
+    key = "distill.options.trajectories"
+    out.origins = {**recipe.origins, key: f"{recipe.origins.get(key, 'recipe')}, the version in the store"}
+    return out
+
+
+def build_context(source: Recipe | DistillSection, data: ImageData, device: torch.device | str = "cpu", *,
+                  plan: Plan | None = None, net_spec: NetSpec | None = None,
+                  method: MatchingMethod | None = None, selection: SelectionStrategy | None = None,
+                  schedule: PerturbationSchedule | None = None, pool: Pool | None = None, options: Any = None,
+                  iterations: int | None = None, impl: str | None = None,
+                  augment: Augmenter | None = None, trajectories: Trajectories | None = None) -> DistillContext:
+    """The :class:`DistillContext` a matching method sees when distilling ``data`` as ``source`` says.
+
+    ``source`` is a recipe (its ``[distill]`` section, and its ``[net]`` unless ``net_spec`` is
+    given) or a ``[distill]`` section with ``net_spec``. The run's pieces come from ``plan``
+    (:func:`plan`: method, selection, schedule, options, pool, trajectories, iterations, impl); without one a
+    context of its own (tests, benchmarks) gets the section's selection strategy and perturbation
+    schedule from the registries, ``method``'s parse of ``[distill.options]``, one iteration (or
+    ``distill.iterations``) and the section's ``impl`` for the device. The augmentation is the
+    section's. A piece passed by keyword wins over both.
+
+    It builds no network and draws no random numbers: seeding before it (as ``distill()`` does)
+    keeps a run's draws.
+    """
+    if plan is not None and plan.recipe is not None and isinstance(source, Recipe):
+        source = plan.recipe  # the method's defaults filled in
+    if isinstance(source, Recipe):
+        cfg, net_spec = source.distill, net_spec or net_spec_of(source)
+    elif net_spec is None:
+        raise TypeError("build_context: a [distill] section needs net_spec (a recipe brings its [net])")
+    else:
+        cfg = source
+    # keys left to the method (lr_img = 0, batch_real = 0, augment = ""): the method's values
+    chosen = method or (plan.method if plan is not None else None) or MatchingMethod()
+    cfg = resolve_method_defaults(Recipe(distill=cfg), chosen.distill_defaults(), chosen.name or "base").distill
+    if plan is not None:
+        method, selection, schedule = _given(method, plan.method), _given(selection, plan.selection), \
+            _given(schedule, plan.schedule)
+        pool, options = _given(pool, plan.pool), _given(options, plan.options)
+        iterations, impl = _given(iterations, plan.iterations), _given(impl, plan.impl)
+        trajectories = _given(trajectories, plan.trajectories)
+    else:
+        if selection is None:  # a copy, as plan() takes: a strategy may hold state
+            selection = copy.deepcopy(registries().selection.get(cfg.selection))
+        if schedule is None:
+            schedule = registries().schedule.get(cfg.schedule)
+        if options is None and method is not None:
+            options = method.parse_options(dict(cfg.options))
+        iterations = _given(iterations, cfg.iterations or 1)
+        impl = _given(impl, resolve_impl(cfg.impl, device))
+    return DistillContext(data=data, cfg=cfg, net_spec=net_spec, device=torch.device(device), iterations=iterations,
+                          selection=selection, schedule=schedule, pool=pool, options=options, impl=impl,
+                          augment=augment if augment is not None else Augmenter(cfg.augment), method=method,
+                          trajectories=trajectories, compile=cfg.compile is True)
+
+
+def _in_store(store: Store, ref: str) -> bool:
+    try:
+        store.resolve(ref, kind="pool")
+    except UsageError:
+        return False
+    return True
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value

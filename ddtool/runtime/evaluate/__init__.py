@@ -1,0 +1,1 @@
+"""Evaluate synthetic sets: train networks on a set and test them (hard or soft labels, curves)."""

@@ -1,0 +1,317 @@
+"""Evaluate a synthetic set: train fresh networks on it, test them on the real test split."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import statistics
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ddtool.augment import Augmenter, DiffAugChain
+from ddtool.compiled import forward_fn
+from ddtool.data import ImageData
+from ddtool.errors import UsageError
+from ddtool.impl import resolve_impl
+from ddtool.lookup import build_net, check_net
+from ddtool.nets import NetSpec
+from ddtool.progress import Reporter, Silent
+from ddtool.recipe import LEARNED, EvalSection
+from ddtool.runtime import ensemble
+from ddtool.runtime.autocompile import AutoCompile
+from ddtool.runtime.distributed import process_group as distributed
+from ddtool.runtime.run_records import io_entry, run_record
+from ddtool.runtime.seeds import role_seed
+from ddtool.runtime.supervised import BatchAugment, TrainSettings, accuracy, train
+from ddtool.store import Artifact, Store
+from ddtool.store.meta import DatasetSignature
+from ddtool.synthetic import SyntheticSet
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a synthetic set is trained on at evaluation: the lr schedule, CutMix and augmentation."""
+
+    milestones: tuple[Fraction, ...]  # fractions of the epochs where the lr is multiplied by gamma
+    gamma: float
+    cutmix: float  # probability per batch
+    chain: bool  # True: IDC's DiffAug chain (flip, colour, then one more op); False: one DSA op per batch
+
+    def augmenter(self, strategy: str) -> BatchAugment:
+        if not self.chain:
+            return Augmenter(strategy)
+        # IDC's argument.py removes cutout from the strategy when CutMix is on
+        ops = [o for o in Augmenter(strategy).ops if not (self.cutmix > 0 and o == "cutout")]
+        return DiffAugChain("_".join(ops) or "none")
+
+
+PROTOCOLS = {
+    # DC/DSA/DM papers: lr x0.1 at half of the epochs, one DSA operation per batch
+    "dsa": Protocol((Fraction(1, 2),), 0.1, 0.0, False),
+    # IDC's and Acc-DD's train.py: MultiStepLR(milestones=[2E//3, 5E//6], gamma=0.2), CutMix
+    # p 0.5 (mix_p on CIFAR), DiffAug(batch=False) over the strategy (flip and colour always)
+    "idc": Protocol((Fraction(2, 3), Fraction(5, 6)), 0.2, 0.5, True),
+}
+
+
+class RepeatedAccuracy:
+    """``mean`` and ``std`` of the test accuracies of networks trained on one set (``accuracies``)."""
+
+    accuracies: list[float]
+
+    @property
+    def mean(self) -> float:
+        return mean_std(self.accuracies)[0]
+
+    @property
+    def std(self) -> float:
+        return mean_std(self.accuracies)[1]
+
+
+@dataclass
+class EvalResult(RepeatedAccuracy):
+    ref: str
+    net: str
+    accuracies: list[float]
+    seconds: float
+    run_id: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    soft: dict[str, Any] = field(default_factory=dict)  # soft labels: the teacher, T, soft_label_bytes
+
+
+def mean_std(accuracies: list[float]) -> tuple[float, float]:
+    """Mean and population std over repeats (0 std for a single repeat), as the papers report."""
+    std = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
+    return statistics.fmean(accuracies), std
+
+
+def load_synthetic(store: Store, ref: str) -> tuple[Artifact, SyntheticSet]:
+    art, tensors, meta = store.load(ref, kind="synthetic")
+    return art, SyntheticSet.from_artifact(tensors, meta, art.digest)
+
+
+def check_data(signature: DatasetSignature, data: ImageData, ref: str) -> None:
+    """Refuse a set distilled from another dataset than ``data``."""
+    diff = signature.difference(DatasetSignature.of(data))
+    if diff is not None:
+        label, have, want = diff
+        raise UsageError(f"'{ref}' was distilled from {label} '{have}', not '{want}'; evaluate it on its own dataset")
+
+
+def net_of(syn: SyntheticSet, ref: str) -> NetSpec:
+    """The network a stored set records (the default to evaluate it with)."""
+    if syn.net is None:
+        raise UsageError(f"'{ref}' does not record the network it was distilled with; name one with --net")
+    return syn.net
+
+
+def in_data_normalization(images: torch.Tensor, syn: SyntheticSet, data: ImageData) -> torch.Tensor:
+    """``images`` of ``syn`` in ``data``'s normalisation: a set stored under other per-channel
+    constants (its recorded mean/std) is moved to the ones the test split is normalised with."""
+    mean, std = syn.info.mean, syn.info.std
+    if not mean or not std or data.zca is not None or len(mean) != data.channels or (
+            max(abs(a - b) for a, b in zip((*mean, *std), (*data.mean, *data.std))) < 1e-6):
+        return images
+    m0 = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    s0 = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    m1, s1 = data.stats(images.device, images.dtype)
+    return (images * s0 + m0 - m1) / s1
+
+
+def with_learned_lr(cfg: EvalSection, learned: float | None, what: str) -> EvalSection:
+    """``cfg`` with ``eval.lr = "learned"`` replaced by the step size ``what`` learned (MTT records
+    one in its sets and checkpoints); a set without one is a usage error. Other lrs pass as they are."""
+    if cfg.lr != LEARNED:
+        return cfg
+    if learned is None:
+        raise UsageError(f"{what} records no learned step size (eval.lr = \"learned\" is for sets of methods that "
+                         "learn one, such as mtt); give a number: --lr 0.01 or --set eval.lr=0.01")
+    if not learned > 0:  # the step size is learned unconstrained: a set can end with one SGD cannot take
+        raise UsageError(f"{what} learned a step size of {learned:g}, which cannot train a network; give a "
+                         "number: --lr 0.01 or --set eval.lr=0.01")
+    return dataclasses.replace(cfg, lr=learned)
+
+
+def full_data_lr(cfg: EvalSection) -> EvalSection:
+    """``cfg`` for the full-data bound: the real data learned no step size, so ``eval.lr =
+    "learned"`` trains it at the default one."""
+    return dataclasses.replace(cfg, lr=EvalSection.lr) if cfg.lr == LEARNED else cfg
+
+
+def check_eval(spec: NetSpec, cfg: EvalSection, data: ImageData) -> None:
+    """Refuse, before an eval run record is written, what would fail the run: an unknown (or
+    uninstalled plugin's) architecture, settings it rejects, an unknown protocol or augmentation."""
+    if cfg.protocol not in PROTOCOLS:
+        raise UsageError(f"unknown evaluation protocol '{cfg.protocol}'; choose {' or '.join(PROTOCOLS)}")
+    PROTOCOLS[cfg.protocol].augmenter(cfg.augment)  # an unknown operation
+    check_net(spec, data.channels, data.num_classes, data.resolution)
+
+
+def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
+                 reporter: Reporter | None = None, label: str = "", targets: torch.Tensor | None = None,
+                 trained: list[Any] | None = None, compile_info: dict[str, Any] | None = None,
+                 seed_of: Callable[[int], int] | None = None) -> list[float]:
+    """Accuracy on the real test split of ``cfg.repeats`` fresh networks trained on ``syn``.
+
+    ``targets``: soft labels ([N, classes] probabilities of the decoded images) to train on
+    instead of the set's labels (``ddtool.runtime.evaluate.soft_labels``); ``trained`` gets the networks;
+    ``compile_info`` gets what ``eval.compile`` decided (``ddtool.runtime.autocompile``);
+    ``seed_of(r)``: repeat r's seed (default ``cfg.seed + r``)."""
+    reporter = reporter or Silent()
+    cfg = with_learned_lr(cfg, syn.info.learned_lr, label or "the set")
+    proto = PROTOCOLS[cfg.protocol]
+    settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                             batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix,
+                             temperature=cfg.temperature if targets is not None else 1.0)
+    images, labels = syn.decoded()
+    images, labels = in_data_normalization(images.detach().to(device), syn, data), \
+        (labels if targets is None else targets).to(device)
+    augment = proto.augmenter(cfg.augment)
+    # under torchrun each rank trains its block of the repeats (ddtool.runtime.distributed.process_group); repeat r
+    # is seeded cfg.seed + r wherever it runs, so the loop gives the same accuracies on any world size
+    mine = distributed.shard(cfg.repeats)
+    seed_of = seed_of or (lambda r: cfg.seed + r)
+    nets = []
+    for r in mine:
+        torch.manual_seed(seed_of(r))
+        nets.append(build_net(spec, data.channels, data.num_classes, data.resolution).to(device))
+    impl = resolve_impl(cfg.impl, device)
+    with reporter.task(f"evaluating {label} on {spec.name}".strip(), len(mine) * cfg.epochs) as task:
+        if nets and impl == "vectorized" and ensemble.supports(nets, settings) and targets is None:  # soft: the loop
+            torch.manual_seed(seed_of(mine[0]))  # one stream for the stacked repeats of this rank
+            ensemble.train_stacked(nets, images, labels, settings, augment,
+                                   on_epoch=lambda e, l: task.advance(len(mine), loss=l))
+        else:
+            # decided on all the repeats, so every process decides as one process would
+            compiler = _train_compiler(cfg, nets, images, cfg.repeats, device, reporter)
+            forward = forward_fn(True) if compiler.compiled else None
+
+            def on_epoch(epoch: int, loss: float) -> None:
+                task.advance(1, loss=loss)
+                compiler.after()  # times the first two compiled epochs (the compile cost)
+                compiler.before()
+
+            for r, net in zip(mine, nets):
+                torch.manual_seed(seed_of(r))
+                compiler.before()
+                train(net, images, labels, settings, augment, on_epoch=on_epoch, forward=forward)
+            if compile_info is not None:
+                compile_info.update(compiler.info)
+    if trained is not None:
+        # across processes the networks travel as host copies (a pickled CUDA tensor names its rank's device)
+        trained.extend(distributed.gather_shards([copy.deepcopy(n).cpu() for n in nets])
+                       if distributed.current().size > 1 else nets)
+    return distributed.gather_shards([accuracy(net, data.test_images, data.test_labels, data.normalize) for net in nets])
+
+
+def _train_compiler(cfg: EvalSection, nets: list[nn.Module], images: torch.Tensor, repeats: int,
+                    device: torch.device, reporter: Reporter) -> AutoCompile:
+    """``eval.compile`` for the training loop, decided before training from its planned FLOPs:
+    forward and backward of every image, every epoch, every repeat (about 3x a forward)."""
+    compiler = AutoCompile(cfg.compile, device, note=getattr(reporter, "note", lambda _line: None))
+    if compiler.start() or compiler.decided or not nets:
+        return compiler
+    probe, net = images[: min(len(images), cfg.batch)], nets[0]
+    was = net.training
+    net.eval()  # no batch-norm statistics move: the probe leaves the network as built
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(probe)
+    net.train(was)
+    per_image = counter.get_total_flops() / max(len(probe), 1)
+    compiler.decide(3 * per_image * len(images) * cfg.epochs * repeats)
+    return compiler
+
+
+def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: torch.device,
+             net: NetSpec | None = None, reporter: Reporter | None = None) -> EvalResult:
+    art, syn = load_synthetic(store, ref)
+    check_data(syn.signature, data, ref)
+    spec = net or (NetSpec(cfg.net) if cfg.net else net_of(syn, ref))
+    from ddtool.runtime.evaluate.soft_labels import soft_setup
+
+    learned = cfg.lr == LEARNED
+    cfg = with_learned_lr(cfg, syn.info.learned_lr, f"'{ref}'")  # the record holds the number trained at
+    targets, teacher_in, soft = soft_setup(store, cfg, syn.decoded()[0], data, device)
+    return _recorded(store, syn, data, spec, cfg, device, reporter, art.ref,
+                     inputs=[io_entry(art, "synthetic"), *teacher_in], fields={"soft": soft} if soft else None,
+                     metrics={**({"lr_from": LEARNED} if learned else {}),
+                              **({"labels": "soft", "teacher": soft["ref"], "temperature": soft["temperature"],
+                                  "soft_label_bytes": soft["soft_label_bytes"]} if soft else {})} or None,
+                     targets=targets)
+
+
+def _recorded(store: Store, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection,
+              device: torch.device, reporter: Reporter | None, label: str, inputs: list[dict[str, str]],
+              fields: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+              targets: torch.Tensor | None = None, save: Callable[[list[Any], list[float], str], list[dict[str, str]]]
+              | None = None, seed_of: Callable[[int], int] | None = None) -> EvalResult:
+    """``evaluate_set`` inside an eval run record (``fields``: more of the record; ``metrics``: more
+    of its metrics; ``targets``: soft labels; ``save``: stores the trained networks, returns outputs)."""
+    check_eval(spec, cfg, data)  # a refused evaluation leaves no run record
+    with run_record(store, "eval", device, settings=json.loads(json.dumps(cfg.__dict__)),
+                    net=json.loads(spec.to_json()), inputs=inputs, **(fields or {})) as run:
+        trained: list[Any] | None = [] if save is not None else None
+        compiled: dict[str, Any] = {}
+        accs = evaluate_set(syn, data, spec, cfg, device, reporter, label=label, targets=targets, trained=trained,
+                            compile_info=compiled, seed_of=seed_of)
+        if compiled:
+            run.record["compile"] = compiled
+        result = EvalResult(label, spec.name, accs, run.elapsed(), run.id, dict(cfg.__dict__),
+                            (fields or {}).get("soft") or {})
+        outputs = save(trained or [], accs, run.id) if save is not None and distributed.is_main() else []  # rank 0 writes
+        run.complete(result.seconds, **({"outputs": outputs} if outputs else {}), metrics={
+            "accuracies": accs, "mean": result.mean, "std": result.std, "net": spec.name, "repeats": cfg.repeats,
+            "epochs": cfg.epochs, "protocol": cfg.protocol, **(metrics or {})})
+    return result
+
+
+FULL_DATA_EPOCHS = 30  # whole real train split: far more steps per epoch than a synthetic set
+
+
+def normalized_train(data: ImageData, device: torch.device, chunk: int = 8192) -> torch.Tensor:
+    """The whole real train split as normalised float on ``device``, built chunk by chunk."""
+    x = data.train_images
+    out = torch.empty(x.shape, dtype=torch.float32, device=device)
+    for start in range(0, x.shape[0], chunk):
+        out[start : start + chunk] = data.normalize(x[start : start + chunk].to(device))
+    return out
+
+
+def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: torch.device,
+                       net: NetSpec, reporter: Reporter | None = None, save_teacher: bool = False) -> EvalResult:
+    """The upper-bound reference point: fresh networks trained on the whole real train split.
+
+    The same protocol as a synthetic set (``evaluate_set``: optimiser, lr schedule, DSA
+    augmentation, CutMix under ``idc``), with ``cfg.epochs`` epochs over the real data. The eval
+    run record has no synthetic input; its metrics say ``full_data`` and the dataset. ``save_teacher``
+    stores the trained networks as the pool ``teacher-DATASET-NET`` (an output of the record), a
+    teacher for soft-label evaluation. Hard labels always: the real data is the bound.
+    """
+    from ddtool.runtime.evaluate.soft_labels import teacher_name, teacher_pool
+
+    cfg = full_data_lr(dataclasses.replace(cfg, labels="hard", teacher=""))
+    # a saved teacher's networks start from seeds of their own: with eval.seed + i, evaluation
+    # repeat i of a set trained on its soft labels would start from teacher i's initial weights
+    seed_of = (lambda i: role_seed("teacher", cfg.seed, i)) if save_teacher else (lambda i: cfg.seed + i)
+
+    def save(nets: list[Any], accs: list[float], run_id: str) -> list[dict[str, str]]:
+        models = [{"index": i, "seed": seed_of(i), "test_acc": a, "full_data": True, "epochs": cfg.epochs,
+                   "protocol": cfg.protocol, "eval_run": run_id} for i, a in enumerate(accs)]
+        pool = teacher_pool(nets, net, data, models, cfg.seed, cfg.epochs)
+        return [io_entry(store.put("pool", teacher_name(data, net), *pool.to_artifact()), "pool")]
+
+    images = normalized_train(data, device)
+    labels = data.train_labels.to(device)
+    ipc = max(data.class_counts()) if data.num_classes else 0
+    syn = SyntheticSet(images, labels, ipc)
+    full = {"full_data": True, "dataset": data.name}
+    # a teacher run's repeats are not eval.seed + i: the report does not read them back as such
+    seeds = {"teacher_seeds": [seed_of(i) for i in range(cfg.repeats)]} if save_teacher else {}
+    return _recorded(store, syn, data, net, cfg, device, reporter, f"full:{data.name}", inputs=[], fields=full,
+                     metrics={**full, "train_images": int(labels.shape[0]), **seeds},
+                     save=save if save_teacher else None, seed_of=seed_of)

@@ -1,0 +1,1 @@
+"""Synthetic sets in and out of the store in other tools' formats."""

@@ -1,0 +1,328 @@
+"""Synthetic sets in and out of the store, for other dataset-distillation code.
+
+Export:
+
+* ``imagefolder``: one PNG per *training* image (IDC's multi-formation sets are decoded first,
+  so a factor-2 set with ipc 10 gives 40 files per class), denormalised to uint8
+  (``round-half-up(x * 255)``, like torchvision's ``save_image``), in ``DIR/<class>/NNNN.png``,
+  plus ``DIR/labels.csv`` with the columns ``path,label,class`` (paths relative to DIR).
+* ``npz``: ``images`` float32 normalised exactly as stored (not decoded), ``labels`` int64 and
+  ``metadata``, a one-element string array holding the artifact's metadata as JSON (mean, std,
+  factor, classes...). Loads with ``numpy.load(path, allow_pickle=False)``.
+
+Import takes ``.npz`` (read with ``allow_pickle=False``) or ``.pt`` (read with
+``torch.load(weights_only=True)``: a dict with ``images``/``labels``, a tuple or list
+``(images, labels)``, or DC/DSA/DM's ``{"data": [[images, labels], ...]}``, whose first entry is
+used). Images are [N, C, H, W] (or [N, H, W, C]) float or uint8. Float images are taken as
+already normalised when the file carries ddtool metadata, or when ``normalized`` says so;
+otherwise they are detected by range: all values in [0, 1] means pixels (normalised with the
+dataset's mean and std), anything outside means already normalised. uint8 images are pixels
+in 0..255. Soft labels ([N, classes]) become their argmax.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddtool.data import ImageData
+from ddtool.errors import UsageError
+from ddtool.nets import NetSpec
+from ddtool.runtime.run_records import io_entry, run_record
+from ddtool.store import Artifact, Store
+from ddtool.store.meta import DatasetSignature, SyntheticMeta, exported_metadata
+from ddtool.store.refs import check_name
+from ddtool.synthetic import SyntheticSet, decode
+from ddtool.version import __version__
+
+FORMATS = ("imagefolder", "npz")
+_IMAGE_KEYS = ("images", "image_syn", "x", "data", "imgs")
+_LABEL_KEYS = ("labels", "label_syn", "y", "targets")
+
+
+@dataclass
+class ImportResult:
+    artifact: Artifact
+    run_id: str
+    count: int
+    ipc: int
+    detected: str  # how the image range was decided
+    notes: list[str] = field(default_factory=list)
+
+
+def _safe_folder(name: str, index: int) -> str:
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or f"class{index}"
+    return clean
+
+
+def _uint8(images01: torch.Tensor) -> torch.Tensor:
+    return images01.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def _denormalize(images: torch.Tensor, info: SyntheticMeta) -> torch.Tensor:
+    if info.mean is None or info.std is None:
+        raise UsageError("the set does not record the mean and std it was normalised with; it cannot be "
+                         "turned back into pixels")
+    if info.signature.zca:  # a ZCA-whitened set (ddtool.data.zca): un-whiten to viewable pixels first
+        from ddtool.data.dataset import data_root
+        from ddtool.data.zca import find_zca
+
+        zca = find_zca(info.signature.zca, data_root())
+        if zca is None:
+            raise UsageError(f"the set is ZCA-whitened ({info.signature.dataset}) and its whitening "
+                             f"(zca {info.signature.zca[:12]}) is not in the data cache; load the dataset once "
+                             f"(e.g. 'ddtool eval' of the set) to fit it again, then export")
+        images = zca.invert(images.float())
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    return (images.float() * std + mean).clamp(0, 1)
+
+
+def _load(store: Store, ref: str) -> tuple[Artifact, SyntheticSet, dict[str, str]]:
+    art, tensors, meta = store.load(ref, kind="synthetic")
+    return art, SyntheticSet.from_artifact(tensors, meta, art.digest), meta
+
+
+def export_imagefolder(store: Store, ref: str, folder: Path) -> dict[str, Any]:
+    """Write the training (decoded) images as PNGs in class folders plus labels.csv."""
+    from PIL import Image
+
+    art, syn, _ = _load(store, ref)
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"'{folder}' exists and is not an empty folder; choose a new one")
+    images, labels = decode(syn.images.float(), syn.labels, syn.factor)
+    pixels = _uint8(_denormalize(images, syn.info)).permute(0, 2, 3, 1).numpy()
+    classes = syn.signature.class_names() or []
+    names = [_safe_folder(c, i) for i, c in enumerate(classes)]
+    if len(set(names)) != len(names):  # two class names that clean up to the same folder
+        names = [f"{i:03d}_{n}" for i, n in enumerate(names)]
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, counts = [], {}
+    for px, y in zip(pixels, labels.tolist()):
+        cls = classes[y] if y < len(classes) else str(y)
+        sub = names[y] if y < len(names) else f"class{y}"
+        k = counts.get(y, 0)
+        counts[y] = k + 1
+        rel = f"{sub}/{k:04d}.png"
+        (folder / sub).mkdir(exist_ok=True)
+        img = Image.fromarray(px[:, :, 0], mode="L") if px.shape[2] == 1 else Image.fromarray(px, mode="RGB")
+        img.save(folder / rel)
+        rows.append((rel, y, cls))
+    with open(folder / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "class"])
+        w.writerows(rows)
+    return {"ref": art.ref, "digest": art.digest, "format": "imagefolder", "path": str(folder),
+            "files": len(rows), "per_class": {classes[k] if k < len(classes) else str(k): v
+                                              for k, v in sorted(counts.items())},
+            "decoded": syn.factor > 1}
+
+
+def export_npz(store: Store, ref: str, path: Path) -> dict[str, Any]:
+    """Write images (float32, normalised, as stored), labels (int64) and the metadata as JSON."""
+    import numpy as np
+
+    art, syn, meta = _load(store, ref)
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{(art.name or art.digest[:12])}-v{art.version or 0}.npz"
+    elif path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = syn.images.to(torch.float32).contiguous().numpy()
+    labels = syn.labels.to(torch.int64).numpy()
+    info = exported_metadata(meta, art.ref, art.digest)
+    with open(path, "wb") as fh:
+        np.savez(fh, images=images, labels=labels, metadata=np.array([json.dumps(info, sort_keys=True)]))
+    out = {"ref": art.ref, "digest": art.digest, "format": "npz", "path": str(path),
+           "images": list(images.shape), "factor": syn.factor}
+    if syn.signature.zca:  # stored values are whitened: say so (imagefolder un-whitens)
+        out["zca"] = f"images are ZCA-whitened (metadata ddtool.zca {syn.signature.zca[:12]}); " \
+                     "--format imagefolder writes un-whitened pixels"
+    return out
+
+
+def export_set(store: Store, ref: str, dest: Path, fmt: str) -> dict[str, Any]:
+    if fmt == "imagefolder":
+        return export_imagefolder(store, ref, dest)
+    if fmt == "npz":
+        return export_npz(store, ref, dest)
+    raise UsageError(f"unknown export format '{fmt}'; choose {' or '.join(FORMATS)}")
+
+
+# -- import -------------------------------------------------------------------------------------
+def _pick(d: dict[str, Any], keys: tuple[str, ...], what: str, path: Path) -> Any:
+    for k in keys:
+        if k in d:
+            return d[k]
+    raise UsageError(f"'{path}' has no {what} (looked for {', '.join(keys)}; it has {', '.join(map(str, d))})")
+
+
+def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+    """(images, labels, ddtool metadata or {}) from a .npz or .pt file, without unpickling."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"file '{path}' not found")
+    meta: dict[str, str] = {}
+    if path.suffix == ".npz":
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except ValueError as exc:
+            raise UsageError(f"'{path}' holds Python objects, which are not read (allow_pickle=False): {exc}")
+        except Exception as exc:
+            raise UsageError(f"'{path}' is not a readable .npz file: {exc}")
+        if "metadata" in arrays:
+            try:
+                meta = json.loads(str(arrays["metadata"].reshape(-1)[0]))
+            except (ValueError, IndexError):
+                meta = {}
+        images = torch.from_numpy(_pick(arrays, _IMAGE_KEYS, "image array", path).copy())
+        labels = torch.from_numpy(_pick(arrays, _LABEL_KEYS, "label array", path).copy())
+    elif path.suffix in (".pt", ".pth"):
+        try:
+            with torch.serialization.safe_globals(_numpy_data_globals()):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            # torch's message runs over several lines of advice on loading unsafely; keep its cause only
+            text = str(exc)
+            after = text.split("WeightsUnpickler error:", 1)[-1]
+            lines = [ln.strip() for ln in after.splitlines() if ln.strip()]
+            first = lines[0].split(" Please use")[0] if lines else type(exc).__name__
+            raise UsageError(f"'{path}' is not a tensor file torch.load(weights_only=True) accepts: {first}")
+        if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], (list, tuple)) \
+                and obj["data"] and isinstance(obj["data"][0], (list, tuple)):
+            obj = obj["data"][0]  # DC/DSA/DM: {"data": [[image_syn, label_syn] per experiment]}
+        if isinstance(obj, dict):
+            images, labels = _pick(obj, _IMAGE_KEYS, "images", path), _pick(obj, _LABEL_KEYS, "labels", path)
+            if isinstance(obj.get("metadata"), dict):
+                meta = {str(k): str(v) for k, v in obj["metadata"].items()}
+        elif isinstance(obj, (list, tuple)) and len(obj) == 2:
+            images, labels = obj
+        else:
+            raise UsageError(f"'{path}' holds a {type(obj).__name__}; expected a dict with 'images' and 'labels' "
+                             "or a pair (images, labels)")
+        if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)):
+            raise UsageError(f"images and labels in '{path}' must be tensors")
+    else:
+        raise UsageError(f"cannot import '{path}': use a .npz or .pt file")
+    return images, labels, meta
+
+
+def _numpy_data_globals() -> list[Any]:
+    """NumPy's scalar and array reconstructors and numeric dtypes, for ``torch.load(weights_only=True)``:
+    the reference codebases' result files (DC/DSA/DM's ``res_*.pt``) hold NumPy float64 accuracies
+    beside the tensors. These rebuild plain numbers and arrays only; an object array or any other
+    class still fails to load, so nothing but data is ever unpickled."""
+    import numpy as np
+
+    found: list[Any] = [np.dtype, np.ndarray]
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):  # NumPy 2, else NumPy 1
+        try:
+            mod = __import__(module, fromlist=["scalar", "_reconstruct"])
+        except ImportError:
+            continue
+        found += [getattr(mod, name) for name in ("scalar", "_reconstruct") if hasattr(mod, name)]
+        break
+    dtypes = getattr(np, "dtypes", None)
+    for name in ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType", "UInt8DType",
+                 "BoolDType"):
+        if dtypes is not None and hasattr(dtypes, name):
+            found.append(getattr(dtypes, name))
+    return found
+
+
+def _to_nchw(images: torch.Tensor, data: ImageData, path: Path) -> torch.Tensor:
+    want = (data.channels, data.resolution, data.resolution)
+    if images.dim() == 3 and data.channels == 1:
+        images = images.unsqueeze(1)
+    if images.dim() == 4 and tuple(images.shape[1:]) != want and tuple(images.shape[-1:] + images.shape[1:3]) == want:
+        images = images.permute(0, 3, 1, 2)  # NHWC
+    if images.dim() != 4 or tuple(images.shape[1:]) != want:
+        raise UsageError(f"images in '{path}' have shape {list(images.shape)}; dataset '{data.name}' needs "
+                         f"[N, {want[0]}, {want[1]}, {want[2]}]")
+    return images.contiguous()
+
+
+def import_set(store: Store, path: Path, data: ImageData, name: str | None = None,
+               normalized: bool | None = None) -> ImportResult:
+    """Store images and labels from another tool as ``synthetic/NAME`` with method ``imported``."""
+    start = time.perf_counter()
+    if name is not None:
+        check_name(name)  # before reading the file, and before the run record
+    path = Path(path)
+    images, labels, meta = read_file(path)
+    try:
+        given = SyntheticMeta.from_metadata(meta)  # what a file exported by ddtool says about itself
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"'{path}' carries ddtool metadata that cannot be read: {exc}") from None
+    notes = []
+    diff = given.signature.difference(DatasetSignature.of(data), recorded_only=True)
+    if diff is not None:
+        label, have, want = diff
+        raise UsageError(f"'{path}' was exported from {label} '{have}', not '{want}'; import it with its own --dataset")
+    factor = given.factor or 1
+    if factor > 1:  # stored multi-formation images: each holds factor x factor tiles
+        notes.append(f"multi-formation factor {factor} from the file's metadata")
+    images = _to_nchw(images, data, path)
+    if labels.dim() == 2 and labels.is_floating_point():
+        labels = labels.argmax(1)
+        notes.append("soft labels were replaced by their argmax")
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise UsageError(f"labels in '{path}' have shape {list(labels.shape)}; need [{len(images)}]")
+    if labels.is_floating_point():
+        if not torch.equal(labels, labels.round()):
+            raise UsageError(f"labels in '{path}' are not whole numbers")
+    labels = labels.to(torch.int64)
+    if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= data.num_classes:
+        raise UsageError(f"labels in '{path}' must lie in 0..{data.num_classes - 1} (dataset '{data.name}')")
+    if images.dtype == torch.uint8:
+        stored, detected = data.normalize(images), "uint8 pixels 0..255, normalised with the dataset's mean/std"
+    elif not images.is_floating_point():
+        raise UsageError(f"images in '{path}' are {images.dtype}; need float or uint8")
+    else:
+        images = images.to(torch.float32)
+        if not torch.isfinite(images).all():
+            raise UsageError(f"images in '{path}' contain NaN or infinite values")
+        if normalized is None:
+            if given.mean is not None:
+                normalized, why = True, "ddtool metadata in the file"
+            else:
+                normalized = bool(images.min() < 0 or images.max() > 1)
+                why = f"detected: values in [{float(images.min()):.3g}, {float(images.max()):.3g}]"
+        else:
+            why = "as told"
+        if normalized:
+            stored, detected = images, f"already normalised ({why})"
+        else:
+            mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+            std = torch.tensor(data.std).view(1, -1, 1, 1)
+            stored, detected = (images - mean) / std, f"pixels in [0, 1], normalised with the dataset's mean/std ({why})"
+    counts = torch.bincount(labels, minlength=data.num_classes)
+    ipc = int(counts.max())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    name = check_name(name or re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._")[:100] or "imported")
+    info = SyntheticMeta(
+        signature=DatasetSignature.of(data), method="imported", mean=data.mean, std=data.std,
+        net=given.net or NetSpec("convnet").to_json(), parents=(), iterations=0, version=__version__,
+        source=path.name, source_sha256=digest, source_method=given.method or None)
+    syn = SyntheticSet(stored.contiguous(), labels, ipc, factor, info)
+    # the run began with reading the file
+    with run_record(store, "import", elapsed=time.perf_counter() - start,
+                    source={"path": str(path), "sha256": digest, "detected": detected},
+                    inputs=[{"ref": path.name, "digest": digest, "kind": "file", "role": "source"}]) as run:
+        art = store.put("synthetic", name, *syn.to_artifact())
+        run.complete(outputs=[io_entry(art, "synthetic")],
+                     metrics={"count": len(labels), "ipc": ipc, "per_class": counts.tolist()})
+    return ImportResult(art, run.id, len(labels), ipc, detected, notes)

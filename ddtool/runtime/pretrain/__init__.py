@@ -1,0 +1,1 @@
+"""Train what a distillation starts from: model pools and expert trajectories."""

@@ -1,0 +1,1 @@
+"""The evaluation report: its rows computed (accuracies, baselines, DD-Ranking scores), then formatted."""
