@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ddtool import __version__
+from ddtool.version import __version__
 from ddtool.errors import DDToolError, UsageError
 from ddtool.runtime.exchange.formats import export_imagefolder
 from ddtool.runtime.run_records import io_entry, run_record
@@ -235,9 +235,9 @@ def read_card(folder: Path) -> dict[str, Any]:
 # -- export -------------------------------------------------------------------------------------
 def _soft_labels(store: Store, images: torch.Tensor, dataset: str, teacher: str, temperature: float,
                  data_root: str | Path | None) -> tuple[torch.Tensor, dict[str, Any]]:
-    from ddtool.data import load_dataset
+    from ddtool.lookup import load_dataset
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.soft_labels import soft_setup
+    from ddtool.runtime.evaluate.soft_labels import soft_setup
 
     data = load_dataset(dataset, data_root)
     cfg = EvalSection(labels="soft", teacher=teacher, temperature=temperature)
@@ -291,9 +291,10 @@ def export_hf(store: Store, ref: str, folder: Path, report: dict[str, Any] | lis
         shutil.copyfile(art.path, folder / BLOB)
         (folder / BLOB).chmod(0o644)
         if syn.signature.zca:
+            from ddtool.data.dataset import data_root as resolved_root
             from ddtool.data.zca import find_zca
 
-            zca = find_zca(syn.signature.zca)
+            zca = find_zca(syn.signature.zca, resolved_root(data_root))
             if zca is not None:  # export_imagefolder above refused a set whose whitening is not known
                 zca.save(folder / ZCA_FILE)
         data = card_data(store, art, meta, row)

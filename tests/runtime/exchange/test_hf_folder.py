@@ -129,9 +129,10 @@ def test_the_exported_folder_loads_with_datasets(store: Store, digits, shared_se
 def teacher_export(store: Store, digits, shared_set, tmp_path: Path):  # type: ignore[no-untyped-def]
     """The set exported with soft labels from a one-model pool (a random convnet) at T = 2, and the
     soft targets that network gives the set's images."""
-    from ddtool.nets import NetSpec, build_net
+    from ddtool.lookup import build_net
+    from ddtool.nets import NetSpec
     from ddtool.pool import Pool
-    from ddtool.runtime.soft_labels import soft_targets
+    from ddtool.runtime.evaluate.soft_labels import soft_targets
     from ddtool.store.meta import DatasetSignature
 
     spec = NetSpec("convnet", {"width": 16})
@@ -232,7 +233,7 @@ def test_a_zca_set_ships_its_whitening_and_un_whitened_pngs(store: Store, digits
     x = digits.normalize(digits.train_images[:200])
     zca = ZCA.fit(x, eps=0.1)
     zca.save(Path(data_root()) / "ddtool-cache" / "zca-digits-test.safetensors")  # where 'eval' leaves it
-    assert find_zca(zca.digest()) is not None
+    assert find_zca(zca.digest(), data_root()) is not None
     plain = x[:10]
     whitened = zca.apply(plain)
     meta = {**digits.signature(), "ddtool.zca": zca.digest(), "ddtool.ipc": "1", "ddtool.method": "dm",
