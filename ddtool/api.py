@@ -32,8 +32,7 @@ from ddtool.hookspecs import (
     RegisterSelection,
     hookimpl,
 )
-from ddtool.methods.base import MatchingMethod
-from ddtool.methods.dm import class_means
+from ddtool.methods.base import MatchingMethod, class_means
 from ddtool.nets.factory import Architecture, NetSpec
 from ddtool.perturb import PerturbationSchedule
 from ddtool.pool import Pool

@@ -125,7 +125,7 @@ class DistillContext:
     def perturb(self, net: nn.Module, it: int, keep: bool = False) -> dict[str, torch.Tensor] | None:
         """Apply the perturbation schedule to ``net`` (in place) for outer loop ``it``; with ``keep``,
         return what it added (by ``state_dict`` key; None when the schedule is ``none``)."""
-        if self.schedule.name == "none":
+        if not self.schedule.perturbs:
             return None
         before = {k: v.detach().clone() for k, v in net.state_dict().items()} if keep else None
         self.schedule.perturb(net, it, self.iterations, self.cfg)

@@ -19,6 +19,7 @@ from ddtool import __version__
 from ddtool.context import DistillContext
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError
+from ddtool.methods.base import MatchingMethod
 from ddtool.methods.sharding import PeerLost
 from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
@@ -67,16 +68,17 @@ def start_run(recipe: Recipe, data: ImageData, device: torch.device, p: Plan
     return ctx, syn, opt
 
 
-def _check_world(p: Plan) -> None:
-    """Refuse, before any work, a method that cannot split its classes across the launched processes."""
+def _check_world(method: MatchingMethod) -> None:
+    """Refuse, before any work, a method that cannot split its classes across the launched processes
+    (it does not declare ``class_sharded``)."""
     size = distributed.current().size
-    if size == 1 or getattr(p.method, "class_sharded", False):
+    if size == 1 or method.class_sharded:
         return
-    if p.method.name == "mtt":
+    if method.trajectories_option is not None:
         why = "trajectory matching does not split by class"
     else:
         why = "it does not split its classes across processes"
-    raise UsageError(f"method '{p.method.name}' runs in one process ({why}) but {size} were launched: "
+    raise UsageError(f"method '{method.name}' runs in one process ({why}) but {size} were launched: "
                      "run it without torchrun or --nproc")
 
 
@@ -92,7 +94,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     cfg = recipe.distill
     for note in p.notes:
         reporter.note(note)
-    _check_world(p)
+    _check_world(p.method)
     ctx, syn, opt = start_run(recipe, data, device, p)
     compiler = AutoCompile(cfg.compile, ctx.device, note=getattr(reporter, "note", lambda _line: None))
     ctx.compile = compiler.start()

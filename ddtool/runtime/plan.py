@@ -124,9 +124,9 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     spec = net_spec_of(recipe)
     build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
     traj = traj_art = None
-    if hasattr(options, "trajectories"):  # a method that matches expert trajectories names them (mtt)
-        traj_art, traj = load_trajectories(store, options.trajectories, data, spec)
-        recipe = _pin_trajectories(recipe, traj_art)
+    if method.trajectories_option is not None:  # a method that matches expert trajectories names them (mtt)
+        traj_art, traj = load_trajectories(store, _trajectories_ref(method, options), data, spec)
+        recipe = _pin_trajectories(recipe, traj_art, method.trajectories_option)
     if selection.scores_candidates and traj is None and not can_score(method):
         raise UsageError(
             f"selection '{selection.name}' ranks candidate networks by the method's matching loss, but method "
@@ -135,7 +135,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     pool = pool_art = None
     # a strategy that draws from a pool draws from the trajectories when the method matches them
     # (dynadistill over mtt's experts): no model pool is needed then
-    needs_pool = selection.needs_pool and not (traj is not None and getattr(selection, "draws_trajectories", False))
+    needs_pool = selection.needs_pool and not (traj is not None and selection.draws_trajectories)
     ref = pool_ref or cfg.pool
     pool_from = "--pool" if pool_ref else ""
     # a pool the recipe names is a suggestion (--pool is not): when it is missing, or none is named,
@@ -169,7 +169,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     # the start epochs are those a trajectory method draws from (mtt's max_start_epoch)
     note = selection.plan_note(len(pool) if pool is not None and traj is None else None,
                                len(traj) if traj is not None else None,
-                               getattr(options, "max_start_epoch", None) if traj is not None else None)
+                               method.trajectory_start_epochs(options) if traj is not None else None)
     if note:
         notes.append(note)
     # a method whose multi-formation factor is a setting (IDC) says which one this run uses
@@ -189,12 +189,23 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
                 traj, traj_art, pool_from)
 
 
-def _pin_trajectories(recipe: Recipe, art: Artifact) -> Recipe:
+def _trajectories_ref(method: MatchingMethod, options: Any) -> str:
+    """The trajectories ref the method's declared option holds, or a one-line error when the recipe names none."""
+    key = method.trajectories_option
+    ref = getattr(options, key, None) if options is not None else None  # the option the method declared
+    if not isinstance(ref, str) or not ref:
+        raise UsageError(
+            f"method '{method.name}' matches expert trajectories: set [distill.options] {key} = \"trajectories/NAME\" "
+            "and make them with 'ddtool pretrain --trajectories --recipe RECIPE'")
+    return ref
+
+
+def _pin_trajectories(recipe: Recipe, art: Artifact, option: str) -> Recipe:
     """The recipe naming the trajectories by the version it resolved to (``trajectories/NAME:vN``),
     so the recorded recipe (and ``--resume``) reads the same experts after a newer version is made."""
-    options = {**recipe.distill.options, "trajectories": art.ref}
+    options = {**recipe.distill.options, option: art.ref}
     out = replace(recipe, distill=replace(recipe.distill, options=options))
-    key = "distill.options.trajectories"
+    key = f"distill.options.{option}"
     out.origins = {**recipe.origins, key: f"{recipe.origins.get(key, 'recipe')}, the version in the store"}
     return out
 
