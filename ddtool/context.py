@@ -16,23 +16,24 @@ from ddtool.nets import NetSpec, build_net
 from ddtool.perturb import PerturbationSchedule
 from ddtool.pool import Pool
 from ddtool.recipe import DistillSection
-from ddtool.registry import adapt
 from ddtool.selection.base import SelectionStrategy
 from ddtool.trajectories import Trajectories
 
 if TYPE_CHECKING:
+    from ddtool.methods.sharding import ClassShard
     from ddtool.synthetic import SyntheticSet
 
-# the plugin objects a context holds, each seen through its contract (ddtool.registry.adapt): an
-# object that does not subclass it, handed over directly rather than registered, still gets the defaults
-CONTRACTS: dict[str, type] = {"selection": SelectionStrategy, "schedule": PerturbationSchedule,
-                              "method": MatchingMethod}
 
-
-@dataclass
+@dataclass(slots=True)
 class DistillContext:
-    """What a matching method sees during a run. The runtime, benchmarks and tests build it with
-    :func:`ddtool.runtime.plan.build_context` (from a recipe or a ``[distill]`` section and a plan)."""
+    """What a matching method sees during a run. Every field is declared here (slots: setting any
+    other attribute fails). A run builds it once from its plan and the data
+    (:func:`ddtool.runtime.plan.context_of`); tests and benchmarks build one with
+    :func:`ddtool.runtime.plan.build_context`, which sees hand-built plugin objects through their
+    contracts (``ddtool.plugins.CONTRACTS``).
+
+    The runtime changes only ``compile`` (when ``"auto"`` decides), ``synthetic`` and ``optimizer``
+    (once the method made them from this context); strategies set ``perturbation``."""
 
     data: ImageData
     cfg: DistillSection
@@ -52,6 +53,11 @@ class DistillContext:
     # expert trajectories (mtt), resolved from [distill.options] trajectories when the run is planned;
     # experts are read from the store when sampled (Trajectories.snapshots)
     trajectories: Trajectories | None = None
+    # this process's share of the classes (a ddtool.methods.sharding.ClassShard, from the plan);
+    # None: one process's, made when first asked for (ddtool.methods.sharding.shard_of)
+    shard: ClassShard | None = None
+    # called by a method after each of its inner steps (IDC's inner loops): the runtime's progress
+    on_inner_step: Callable[[], None] | None = field(default=None, repr=False)
     synthetic: SyntheticSet | None = None  # the set being distilled (set by the runtime; DynaDistill ranks models on it)
     # the set's optimizer (set by the runtime with ``synthetic``): a method's ``score`` reads where its
     # next update will evaluate the images (IDC's per-class steps move them by momentum first)
@@ -59,15 +65,11 @@ class DistillContext:
     # what the schedule added to the selected network in the latest next_model (state_dict keys),
     # kept only for strategies that write trained networks back (``keeps_trained = True``)
     perturbation: dict[str, torch.Tensor] | None = None
-    # called by a method after each of its inner steps (IDC's inner loops): the runtime's progress
-    on_inner_step: Callable[[], None] | None = field(default=None, repr=False)
-    _train: torch.Tensor | None = field(default=None, repr=False)
-    _template: nn.Module | None = field(default=None, repr=False)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if value is not None and name in CONTRACTS:
-            value = adapt(value, CONTRACTS[name])
-        object.__setattr__(self, name, value)
+    # the training split on the device, made once (per-step batches are then gathers, not host copies)
+    _train: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _labels: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _by_class: list[torch.Tensor] = field(default_factory=list, init=False, repr=False)
+    _template: nn.Module | None = field(default=None, init=False, repr=False)
 
     def inner_step_done(self) -> None:
         """Tell the runtime one inner step of the outer iteration is done (progress and ETA)."""
