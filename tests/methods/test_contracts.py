@@ -127,3 +127,12 @@ def test_class_means_comes_from_the_contract_module_not_from_a_method() -> None:
     assert api.class_means is class_means is dm.class_means and class_means.__module__ == "ddtool.methods.base"
     means = class_means(torch.tensor([[1.0], [3.0], [5.0]]), torch.tensor([0, 0, 2]), 3)
     assert means.flatten().tolist() == [2.0, 0.0, 5.0]
+
+
+def test_one_contract_table_that_the_public_api_shows() -> None:
+    import ddtool.context
+    import ddtool.plugins
+
+    assert api.CONTRACTS is ddtool.plugins.CONTRACTS and not hasattr(ddtool.context, "CONTRACTS")
+    assert set(api.CONTRACTS) == {"method", "selection", "schedule", "dataset", "architecture"}
+    assert api.CONTRACTS["method"].base is api.MatchingMethod and "CONTRACTS" in (api.__doc__ or "")
