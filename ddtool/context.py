@@ -4,44 +4,47 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
 from ddtool.augment import Augmenter
 from ddtool.data import ImageData
-from ddtool.methods.base import MatchingMethod
 from ddtool.nets import NetSpec
-from ddtool.lookup import build_net
-from ddtool.perturb import PerturbationSchedule
 from ddtool.pool import Pool
 from ddtool.recipe import DistillSection
-from ddtool.registry import adapt
-from ddtool.selection.base import SelectionStrategy
 from ddtool.trajectories import Trajectories
 
 if TYPE_CHECKING:
     from ddtool.synthetic import SyntheticSet
 
-# the plugin objects a context holds, each seen through its contract (ddtool.registry.adapt): an
-# object that does not subclass it, handed over directly rather than registered, still gets the defaults
-CONTRACTS: dict[str, type] = {"selection": SelectionStrategy, "schedule": PerturbationSchedule,
-                              "method": MatchingMethod}
+# The context sits below the contracts that take it (a method's loss(ctx, ...), a strategy's
+# select(ctx, it)): it imports none of them, not even for typing, so the fields holding plugin
+# objects are typed Any and name their contract in a comment; the runtime's plan resolved them.
 
 
-@dataclass
+@dataclass(slots=True)
 class DistillContext:
-    """What a matching method sees during a run. The runtime, benchmarks and tests build it with
-    :func:`ddtool.runtime.plan.build_context` (from a recipe or a ``[distill]`` section and a plan)."""
+    """What a matching method sees during a run. Every field is declared here (slots: setting any
+    other attribute fails). A run builds it once from its plan and the data
+    (:func:`ddtool.runtime.distill.planning.context_of`); tests and benchmarks build one with
+    :func:`ddtool.runtime.distill.planning.build_context`, which sees hand-built plugin objects through their
+    contracts (``ddtool.plugins.CONTRACTS``).
+
+    The runtime changes only ``compile`` (when ``"auto"`` decides), ``synthetic`` and ``optimizer``
+    (once the method made them from this context); strategies set ``perturbation``."""
 
     data: ImageData
     cfg: DistillSection
     net_spec: NetSpec
     device: torch.device
     iterations: int
-    selection: SelectionStrategy
-    schedule: PerturbationSchedule
+    selection: Any  # a ddtool.selection.base.SelectionStrategy
+    schedule: Any  # a ddtool.perturb.PerturbationSchedule
+    # (spec, channels, classes, resolution) -> a fresh network of the architecture the spec names:
+    # the registry look-up (ddtool.lookup.build_net), passed in by the plan
+    net_builder: Callable[[NetSpec, int, int, int], nn.Module]
     pool: Pool | None = None
     options: Any = None  # the method's parse_options() of [distill.options]
     impl: str = "vectorized"  # vectorized | loop (ddtool.impl)
@@ -49,10 +52,15 @@ class DistillContext:
     # loop has found compiling pays: ddtool.runtime.autocompile)
     compile: bool = False
     augment: Augmenter = field(default_factory=Augmenter)
-    method: MatchingMethod | None = None
+    method: Any = None  # the run's ddtool.methods.base.MatchingMethod
     # expert trajectories (mtt), resolved from [distill.options] trajectories when the run is planned;
     # experts are read from the store when sampled (Trajectories.snapshots)
     trajectories: Trajectories | None = None
+    # this process's share of the classes (a ddtool.methods.sharding.ClassShard, from the plan);
+    # None: one process's, made when first asked for (ddtool.methods.sharding.shard_of)
+    shard: Any = None
+    # called by a method after each of its inner steps (IDC's inner loops): the runtime's progress
+    on_inner_step: Callable[[], None] | None = field(default=None, repr=False)
     synthetic: SyntheticSet | None = None  # the set being distilled (set by the runtime; DynaDistill ranks models on it)
     # the set's optimizer (set by the runtime with ``synthetic``): a method's ``score`` reads where its
     # next update will evaluate the images (IDC's per-class steps move them by momentum first)
@@ -60,15 +68,11 @@ class DistillContext:
     # what the schedule added to the selected network in the latest next_model (state_dict keys),
     # kept only for strategies that write trained networks back (``keeps_trained = True``)
     perturbation: dict[str, torch.Tensor] | None = None
-    # called by a method after each of its inner steps (IDC's inner loops): the runtime's progress
-    on_inner_step: Callable[[], None] | None = field(default=None, repr=False)
-    _train: torch.Tensor | None = field(default=None, repr=False)
-    _template: nn.Module | None = field(default=None, repr=False)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if value is not None and name in CONTRACTS:
-            value = adapt(value, CONTRACTS[name])
-        object.__setattr__(self, name, value)
+    # the training split on the device, made once (per-step batches are then gathers, not host copies)
+    _train: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _labels: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _by_class: list[torch.Tensor] = field(default_factory=list, init=False, repr=False)
+    _template: nn.Module | None = field(default=None, init=False, repr=False)
 
     def inner_step_done(self) -> None:
         """Tell the runtime one inner step of the outer iteration is done (progress and ETA)."""
@@ -107,7 +111,7 @@ class DistillContext:
 
     def fresh_net(self) -> nn.Module:
         d = self.data
-        return build_net(self.net_spec, d.channels, d.num_classes, d.resolution).to(self.device)
+        return self.net_builder(self.net_spec, d.channels, d.num_classes, d.resolution).to(self.device)
 
     def net_from_state(self, state: dict[str, torch.Tensor]) -> nn.Module:
         """A network of the run's architecture holding ``state`` (a pool model, an average...).
@@ -126,7 +130,7 @@ class DistillContext:
     def perturb(self, net: nn.Module, it: int, keep: bool = False) -> dict[str, torch.Tensor] | None:
         """Apply the perturbation schedule to ``net`` (in place) for outer loop ``it``; with ``keep``,
         return what it added (by ``state_dict`` key; None when the schedule is ``none``)."""
-        if self.schedule.name == "none":
+        if not self.schedule.perturbs:
             return None
         before = {k: v.detach().clone() for k, v in net.state_dict().items()} if keep else None
         self.schedule.perturb(net, it, self.iterations, self.cfg)

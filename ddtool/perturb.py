@@ -28,6 +28,9 @@ class PerturbationSchedule:
 
     name: str = ""  # the registry name: [distill] schedule = "NAME"
     description: str = ""  # one line for 'ddtool plugins'
+    # False for a schedule that leaves every network as it is ("none"): the context then skips it
+    # (no copy of the network to measure what it added), and trajectory matching accepts it
+    perturbs: bool = True
 
     def check(self, cfg: DistillSection) -> None:
         """Refuse, in one line (``UsageError``) before any work, ``[distill]`` settings the schedule
@@ -59,6 +62,7 @@ def decay_factor(kind: str, it: int, total: int) -> float:
 class NoPerturbation(PerturbationSchedule):
     name = "none"
     description = "use the selected network as it is"
+    perturbs = False
 
     def perturb(self, net: nn.Module, it: int, total: int, cfg: DistillSection) -> None:
         return None

@@ -6,8 +6,9 @@ and the ones below it:
 0. helpers: ``errors``, ``progress``, ``impl``, ``registry``, ``recipe`` (with ``recipe_source``),
    ``augment``, ``version``, ``markers`` (the hook markers), ``collective`` (torch.distributed calls);
 1. ``store``;
-2. the data types: ``data``, ``nets``, ``synthetic``, ``pool``, ``trajectories``;
-3. training: ``methods``, ``selection``, ``perturb``, ``context``, ``compiled``, ``hookspecs``,
+2. the data types: ``data``, ``nets``, ``synthetic``, ``pool``, ``trajectories`` and ``context``
+   (what a method sees in a run: it holds the plan's plugin objects without importing their contracts);
+3. training: ``methods``, ``selection``, ``perturb``, ``compiled``, ``hookspecs``,
    ``plugins``, ``lookup`` (names made into objects through the registries) and the public ``api``;
 4. the runtime, in three steps: what several verbs share (``runtime.distributed``, ``run_records``,
    ``seeds``, ``supervised``, ``ensemble``, ``autocompile``, ``recipe_catalog``), then the verbs
@@ -43,8 +44,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("helpers", ["errors", "progress", "impl", "registry", "recipe", "recipe_source", "augment", "version",
                  "markers", "collective"]),
     ("store", ["store"]),
-    ("data types", ["data", "nets", "synthetic", "pool", "trajectories"]),
-    ("training", ["methods", "selection", "perturb", "context", "compiled", "hookspecs", "plugins", "lookup",
+    ("data types", ["data", "nets", "synthetic", "pool", "trajectories", "context"]),
+    ("training", ["methods", "selection", "perturb", "compiled", "hookspecs", "plugins", "lookup",
                   "api"]),
     ("runtime (shared)", ["runtime", "runtime.distributed"]),
     ("inspect", ["inspect"]),  # beside the runtime: see BESIDE
@@ -60,20 +61,7 @@ BESIDE = {("inspect", layer) for layer in ["training", *RUNTIME]} | {(layer, "in
 
 # Imports that close a cycle, known and left on purpose: each is left out of the cycle check, with
 # why and who removes it. The test fails when one no longer closes a cycle (so the list cannot go stale).
-KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    # The distill loop names resume's ResumePoint (typing-only) while resume calls back into the loop.
-    # Issue 26's one-way distill path removes it (resume returns a start point the loop consumes):
-    # the integrator deletes this entry once that branch is merged.
-    ("ddtool.runtime.distill.loop", "ddtool.runtime.distill.resuming"):
-        "loop <-> resume: removed by the one-way distill path (issue 26)",
-    # The contracts name DistillContext in their signatures (typing-only) while the context holds a
-    # method and a strategy, adapts them to their contracts (context.CONTRACTS) and builds networks
-    # through the registries (ddtool.lookup -> plugins -> the contracts). Issue 26's declared contracts
-    # (one contract table, the context built from a complete plan) remove it: the adapting moves up to
-    # the plan/registry and the context takes what the plan resolved; then delete these two entries.
-    ("ddtool.methods.base", "ddtool.context"): "context <-> the contracts: removed by declared contracts (issue 26)",
-    ("ddtool.selection.base", "ddtool.context"): "context <-> the contracts: removed by declared contracts (issue 26)",
-}
+KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -294,8 +282,8 @@ SYNTHETIC = {
         "    return registries()\n"),
     "ddtool/nets/__init__.py": "from ddtool.runtime import x\n",  # module level, up
     "ddtool/methods/__init__.py": "",
-    "ddtool/methods/base.py": "from ddtool.context import C\n",
-    "ddtool/context.py": "from . import plugins\nfrom .methods import base\n",
+    "ddtool/methods/base.py": "from ddtool.compiled import C\n",
+    "ddtool/compiled.py": "from . import plugins\nfrom .methods import base\n",
     "ddtool/plugins.py": "import ddtool.methods.base as b\n",
     "ddtool/runtime/__init__.py": "",
     "ddtool/runtime/x.py": "from ..errors import DDToolError\n",
@@ -319,13 +307,13 @@ def test_the_checker_finds_upward_imports_of_every_kind() -> None:
 
 def test_the_checker_finds_a_cycle_between_packages() -> None:
     imports = read_imports(SYNTHETIC)
-    assert cycles(imports) == [["ddtool.context", "ddtool.methods.base", "ddtool.plugins"]]
+    assert cycles(imports) == [["ddtool.compiled", "ddtool.methods.base", "ddtool.plugins"]]
     text = _describe(cycles(imports)[0], imports)
-    assert "ddtool.methods.base -> ddtool.context (ddtool/methods/base.py:1)" in text, text
+    assert "ddtool.methods.base -> ddtool.compiled (ddtool/methods/base.py:1)" in text, text
     # relative imports resolve: ``from . import plugins`` is ddtool.plugins, ``from .methods import base``
     # the submodule
-    assert {(i.source, i.target) for i in imports if i.source == "ddtool.context"} == {
-        ("ddtool.context", "ddtool.plugins"), ("ddtool.context", "ddtool.methods.base")}
+    assert {(i.source, i.target) for i in imports if i.source == "ddtool.compiled"} == {
+        ("ddtool.compiled", "ddtool.plugins"), ("ddtool.compiled", "ddtool.methods.base")}
     # a package re-exporting its own submodule is no cycle
     assert cycles(read_imports({"ddtool/__init__.py": "", "ddtool/store/__init__.py": "from ddtool.store import s\n",
                                 "ddtool/store/s.py": "from ddtool.store import t\n",

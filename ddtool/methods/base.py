@@ -34,14 +34,36 @@ class MatchingMethod:
     iterative: bool = True  # False: the initial set is the result (coresets)
     factor: int = 1  # multi-formation factor of the stored images (see factor_for)
     options_type: type | None = None  # dataclass for [distill.options]; None: the method takes none
+
+    # What the runtime needs to know about a method: declared here, with a default, and read as
+    # attributes (never guessed from the method's name or its options' fields).
+
     # True when ``step`` trains the outer loop's network (DC/DSA/IDC); False when the network is
     # only used as it was selected and perturbed (DM). DynaDistill writes a network back into its
     # pool only when it was trained, so perturbations alone do not accumulate in the pool.
     trains_network: bool = False
+    # True when the loss of a class needs only that class's images (per-sample norms): a run
+    # launched on N processes (torchrun, --nproc) splits the classes across them
+    # (ddtool.methods.sharding). False: the method runs in one process, and a multi-process
+    # launch is refused before any work.
+    class_sharded: bool = False
+    # False for a method that matches without a network (in pixel space): the default ``step``
+    # then asks no network of the selection strategy and the schedule (no ``ctx.next_model``) and
+    # calls ``loss(ctx, syn, None)``.
+    uses_network: bool = True
+    # The ``[distill.options]`` key that names the expert trajectories the method matches (mtt:
+    # "trajectories"), or None for a method that matches none. The plan loads the trajectories it
+    # names (``ctx.trajectories``), and refuses a run that names none.
+    trajectories_option: str | None = None
 
     def default_iterations(self, ipc: int) -> int:
         """Outer iterations when the recipe leaves ``distill.iterations = 0``."""
         return 1000
+
+    def trajectory_start_epochs(self, options: Any) -> int | None:
+        """How many start epochs of an expert a trajectory method draws from (mtt's
+        ``max_start_epoch``), for the plan's note on a strategy's draw; None: it draws none."""
+        return None
 
     def progress_steps(self, options: Any) -> int:
         """Progress ticks per outer iteration: a method with inner steps (IDC's inner loops) returns
@@ -92,14 +114,16 @@ class MatchingMethod:
         return getattr(own, "step", MatchingMethod.step) is MatchingMethod.step
 
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
-        """One outer iteration: the network of the loop (``ctx.next_model``), one step of ``opt``
-        down ``loss``, then the selection strategy's ``after_step``. Returns the loss."""
-        net = ctx.next_model(it)
-        loss = self.loss(ctx, syn, net)
+        """One outer iteration: the network of the loop (``ctx.next_model``; none when the method
+        declares ``uses_network = False``), one step of ``opt`` down ``loss``, then the selection
+        strategy's ``after_step`` of that network. Returns the loss."""
+        net = ctx.next_model(it) if self.uses_network else None
+        loss = self.loss(ctx, syn, net)  # type: ignore[arg-type]  # None: a method without a network
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ctx.selection.after_step(ctx, it, net)
+        if net is not None:
+            ctx.selection.after_step(ctx, it, net)
         return float(loss.detach())
 
     def parse_options(self, raw: dict[str, Any]) -> Any:
@@ -119,6 +143,15 @@ def can_score(method: Any) -> bool:
     contract (``ddtool.registry.adapt``): its own class is what counts."""
     own = type(getattr(method, "_wrapped", method))
     return any(getattr(own, name, None) not in (None, getattr(MatchingMethod, name)) for name in ("score", "loss"))
+
+
+def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The mean row of ``emb`` [N, D] per class of ``labels`` [N]: [num_classes, D] (zeros for a
+    class without rows); one index_add instead of a Python loop over classes. A helper of the
+    public API (``ddtool.api.class_means``): DM, DREAM and plugins match such means."""
+    sums = torch.zeros(num_classes, emb.shape[1], device=emb.device, dtype=emb.dtype).index_add_(0, labels, emb)
+    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(emb.dtype)
+    return sums / counts[:, None]
 
 
 def per_sample_forward(net: nn.Module) -> bool:

@@ -18,18 +18,10 @@ from torch import nn
 from ddtool.compiled import forward_fn
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
-from ddtool.methods.base import MatchingMethod, per_sample_forward
+from ddtool.methods.base import MatchingMethod, class_means, per_sample_forward
 from ddtool.methods.matching import ClassSiamese, Siamese
 from ddtool.methods.sharding import shard_of, step_images, whole_loss
 from ddtool.synthetic import SyntheticSet
-
-
-def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The mean row of ``emb`` [N, D] per class of ``labels`` [N]: [num_classes, D] (zeros for a
-    class without rows); one index_add instead of a Python loop over classes."""
-    sums = torch.zeros(num_classes, emb.shape[1], device=emb.device, dtype=emb.dtype).index_add_(0, labels, emb)
-    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(emb.dtype)
-    return sums / counts[:, None]
 
 
 @contextmanager

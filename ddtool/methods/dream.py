@@ -44,8 +44,7 @@ from torch import nn
 
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
-from ddtool.methods.base import per_sample_forward
-from ddtool.methods.dm import class_means
+from ddtool.methods.base import class_means, per_sample_forward
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.methods.matching import Siamese
 from ddtool.methods.sharding import shard_of

@@ -193,9 +193,13 @@ class MTT(MatchingMethod):
     description = "MTT: N student steps from an expert's epoch t match its epoch t+M, learnable step size (trajectories)"
     options_type = MTTOptions
     trains_network = False
+    trajectories_option = "trajectories"  # [distill.options] trajectories = "trajectories/NAME"
 
     def default_iterations(self, ipc: int) -> int:
         return 5000  # the reference's --Iteration
+
+    def trajectory_start_epochs(self, options: Any) -> int | None:
+        return int(options.max_start_epoch)
 
     def distill_defaults(self) -> dict[str, Any]:
         # distill.py: lr_img 1000, DSA color_crop_cutout_flip_scale_rotate; no real batches are drawn
@@ -239,7 +243,7 @@ class MTT(MatchingMethod):
                 f"distill.options.max_start_epoch {o.max_start_epoch} with expert_epochs {o.expert_epochs} needs "
                 f"expert epoch {last}, but the trajectories end at epoch {traj.epochs}; lower them or train "
                 f"longer experts ('ddtool pretrain --trajectories --epochs {last}')")
-        if not ctx.selection.draws_trajectories or ctx.schedule.name != "none":
+        if not ctx.selection.draws_trajectories or ctx.schedule.perturbs:
             raise UsageError("mtt starts its student from the experts' parameters: set distill.selection = \"scratch\" "
                              "(or \"dynadistill\", which draws experts by feedback) and distill.schedule = \"none\" "
                              f"(got {ctx.selection.name}, {ctx.schedule.name})")

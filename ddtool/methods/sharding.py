@@ -155,9 +155,7 @@ def step_images(ctx: DistillContext, losses: torch.Tensor, classes: Sequence[int
 
 
 def shard_of(ctx: DistillContext) -> ClassShard:
-    """The run's class shard (``ctx.shard``, set by the runtime); one process's when none is set."""
-    shard = getattr(ctx, "shard", None)
-    if shard is None:
-        shard = ClassShard(ctx.num_classes)
-        ctx.shard = shard  # type: ignore[attr-defined]
-    return shard
+    """The run's class shard (``ctx.shard``, from the plan); one process's when none is set."""
+    if ctx.shard is None:
+        ctx.shard = ClassShard(ctx.num_classes)
+    return ctx.shard

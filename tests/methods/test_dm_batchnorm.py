@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ddtool.augment import Augmenter
-from ddtool.methods.dm import DM, class_means
+from ddtool.methods.base import class_means
+from ddtool.methods.dm import DM
 from ddtool.methods.sharding import shard_of
 from ddtool.nets import NetSpec
 from ddtool.perturb import NoPerturbation

@@ -72,7 +72,7 @@ def test_representatives_are_per_class_training_indices_of_the_cluster_centres(d
         assert sorted(p % 3 for p in local) == [0, 1, 2]  # one per blob
 
 
-def test_a_step_matches_only_representative_real_batches_refreshed_every_interval(digits) -> None:  # type: ignore[no-untyped-def]
+def test_a_step_matches_only_representative_real_batches_refreshed_every_interval(digits, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     ctx, method = _ctx(digits)
     syn = method.init_synthetic(ctx)
     syn.images.requires_grad_(True)
@@ -90,11 +90,11 @@ def test_a_step_matches_only_representative_real_batches_refreshed_every_interva
         used.append([r.clone() for r in reals])
         return real_update(ctx_, syn_, opt_, net, reals)
 
-    def no_random_batches(c, n):  # type: ignore[no-untyped-def]
+    def no_random_batches(self, c, n):  # type: ignore[no-untyped-def]
         raise AssertionError("a dream step drew a random real batch")
 
     method.representatives, method.image_update = representatives, image_update  # type: ignore[method-assign]
-    ctx.real_class = no_random_batches  # type: ignore[method-assign]
+    monkeypatch.setattr(type(ctx), "real_class", no_random_batches)  # the context declares its fields (slots)
     loss = method.step(ctx, syn, opt, 0)
     assert math.isfinite(loss)
     assert len(drawn) == 3  # inner loops 0, 2, 4 of 5 (interval 2)

@@ -14,6 +14,7 @@ from ddtool.errors import UsageError
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.recipe import load_recipe
 from ddtool.runtime.distill.planning import plan
+from ddtool.selection.base import SelectionStrategy
 from ddtool.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -133,7 +134,7 @@ def test_idc_outer_loop_lowers_matching_loss(make_ctx, digits):
     torch.manual_seed(0)
     fixed = ctx.fresh_net()
 
-    class Fixed:  # the outer loop's network: always the same one
+    class Fixed(SelectionStrategy):  # the outer loop's network: always the same one
         def select(self, ctx, it):
             return copy.deepcopy(fixed)
 

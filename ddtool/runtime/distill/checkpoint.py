@@ -1,8 +1,10 @@
 """The resumable state of a distill run: taken between two iterations, stored as a checkpoint
-blob listed in the run record, put back by ``--resume`` (:mod:`ddtool.runtime.resume`)."""
+blob listed in the run record, and where a run starts (:class:`StartPoint`: the start of a fresh
+run, or a checkpoint that ``--resume`` found, :mod:`ddtool.runtime.distill.resuming`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,6 +14,44 @@ from ddtool.selection.base import SelectionStrategy
 from ddtool.store import Store
 from ddtool.store.meta import checkpoint_metadata
 from ddtool.synthetic import LEARNED_LR_STATE, SyntheticSet
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """Where a distill run starts: iteration 0 of a fresh run (the default), or a checkpoint of an
+    earlier run that ``--resume`` continues. The loop consumes it as it is; it calls nothing back."""
+
+    iteration: int = 0
+    seconds: float = 0.0  # what the runs before spent reaching ``iteration`` (a resume goes on counting)
+    # the checkpoint's tensors (:func:`state`: images, optimizer, selection and RNG state); None: the
+    # run's own start (a fresh run, or a resume of a run that wrote no readable checkpoint)
+    state: dict[str, torch.Tensor] | None = None
+    parent: str | None = None  # the id of the run it continues (None: a fresh run)
+    checkpoint: dict[str, Any] | None = None  # the parent's checkpoint entry ({iteration, digest, seconds})
+    unreadable: tuple[str, ...] = ()  # checkpoints of the parent that could not be read (digest prefixes)
+
+    def record_fields(self, fields: dict[str, Any]) -> None:
+        """Add to a resumed run's record ``fields`` where it resumes from (``resumed_from``) and the
+        checkpoint it continues (listed with the run that wrote it, and as an input)."""
+        if self.parent is None:
+            return
+        ckpt = self.checkpoint
+        fields["resumed_from"] = {"run": self.parent, "iteration": self.iteration,
+                                  "checkpoint": ckpt["digest"] if ckpt else None}
+        if self.unreadable:
+            fields["resumed_from"]["unreadable_checkpoints"] = list(self.unreadable)
+        if ckpt:
+            fields["checkpoints"].append({**ckpt, "run": ckpt.get("run", self.parent)})
+            fields["inputs"].append({"ref": ckpt["digest"][:12], "digest": ckpt["digest"], "kind": "checkpoint",
+                                     "role": "checkpoint"})
+
+
+def mark_resumed_by(store: Store, parent_id: str, run_id: str) -> None:
+    """Record in run ``parent_id`` that run ``run_id`` resumed it (distill and trajectories runs)."""
+    with store.lock():
+        parent = store.run(parent_id)
+        parent["resumed_by"] = [*parent.get("resumed_by", []), run_id]
+        store.write_run(parent)
 
 
 def state(syn: SyntheticSet, opt: torch.optim.Optimizer, selection: SelectionStrategy,

@@ -1,12 +1,13 @@
 """What a recipe resolves to before any work starts: its plugins, pool, expert trajectories,
-iterations and impl (:func:`plan`, also what ``ddtool distill --dry-run`` prints), and the context
-a matching method then sees (:func:`build_context`)."""
+iterations, impl and class shard (:func:`plan`, an immutable :class:`Plan`, also what ``ddtool
+distill --dry-run`` prints), and the context a matching method then sees, built from the plan
+and the data once (:func:`context_of`; :func:`build_context` for tests and benchmarks)."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import torch
 
@@ -16,12 +17,15 @@ from ddtool.data import ImageData
 from ddtool.errors import UsageError
 from ddtool.impl import resolve_impl
 from ddtool.methods.base import MatchingMethod, can_score
-from ddtool.nets import NetSpec
 from ddtool.lookup import build_net
+from ddtool.methods.sharding import ClassShard
+from ddtool.nets import NetSpec
 from ddtool.perturb import PerturbationSchedule
-from ddtool.plugins import registries
+from ddtool.plugins import CONTRACTS, registries
 from ddtool.pool import Pool, newest_compatible
 from ddtool.recipe import DistillSection, Recipe, resolve_method_defaults
+from ddtool.registry import adapt
+from ddtool.runtime import distributed
 from ddtool.selection.base import SelectionStrategy
 from ddtool.store import Artifact, Store
 from ddtool.trajectories import Trajectories, load_trajectories
@@ -49,26 +53,37 @@ def check_registered(recipe: Recipe, *, distill: bool = False) -> None:
         regs.schedule.get(recipe.distill.schedule)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """Everything a recipe resolves to before any work starts (also what --dry-run prints)."""
+    """Everything a recipe resolves to before any work starts (also what --dry-run prints): what a
+    run's context is built from, and what its record and artifact say. Frozen: nothing later in
+    the run re-resolves or rebinds it."""
 
-    method: Any
-    selection: Any
-    schedule: Any
-    options: Any
-    pool: Pool | None
-    pool_artifact: Artifact | None
+    # the recipe with the method's defaults filled in and the trajectories pinned to a version (what
+    # the run records and hashes); its ``origins`` say where each value came from
+    recipe: Recipe
+    net_spec: NetSpec  # the recipe's [net]
+    method: MatchingMethod
+    selection: SelectionStrategy  # the run's own copy (a strategy may hold state)
+    schedule: PerturbationSchedule
+    options: Any  # the method's parse of [distill.options]
     iterations: int
     checkpoint_every: int
-    impl: str
-    # the recipe with the method's defaults filled in (what the run records and hashes)
-    recipe: Recipe | None = None
-    notes: list[str] = field(default_factory=list)  # choices the user should hear about (a pool picked)
-    # expert trajectories, for a method whose options name them (mtt: [distill.options] trajectories)
+    impl: str  # the recipe's distill.impl resolved for the device
+    device: torch.device
+    shard: ClassShard  # this process's share of the classes (one process: all of them)
+    pool: Pool | None = None
+    pool_artifact: Artifact | None = None
+    pool_from: str = ""  # where the pool in use came from, when not the recipe's [distill] pool
+    # expert trajectories, for a method that declares the option naming them (mtt: [distill.options] trajectories)
     trajectories: Trajectories | None = None
     trajectories_artifact: Artifact | None = None
-    pool_from: str = ""  # where the pool in use came from, when not the recipe's [distill] pool
+    notes: tuple[str, ...] = ()  # choices the user should hear about (a pool picked)
+
+    @property
+    def cfg(self) -> DistillSection:
+        """The resolved ``[distill]`` section (``distill.compile`` is the compile decision's input)."""
+        return self.recipe.distill
 
     def describe(self) -> dict[str, Any]:
         out = {
@@ -88,7 +103,6 @@ class Plan:
 
     def settings(self) -> dict[str, dict[str, Any]]:
         """Every resolved ``[distill]`` value and where it came from (``--dry-run``)."""
-        assert self.recipe is not None
         origins = self.recipe.origins
         out = {}
         for key, value in self.recipe.to_dict()["distill"].items():
@@ -125,9 +139,9 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     spec = net_spec_of(recipe)
     build_net(spec, data.channels, data.num_classes, data.resolution)  # a bad [net] fails before any work
     traj = traj_art = None
-    if hasattr(options, "trajectories"):  # a method that matches expert trajectories names them (mtt)
-        traj_art, traj = load_trajectories(store, options.trajectories, data, spec)
-        recipe = _pin_trajectories(recipe, traj_art)
+    if method.trajectories_option is not None:  # a method that matches expert trajectories names them (mtt)
+        traj_art, traj = load_trajectories(store, _trajectories_ref(method, options), data, spec)
+        recipe = _pin_trajectories(recipe, traj_art, method.trajectories_option)
     if selection.scores_candidates and traj is None and not can_score(method):
         raise UsageError(
             f"selection '{selection.name}' ranks candidate networks by the method's matching loss, but method "
@@ -136,7 +150,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     pool = pool_art = None
     # a strategy that draws from a pool draws from the trajectories when the method matches them
     # (dynadistill over mtt's experts): no model pool is needed then
-    needs_pool = selection.needs_pool and not (traj is not None and getattr(selection, "draws_trajectories", False))
+    needs_pool = selection.needs_pool and not (traj is not None and selection.draws_trajectories)
     ref = pool_ref or cfg.pool
     pool_from = "--pool" if pool_ref else ""
     # a pool the recipe names is a suggestion (--pool is not): when it is missing, or none is named,
@@ -170,7 +184,7 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     # the start epochs are those a trajectory method draws from (mtt's max_start_epoch)
     note = selection.plan_note(len(pool) if pool is not None and traj is None else None,
                                len(traj) if traj is not None else None,
-                               getattr(options, "max_start_epoch", None) if traj is not None else None)
+                               method.trajectory_start_epochs(options) if traj is not None else None)
     if note:
         notes.append(note)
     # a method whose multi-formation factor is a setting (IDC) says which one this run uses
@@ -186,18 +200,45 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
     iterations = cfg.iterations or method.default_iterations(cfg.ipc) if method.iterative else 0
     every = cfg.checkpoint_every or max(1, iterations // 10)
     impl = resolve_impl(cfg.impl, device)
-    return Plan(method, selection, schedule, options, pool, pool_art, iterations, every, impl, recipe, notes,
-                traj, traj_art, pool_from)
+    return Plan(recipe=recipe, net_spec=spec, method=method, selection=selection, schedule=schedule, options=options,
+                iterations=iterations, checkpoint_every=every, impl=impl, device=torch.device(device),
+                shard=distributed.class_shard(data.num_classes), pool=pool, pool_artifact=pool_art,
+                pool_from=pool_from, trajectories=traj, trajectories_artifact=traj_art, notes=tuple(notes))
 
 
-def _pin_trajectories(recipe: Recipe, art: Artifact) -> Recipe:
+def _trajectories_ref(method: MatchingMethod, options: Any) -> str:
+    """The trajectories ref the method's declared option holds, or a one-line error when the recipe names none."""
+    key = method.trajectories_option
+    ref = getattr(options, key, None) if options is not None else None  # the option the method declared
+    if not isinstance(ref, str) or not ref:
+        raise UsageError(
+            f"method '{method.name}' matches expert trajectories: set [distill.options] {key} = \"trajectories/NAME\" "
+            "and make them with 'ddtool pretrain --trajectories --recipe RECIPE'")
+    return ref
+
+
+def _pin_trajectories(recipe: Recipe, art: Artifact, option: str) -> Recipe:
     """The recipe naming the trajectories by the version it resolved to (``trajectories/NAME:vN``),
     so the recorded recipe (and ``--resume``) reads the same experts after a newer version is made."""
-    options = {**recipe.distill.options, "trajectories": art.ref}
+    options = {**recipe.distill.options, option: art.ref}
     out = replace(recipe, distill=replace(recipe.distill, options=options))
-    key = "distill.options.trajectories"
+    key = f"distill.options.{option}"
     out.origins = {**recipe.origins, key: f"{recipe.origins.get(key, 'recipe')}, the version in the store"}
     return out
+
+
+def context_of(p: Plan, data: ImageData, *, compile: bool | None = None,
+               on_inner_step: Callable[[], None] | None = None) -> DistillContext:
+    """The :class:`DistillContext` of a run planned as ``p`` on ``data``: everything from the plan,
+    nothing resolved again. ``compile``: whether the run compiles from its start (default: the
+    recipe's ``distill.compile = true``); ``on_inner_step``: the run's progress.
+
+    It builds no network and draws no random numbers: seeding before it keeps a run's draws."""
+    cfg = p.cfg
+    return DistillContext(data=data, cfg=cfg, net_spec=p.net_spec, device=p.device, iterations=p.iterations,
+                          selection=p.selection, schedule=p.schedule, net_builder=build_net, pool=p.pool, options=p.options, impl=p.impl,
+                          compile=cfg.compile is True if compile is None else compile, augment=Augmenter(cfg.augment),
+                          method=p.method, trajectories=p.trajectories, shard=p.shard, on_inner_step=on_inner_step)
 
 
 def build_context(source: Recipe | DistillSection, data: ImageData, device: torch.device | str = "cpu", *,
@@ -206,21 +247,28 @@ def build_context(source: Recipe | DistillSection, data: ImageData, device: torc
                   schedule: PerturbationSchedule | None = None, pool: Pool | None = None, options: Any = None,
                   iterations: int | None = None, impl: str | None = None,
                   augment: Augmenter | None = None, trajectories: Trajectories | None = None) -> DistillContext:
-    """The :class:`DistillContext` a matching method sees when distilling ``data`` as ``source`` says.
+    """A :class:`DistillContext` for tests and benchmarks (a run uses :func:`context_of`).
 
-    ``source`` is a recipe (its ``[distill]`` section, and its ``[net]`` unless ``net_spec`` is
-    given) or a ``[distill]`` section with ``net_spec``. The run's pieces come from ``plan``
-    (:func:`plan`: method, selection, schedule, options, pool, trajectories, iterations, impl); without one a
-    context of its own (tests, benchmarks) gets the section's selection strategy and perturbation
-    schedule from the registries, ``method``'s parse of ``[distill.options]``, one iteration (or
-    ``distill.iterations``) and the section's ``impl`` for the device. The augmentation is the
-    section's. A piece passed by keyword wins over both.
+    With ``plan``: the plan's context (:func:`context_of`), any piece passed by keyword replacing
+    the plan's. Without: ``source`` is a recipe (its ``[distill]`` section, and its ``[net]``
+    unless ``net_spec`` is given) or a ``[distill]`` section with ``net_spec``; the section's keys
+    left to the method take ``method``'s values, and the context gets the section's selection
+    strategy and perturbation schedule from the registries, ``method``'s parse of
+    ``[distill.options]``, one iteration (or ``distill.iterations``), the section's ``impl`` for
+    the device and its augmentation, unless passed by keyword. Hand-built plugin objects are seen
+    through their contracts (``ddtool.plugins.CONTRACTS``).
 
-    It builds no network and draws no random numbers: seeding before it (as ``distill()`` does)
-    keeps a run's draws.
+    It builds no network and draws no random numbers.
     """
-    if plan is not None and plan.recipe is not None and isinstance(source, Recipe):
-        source = plan.recipe  # the method's defaults filled in
+    given = {"method": method, "selection": selection, "schedule": schedule, "pool": pool, "options": options,
+             "iterations": iterations, "impl": impl, "augment": augment, "trajectories": trajectories}
+    for kind in ("method", "selection", "schedule"):
+        if given[kind] is not None:
+            given[kind] = adapt(given[kind], CONTRACTS[kind].base)
+    if plan is not None:
+        ctx = context_of(plan, data)
+        return replace(ctx, **{k: v for k, v in given.items() if v is not None}) if any(
+            v is not None for v in given.values()) else ctx
     if isinstance(source, Recipe):
         cfg, net_spec = source.distill, net_spec or net_spec_of(source)
     elif net_spec is None:
@@ -228,27 +276,20 @@ def build_context(source: Recipe | DistillSection, data: ImageData, device: torc
     else:
         cfg = source
     # keys left to the method (lr_img = 0, batch_real = 0, augment = ""): the method's values
-    chosen = method or (plan.method if plan is not None else None) or MatchingMethod()
+    chosen = given["method"] or MatchingMethod()
     cfg = resolve_method_defaults(Recipe(distill=cfg), chosen.distill_defaults(), chosen.name or "base").distill
-    if plan is not None:
-        method, selection, schedule = _given(method, plan.method), _given(selection, plan.selection), \
-            _given(schedule, plan.schedule)
-        pool, options = _given(pool, plan.pool), _given(options, plan.options)
-        iterations, impl = _given(iterations, plan.iterations), _given(impl, plan.impl)
-        trajectories = _given(trajectories, plan.trajectories)
-    else:
-        if selection is None:  # a copy, as plan() takes: a strategy may hold state
-            selection = copy.deepcopy(registries().selection.get(cfg.selection))
-        if schedule is None:
-            schedule = registries().schedule.get(cfg.schedule)
-        if options is None and method is not None:
-            options = method.parse_options(dict(cfg.options))
-        iterations = _given(iterations, cfg.iterations or 1)
-        impl = _given(impl, resolve_impl(cfg.impl, device))
-    return DistillContext(data=data, cfg=cfg, net_spec=net_spec, device=torch.device(device), iterations=iterations,
-                          selection=selection, schedule=schedule, pool=pool, options=options, impl=impl,
-                          augment=augment if augment is not None else Augmenter(cfg.augment), method=method,
-                          trajectories=trajectories, compile=cfg.compile is True)
+    regs = registries()
+    if given["selection"] is None:  # a copy, as plan() takes: a strategy may hold state
+        given["selection"] = copy.deepcopy(regs.selection.get(cfg.selection))
+    if given["schedule"] is None:
+        given["schedule"] = regs.schedule.get(cfg.schedule)
+    if options is None and method is not None:
+        given["options"] = given["method"].parse_options(dict(cfg.options))
+    defaults = {"iterations": cfg.iterations or 1, "impl": resolve_impl(cfg.impl, device),
+                "augment": Augmenter(cfg.augment)}
+    pieces = {k: defaults[k] if v is None and k in defaults else v for k, v in given.items()}
+    return DistillContext(data=data, cfg=cfg, net_spec=net_spec, device=torch.device(device),
+                          compile=cfg.compile is True, net_builder=build_net, **pieces)
 
 
 def _in_store(store: Store, ref: str) -> bool:
@@ -258,6 +299,3 @@ def _in_store(store: Store, ref: str) -> bool:
         return False
     return True
 
-
-def _given(value: Any, default: Any) -> Any:
-    return default if value is None else value

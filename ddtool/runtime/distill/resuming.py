@@ -1,5 +1,5 @@
-"""``ddtool distill --resume``: which runs can go on, from which checkpoint, and how the new run
-record and its parent point at each other."""
+"""``ddtool distill --resume``: which runs can go on, and from which checkpoint (a
+:class:`~ddtool.runtime.distill.checkpoint.StartPoint` the distill loop consumes)."""
 
 from __future__ import annotations
 
@@ -8,58 +8,23 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
-
-from ddtool.data import ImageData
 from ddtool.errors import DDToolError, UsageError
-from ddtool.progress import Reporter
 from ddtool.recipe import Recipe, recipe_from_record
-from ddtool.runtime.distill.loop import DistillResult, distill
+from ddtool.runtime.distill.checkpoint import StartPoint, mark_resumed_by
 from ddtool.store import Store
 
-
-@dataclass
-class ResumePoint:
-    parent: dict[str, Any]  # the run record being continued
-    checkpoint: dict[str, Any] | None  # its checkpoint entry ({iteration, digest}); None: start over
-    tensors: dict[str, torch.Tensor] | None
-    skipped: list[str]  # checkpoints that could not be read
-
-    @property
-    def iteration(self) -> int:
-        """The iteration the resumed run starts at."""
-        return int(self.checkpoint["iteration"]) if self.checkpoint else 0
-
-    @property
-    def seconds(self) -> float:
-        """Seconds the runs before spent reaching :attr:`iteration` (a resume goes on counting)."""
-        s = self.checkpoint.get("seconds") if self.checkpoint else None
-        return float(s) if isinstance(s, (int, float)) else 0.0
-
-    def note(self, fields: dict[str, Any]) -> None:
-        """Add to the new run record's ``fields`` where it resumes from (``resumed_from``) and the
-        checkpoint it continues (listed with the run that wrote it, and as an input)."""
-        ckpt = self.checkpoint
-        fields["resumed_from"] = {"run": self.parent["id"], "iteration": self.iteration,
-                                  "checkpoint": ckpt["digest"] if ckpt else None}
-        if self.skipped:
-            fields["resumed_from"]["unreadable_checkpoints"] = self.skipped
-        if ckpt:
-            fields["checkpoints"].append({**ckpt, "run": ckpt.get("run", self.parent["id"])})
-            fields["inputs"].append({"ref": ckpt["digest"][:12], "digest": ckpt["digest"], "kind": "checkpoint",
-                                     "role": "checkpoint"})
-
-    def mark_parent(self, store: Store, run_id: str) -> None:
-        """Record in the parent run that ``run_id`` resumed it."""
-        mark_resumed_by(store, self.parent["id"], run_id)
+__all__ = ["Resumption", "mark_resumed_by", "resumable_run", "resumption"]
 
 
-def mark_resumed_by(store: Store, parent_id: str, run_id: str) -> None:
-    """Record in run ``parent_id`` that run ``run_id`` resumed it (distill and trajectories runs)."""
-    with store.lock():
-        parent = store.run(parent_id)
-        parent["resumed_by"] = [*parent.get("resumed_by", []), run_id]
-        store.write_run(parent)
+@dataclass(frozen=True)
+class Resumption:
+    """What ``--resume`` continues: the run's recorded recipe, pool and artifact name, and the
+    :class:`StartPoint` the loop starts from (its last readable checkpoint)."""
+
+    recipe: Recipe
+    start: StartPoint
+    pool_ref: str | None
+    name: str | None
 
 
 def resumable_run(store: Store, run_id: str, command: str = "distill",
@@ -113,16 +78,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def resume(store: Store, run_id: str, data: ImageData, device: torch.device,
-           reporter: Reporter | None = None) -> DistillResult:
-    """Continue an interrupted, failed or crashed distill run from its last readable checkpoint.
-
-    The run's recorded recipe, pool and artifact name are used again; on CPU the result is
-    bit-identical to an uninterrupted run (CUDA kernels need not be deterministic). Seconds go on
-    from the checkpoint's, so checkpoint ``seconds`` and ``wall_seconds`` count the whole run.
-    A new run record is written with ``resumed_from`` (the parent run, iteration and
-    checkpoint); the parent gets ``resumed_by``.
-    """
+def resumption(store: Store, run_id: str) -> Resumption:
+    """Where an interrupted, failed or crashed distill run goes on: its recorded recipe, pool and
+    artifact name, and a :class:`StartPoint` at its last checkpoint that reads back intact
+    (unreadable ones are listed in it); a run without one starts over."""
     parent, recipe = resumable_run(store, run_id)
     entry = tensors = None
     skipped: list[str] = []
@@ -134,6 +93,9 @@ def resume(store: Store, run_id: str, data: ImageData, device: torch.device,
             continue
         entry = candidate
         break
+    seconds = entry.get("seconds") if entry else None
+    start = StartPoint(iteration=int(entry["iteration"]) if entry else 0,
+                       seconds=float(seconds) if isinstance(seconds, (int, float)) else 0.0,
+                       state=tensors, parent=parent["id"], checkpoint=entry, unreadable=tuple(skipped))
     pool_ref = next((i["digest"] for i in parent.get("inputs", []) if i.get("role") == "pool"), None)
-    return distill(store, recipe, data, device, reporter, pool_ref=pool_ref, name=parent.get("artifact_name"),
-                   _resume=ResumePoint(parent, entry, tensors, skipped))
+    return Resumption(recipe, start, pool_ref, parent.get("artifact_name"))

@@ -88,7 +88,7 @@ def flops_per_iteration(store: Store, rec: dict[str, Any], data: ImageData, devi
         pools = [i["digest"] for i in rec.get("inputs", []) if i.get("role") == "pool"]
         p = plan(store, recipe, data, pools[0] if pools else None, device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            ctx, syn, opt = start_run(recipe, data, device, p)
+            ctx, syn, opt = start_run(p, data)
             with FlopCounterMode(display=False) as counter:
                 p.method.step(ctx, syn, opt, 0)
         return float(counter.get_total_flops()), (

@@ -174,7 +174,7 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
                     artifact_kind=TRAJECTORIES_KIND, **fields) as run:
         record = run.record
         if _resume is not None and distributed.is_main():
-            from ddtool.runtime.distill.resuming import mark_resumed_by
+            from ddtool.runtime.distill.checkpoint import mark_resumed_by
 
             mark_resumed_by(store, _resume["id"], run.id)
 

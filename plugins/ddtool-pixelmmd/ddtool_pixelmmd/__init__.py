@@ -31,6 +31,7 @@ class PixelMMD(MatchingMethod):
     name = "pixelmmd"
     description = "linear-kernel MMD in pixel space: match per-class mean images (DM appendix T6)"
     options_type = Options
+    uses_network = False  # no network: neither the selection strategy nor the schedule is asked for one
 
     def default_iterations(self, ipc: int) -> int:
         return 1000
@@ -44,14 +45,6 @@ class PixelMMD(MatchingMethod):
         mr = class_means(x_real.flatten(1), y_real, ctx.num_classes)
         ms = class_means(x_syn.flatten(1), y_syn, ctx.num_classes)
         return ((mr - ms) ** 2).sum()
-
-    def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
-        # no network: neither the selection strategy nor the schedule is asked for one
-        loss = self.loss(ctx, syn)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
 
 
 @hookimpl

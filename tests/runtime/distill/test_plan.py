@@ -48,3 +48,33 @@ def test_a_context_of_its_own_takes_the_sections_pieces(digits) -> None:  # type
                           iterations=5, impl="vectorized", augment=Augmenter("none"))
     assert (given.iterations, given.impl, given.augment.ops, given.method, given.options) == (
         5, "vectorized", (), None, None)
+
+
+def test_the_plan_is_complete_and_immutable(store, digits) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    recipe = load_recipe(None, ["net.width=16", "distill.iterations=7"])
+    p = plan(store, recipe, digits, device=CPU)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.iterations = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.recipe = recipe  # type: ignore[misc]
+    assert isinstance(p.notes, tuple)  # nor can its notes grow
+    # what the run needs is resolved once, here: the net, the device, this process's classes
+    assert p.net_spec == net_spec_of(recipe) and p.device == CPU and p.shard.classes == list(range(10))
+    assert p.cfg is p.recipe.distill and (p.cfg.lr_img, p.cfg.batch_real) == (1.0, 256)  # DM's defaults
+
+
+def test_a_run_context_is_built_from_the_plan_once_and_declares_every_field(store, digits) -> None:  # type: ignore[no-untyped-def]
+    from ddtool.context import DistillContext
+    from ddtool.runtime.distill.planning import context_of
+
+    p = plan(store, load_recipe(None, ["net.width=16"]), digits, device=CPU)
+    ticks: list[int] = []
+    ctx = context_of(p, digits, compile=True, on_inner_step=lambda: ticks.append(1))
+    assert ctx.cfg is p.cfg and ctx.net_spec is p.net_spec and ctx.shard is p.shard and ctx.compile is True
+    ctx.inner_step_done()
+    assert ticks == [1]
+    assert not hasattr(ctx, "__dict__") and "shard" in DistillContext.__slots__  # slots: nothing undeclared
+    with pytest.raises(AttributeError):
+        ctx.undeclared = 1  # type: ignore[attr-defined]

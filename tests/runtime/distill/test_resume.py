@@ -265,3 +265,32 @@ def test_base_strategy_load_state_accepts_nothing_else() -> None:
     SelectionStrategy().load_state({})
     with pytest.raises(DDToolError, match="cannot load it"):
         SelectionStrategy().load_state({"x": torch.zeros(1)})
+
+
+def test_resume_finds_a_start_point_that_the_same_loop_consumes(store: Store, digits, recipe, stop_at) -> None:  # type: ignore[no-untyped-def]
+    from ddtool.runtime.distill.checkpoint import StartPoint
+    from ddtool.runtime.distill import resumption
+
+    full = distill(store, recipe, digits, CPU)
+    with pytest.raises(RunInterrupted) as info:
+        distill(store, recipe, digits, CPU, stop_at(5))  # after iteration index 3: checkpoint at 4
+    r = resumption(store, info.value.run_id)
+    assert isinstance(r.start, StartPoint) and (r.start.iteration, r.start.parent) == (4, info.value.run_id)
+    assert {"images", "momentum", "rng"} <= set(r.start.state) and r.name == "t"
+    assert store.run(info.value.run_id).get("resumed_by") is None  # finding it wrote nothing
+    res = distill(store, r.recipe, digits, CPU, name=r.name, pool_ref=r.pool_ref, start=r.start)
+    _same(res, full)
+    assert len(res.losses) == 2 and store.run(info.value.run_id)["resumed_by"] == [res.run_id]
+
+
+def test_the_loop_does_not_import_resume() -> None:
+    """The distill path is one way: resume produces a start point, the loop never calls back (no cycle)."""
+    import ast
+
+    import ddtool.runtime.distill.loop as loop
+
+    tree = ast.parse(Path(loop.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "ddtool.runtime.distill.loop" not in imported and not any("resume" in (m or "") for m in imported)
+    assert "ddtool.runtime.distill.checkpoint" in imported  # where the start point comes from
