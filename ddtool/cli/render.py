@@ -136,9 +136,10 @@ def listing_rows(store: Store) -> list[dict[str, str]]:
 
 
 def _what(row: dict[str, str]) -> str:
-    """'dm ipc=10' for a set, '5 models' for a pool, '2 experts' for trajectories."""
+    """'dm ipc=10' (or 'idc + random + gaussian ipc=10') for a set, '5 models' for a pool, '2 experts'
+    for trajectories."""
     if row["kind"] == "synthetic":
-        return f"{row['method']} ipc={row['ipc']}"
+        return f"{row['label'] or row['method']} ipc={row['ipc']}"
     noun = "expert" if row["kind"] == "trajectories" else "model"
     return f"{row['n']} {noun}{'' if row['n'] == '1' else 's'}"
 

@@ -208,6 +208,11 @@ class SyntheticMeta:
     def from_metadata(cls, meta: Metadata) -> "SyntheticMeta":
         return cls(signature=DatasetSignature.from_metadata(meta), **_read_fields(_SYNTHETIC_FIELDS, meta))
 
+    @property
+    def method_label(self) -> str:
+        """The method and what set the run apart from it alone (see :func:`method_label`)."""
+        return method_label(self.method, self.selection, self.schedule)
+
     def to_metadata(self) -> dict[str, str]:
         return _write_fields(_SYNTHETIC_FIELDS, self)
 
@@ -340,7 +345,21 @@ def checkpoint_metadata(iteration: int) -> dict[str, str]:
 
 
 # -- listings -----------------------------------------------------------------------------------
+def method_label(method: str | None, selection: str | None, schedule: str | None) -> str:
+    """'idc' for IDC on fresh networks; 'idc + random + gaussian' for Acc-DD's Ours (IDC on a pool,
+    each network perturbed); 'mtt + dynadistill': the selection strategy unless ``scratch`` and the
+    perturbation schedule unless ``none``, so sets made by one method in different ways read apart."""
+    parts = [method or "?"]
+    parts += [selection] if selection and selection != "scratch" else []
+    parts += [schedule] if schedule and schedule != "none" else []
+    return " + ".join(parts)
+
+
 def listing_fields(meta: Metadata) -> dict[str, str]:
-    """The stored text of the fields ``store ls`` shows for any kind: dataset, method, ipc, n."""
-    return {"dataset": meta.get(_SIGNATURE_KEYS["dataset"], "?"), "method": meta.get(_SYNTHETIC_FIELDS["method"][0], ""),
+    """The stored text of the fields ``store ls`` shows for any kind: dataset, method, ipc, n, and a
+    set's :func:`method_label` (``label``)."""
+    method = meta.get(_SYNTHETIC_FIELDS["method"][0], "")
+    label = method_label(method, meta.get(_SYNTHETIC_FIELDS["selection"][0]),
+                         meta.get(_SYNTHETIC_FIELDS["schedule"][0])) if method else ""
+    return {"dataset": meta.get(_SIGNATURE_KEYS["dataset"], "?"), "method": method, "label": label,
             "ipc": meta.get(_SYNTHETIC_FIELDS["ipc"][0], ""), "n": meta.get(_POOL_FIELDS["n"][0], "")}

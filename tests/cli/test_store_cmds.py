@@ -92,3 +92,19 @@ def test_store_ls_at_80_columns_shows_every_ref_whole(put_set, cli, store: Store
         "ref", "kind", "digest", "dataset", "method/ipc", "size"]
     row = next(ln for ln in wide if ln.startswith("synthetic/s:v1"))
     assert row.split()[1:4] == ["synthetic", store.resolve("synthetic/s").digest[:12], "digits"]
+
+
+def test_store_ls_tells_a_method_on_a_perturbed_pool_from_the_method_alone(put_set, cli, store: Store,  # type: ignore[no-untyped-def]
+                                                                           digits) -> None:
+    """Acc-DD's Ours is IDC on a pool with a perturbation: listed (and reported) as such, not as 'idc' (issue 23)."""
+    put_set(store, digits, "plain")
+    tensors, meta = store.read_blob(store.resolve("synthetic/plain").digest)
+    store.put("synthetic", "ours", tensors, {**meta, "ddtool.selection": "random", "ddtool.schedule": "gaussian"})
+    store.put("synthetic", "scratch", tensors, {**meta, "ddtool.selection": "scratch", "ddtool.schedule": "none"})
+    lines = {ln.split()[0]: ln for ln in cli("store", "ls", env={"COLUMNS": "200"}).stdout.splitlines()
+             if ln.startswith("synthetic/")}
+    assert "dm + random + gaussian ipc=2" in lines["synthetic/ours:v1"]
+    assert "dm ipc=2" in lines["synthetic/plain:v1"] and "dm ipc=2" in lines["synthetic/scratch:v1"]
+    rows = {r["ref"]: r for r in json.loads(cli("store", "ls", "--json").stdout)}
+    assert rows["synthetic/ours:v1"]["method"] == "dm"  # the JSON keeps the method apart from the label
+    assert rows["synthetic/ours:v1"]["label"] == "dm + random + gaussian"

@@ -85,7 +85,7 @@ class ReportRow:
     ref: str
     digest: str
     dataset: str
-    method: str
+    method: str  # the method and its selection strategy and schedule when not the plain ones (SyntheticMeta.method_label)
     ipc: int
     factor: int
     recipe_sha256: str | None
@@ -374,7 +374,7 @@ class _Report:
             random_plain = statistics.fmean(a.mean for _, _, a in self.random(data, syn.ipc, spec, plain_cfg))
             ars = metrics.ars(acc.mean, plain, base_mean, random_plain, self.s.gamma)
         return ReportRow(
-            ref=art.ref, digest=art.digest, dataset=data.name, method=info.method or "?", ipc=syn.ipc,
+            ref=art.ref, digest=art.digest, dataset=data.name, method=info.method_label, ipc=syn.ipc,
             factor=syn.factor, recipe_sha256=info.recipe_sha256, net=spec.name, protocol=cfg.protocol,
             epochs=cfg.epochs, accuracy_mean=acc.mean, accuracy_std=acc.std, repeats=len(acc.accuracies),
             random_mean=base_mean, random_std=base_std, random_subsets=len(base), full_mean=full.mean,
