@@ -67,7 +67,7 @@ def test_a_method_without_a_network_is_given_none_by_the_default_step(store: Sto
 
 
 def test_a_method_that_does_not_declare_class_sharded_is_not_split_across_processes(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from ddtool.runtime import distributed
+    from ddtool.runtime.distributed import process_group as distributed
     from ddtool.runtime.distill.loop import _check_world
 
     class Split(Pixels):

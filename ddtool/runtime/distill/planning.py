@@ -25,7 +25,7 @@ from ddtool.plugins import CONTRACTS, registries
 from ddtool.pool import Pool, newest_compatible
 from ddtool.recipe import DistillSection, Recipe, resolve_method_defaults
 from ddtool.registry import adapt
-from ddtool.runtime import distributed
+from ddtool.runtime.distributed import process_group as distributed
 from ddtool.selection.base import SelectionStrategy
 from ddtool.store import Artifact, Store
 from ddtool.trajectories import Trajectories, load_trajectories
