@@ -146,7 +146,11 @@ def render_card(data: dict[str, Any], count: int, soft: dict[str, Any] | None = 
         "size_categories": [_size_category(count)],
         # features in the config, where the folder loader takes them (ClassLabel names for "label");
         # in dataset_info too, where the Hub's viewer reads them
-        "configs": [{"config_name": "default", "data_files": [{"split": SPLIT, "path": f"{SPLIT}/**"}],
+        # the config is named after the set: `datasets` caches a local folder under its name, config
+        # name and a hash of the config alone, so with "default" a folder exported again with another
+        # set (same name, same classes) loaded the first one's cached rows
+        "configs": [{"config_name": f"ddtool-{data['digest'][:12]}",
+                     "data_files": [{"split": SPLIT, "path": f"{SPLIT}/**"}],
                      "features": features}],
         "dataset_info": {"features": features},
         _SECTION: data if not soft else {**data, "soft_labels": soft},

@@ -125,6 +125,48 @@ def test_the_exported_folder_loads_with_datasets(store: Store, digits, shared_se
         assert np.array_equal(np.asarray(ds[i]["image"]), np.asarray(Image.open(out / "train" / rows[i]["file_name"])))
 
 
+SHARING_PAGE = Path(__file__).resolve().parents[3] / "docs" / "sharing.md"
+
+
+def test_the_sharing_pages_python_example_loads_an_exported_folder(store: Store, digits, shared_set, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/sharing.md's Python block, read from the page and run as written beside a folder that
+    ``store export --format hf share/`` made (the page's own command), offline."""
+    datasets = pytest.importorskip("datasets")
+    import re
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))  # not the user's
+    (code,) = re.findall(r"^```python\n(.*?)^```", SHARING_PAGE.read_text(encoding="utf-8"), re.S | re.M)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.chdir(tmp_path)
+    hf.export_hf(store, "synthetic/s", tmp_path / "share")
+    scope: dict[str, object] = {}
+    exec(compile(code, "docs/sharing.md", "exec", dont_inherit=True), scope)  # noqa: S102 - the docs' own code
+    assert scope["ds"]["train"].num_rows == 20  # type: ignore[index]
+    assert scope["ds"]["train"].features["label"].names == digits.classes  # type: ignore[index]
+
+
+def test_a_folder_exported_again_with_another_set_loads_the_new_set(store: Store, digits, put_set,  # type: ignore[no-untyped-def]
+                                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`datasets` caches a local folder by its name and its config: two sets exported in turn to one
+    folder name must not load the first one's cached rows (they did while every card's config was
+    named "default")."""
+    datasets = pytest.importorskip("datasets")
+    import shutil
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    put_set(store, digits, "one", ipc=1)
+    put_set(store, digits, "three", ipc=3)
+    rows = []
+    for name in ("one", "three"):
+        shutil.rmtree("share", ignore_errors=True)
+        hf.export_hf(store, f"synthetic/{name}", Path("share"))
+        rows.append(datasets.load_dataset("share/", cache_dir=str(tmp_path / "hf-cache"))["train"].num_rows)
+    assert rows == [10, 30]
+
+
 @pytest.fixture
 def teacher_export(store: Store, digits, shared_set, tmp_path: Path):  # type: ignore[no-untyped-def]
     """The set exported with soft labels from a one-model pool (a random convnet) at T = 2, and the
