@@ -50,23 +50,14 @@ class Row:
             return "baseline"
         if len(self.diff) < 2:
             return "too few paired seeds"
-        return "outside the noise" if 0 not in _interval(self.diff) else "inside the noise"
+        return "outside the noise" if _excludes_zero(self.diff) else "inside the noise"
 
 
-@dataclass(frozen=True)
-class _Closed:
-    lo: float
-    hi: float
-
-    def __contains__(self, x: float) -> bool:
-        return self.lo <= x <= self.hi
-
-
-def _interval(values: list[float]) -> _Closed:
-    """The 95 % t-interval of the mean over the paired seeds."""
+def _excludes_zero(values: list[float]) -> bool:
+    """Whether the 95 % t-interval of the mean over the paired seeds leaves out 0."""
     m, n = statistics.fmean(values), len(values)
     half = student_t.ppf(0.975, n - 1) * statistics.stdev(values) / n ** 0.5
-    return _Closed(m - half, m + half)
+    return abs(m) > half
 
 
 def read_accuracies(log: Path) -> dict[str, dict[int, float]]:
@@ -84,10 +75,10 @@ def read_accuracies(log: Path) -> dict[str, dict[int, float]]:
 def read_distill_seconds(log: Path) -> dict[str, dict[int, float]]:
     """arm -> seed -> distillation seconds, from times.txt (the last line of each set counts)."""
     out: dict[str, dict[int, float]] = {}
-    line = re.compile(r" (?P<s>\d+)s load=[\d.]+: .* distill .*--name (?P<arm>[a-z_]+)-s(?P<seed>\d+) ")
+    line = re.compile(r" (?P<s>\d+)s load=[\d.]+: .* distill .*--name (?P<arm>[a-z_]+)-s(?P<seed>\d+)\b")
     times = log / "times.txt"
     for text in times.read_text().splitlines() if times.exists() else []:
-        if m := line.search(text + " "):
+        if m := line.search(text):
             out.setdefault(m["arm"], {})[int(m["seed"])] = float(m["s"])
     return out
 
