@@ -91,11 +91,9 @@ def distributed_device(device: str) -> Iterator[Any]:
     from ddtool.runtime.distributed import process_group as distributed
 
     dev = join_processes(device)
-    try:
-        yield dev
-    except BaseException:
-        distributed.shutdown(together=False)  # the others may never come to a last barrier
-        raise
+    # on an error the group is left at exit (join_processes), after guarded has printed the error:
+    # tearing it down here, under a peer that died, could outlast the agent's grace period and lose that line
+    yield dev
     distributed.shutdown()
 
 

@@ -157,6 +157,35 @@ def test_only_the_first_sigterm_interrupts_and_the_old_handler_comes_back() -> N
         signal.signal(signal.SIGTERM, before)
 
 
+def test_a_sigterm_while_a_ddtool_error_is_handled_lets_that_error_finish() -> None:
+    """torchrun's agent sends SIGTERM just after a peer died, while this rank's failed collective is
+    on its error path (record, resume line): the error must not be replaced by a bare interruption.
+    A SIGTERM during another exception's handling (a library's fallback) still interrupts."""
+    from ddtool.errors import DDToolError
+
+    with sigterm_as_interrupt() as term:
+        with pytest.raises(DDToolError, match="peer gone"):
+            try:
+                raise DDToolError("peer gone")
+            except DDToolError:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler runs here, inside the except block
+                raise
+        assert term.deferred and not term.fired
+        with pytest.raises(KeyboardInterrupt):  # once no error is in flight, SIGTERM interrupts again
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    assert term.fired
+    with sigterm_as_interrupt() as term:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                raise ValueError("a fallback")
+            except ValueError:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+    assert term.fired and not term.deferred
+
+
 def test_outside_the_main_thread_nothing_is_installed() -> None:
     before = signal.getsignal(signal.SIGTERM)
     result: dict[str, object] = {}
