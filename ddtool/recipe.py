@@ -125,7 +125,10 @@ class EvalSection:
     # torch.compile the training forward (loop path): true | false | "auto" = when the planned
     # epochs repay compiling (ddtool.runtime.autocompile)
     compile: bool | str = "auto"
-    labels: str = "hard"  # hard: the set's labels | soft: a teacher's softmax(logits / temperature), KL loss x T²
+    # auto: learned when the set carries label vectors, else hard | hard: the class of each image |
+    # learned: the set's own label vectors (softmax of logits), soft cross-entropy |
+    # soft: a teacher's softmax(logits / temperature), KL loss x T²
+    labels: str = "auto"
     teacher: str = ""  # with labels = "soft": pool/NAME[:vN][#i] (model i of a pool; 0 when not given)
     temperature: float = 4.0  # of the soft labels
 
@@ -220,7 +223,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("eval", "repeats"): (lambda v: v >= 1, ">= 1"),
     ("eval", "impl"): _IMPL,
     ("eval", "compile"): (lambda v: v is True or v is False or v == "auto", 'true, false or "auto"'),
-    ("eval", "labels"): (lambda v: v in ("hard", "soft"), "hard or soft"),
+    ("eval", "labels"): (lambda v: v in ("auto", "hard", "learned", "soft"), "auto, hard, learned or soft"),
     ("eval", "temperature"): (lambda v: v > 0, "> 0"),
 }
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ddtool.data import ImageData
 from ddtool.errors import DDToolError
 from ddtool.nets import NetSpec
-from ddtool.store.meta import DatasetSignature, SyntheticMeta
+from ddtool.store.meta import LABEL_KINDS, DatasetSignature, SyntheticMeta
 
 # A method that learns the step size its set should be trained with (MTT's learnable synthetic lr)
 # keeps that value, a 0-d tensor, in its optimizer's state under this key. The run then records
@@ -29,6 +29,11 @@ class SyntheticSet:
     tiles that decode to factor**2 training images of the full resolution. ``info`` is what
     the stored set says about itself (dataset, normalisation, method, provenance); ``digest``
     the artifact it was read from.
+
+    ``soft_labels``: the set's own label vectors, [N, classes] float, one per stored image (its
+    tiles share it), as a method that learns labels leaves them (DATM) or an imported set brings
+    them; ``info.label_kind`` says whether they are logits or probabilities. ``labels`` stays the
+    class of each image (what hard-label evaluation and per-class matching use). None: hard labels only.
     """
 
     images: torch.Tensor
@@ -37,9 +42,23 @@ class SyntheticSet:
     factor: int = 1
     info: SyntheticMeta = field(default_factory=SyntheticMeta)
     digest: str = ""
+    soft_labels: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.soft_labels is not None:
+            check_soft_labels(self.soft_labels, len(self.labels), self.info.label_kind)
 
     def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
         return decode(self.images, self.labels, self.factor)
+
+    def decoded_targets(self) -> torch.Tensor | None:
+        """The set's own labels as training targets: probabilities [decoded N, classes] in fp32, one
+        row per decoded image (``softmax`` of logits); None for a set with hard labels only."""
+        if self.soft_labels is None:
+            return None
+        soft = self.soft_labels.detach().float()
+        probs = torch.softmax(soft, dim=1) if self.info.label_kind == "logits" else soft
+        return probs.repeat_interleave(self.factor * self.factor, dim=0)
 
     @property
     def signature(self) -> DatasetSignature:
@@ -53,15 +72,29 @@ class SyntheticSet:
     def to_artifact(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """(tensors, metadata) to store: ``images`` and ``labels``, and ``info`` with this set's ipc and factor."""
         meta = replace(self.info, ipc=self.ipc, factor=self.factor).to_metadata()
-        return {"images": self.images.detach(), "labels": self.labels}, meta
+        tensors = {"images": self.images.detach(), "labels": self.labels}
+        if self.soft_labels is not None:
+            tensors["soft_labels"] = self.soft_labels.detach().float().contiguous()
+        return tensors, meta
 
     @classmethod
     def from_artifact(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str], digest: str = "") -> "SyntheticSet":
-        """A stored set (or checkpoint) back: ipc from the metadata, else the largest class."""
+        """A stored set (or checkpoint) back: ipc from the metadata, else the largest class. A set
+        stored before sets carried label vectors reads back with ``soft_labels`` None."""
         info = SyntheticMeta.from_metadata(meta)
         labels = tensors["labels"]
         ipc = info.ipc or int(torch.bincount(labels).max())
-        return cls(tensors["images"], labels, ipc, info.factor or 1, info, digest)
+        return cls(tensors["images"], labels, ipc, info.factor or 1, info, digest, tensors.get("soft_labels"))
+
+
+def check_soft_labels(soft: torch.Tensor, n: int, kind: str | None) -> None:
+    """Refuse label vectors that do not fit a set of ``n`` images or say what they are."""
+    if kind not in LABEL_KINDS:
+        raise DDToolError(f"a set's label vectors must say what they are (label_kind {' or '.join(LABEL_KINDS)}); "
+                          f"got {kind!r}")
+    if soft.dim() != 2 or soft.shape[0] != n or not soft.is_floating_point():
+        raise DDToolError(f"a set's label vectors must be a float [{n}, classes] tensor, one per image; "
+                          f"got {str(soft.dtype).removeprefix('torch.')} {list(soft.shape)}")
 
 
 def decode(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,8 +53,9 @@ def eval_cmd(
     batch: Annotated[Optional[int], typer.Option(help="Batch size. \\[default: 256]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first repeat.")] = None,
     labels: Annotated[Optional[str], typer.Option(help=(
-        "hard (the set's labels) or soft (a teacher's softmax(logits / T), KL loss x T²; needs --teacher). "
-        "\\[default: hard; soft when --teacher is given]"))] = None,
+        "auto (learned when the set carries label vectors, else hard), hard (the class of each image), learned "
+        "(the set's own label vectors, e.g. DATM's, soft cross-entropy) or soft (a teacher's softmax(logits / T), "
+        "KL loss x T²; needs --teacher). \\[default: auto; soft when --teacher is given]"))] = None,
     teacher: Annotated[Optional[str], typer.Option(help=(
         "Soft labels' teacher: pool/NAME[:vN]\\[#i] (model i of a pool, default 0), e.g. the pool "
         "'eval --full-data --save-teacher' stores."))] = None,

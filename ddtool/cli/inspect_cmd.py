@@ -153,6 +153,7 @@ def inspect_cmd(
     from ddtool.errors import UsageError
     from ddtool.inspect.chart import check_png_path
     from ddtool.inspect.grid import color_mode_of, fit_terminal, grid_images, render_grid, save_png
+    from ddtool.inspect.label_vectors import label_lines, top_labels
     from ddtool.synthetic import SyntheticSet
 
     if png is not None:
@@ -198,9 +199,13 @@ def inspect_cmd(
             raise UsageError(f"'{art.ref}' does not say which dataset it was made from; --real needs one")
         real_data = load_dataset(syn.signature.dataset, data_root)
     images, labels, real_set = grid_images(syn, decoded, real_data, max_per_class)
+    tops = top_labels(syn)
     if as_json:
         print_json({"ref": art.ref, "digest": art.digest, "shape": list(images.shape), "classes": classes,
-                    "decoded": decoded, "real": real_set is not None})
+                    "decoded": decoded, "real": real_set is not None,
+                    **({"label_kind": syn.info.label_kind,
+                        "top_labels": [{"index": t.index, "label": t.label, "top": t.top, "confidence": t.confidence}
+                                       for t in tops]} if tops else {})})
     else:
         out = _console_for(color)
         mode = "none" if color == "none" else color_mode_of(out.color_system)
@@ -215,6 +220,11 @@ def inspect_cmd(
         out.print(render_grid(images, labels, classes, color=mode, real=real_set, layout=layout), end="")
         if left_out:
             out.print(f"[dim]{left_out}[/]", highlight=False)
+        if tops:  # the set's own label vectors: each image's top class ('=': its own) and confidence
+            out.print(f"[bold]learned labels[/] ({syn.info.label_kind}): top class and confidence per image",
+                      highlight=False)
+            for line in label_lines(tops, classes, max_per_class):
+                out.print(line, highlight=False, soft_wrap=True)
     if png is not None:
         w, h = save_png(images, labels, png, max_per_class=max_per_class, real=real_set, num_classes=len(classes))
         err.print(f"wrote {png} ({w}x{h})", highlight=False)

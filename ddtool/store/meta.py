@@ -171,7 +171,13 @@ _SYNTHETIC_FIELDS = {
     "source_sha256": ("ddtool.source_sha256", _TEXT),
     "source_method": ("ddtool.source_method", _TEXT),
     "learned_lr": ("ddtool.learned_lr", _FLOAT),
+    "label_kind": ("ddtool.label_kind", _TEXT),
 }  # ddtool 0.1 also wrote "ddtool.arch", the name inside "ddtool.net": read past, not written
+
+
+#: What a set's own label vectors hold: raw ``logits`` (trained on as ``softmax(logits)``) or
+#: ``probabilities`` (rows of non-negative numbers summing to 1).
+LABEL_KINDS = ("logits", "probabilities")
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,9 @@ class SyntheticMeta:
     source_method: str | None = None
     # the training step size a method learned with the set (MTT's synthetic lr): eval.lr = "learned"
     learned_lr: float | None = None
+    # what the set's own per-image label vectors are (``soft_labels`` beside ``labels``): one of
+    # LABEL_KINDS; None: the set has none, its labels are the class indices alone
+    label_kind: str | None = None
 
     @classmethod
     def from_metadata(cls, meta: Metadata) -> "SyntheticMeta":

@@ -236,8 +236,10 @@ class _Running:
             signature=DatasetSignature.of(data), method=p.method.name, selection=p.selection.name,
             schedule=p.schedule.name, mean=data.mean, std=data.std, net=p.net_spec.to_json(),
             parents=tuple(art.digest for art, _ in p.inputs()), recipe_sha256=p.recipe.sha256(),
-            seed=p.cfg.seed, iterations=p.iterations, version=__version__, learned_lr=checkpoint.learned_lr(self.opt))
-        stored = SyntheticSet(syn.images, syn.labels, p.cfg.ipc, syn.factor, info)  # the ipc the recipe asked for
+            seed=p.cfg.seed, iterations=p.iterations, version=__version__, learned_lr=checkpoint.learned_lr(self.opt),
+            label_kind=syn.info.label_kind if syn.soft_labels is not None else None)
+        # the ipc the recipe asked for; label vectors when the method learned them
+        stored = SyntheticSet(syn.images, syn.labels, p.cfg.ipc, syn.factor, info, soft_labels=syn.soft_labels)
         # every rank holds the whole set (ddtool.methods.sharding); rank 0 stores it, the others learn its ref
         art = distributed.broadcast_object(self.store.put("synthetic", art_name, *stored.to_artifact())
                                            if self.main else None)

@@ -1,5 +1,9 @@
 """Soft-label evaluation: a teacher network's temperature-scaled outputs as training targets.
 
+``eval.labels = "learned"`` (``"auto"``'s choice for a set that carries label vectors) trains on the
+set's own labels: ``SyntheticSet.soft_labels`` as probabilities (softmax of logits), soft
+cross-entropy at T = 1, their stored bytes charged to the set.
+
 ``eval.labels = "soft"`` trains each evaluation network on ``softmax(teacher(x) / T)`` for every
 training image ``x`` of the set (the decoded images of a factor > 1 set), computed once before
 training, not per augmented batch: these are the labels a set would ship with, so their storage
@@ -14,6 +18,7 @@ networks it trained, so the same ref syntax reads it back).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -29,8 +34,9 @@ from ddtool.pool import Pool
 from ddtool.recipe import EvalSection
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature, PoolMeta
+from ddtool.synthetic import SyntheticSet
 
-LABELS = ("hard", "soft")
+LABELS = ("auto", "hard", "learned", "soft")
 _INDEX = re.compile(r"^(?P<ref>.+?)#(?P<index>\d+)$")
 SOFT_LABEL_DTYPE = torch.float32  # what storage is counted in
 
@@ -123,20 +129,38 @@ def teacher_name(data: ImageData, spec: NetSpec) -> str:
     return f"teacher-{slug}-{spec.name}"
 
 
-def soft_setup(store: Store, cfg: EvalSection, images: torch.Tensor, data: ImageData, device: torch.device
+def resolve_labels(cfg: EvalSection, syn: SyntheticSet, what: str) -> EvalSection:
+    """``cfg`` with ``eval.labels = "auto"`` decided for ``syn`` (learned when it carries label
+    vectors, else hard), so the record says which labels trained; ``learned`` on a set without
+    label vectors is a usage error."""
+    if cfg.labels == "auto":
+        return dataclasses.replace(cfg, labels="learned" if syn.soft_labels is not None else "hard")
+    if cfg.labels == "learned" and syn.soft_labels is None:
+        raise UsageError(f"{what} carries no label vectors (eval.labels = \"learned\" is for sets that learned or "
+                         "imported their labels); use --labels hard, or --labels soft with --teacher")
+    return cfg
+
+
+def soft_setup(store: Store, cfg: EvalSection, syn: SyntheticSet, data: ImageData, device: torch.device
                ) -> tuple[torch.Tensor | None, list[dict[str, str]], dict[str, Any]]:
-    """What an evaluation under ``cfg`` adds for its labels: (the soft targets of
-    ``images`` or None for hard labels, the teacher as a run input, the record's ``soft`` entry:
-    the teacher, its settings and the soft labels' storage in bytes)."""
+    """What an evaluation under ``cfg`` (its labels resolved: :func:`resolve_labels`) adds for its
+    labels: (the soft targets of ``syn``'s decoded images or None for hard labels, the teacher as a
+    run input, the record's ``soft`` entry: where the labels came from and their storage in bytes)."""
     from ddtool.runtime.run_records import io_entry
 
+    if cfg.labels == "learned":
+        targets = syn.decoded_targets()
+        assert targets is not None and syn.soft_labels is not None  # resolve_labels refused a set without
+        return targets, [], {"labels": "learned", "label_kind": syn.info.label_kind,
+                             "soft_label_bytes": storage_bytes(syn.soft_labels.detach().to(SOFT_LABEL_DTYPE)),
+                             "soft_label_dtype": str(SOFT_LABEL_DTYPE).removeprefix("torch.")}
     if cfg.labels == "hard":
         if cfg.teacher:
             raise UsageError(f"eval.teacher is '{cfg.teacher}' but eval.labels is 'hard'; add --labels soft "
                              "(or drop the teacher)")
         return None, [], {}
     teacher = load_teacher(store, cfg.teacher, data, device)
-    targets = soft_targets(teacher.net, images.detach().to(device), cfg.temperature)
+    targets = soft_targets(teacher.net, syn.decoded()[0].detach().to(device), cfg.temperature)
     soft = {**teacher.describe(cfg.temperature), "labels": "soft", "soft_label_bytes": storage_bytes(targets),
             "soft_label_dtype": str(SOFT_LABEL_DTYPE).removeprefix("torch.")}
     return targets, [io_entry(teacher.art, "teacher")], soft

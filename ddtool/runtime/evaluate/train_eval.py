@@ -165,9 +165,10 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     reporter = reporter or Silent()
     cfg = with_learned_lr(cfg, syn.info.learned_lr, label or "the set")
     proto = PROTOCOLS[cfg.protocol]
+    # a teacher's targets are temperature-scaled (Hinton's loss); a set's own learned labels train at T = 1
     settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                              batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix,
-                             temperature=cfg.temperature if targets is not None else 1.0)
+                             temperature=cfg.temperature if targets is not None and cfg.labels == "soft" else 1.0)
     images, labels = syn.decoded()
     images, labels = in_data_normalization(images.detach().to(device), syn, data), \
         (labels if targets is None else targets).to(device)
@@ -232,17 +233,26 @@ def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: 
     art, syn = load_synthetic(store, ref)
     check_data(syn.signature, data, ref)
     spec = net or (NetSpec(cfg.net) if cfg.net else net_of(syn, ref))
-    from ddtool.runtime.evaluate.soft_labels import soft_setup
+    from ddtool.runtime.evaluate.soft_labels import resolve_labels, soft_setup
 
     learned = cfg.lr == LEARNED
     cfg = with_learned_lr(cfg, syn.info.learned_lr, f"'{ref}'")  # the record holds the number trained at
-    targets, teacher_in, soft = soft_setup(store, cfg, syn.decoded()[0], data, device)
+    cfg = resolve_labels(cfg, syn, f"'{ref}'")  # and the labels it trained on
+    targets, teacher_in, soft = soft_setup(store, cfg, syn, data, device)
     return _recorded(store, syn, data, spec, cfg, device, reporter, art.ref,
                      inputs=[io_entry(art, "synthetic"), *teacher_in], fields={"soft": soft} if soft else None,
-                     metrics={**({"lr_from": LEARNED} if learned else {}),
-                              **({"labels": "soft", "teacher": soft["ref"], "temperature": soft["temperature"],
-                                  "soft_label_bytes": soft["soft_label_bytes"]} if soft else {})} or None,
+                     metrics={**({"lr_from": LEARNED} if learned else {}), **_label_metrics(soft)} or None,
                      targets=targets)
+
+
+def _label_metrics(soft: dict[str, Any]) -> dict[str, Any]:
+    """What an eval record's metrics say about soft or learned labels (nothing for hard ones)."""
+    if not soft:
+        return {}
+    if soft["labels"] == "learned":
+        return {"labels": "learned", "label_kind": soft["label_kind"], "soft_label_bytes": soft["soft_label_bytes"]}
+    return {"labels": "soft", "teacher": soft["ref"], "temperature": soft["temperature"],
+            "soft_label_bytes": soft["soft_label_bytes"]}
 
 
 def _recorded(store: Store, syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection,

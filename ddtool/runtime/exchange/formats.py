@@ -5,10 +5,12 @@ Export:
 * ``imagefolder``: one PNG per *training* image (IDC's multi-formation sets are decoded first,
   so a factor-2 set with ipc 10 gives 40 files per class), denormalised to uint8
   (``round-half-up(x * 255)``, like torchvision's ``save_image``), in ``DIR/<class>/NNNN.png``,
-  plus ``DIR/labels.csv`` with the columns ``path,label,class`` (paths relative to DIR).
-* ``npz``: ``images`` float32 normalised exactly as stored (not decoded), ``labels`` int64 and
-  ``metadata``, a one-element string array holding the artifact's metadata as JSON (mean, std,
-  factor, classes...). Loads with ``numpy.load(path, allow_pickle=False)``.
+  plus ``DIR/labels.csv`` with the columns ``path,label,class`` (paths relative to DIR); a set
+  with its own label vectors adds ``DIR/soft_labels.csv``: ``path`` and one probability per class.
+* ``npz``: ``images`` float32 normalised exactly as stored (not decoded), ``labels`` int64, a set's
+  label vectors as ``soft_labels`` float32 [N, classes] (``ddtool.label_kind`` in the metadata says
+  logits or probabilities), and ``metadata``, a one-element string array holding the artifact's
+  metadata as JSON (mean, std, factor, classes...). Loads with ``numpy.load(path, allow_pickle=False)``.
 
 Import takes ``.npz`` (read with ``allow_pickle=False``) or ``.pt`` (read with
 ``torch.load(weights_only=True)``: a dict with ``images``/``labels``, a tuple or list
@@ -17,7 +19,10 @@ used). Images are [N, C, H, W] (or [N, H, W, C]) float or uint8. Float images ar
 already normalised when the file carries ddtool metadata, or when ``normalized`` says so;
 otherwise they are detected by range: all values in [0, 1] means pixels (normalised with the
 dataset's mean and std), anything outside means already normalised. uint8 images are pixels
-in 0..255. Soft labels ([N, classes]) become their argmax.
+in 0..255. Label vectors ([N, classes] floats: as ``labels`` or ``label_syn`` — DATM's learned
+labels — or as ``soft_labels`` beside class indices) are kept as the set's own labels, its classes
+their argmax; they are probabilities when every row is non-negative and sums to 1, else logits
+(a ddtool file's ``ddtool.label_kind`` says which).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ddtool.errors import UsageError
 from ddtool.nets import NetSpec
 from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.store import Artifact, Store
-from ddtool.store.meta import DatasetSignature, SyntheticMeta, exported_metadata
+from ddtool.store.meta import LABEL_KINDS, DatasetSignature, SyntheticMeta, exported_metadata
 from ddtool.store.refs import check_name
 from ddtool.synthetic import SyntheticSet, decode
 from ddtool.version import __version__
@@ -107,6 +112,7 @@ def export_imagefolder(store: Store, ref: str, folder: Path) -> dict[str, Any]:
         names = [f"{i:03d}_{n}" for i, n in enumerate(names)]
     folder.mkdir(parents=True, exist_ok=True)
     rows, counts = [], {}
+    targets = syn.decoded_targets()
     for px, y in zip(pixels, labels.tolist()):
         cls = classes[y] if y < len(classes) else str(y)
         sub = names[y] if y < len(names) else f"class{y}"
@@ -121,10 +127,15 @@ def export_imagefolder(store: Store, ref: str, folder: Path) -> dict[str, Any]:
         w = csv.writer(fh)
         w.writerow(["path", "label", "class"])
         w.writerows(rows)
+    if targets is not None:  # the set's own labels, as probabilities of each decoded image
+        with open(folder / "soft_labels.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", *(f"p_{c}" for c in range(targets.shape[1]))])
+            w.writerows([rel, *(format(v, ".7g") for v in t)] for (rel, _, _), t in zip(rows, targets.tolist()))
     return {"ref": art.ref, "digest": art.digest, "format": "imagefolder", "path": str(folder),
             "files": len(rows), "per_class": {classes[k] if k < len(classes) else str(k): v
                                               for k, v in sorted(counts.items())},
-            "decoded": syn.factor > 1}
+            "decoded": syn.factor > 1, "soft_labels": targets is not None}
 
 
 def export_npz(store: Store, ref: str, path: Path) -> dict[str, Any]:
@@ -141,8 +152,9 @@ def export_npz(store: Store, ref: str, path: Path) -> dict[str, Any]:
     images = syn.images.to(torch.float32).contiguous().numpy()
     labels = syn.labels.to(torch.int64).numpy()
     info = exported_metadata(meta, art.ref, art.digest)
+    extra = {} if syn.soft_labels is None else {"soft_labels": syn.soft_labels.detach().to(torch.float32).numpy()}
     with open(path, "wb") as fh:
-        np.savez(fh, images=images, labels=labels, metadata=np.array([json.dumps(info, sort_keys=True)]))
+        np.savez(fh, images=images, labels=labels, metadata=np.array([json.dumps(info, sort_keys=True)]), **extra)
     out = {"ref": art.ref, "digest": art.digest, "format": "npz", "path": str(path),
            "images": list(images.shape), "factor": syn.factor}
     if syn.signature.zca:  # stored values are whitened: say so (imagefolder un-whitens)
@@ -167,9 +179,11 @@ def _pick(d: dict[str, Any], keys: tuple[str, ...], what: str, path: Path) -> An
     raise UsageError(f"'{path}' has no {what} (looked for {', '.join(keys)}; it has {', '.join(map(str, d))})")
 
 
-def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
-    """(images, labels, ddtool metadata or {}) from a .npz or .pt file, without unpickling."""
+def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str], torch.Tensor | None]:
+    """(images, labels, ddtool metadata or {}, label vectors given beside the labels or None) from
+    a .npz or .pt file, without unpickling."""
     path = Path(path)
+    soft = None
     if not path.is_file():
         raise UsageError(f"file '{path}' not found")
     meta: dict[str, str] = {}
@@ -190,6 +204,8 @@ def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
                 meta = {}
         images = torch.from_numpy(_pick(arrays, _IMAGE_KEYS, "image array", path).copy())
         labels = torch.from_numpy(_pick(arrays, _LABEL_KEYS, "label array", path).copy())
+        if "soft_labels" in arrays:
+            soft = torch.from_numpy(arrays["soft_labels"].copy())
     elif path.suffix in (".pt", ".pth"):
         try:
             with torch.serialization.safe_globals(_numpy_data_globals()):
@@ -208,16 +224,26 @@ def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
             images, labels = _pick(obj, _IMAGE_KEYS, "images", path), _pick(obj, _LABEL_KEYS, "labels", path)
             if isinstance(obj.get("metadata"), dict):
                 meta = {str(k): str(v) for k, v in obj["metadata"].items()}
+            soft = obj.get("soft_labels")
         elif isinstance(obj, (list, tuple)) and len(obj) == 2:
             images, labels = obj
         else:
             raise UsageError(f"'{path}' holds a {type(obj).__name__}; expected a dict with 'images' and 'labels' "
                              "or a pair (images, labels)")
-        if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)):
+        if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)) or not (
+                soft is None or isinstance(soft, torch.Tensor)):
             raise UsageError(f"images and labels in '{path}' must be tensors")
     else:
         raise UsageError(f"cannot import '{path}': use a .npz or .pt file")
-    return images, labels, meta
+    return images, labels, meta, soft
+
+
+def label_kind_of(soft: torch.Tensor) -> str:
+    """``probabilities`` when every row is non-negative and sums to 1 (to float32 precision), else ``logits``."""
+    rows = soft.double().sum(1)
+    if bool((soft >= 0).all()) and bool(torch.allclose(rows, torch.ones_like(rows), atol=1e-4)):
+        return "probabilities"
+    return "logits"
 
 
 def _numpy_data_globals() -> list[Any]:
@@ -262,7 +288,7 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
     if name is not None:
         check_name(name)  # before reading the file, and before the run record
     path = Path(path)
-    images, labels, meta = read_file(path)
+    images, labels, meta, soft = read_file(path)
     try:
         given = SyntheticMeta.from_metadata(meta)  # what a file exported by ddtool says about itself
     except (ValueError, TypeError) as exc:
@@ -276,9 +302,24 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
     if factor > 1:  # stored multi-formation images: each holds factor x factor tiles
         notes.append(f"multi-formation factor {factor} from the file's metadata")
     images = _to_nchw(images, data, path)
-    if labels.dim() == 2 and labels.is_floating_point():
-        labels = labels.argmax(1)
-        notes.append("soft labels were replaced by their argmax")
+    if labels.dim() == 2 and labels.is_floating_point() and soft is None:  # label vectors in place of classes
+        soft, labels = labels, labels.argmax(1)
+        if bool(((soft == 0) | (soft == 1)).all()) and bool((soft.sum(1) == 1).all()):
+            soft = None  # one-hot: nothing beyond the class (DC's files), so no storage charged for it
+            notes.append("one-hot label vectors were read as their classes")
+    if soft is not None:
+        soft = soft.to(torch.float32)
+        if soft.dim() != 2 or soft.shape != (len(images), data.num_classes):
+            raise UsageError(f"label vectors in '{path}' have shape {list(soft.shape)}; need "
+                             f"[{len(images)}, {data.num_classes}] (one per image, one entry per class of '{data.name}')")
+        if not torch.isfinite(soft).all():
+            raise UsageError(f"label vectors in '{path}' contain NaN or infinite values")
+        if given.label_kind is not None and given.label_kind not in LABEL_KINDS:
+            raise UsageError(f"'{path}' says its label vectors are '{given.label_kind}'; ddtool reads "
+                             f"{' or '.join(LABEL_KINDS)}")
+        kind = given.label_kind or label_kind_of(soft)
+        notes.append(f"label vectors kept as the set's own labels ({kind}"
+                     + (", from the file's metadata)" if given.label_kind else ", detected)"))
     if labels.dim() != 1 or len(labels) != len(images):
         raise UsageError(f"labels in '{path}' have shape {list(labels.shape)}; need [{len(images)}]")
     if labels.is_floating_point():
@@ -316,8 +357,9 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
     info = SyntheticMeta(
         signature=DatasetSignature.of(data), method="imported", mean=data.mean, std=data.std,
         net=given.net or NetSpec("convnet").to_json(), parents=(), iterations=0, version=__version__,
-        source=path.name, source_sha256=digest, source_method=given.method or None)
-    syn = SyntheticSet(stored.contiguous(), labels, ipc, factor, info)
+        source=path.name, source_sha256=digest, source_method=given.method or None,
+        label_kind=kind if soft is not None else None)
+    syn = SyntheticSet(stored.contiguous(), labels, ipc, factor, info, soft_labels=soft)
     # the run began with reading the file
     with run_record(store, "import", elapsed=time.perf_counter() - start,
                     source={"path": str(path), "sha256": digest, "detected": detected},

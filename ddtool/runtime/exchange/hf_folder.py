@@ -42,6 +42,7 @@ from ddtool.runtime.run_records import io_entry, run_record
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import PoolMeta, SyntheticMeta
 from ddtool.store.refs import check_name
+from ddtool.synthetic import SyntheticSet
 
 CARD = "README.md"
 SPLIT = "train"
@@ -197,7 +198,10 @@ def render_card(data: dict[str, Any], count: int, soft: dict[str, Any] | None = 
                   f"- HLR {_pct(rep.get('hlr'))}, IOR {_pct(rep.get('ior'))}, LRS {_num(rep.get('lrs'), '.1f')}",
                   f"- cost: distillation {_num(rep.get('distill_seconds'), '.1f')} s on {rep.get('device') or '?'}, "
                   f"{_num(rep.get('flops'), '.3g')} FLOP; storage {rep.get('storage_bytes')} bytes"]
-    if soft:
+    if soft and soft.get("learned"):
+        lines += ["", f"`soft_label` holds the set's own learned labels (stored as {soft['label_kind']}) as "
+                      "probabilities for each image; `label` is the class each image was made for."]
+    elif soft:
         lines += ["", f"`soft_label` holds the teacher `{soft['teacher']}`'s softmax outputs at temperature "
                       f"{soft['temperature']} for each image."]
     lines += ["", "## Use", "", "```python", "from datasets import load_dataset", "",
@@ -237,7 +241,7 @@ def read_card(folder: Path) -> dict[str, Any]:
 
 
 # -- export -------------------------------------------------------------------------------------
-def _soft_labels(store: Store, images: torch.Tensor, dataset: str, teacher: str, temperature: float,
+def _soft_labels(store: Store, syn: SyntheticSet, dataset: str, teacher: str, temperature: float,
                  data_root: str | Path | None) -> tuple[torch.Tensor, dict[str, Any]]:
     from ddtool.lookup import load_dataset
     from ddtool.recipe import EvalSection
@@ -245,7 +249,7 @@ def _soft_labels(store: Store, images: torch.Tensor, dataset: str, teacher: str,
 
     data = load_dataset(dataset, data_root)
     cfg = EvalSection(labels="soft", teacher=teacher, temperature=temperature)
-    targets, _, soft = soft_setup(store, cfg, images, data, torch.device("cpu"))
+    targets, _, soft = soft_setup(store, cfg, syn, data, torch.device("cpu"))
     if targets is None:  # soft_setup gives none only for hard labels, which cfg does not ask for
         raise DDToolError(f"teacher '{teacher}' gave no soft labels")
     keep = ("ref", "digest", "model", "temperature")
@@ -261,8 +265,6 @@ def export_hf(store: Store, ref: str, folder: Path, report: dict[str, Any] | lis
     refused in one line when none is). ``teacher``: also write each image's soft label from that
     teacher (``pool/NAME[:vN][#i]``) at ``temperature``.
     """
-    from ddtool.synthetic import SyntheticSet, decode
-
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise UsageError(f"'{folder}' exists and is not an empty folder; choose a new one")
@@ -275,10 +277,11 @@ def export_hf(store: Store, ref: str, folder: Path, report: dict[str, Any] | lis
             raise UsageError(f"the report has no row for {art.ref} ({art.digest[:12]}); run "
                              f"'ddtool report {art.ref} --json' and pass that file")
     syn = SyntheticSet.from_artifact(tensors, meta, art.digest)
-    soft = None
+    soft, targets = None, None
     if teacher:
-        images, _ = decode(syn.images.float(), syn.labels, syn.factor)
-        targets, soft = _soft_labels(store, images, syn.signature.dataset or "", teacher, temperature, data_root)
+        targets, soft = _soft_labels(store, syn, syn.signature.dataset or "", teacher, temperature, data_root)
+    elif syn.soft_labels is not None:  # the set's own labels, as probabilities per decoded image
+        targets, soft = syn.decoded_targets(), {"learned": True, "label_kind": syn.info.label_kind}
     try:
         written = export_imagefolder(store, art.digest, folder / SPLIT)  # PNGs and labels.csv, decoded
         labels_csv = folder / SPLIT / "labels.csv"
@@ -288,7 +291,7 @@ def export_hf(store: Store, ref: str, folder: Path, report: dict[str, Any] | lis
         with open(folder / SPLIT / "metadata.jsonl", "w", encoding="utf-8") as fh:
             for i, r in enumerate(rows_):
                 entry: dict[str, Any] = {"file_name": r["path"], "label": int(r["label"])}
-                if soft is not None:
+                if targets is not None:
                     entry["soft_label"] = [round(float(v), 7) for v in targets[i].tolist()]
                 fh.write(json.dumps(entry) + "\n")
         (folder / "ddtool").mkdir()

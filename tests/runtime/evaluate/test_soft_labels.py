@@ -162,7 +162,7 @@ def test_eval_full_data_save_teacher_then_soft_labels_from_it(cli, store: Store,
     (["--teacher", "pool/oracle#x"], "write the model index as a number after '#'"),
     (["--labels", "hard", "--teacher", "pool/oracle"], "eval.labels is 'hard'; add --labels soft"),
     (["--labels", "soft", "--teacher", "pool/oracle", "--temperature", "0"], "eval.temperature must be > 0"),
-    (["--labels", "fuzzy"], "eval.labels must be hard or soft"),
+    (["--labels", "fuzzy"], "eval.labels must be auto, hard, learned or soft"),
     (["--save-teacher"], "--save-teacher stores the full-data networks: add --full-data"),
 ])
 def test_soft_label_usage_errors_are_one_line(cli, store: Store, digits, put_set, args: list[str],  # type: ignore[no-untyped-def]

@@ -110,7 +110,8 @@ def test_import_pt_formats_and_range_detection(cli, store: Store, digits, tmp_pa
     torch.save({"data": [[unit, soft]], "accs_all_exps": {"ConvNet": [np.float64(0.2528), np.arange(3.0)]}},
                tmp_path / "dc.pt")
     out = _ok(cli("store", "import", tmp_path / "dc.pt", "--dataset", "digits", "--json"))
-    assert out["notes"] == ["soft labels were replaced by their argmax"]
+    assert out["notes"] == ["one-hot label vectors were read as their classes"]
+    assert "soft_labels" not in store.load("synthetic/dc")[1]
     assert torch.equal(store.load("synthetic/dc")[1]["labels"], labels)  # exact: integer argmax
     pixels = (unit * 255).round().to(torch.uint8)
     np.savez(tmp_path / "u8.npz", x=pixels.numpy(), y=labels.numpy())
