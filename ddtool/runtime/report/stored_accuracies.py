@@ -35,8 +35,11 @@ class Accuracies(RepeatedAccuracy):
 
 def same_settings(rec: dict[str, Any], spec: NetSpec, cfg: EvalSection) -> bool:
     """Whether an eval record trained ``spec`` under ``cfg``'s protocol, epochs and optimiser.
-    A key a record lacks (an older ddtool's) reads as its default."""
+    A key a record lacks (an older ddtool's) reads as its default. Only hard-label evaluations: one
+    trained on a set's own learned labels (or a teacher's) is another number."""
     if rec.get("command") != "eval" or rec.get("status") != "complete" or "curve" in rec:
+        return False
+    if (rec.get("metrics") or {}).get("labels", "hard") != "hard":
         return False
     if rec.get("net") != {"name": spec.name, "options": spec.options}:
         return False

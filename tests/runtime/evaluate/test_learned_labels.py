@@ -90,6 +90,13 @@ def test_eval_auto_trains_on_a_sets_learned_labels_and_hard_overrides(cli, store
     runs = {r["id"]: r for r in store.runs() if r["command"] == "eval"}
     assert runs[a["run"]]["settings"]["labels"] == "learned" and runs[a["run"]]["metrics"]["labels"] == "learned"
     assert runs[h["run"]]["settings"]["labels"] == "hard" and "labels" not in runs[h["run"]]["metrics"]
+    # the report reads hard-label accuracies back from the store: never the learned-label one
+    from ddtool.recipe import EvalSection
+    from ddtool.runtime.report.stored_accuracies import same_settings
+
+    cfg = EvalSection(epochs=30, batch=32, protocol="dsa")
+    spec = NetSpec("convnet", {"width": 16})
+    assert same_settings(runs[h["run"]], spec, cfg) and not same_settings(runs[a["run"]], spec, cfg)
 
 
 def test_learned_labels_on_a_set_without_them_is_one_usage_line(cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
