@@ -83,11 +83,17 @@ class MatchingMethod:
         return self.factor
 
     def init_synthetic(self, ctx: DistillContext) -> SyntheticSet:
-        """The starting set: real images of each class (``distill.init = "real"``) or noise."""
+        """The starting set: real images of each class (``distill.init = "real"``) or noise.
+
+        A method that learns the set's labels too (DATM) returns a set with label vectors
+        (``soft_labels``, a leaf tensor that requires grad, and ``info.label_kind``) and puts them
+        in :meth:`make_optimizer`'s optimizer: the run checkpoints their values with the images,
+        the optimizer's state with its state, and stores them with the set."""
         return init_synthetic(ctx.data, ctx.cfg.ipc, ctx.cfg.init, self.factor, ctx.device)
 
     def make_optimizer(self, ctx: DistillContext, syn: SyntheticSet) -> torch.optim.Optimizer:
-        """The optimizer of the synthetic images (SGD with ``lr_img`` and ``momentum_img``)."""
+        """The optimizer of the synthetic images (SGD with ``lr_img`` and ``momentum_img``); one
+        that learns labels adds them as a parameter group of their own (their lr and momentum)."""
         return torch.optim.SGD([syn.images], lr=ctx.cfg.lr_img, momentum=ctx.cfg.momentum_img)
 
     def loss(self, ctx: DistillContext, syn: SyntheticSet, net: torch.nn.Module) -> torch.Tensor:

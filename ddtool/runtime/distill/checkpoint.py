@@ -56,11 +56,13 @@ def mark_resumed_by(store: Store, parent_id: str, run_id: str) -> None:
 
 def state(syn: SyntheticSet, opt: torch.optim.Optimizer, selection: SelectionStrategy,
           device: torch.device) -> dict[str, torch.Tensor]:
-    """Everything the rest of a run depends on, taken between two iterations: the images, the
-    optimizer state (SGD's buffer of the images as ``momentum``; anything else as
+    """Everything the rest of a run depends on, taken between two iterations: the images (and the
+    set's label vectors when its method learns them: ``soft_labels``), the optimizer state (SGD's buffer of the images as ``momentum``; anything else as
     ``optim.<param index>.<key>``), the selection strategy's ``state()`` (as ``selection.*``) and
     the RNG state (``rng``, plus ``rng.cuda`` on CUDA). Copies, so later steps do not change it."""
     tensors = {"images": syn.images.detach().clone(), "labels": syn.labels, "rng": torch.get_rng_state()}
+    if syn.soft_labels is not None:  # a method that learns labels: their values, as the images'
+        tensors["soft_labels"] = syn.soft_labels.detach().clone()
     if device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     params = [q for group in opt.param_groups for q in group["params"]]
@@ -85,8 +87,14 @@ def restore(tensors: dict[str, torch.Tensor], syn: SyntheticSet, opt: torch.opti
             f"the checkpoint holds images {tuple(tensors['images'].shape)}, but this run makes "
             f"{tuple(syn.images.shape)}; resume with the data the run was started with"
         )
+    if ("soft_labels" in tensors) != (syn.soft_labels is not None) or (
+            syn.soft_labels is not None and tensors["soft_labels"].shape != syn.soft_labels.shape):
+        raise DDToolError("the checkpoint's label vectors do not fit the set this run makes (a method that learns "
+                          "labels, or not); resume with the recipe and plugins the run was started with")
     with torch.no_grad():
         syn.images.copy_(tensors["images"].to(syn.images.device))
+        if syn.soft_labels is not None:
+            syn.soft_labels.copy_(tensors["soft_labels"].to(syn.soft_labels.device))
     params = [q for group in opt.param_groups for q in group["params"]]
     for key, value in tensors.items():
         if key == "momentum":
