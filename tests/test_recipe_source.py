@@ -104,7 +104,7 @@ def test_every_recipe_option_resolves_names(cli, command: list[str], tmp_path: P
 
 def test_unknown_name_from_python_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match="no shipped recipe is named 'nosuch'; shipped: dc, dm"):
+    with pytest.raises(UsageError, match="no shipped recipe is named 'nosuch'; shipped: datm, datm_dynadistill, dc, dm"):
         load_recipe("nosuch")
 
 

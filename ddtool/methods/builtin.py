@@ -8,6 +8,7 @@ from ddtool.methods.dm import DM
 from ddtool.methods.dc import DC, DSA
 from ddtool.methods.dream import DREAM
 from ddtool.methods.idc import IDC
+from ddtool.methods.datm import DATM
 from ddtool.methods.mtt import MTT
 
 
@@ -20,4 +21,5 @@ def ddtool_register_matching_methods(register: RegisterMethod) -> None:
     register(IDC())
     register(Herding())
     register(MTT())
+    register(DATM())
     register(DREAM(), aliases=("dream+", "dreamplus"))

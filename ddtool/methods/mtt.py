@@ -95,9 +95,12 @@ class Student:
 
     def step(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """One SGD step of the cross-entropy on (x, y) from ``theta`` (which must require grad),
-        differentiable with respect to ``theta``, ``x`` and ``lr``."""
+        differentiable with respect to ``theta``, ``x`` and ``lr`` (and ``y`` when it is a set's
+        learned logits, [batch, classes] float: the soft cross-entropy to ``softmax(y)``, DATM's
+        ``SoftCrossEntropy``)."""
         out = functional_call(self.net, unflatten(theta, self.layout), (x,))
-        (grad,) = torch.autograd.grad(F.cross_entropy(out, y), theta, create_graph=True)
+        target = torch.softmax(y, dim=1) if y.is_floating_point() else y
+        (grad,) = torch.autograd.grad(F.cross_entropy(out, target), theta, create_graph=True)
         return theta - lr * grad
 
 
@@ -139,35 +142,38 @@ class _Segment(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, theta: torch.Tensor, images: torch.Tensor, lr: torch.Tensor,  # type: ignore[override]
-                student: Student, labels: torch.Tensor, draws: list[StudentDraw], augment: Augmenter) -> torch.Tensor:
-        ctx.save_for_backward(theta, images, lr)
-        ctx.rest = (student, labels, draws, augment)
+                labels: torch.Tensor, student: Student, draws: list[StudentDraw], augment: Augmenter) -> torch.Tensor:
+        ctx.save_for_backward(theta, images, lr, labels)
+        ctx.rest = (student, draws, augment)
         with torch.enable_grad():
-            end = _run_steps(student, theta.detach(), images.detach(), labels, lr.detach(), draws, augment,
+            end = _run_steps(student, theta.detach(), images.detach(), labels.detach(), lr.detach(), draws, augment,
                              keep_graph=False)
         return end.detach()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        theta, images, lr = ctx.saved_tensors
-        student, labels, draws, augment = ctx.rest
+        theta, images, lr, labels = ctx.saved_tensors
+        student, draws, augment = ctx.rest
+        learned = labels.is_floating_point() and ctx.needs_input_grad[3]  # a set's learned logits (DATM) get one too
         with torch.enable_grad():
             inputs = [t.detach().requires_grad_(True) for t in (theta, images, lr)]
-            end = _run_steps(student, inputs[0], inputs[1], labels, inputs[2], draws, augment, keep_graph=True)
-            grads = torch.autograd.grad(end, inputs, grad, allow_unused=True)
-        return (*grads, None, None, None, None)
+            y = labels.detach().requires_grad_(True) if learned else labels
+            end = _run_steps(student, inputs[0], inputs[1], y, inputs[2], draws, augment, keep_graph=True)
+            grads = torch.autograd.grad(end, [*inputs, *([y] if learned else [])], grad, allow_unused=True)
+        return (*grads[:3], grads[3] if learned else None, None, None, None)
 
 
 def unroll(student: Student, start: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, lr: torch.Tensor,
            draws: list[StudentDraw], augment: Augmenter, mode: str = "plain", segment: int = 10) -> torch.Tensor:
     """The student's parameters after the steps of ``draws`` from ``start``, differentiable with
-    respect to ``images`` and ``lr``; ``mode = "checkpointed"`` recomputes segments of ``segment``
-    steps in the backward pass instead of keeping the whole graph."""
+    respect to ``images`` and ``lr`` (and ``labels`` when they are learned logits); ``mode =
+    "checkpointed"`` recomputes segments of ``segment`` steps in the backward pass instead of
+    keeping the whole graph."""
     theta = start.detach().requires_grad_(True)
     if mode == "plain":
         return _run_steps(student, theta, images, labels, lr, draws, augment, keep_graph=True)
     for s in range(0, len(draws), segment):
-        theta = _Segment.apply(theta, images, lr, student, labels, draws[s:s + segment], augment)
+        theta = _Segment.apply(theta, images, lr, labels, student, draws[s:s + segment], augment)
     return theta
 
 
@@ -236,6 +242,11 @@ class MTT(MatchingMethod):
     def init_synthetic(self, ctx: DistillContext) -> SyntheticSet:
         """The real-image start (as the base class), after the checks that need the context: every
         one fails here, before the run record exists."""
+        self.check_context(ctx)
+        return super().init_synthetic(ctx)
+
+    def check_context(self, ctx: DistillContext) -> None:
+        """What the run's trajectories, selection, schedule and network must be for trajectory matching."""
         o, traj = self.opts(ctx), self._trajectories(ctx)
         last = o.max_start_epoch - 1 + o.expert_epochs
         if last > traj.epochs:
@@ -251,7 +262,6 @@ class MTT(MatchingMethod):
         check_parameters_only(net, "mtt")
         if param_layout(net) != traj.layout:
             raise UsageError("the trajectories' parameters do not fit the recipe's [net]; make them with the same [net]")
-        return super().init_synthetic(ctx)
 
     def make_optimizer(self, ctx: DistillContext, syn: SyntheticSet) -> torch.optim.Optimizer:
         """SGD on the images (``lr_img``) and on the learnable step size (``lr_lr``), both with
@@ -274,12 +284,17 @@ class MTT(MatchingMethod):
         n = syn.images.shape[0]
         batch = o.batch_syn if 0 < o.batch_syn < n else n
         draws = draw_student_steps(n, o.syn_steps, batch, ctx.augment, ctx.data.resolution, ctx.device)
+        labels = self.student_labels(syn)
         if keep_graph:
-            end = unroll(student, start, syn.images, syn.labels, lr, draws, ctx.augment, o.unroll, o.segment)
+            end = unroll(student, start, syn.images, labels, lr, draws, ctx.augment, o.unroll, o.segment)
         else:
-            end = _run_steps(student, start.detach().requires_grad_(True), syn.images, syn.labels, lr, draws,
+            end = _run_steps(student, start.detach().requires_grad_(True), syn.images, labels, lr, draws,
                              ctx.augment, keep_graph=False)
         return trajectory_loss(end, start, target)
+
+    def student_labels(self, syn: SyntheticSet) -> torch.Tensor:
+        """What the student trains on: the classes (DATM: the set's learned logits)."""
+        return syn.labels
 
     def endpoints(self, ctx: DistillContext, seg: Segment) -> tuple[torch.Tensor, torch.Tensor]:
         """The expert's flat parameters at the segment's start epoch and ``expert_epochs`` later, on the device."""
@@ -291,7 +306,8 @@ class MTT(MatchingMethod):
         the draws and arithmetic of the step's unroll, without a graph to the images or the step
         size, so the step replaying the chosen segment from the same RNG state takes this loss."""
         start, target = self.endpoints(ctx, seg)
-        frozen = type(syn)(syn.images.detach(), syn.labels, syn.ipc, syn.factor)
+        frozen = type(syn)(syn.images.detach(), syn.labels, syn.ipc, syn.factor, syn.info,
+                           soft_labels=None if syn.soft_labels is None else syn.soft_labels.detach())
         return float(self.match(ctx, frozen, lr.detach(), start, target, keep_graph=False).detach())
 
     def replays_score(self, ctx: DistillContext, net: nn.Module | None) -> bool:
