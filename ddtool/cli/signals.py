@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import click
+import typer
 
 from ddtool.errors import DDToolError
 
@@ -26,7 +26,7 @@ from ddtool.errors import DDToolError
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
 #: Exceptions that stop a command on their own path (one line, a record, an exit code).
-STOPPING = (DDToolError, SystemExit, click.exceptions.Exit)
+STOPPING = (DDToolError, SystemExit, typer.Exit)  # typer.Exit is click's Exit
 
 
 @dataclass
