@@ -26,7 +26,7 @@ from ddtool.errors import DDToolError
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
 #: Exceptions that stop a command on their own path (one line, a record, an exit code).
-STOPPING = (DDToolError, SystemExit, typer.Exit)  # typer.Exit is click's Exit
+STOPPING = (DDToolError, SystemExit, typer.Exit)  # typer.Exit: what guarded raises to exit
 
 
 @dataclass
