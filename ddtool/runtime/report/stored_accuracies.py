@@ -35,11 +35,8 @@ class Accuracies(RepeatedAccuracy):
 
 def same_settings(rec: dict[str, Any], spec: NetSpec, cfg: EvalSection) -> bool:
     """Whether an eval record trained ``spec`` under ``cfg``'s protocol, epochs and optimiser.
-    A key a record lacks (an older ddtool's) reads as its default. Only hard-label evaluations: one
-    trained on a set's own learned labels (or a teacher's) is another number."""
+    A key a record lacks (an older ddtool's) reads as its default."""
     if rec.get("command") != "eval" or rec.get("status") != "complete" or "curve" in rec:
-        return False
-    if (rec.get("metrics") or {}).get("labels", "hard") != "hard":
         return False
     if rec.get("net") != {"name": spec.name, "options": spec.options}:
         return False
@@ -48,10 +45,12 @@ def same_settings(rec: dict[str, Any], spec: NetSpec, cfg: EvalSection) -> bool:
 
 
 def of_set(digest: str) -> Match:
-    """Eval records of the synthetic set ``digest`` alone."""
+    """Eval records of the synthetic set ``digest`` alone, on its classes (a teacher's soft labels
+    add the teacher as an input; an evaluation on the set's own learned labels is another number)."""
     def match(rec: dict[str, Any]) -> bool:
         inputs = rec.get("inputs") or []
-        return len(inputs) == 1 and inputs[0].get("digest") == digest and inputs[0].get("role") == "synthetic"
+        return (len(inputs) == 1 and inputs[0].get("digest") == digest and inputs[0].get("role") == "synthetic"
+                and (rec.get("metrics") or {}).get("labels") != "learned")
     return match
 
 

@@ -92,11 +92,13 @@ def test_eval_auto_trains_on_a_sets_learned_labels_and_hard_overrides(cli, store
     assert runs[h["run"]]["settings"]["labels"] == "hard" and "labels" not in runs[h["run"]]["metrics"]
     # the report reads hard-label accuracies back from the store: never the learned-label one
     from ddtool.recipe import EvalSection
-    from ddtool.runtime.report.stored_accuracies import same_settings
+    from ddtool.runtime.report.stored_accuracies import of_set, same_settings
 
     cfg = EvalSection(epochs=30, batch=32, protocol="dsa")
     spec = NetSpec("convnet", {"width": 16})
-    assert same_settings(runs[h["run"]], spec, cfg) and not same_settings(runs[a["run"]], spec, cfg)
+    hard_of_set = of_set(store.resolve("synthetic/s").digest)
+    assert same_settings(runs[h["run"]], spec, cfg) and hard_of_set(runs[h["run"]])
+    assert not hard_of_set(runs[a["run"]])
 
 
 def test_learned_labels_on_a_set_without_them_is_one_usage_line(cli, store: Store, digits) -> None:  # type: ignore[no-untyped-def]
