@@ -9,6 +9,7 @@ from ddtool.methods.dc import DC, DSA
 from ddtool.methods.dream import DREAM
 from ddtool.methods.idc import IDC
 from ddtool.methods.mtt import MTT
+from ddtool.methods.ncfm import NCFM
 
 
 @hookimpl
@@ -21,3 +22,4 @@ def ddtool_register_matching_methods(register: RegisterMethod) -> None:
     register(Herding())
     register(MTT())
     register(DREAM(), aliases=("dream+", "dreamplus"))
+    register(NCFM())
