@@ -16,6 +16,8 @@ from ddtool.methods.ncfm import NCFM, SAMPLER, NCFMOptions, PixelAdamW, cf_dista
 from ddtool.recipe import load_recipe
 from ddtool.store import Store
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["distill.method=ncfm", "net.width=8", "distill.ipc=2", "distill.batch_real=16",
