@@ -97,22 +97,22 @@ SAMPLER, SAMPLER_OPT, PLATEAU = "ncfm.sampler", "ncfm.sampler_opt", "ncfm.platea
 class NCFMOptions:
     """``[distill.options]`` of ncfm; the defaults and their sources are in the module docstring."""
 
-    factor: int = 2  # multi-formation factor (condense.factor, yaml:65)
-    alpha: float = 0.5  # weight of the amplitude term (alpha_for_loss, yaml:66)
-    beta: float = 0.5  # weight of the phase term (beta_for_loss, yaml:67)
-    loss_scale: float = 300.0  # NCFM/NCFM.py:78
-    sampling_net: bool = True  # learn t adversarially (paper Eq. 8); false: t ~ N(0, I) (the reference's yaml:62)
-    num_freqs: int = 4096  # frequency arguments per class and step without a sampling network (yaml:63)
+    factor: int = 2  # multi-formation factor (condense.factor, NCFM's config/ipc*/cifar10.yaml:65)
+    alpha: float = 0.5  # weight of the amplitude term (alpha_for_loss, cifar10.yaml:66)
+    beta: float = 0.5  # weight of the phase term (beta_for_loss, cifar10.yaml:67)
+    loss_scale: float = 300.0  # NCFM's NCFM/NCFM.py:78
+    sampling_net: bool = True  # learn t adversarially (paper Eq. 8); false: t ~ N(0, I) (the reference's cifar10.yaml:62)
+    num_freqs: int = 4096  # frequency arguments per class and step without a sampling network (cifar10.yaml:63)
     sampler_freqs: int = 64  # rows of t from the sampling network (SampleNet t_batchsize default)
     sampler_layers: int = 3  # Linear-BatchNorm-activation blocks (SampleNet.py:26)
-    lr_sampling_net: float = 1e-3  # SGD, gradient ascent (yaml:50)
-    momentum_sampling_net: float = 0.5  # mom_img (yaml:49; condense_script.py:22)
-    iter_calib: int = 1  # calibration passes per iteration (yaml:60); 0: none
-    calib_weight: float = 1.0  # yaml:61
-    weight_decay_img: float = 5e-4  # AdamW of the images (train.weight_decay, yaml:31)
+    lr_sampling_net: float = 1e-3  # SGD, gradient ascent (cifar10.yaml:50)
+    momentum_sampling_net: float = 0.5  # mom_img (cifar10.yaml:49; condense_script.py:22)
+    iter_calib: int = 1  # calibration passes per iteration (cifar10.yaml:60); 0: none
+    calib_weight: float = 1.0  # cifar10.yaml:61
+    weight_decay_img: float = 5e-4  # AdamW of the images (train.weight_decay, cifar10.yaml:31)
     blend: bool = True  # blend the model with a fresh init, l ~ U(0, 1) (utils/utils.py:447)
     plateau_patience: int = 500  # iterations without improvement before the image lr halves (Condenser.py:212)
-    plateau_factor: float = 0.5
+    plateau_factor: float = 0.5  # the lr's factor then (Condenser.py:213)
     pixel_lr: bool = True  # AdamW in [0, 1]-pixel units, as the reference
     clamp: bool = True  # clamp the images to the valid pixel range every iteration
 
