@@ -68,6 +68,11 @@ class DistillContext:
     # what the schedule added to the selected network in the latest next_model (state_dict keys),
     # kept only for strategies that write trained networks back (``keeps_trained = True``)
     perturbation: dict[str, torch.Tensor] | None = None
+    # what the run's method keeps across iterations besides the images and their optimizer (NCFM's
+    # sampling network and its optimizer), made when the run starts (the method's init_synthetic or
+    # make_optimizer) and checkpointed through MatchingMethod.state / load_state: per run, never on
+    # the method object, which the registry shares between runs
+    method_state: dict[str, Any] = field(default_factory=dict)
     # the training split on the device, made once (per-step batches are then gathers, not host copies)
     _train: torch.Tensor | None = field(default=None, init=False, repr=False)
     _labels: torch.Tensor | None = field(default=None, init=False, repr=False)

@@ -111,7 +111,7 @@ class DistillSection:
 @dataclass
 class EvalSection:
     net: str = ""  # '' = the net each artifact was distilled with (its own metadata), not the recipe's [net]
-    protocol: str = "dsa"  # dsa: lr x0.1 at half, one DSA op per batch; idc: x0.2 at 2/3 and 5/6, DiffAug chain, CutMix
+    protocol: str = "dsa"  # dsa: lr x0.1 at half, one DSA op per batch; idc: x0.2 at 2/3 and 5/6, DiffAug chain, CutMix; ncfm: AdamW, x0.5 at each fifth, DiffAug chain, CutMix
     epochs: int = 300
     # a number, or "learned": the step size the set records (MTT learns one; its reference evaluates at it)
     lr: float | str = 0.01
@@ -214,7 +214,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("distill", "compile"): (lambda v: v is True or v is False or v == "auto", 'true, false or "auto"'),
     ("distill", "precision"): (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     ("distill", "checkpoint_every"): (lambda v: v >= 0, ">= 0"),
-    ("eval", "protocol"): (lambda v: v in ("dsa", "idc"), "dsa or idc"),
+    ("eval", "protocol"): (lambda v: v in ("dsa", "idc", "ncfm"), "dsa, idc or ncfm"),
     ("eval", "epochs"): (lambda v: v >= 1, ">= 1"),
     ("eval", "lr"): (lambda v: v == LEARNED or (isinstance(v, float) and v > 0), f'> 0 or "{LEARNED}"'),
     ("eval", "momentum"): (lambda v: 0 <= v < 1, "in [0, 1)"),

@@ -35,7 +35,7 @@ def test_overrides_apply_with_types_and_change_the_hash(tiny_recipe: Path) -> No
         ("distill.ipc=0", "distill.ipc must be >= 1"),
         ("distill.lr_img=-1", "distill.lr_img must be > 0"),
         ("eval.epochs=0", "eval.epochs must be >= 1"),
-        ("eval.protocol=\"x\"", "eval.protocol must be dsa or idc"),
+        ("eval.protocol=\"x\"", "eval.protocol must be dsa, idc or ncfm"),
         ("distil.ipc=3", "unknown section or key 'distil'"),
         ("noequals", "write SECTION.KEY=VALUE"),
     ],

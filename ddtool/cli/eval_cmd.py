@@ -46,7 +46,9 @@ def eval_cmd(
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs. \\[default: 300]")] = None,
     protocol: Annotated[Optional[str], typer.Option(help=(
         "dsa (DC/DSA/DM papers: lr x0.1 at half, one DSA operation per batch) or idc (IDC/Acc-DD train.py: "
-        "lr x0.2 at 2/3 and 5/6, flip + colour + one of crop/scale/rotate per batch, CutMix p 0.5)."))] = None,
+        "lr x0.2 at 2/3 and 5/6, flip + colour + one of crop/scale/rotate per batch, CutMix p 0.5) or ncfm (NCFM's "
+        "evaluate.py: AdamW, lr x0.5 at each fifth of the epochs, augmentation and CutMix as idc; its yaml: "
+        "--lr 0.001, weight decay 0.01, batch 128, 2000 epochs)."))] = None,
     lr: Annotated[Optional[str], typer.Option(help=(
         "Learning rate of the trained networks, or 'learned': the step size the set learned and records "
         "(MTT's; its reference evaluates at it). \\[default: 0.01]"), metavar="LR|learned")] = None,

@@ -27,7 +27,7 @@ def report_cmd(
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs per evaluation. \\[default: 300]")] = None,
     repeats: Annotated[Optional[int], typer.Option(help=(
         "Networks per set at least (more when the store holds more under the same settings). \\[default: 5]"))] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="dsa or idc, as for 'ddtool eval'. \\[default: dsa]")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="dsa, idc or ncfm, as for 'ddtool eval'. \\[default: dsa]")] = None,
     net: Annotated[Optional[str], typer.Option(help=(
         "Architecture to train. \\[default: the one each set was distilled with]"))] = None,
     baseline_subsets: Annotated[int, typer.Option(help=(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ddtool.errors import UsageError
+from ddtool.errors import DDToolError, UsageError
 from ddtool.recipe import parse_section
 from ddtool.synthetic import SyntheticSet, init_synthetic
 
@@ -131,6 +131,25 @@ class MatchingMethod:
         if net is not None:
             ctx.selection.after_step(ctx, it, net)
         return float(loss.detach())
+
+    def state(self, ctx: DistillContext) -> dict[str, torch.Tensor]:
+        """Tensors of the run that the method keeps besides the images and their optimizer (which the
+        runtime checkpoints itself), so that ``ddtool distill --resume`` continues identically: NCFM's
+        sampling network. Checkpoints store them as ``method.<key>``; the runtime takes them between
+        two iterations. Keep such state per run in ``ctx.method_state`` (made in ``init_synthetic`` or
+        ``make_optimizer``, which run before a resume restores), not on ``self``: the registry's
+        method object is shared by every run of the process. Default: nothing."""
+        return {}
+
+    def load_state(self, ctx: DistillContext, tensors: dict[str, torch.Tensor]) -> None:
+        """Put back what :meth:`state` returned (``--resume``), after ``init_synthetic`` and
+        ``make_optimizer`` of the resumed run and before the RNG is restored. A method whose
+        ``state`` returns tensors must override this; the default accepts only nothing."""
+        if tensors:
+            raise DDToolError(
+                f"method '{self.name}' saved state in the checkpoint but cannot load it "
+                "(it does not implement load_state); this run cannot be resumed exactly"
+            )
 
     def parse_options(self, raw: dict[str, Any]) -> Any:
         """``[distill.options]`` (less the selection strategy's sub-table) as ``options_type``;

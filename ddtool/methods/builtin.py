@@ -10,6 +10,7 @@ from ddtool.methods.dream import DREAM
 from ddtool.methods.idc import IDC
 from ddtool.methods.datm import DATM
 from ddtool.methods.mtt import MTT
+from ddtool.methods.ncfm import NCFM
 
 
 @hookimpl
@@ -23,3 +24,4 @@ def ddtool_register_matching_methods(register: RegisterMethod) -> None:
     register(MTT())
     register(DATM())
     register(DREAM(), aliases=("dream+", "dreamplus"))
+    register(NCFM())

@@ -26,7 +26,7 @@ from ddtool.runtime.supervised import BatchAugment, TrainSettings, lr_at
 
 def supports(nets: list[nn.Module], settings: TrainSettings) -> bool:
     """Whether the stacked path computes the same thing as the loop for these nets."""
-    if settings.cutmix > 0 or len(nets) < 2:
+    if settings.cutmix > 0 or len(nets) < 2 or settings.optimizer != "sgd":
         return False
     kinds = {type(n) for n in nets}
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for n in nets for m in n.modules())

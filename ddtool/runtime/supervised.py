@@ -46,6 +46,7 @@ class TrainSettings:
     gamma: float = 0.1
     cutmix: float = 0.0  # probability of CutMix per batch (IDC's evaluation)
     temperature: float = 1.0  # of the student's logits when the labels are soft targets ([N, classes] floats)
+    optimizer: str = "sgd"  # sgd (lr, momentum, weight_decay) | adamw (lr, weight_decay; NCFM's evaluation)
 
 
 class BatchAugment(Protocol):
@@ -69,10 +70,21 @@ def lr_at(settings: TrainSettings, epoch: int) -> float:
     return settings.lr * (settings.gamma**drops)
 
 
+def make_optimizer(net: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """The optimizer ``settings.optimizer`` names over the net's parameters."""
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.optimizer != "sgd":
+        raise ValueError(f"unknown optimizer '{settings.optimizer}' (sgd or adamw)")
+    return torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
+                           weight_decay=settings.weight_decay)
+
+
 def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings,
           augment: BatchAugment | None = None, on_epoch: Callable[[int, float], None] | None = None,
           forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> float:
-    """SGD on (images, labels), both already on the net's device; returns the last epoch's loss.
+    """SGD (or ``settings.optimizer``) on (images, labels), both already on the net's device; returns
+    the last epoch's loss.
 
     ``forward(net, x)`` replaces ``net(x)`` (a compiled forward: ``ddtool.compiled.forward_fn``).
 
@@ -80,8 +92,7 @@ def train(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: 
     ``T² · CE(targets, softmax(net(x) / T))``, T = ``settings.temperature`` — Hinton's KD loss up
     to the targets' entropy, a constant, so the gradients are the KL's; at T = 1 on one-hot
     targets it is the hard-label loss exactly."""
-    opt = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum,
-                          weight_decay=settings.weight_decay)
+    opt = make_optimizer(net, settings)
     net.train()
     n = images.shape[0]
     loss_value = float("nan")

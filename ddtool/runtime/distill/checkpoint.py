@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
+from ddtool.context import DistillContext
 from ddtool.errors import DDToolError
+from ddtool.methods.base import MatchingMethod
 from ddtool.selection.base import SelectionStrategy
 from ddtool.store import Store
 from ddtool.store.meta import checkpoint_metadata
@@ -55,11 +57,14 @@ def mark_resumed_by(store: Store, parent_id: str, run_id: str) -> None:
 
 
 def state(syn: SyntheticSet, opt: torch.optim.Optimizer, selection: SelectionStrategy,
-          device: torch.device) -> dict[str, torch.Tensor]:
+          device: torch.device, method: MatchingMethod | None = None,
+          ctx: DistillContext | None = None) -> dict[str, torch.Tensor]:
     """Everything the rest of a run depends on, taken between two iterations: the images (and the
-    set's label vectors when its method learns them: ``soft_labels``), the optimizer state (SGD's buffer of the images as ``momentum``; anything else as
-    ``optim.<param index>.<key>``), the selection strategy's ``state()`` (as ``selection.*``) and
-    the RNG state (``rng``, plus ``rng.cuda`` on CUDA). Copies, so later steps do not change it."""
+    set's label vectors when its method learns them: ``soft_labels``), the optimizer state (SGD's
+    buffer of the images as ``momentum``; anything else as ``optim.<param index>.<key>``), the
+    selection strategy's ``state()`` (as ``selection.*``), the method's ``state(ctx)`` (as
+    ``method.*``, with ``method`` and ``ctx`` given) and the RNG state (``rng``, plus ``rng.cuda``
+    on CUDA). Copies, so later steps do not change it."""
     tensors = {"images": syn.images.detach().clone(), "labels": syn.labels, "rng": torch.get_rng_state()}
     if syn.soft_labels is not None:  # a method that learns labels: their values, as the images'
         tensors["soft_labels"] = syn.soft_labels.detach().clone()
@@ -76,11 +81,15 @@ def state(syn: SyntheticSet, opt: torch.optim.Optimizer, selection: SelectionStr
             tensors[name] = value.detach().clone()
     for key, value in selection.state().items():
         tensors[f"selection.{key}"] = value.detach().clone()
+    if method is not None and ctx is not None:
+        for key, value in method.state(ctx).items():
+            tensors[f"method.{key}"] = value.detach().clone()
     return tensors
 
 
 def restore(tensors: dict[str, torch.Tensor], syn: SyntheticSet, opt: torch.optim.Optimizer,
-            selection: SelectionStrategy, device: torch.device) -> None:
+            selection: SelectionStrategy, device: torch.device, method: MatchingMethod | None = None,
+            ctx: DistillContext | None = None) -> None:
     """Put a checkpoint back: the inverse of :func:`state`. Call it last before the loop (RNG)."""
     if tensors["images"].shape != syn.images.shape or not torch.equal(tensors["labels"].cpu(), syn.labels.cpu()):
         raise DDToolError(
@@ -104,6 +113,9 @@ def restore(tensors: dict[str, torch.Tensor], syn: SyntheticSet, opt: torch.opti
             q = params[int(index)]
             opt.state[q][name] = value if name == "step" else value.to(q.device)
     selection.load_state({k[len("selection."):]: v for k, v in tensors.items() if k.startswith("selection.")})
+    if method is not None and ctx is not None:
+        method.load_state(ctx, {k[len("method."):]: v.to(device) for k, v in tensors.items()
+                                if k.startswith("method.")})
     torch.set_rng_state(tensors["rng"])
     if "rng.cuda" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)

@@ -106,7 +106,7 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
         if start.parent is not None and distributed.is_main():
             checkpoint.mark_resumed_by(store, start.parent, run.id)
         if start.state is not None:  # every rank reads it, none writes
-            checkpoint.restore(start.state, syn, opt, p.selection, p.device)  # last: it sets the RNG state
+            checkpoint.restore(start.state, syn, opt, p.selection, p.device, p.method, ctx)  # last: it sets the RNG state
         running = _Running(store, p, ctx, syn, opt, run, compiler, progress)
         running.iterate(start.iteration, reporter)
         art = running.store_set(data, art_name)
@@ -181,7 +181,8 @@ class _Running:
         """One outer iteration: the method's step, then what the run keeps of it."""
         self.run.where = f"iteration {it}"
         self.progress.ticks = 0
-        self.snapshot = (it, checkpoint.state(self.syn, self.opt, self.p.selection, self.p.device))
+        self.snapshot = (it, checkpoint.state(self.syn, self.opt, self.p.selection, self.p.device,
+                                                  self.p.method, self.ctx))
         self.compiler.before()
         loss = self.counted_step(it) if counted else self.p.method.step(self.ctx, self.syn, self.opt, it)
         self.compiler.after()
@@ -198,7 +199,7 @@ class _Running:
         if (it + 1) % self.p.checkpoint_every == 0 and it + 1 < self.p.iterations and self.main:
             # right after an iteration: the images, optimizer, selection and RNG state determine the rest of the run
             checkpoint.save(self.store, self.run.record, checkpoint.state(self.syn, self.opt, self.p.selection,
-                                                                          self.p.device), it + 1, self.run.elapsed())
+                                                                          self.p.device, self.p.method, self.ctx), it + 1, self.run.elapsed())
 
     def counted_step(self, it: int) -> float:
         """The first iteration of the run, under the FLOP counter (the rest run without it); a

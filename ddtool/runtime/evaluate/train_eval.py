@@ -41,6 +41,7 @@ class Protocol:
     gamma: float
     cutmix: float  # probability per batch
     chain: bool  # True: IDC's DiffAug chain (flip, colour, then one more op); False: one DSA op per batch
+    optimizer: str = "sgd"  # sgd (eval.lr, eval.momentum, eval.weight_decay) | adamw (eval.lr, eval.weight_decay)
 
     def augmenter(self, strategy: str) -> BatchAugment:
         if not self.chain:
@@ -56,6 +57,13 @@ PROTOCOLS = {
     # IDC's and Acc-DD's train.py: MultiStepLR(milestones=[2E//3, 5E//6], gamma=0.2), CutMix
     # p 0.5 (mix_p on CIFAR), DiffAug(batch=False) over the strategy (flip and colour always)
     "idc": Protocol((Fraction(2, 3), Fraction(5, 6)), 0.2, 0.5, True),
+    # NCFM's condenser/evaluate.py (gszfwsb/NCFM de92fb8): AdamW (eval_optimizer: adamw, adamw_lr 1e-3,
+    # no weight decay given: AdamW's 0.01; evaluate.py:45-46), MultiStepLR at 1/5, 2/5, 3/5 and 4/5 of
+    # the epochs with gamma 0.5 (evaluate.py:55-64), CutMix p 0.5 with beta 1 (mixup: cut, mix_p,
+    # beta; utils/train_val.py:29-44), DiffAug(batch=False) over dsa_strategy less cutout (flip and
+    # colour always, then one of crop/scale/rotate; init_script.py:162-163, evaluate.py:75-76).
+    # Its yaml's evaluation_epochs 2000 and batch_size 128 are [eval] epochs and batch (recipes/ncfm.toml).
+    "ncfm": Protocol((Fraction(1, 5), Fraction(2, 5), Fraction(3, 5), Fraction(4, 5)), 0.5, 0.5, True, "adamw"),
 }
 
 
@@ -168,6 +176,7 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     # a teacher's targets are temperature-scaled (Hinton's loss); a set's own learned labels train at T = 1
     settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                              batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix,
+                             optimizer=proto.optimizer,
                              temperature=cfg.temperature if targets is not None and cfg.labels == "soft" else 1.0)
     images, labels = syn.decoded()
     images, labels = in_data_normalization(images.detach().to(device), syn, data), \
