@@ -43,6 +43,7 @@ def _isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "store"
     monkeypatch.setenv("DDTOOL_HOME", str(root))
     monkeypatch.setenv("DDTOOL_DATA", str(tmp_path / "data"))  # dataset caches stay in the test's folder
+    monkeypatch.setenv("DDTOOL_CACHE", str(tmp_path / "cache"))  # so do measured rates and dry-run estimates
     monkeypatch.delenv("DDTOOL_PLUGINS", raising=False)
     return root
 

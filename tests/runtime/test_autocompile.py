@@ -4,6 +4,7 @@ compiler, what the run record says, and a compiled rest of a run within the comp
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import shutil
 
@@ -186,3 +187,96 @@ def test_a_compiled_eval_trains_the_networks_eager_does(digits, monkeypatch):
     assert info["compiled"] is True and "compile_seconds" in info
     for a, b in zip(eager[0].parameters(), compiled[0].parameters()):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+
+
+# -- the machine's measured compile cost (ddtool.runtime.machine) ------------------------------------
+def _auto(monkeypatch, lines: list[str]) -> AutoCompile:
+    monkeypatch.setattr(autocompile, "compiler_present", lambda d: (True, "c++"))
+    monkeypatch.setattr(autocompile, "compiler_usable", lambda d: (True, "avx2"))
+    ac = AutoCompile("auto", CPU, note=lines.append)
+    ac.start()
+    return ac
+
+
+def test_the_first_compile_records_its_seconds_and_eager_rate_and_the_next_decision_uses_them(monkeypatch):
+    from ddtool.runtime import machine
+
+    lines: list[str] = []
+    ac = _auto(monkeypatch, lines)
+    # the counted eager iteration: 100 GFLOP in 2.5 s = 40 GFLOP/s
+    assert ac.decide(56e12, at=0, eager=(100e9, 2.5)) is True
+    assert "assumed: 60 GFLOP/s eager, compile 30 s" in lines[0]
+    assert ac.info["rates"]["compile_from"] == "assumed"
+    clock(monkeypatch, [0.0, 24.0, 30.0, 32.0])  # 24 s then 2 s: 22 s of compiling
+    for _ in range(2):
+        ac.before()
+        ac.after()
+    assert ac.info["compile_seconds"] == 22.0 and ac.info["machine_recorded"] is True
+    got = machine.measured(CPU)
+    assert got.compile_seconds == 22.0 and got.eager_flops_per_s == pytest.approx(40e9)
+    # the file is keyed by device kind, CPU name and torch version
+    saved = json.loads((machine.cache_dir() / machine.MACHINE_FILE).read_text())
+    assert list(saved) == [machine.machine_key(CPU)] and torch.__version__ in machine.machine_key(CPU)
+
+    again: list[str] = []
+    nxt = _auto(monkeypatch, again)
+    assert nxt.decide(56e12, at=0) is True
+    assert "measured here: 40 GFLOP/s eager, compile 22 s" in again[0]
+    assert nxt.info["rates"] == {"eager_flops_per_s": pytest.approx(40e9), "compile_seconds": 22.0,
+                                 "eager_from": "measured", "compile_from": "measured"}
+    # the first measurement stays: a later (warm-cache) compile does not overwrite it
+    assert machine.record(CPU, compile_seconds=3.0) is False and machine.measured(CPU).compile_seconds == 22.0
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"cpu | x": 5}', ""])
+def test_a_corrupt_machine_file_is_ignored(monkeypatch, content):
+    from ddtool.runtime import machine
+
+    path = machine.cache_dir() / machine.MACHINE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    assert machine.measured(CPU) == machine.MachineRates()
+    assert autocompile.rates(CPU).compile_seconds == autocompile.COMPILE_COST["cpu"]
+    lines: list[str] = []
+    assert _auto(monkeypatch, lines).decide(56e12) is True and "assumed" in lines[0]
+
+
+def test_an_unreadable_key_entry_or_bad_values_fall_back_to_the_assumed_constants():
+    from ddtool.runtime import machine
+
+    path = machine.cache_dir() / machine.MACHINE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({machine.machine_key(CPU): {"compile_seconds": -4, "eager_flops_per_s": "fast"}}))
+    r = autocompile.rates(CPU)
+    assert not r.eager_measured and not r.compile_measured and r.eager_flops_per_s == autocompile.EAGER_RATE["cpu"]
+
+
+@pytest.mark.parametrize("compile_s, compiles", [(1e6, False), (0.5, True)])
+def test_the_recorded_compile_cost_flips_the_decision(monkeypatch, compile_s, compiles):
+    from ddtool.runtime import machine
+
+    flops = 10e12  # at the assumed 60 GFLOP/s: ~167 s eager, x 0.3 = 50 s > 30 s: compiles
+    assert pays(flops, CPU)
+    flops_small = 0.2e12  # ~3.3 s eager: never repays the assumed 30 s (1 s saved), repays 0.5 s
+    assert not pays(flops_small, CPU)
+    monkeypatch.setattr(machine, "measured", lambda d: machine.MachineRates(compile_seconds=compile_s))
+    work = flops if not compiles else flops_small
+    lines: list[str] = []
+    ac = _auto(monkeypatch, lines)
+    assert ac.decide(work) is compiles  # the assumed constants would decide the other way
+    assert ac.info["rates"]["compile_from"] == "measured" and ac.info["rates"]["eager_from"] == "assumed"
+    assert f"compile {compile_s:.3g} s (measured here)" in ac.info["reason"]
+    if compiles:
+        assert "60 GFLOP/s eager (assumed), compile 0.5 s (measured here)" in lines[0]
+
+
+def test_the_machine_file_is_written_atomically_and_an_unwritable_cache_changes_nothing(tmp_path, monkeypatch):
+    from ddtool.runtime import machine
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("DDTOOL_CACHE", str(blocker / "cache"))  # a folder that cannot be made
+    assert machine.record(CPU, compile_seconds=5.0) is False and machine.measured(CPU) == machine.MachineRates()
+    monkeypatch.setenv("DDTOOL_CACHE", str(tmp_path / "c"))
+    assert machine.record(CPU, compile_seconds=5.0) is True
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [machine.MACHINE_FILE]  # no temporary left

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -204,15 +205,17 @@ class _Running:
     def counted_step(self, it: int) -> float:
         """The first iteration of the run, under the FLOP counter (the rest run without it); a
         ``compile = "auto"`` run decides here whether the rest compiles."""
+        started = time.perf_counter()
         with FlopCounterMode(display=False) as counter:
             loss = self.p.method.step(self.ctx, self.syn, self.opt, it)
+        seconds = time.perf_counter() - started
         mine = int(counter.get_total_flops())
         # each process counted its share: the run's FLOPs are their sum
         self.run.record["flops_per_iteration"] = sum(distributed.all_gather_object(mine))
         # "auto" decides from the work left (the same on every run of the recipe); across processes
         # from rank 0's share, so that every process runs the same kernels
         self.ctx.compile = distributed.broadcast_object(
-            self.compiler.decide(mine * (self.p.iterations - it - 1), at=it))
+            self.compiler.decide(mine * (self.p.iterations - it - 1), at=it, eager=(mine, seconds)))
         return loss
 
     def interrupted(self) -> RunInterrupted:
