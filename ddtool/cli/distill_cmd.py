@@ -31,7 +31,12 @@ def distill_cmd(
     dataset: Annotated[Optional[str], typer.Option(help="Dataset (overrides \\[data] dataset).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help=(
         "Validate the recipe and print the resolved plan and every \\[distill] value with where it came from "
-        "(recipe, scale.DATASET, --set, the method's default, ipc scaling); run nothing."))] = False,
+        "(recipe, scale.DATASET, --set, the method's default, ipc scaling), then the expected seconds per iteration "
+        "and in total and the peak memory on the device, from two replayed iterations (nothing is stored; a line "
+        "names the fix when the estimate exceeds the device's memory)."))] = False,
+    estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help=(
+        "With --dry-run: probe the run for its time and memory estimate (--no-estimate: the plan only, "
+        "without running any iteration)."))] = True,
     resume: Annotated[Optional[str], typer.Option(
         "--resume", metavar="RUN_ID",
         help="Continue an interrupted or crashed distill run from its last checkpoint, with its recorded recipe.")] = None,
@@ -61,6 +66,12 @@ def distill_cmd(
         p = plan(store, r, data, pool, dev)
         resolved = {"recipe": p.recipe.to_dict(), "recipe_sha256": p.recipe.sha256(), "plan": p.describe(),
                     "device": str(dev), "distill": p.settings(), "notes": p.notes}
+        est = None
+        if estimate:
+            from ddtool.runtime.distill.estimate import estimate_and_keep
+
+            est = estimate_and_keep(p, data, dev)
+            resolved["estimate"] = est.to_dict()
         if as_json:
             print_json(resolved)
             return
@@ -71,6 +82,11 @@ def distill_cmd(
         for key, entry in p.settings().items():
             table.add_row(key, str(entry["value"]), entry["from"])
         console.print(table)
+        if est is not None:
+            from ddtool.runtime.distill.estimate import describe
+
+            for i, line in enumerate(describe(est)):
+                console.print(line if i == 0 else f"[yellow]{line}[/]", markup=i > 0, highlight=False)
         return
     with distributed_device(device) as dev:
         res = distill(store, r, data, dev, RichReporter(), pool_ref=pool)

@@ -72,7 +72,7 @@ def write_json(path: Path, data: dict[str, Any]) -> bool:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
+                json.dump(data, f, indent=1)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -115,3 +115,28 @@ def record(device: torch.device, **values: float | None) -> bool:
         return False
     data[key] = {**entry, **new}
     return write_json(path, data)
+
+
+# -- dry-run estimates, handed to the run that follows --------------------------------------------
+ESTIMATES_FILE = "estimates.json"
+KEEP_ESTIMATES = 50  # the newest, so the file stays small
+
+
+def estimate_key(recipe_sha256: str, dataset: str, device: torch.device | str) -> str:
+    """What a run and its dry-run share: the resolved recipe, the data and the device."""
+    return f"{recipe_sha256} | {dataset} | {device}"
+
+
+def save_estimate(key: str, estimate: dict[str, Any]) -> bool:
+    """Keep a dry-run's estimate under ``key`` (replacing an older one); False when it cannot be written."""
+    path = cache_dir() / ESTIMATES_FILE
+    data = read_json(path)
+    data.pop(key, None)
+    data[key] = estimate  # newest last: JSON objects keep their order
+    return write_json(path, dict(list(data.items())[-KEEP_ESTIMATES:]))
+
+
+def saved_estimate(key: str) -> dict[str, Any] | None:
+    """The estimate a dry-run kept under ``key``, if any (and readable)."""
+    got = read_json(cache_dir() / ESTIMATES_FILE).get(key)
+    return got if isinstance(got, dict) else None

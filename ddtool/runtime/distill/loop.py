@@ -28,10 +28,11 @@ from ddtool.progress import Reporter, Silent
 from ddtool.recipe import Recipe
 from ddtool.runtime.distill import checkpoint
 from ddtool.runtime.distributed import process_group as distributed
+from ddtool.runtime import machine
 from ddtool.runtime.autocompile import AutoCompile
 from ddtool.runtime.distill.checkpoint import StartPoint
 from ddtool.runtime.distill.planning import Plan, context_of, plan
-from ddtool.runtime.run_records import Run, io_entry, run_record
+from ddtool.runtime.run_records import Run, io_entry, peak_memory, run_record
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import DatasetSignature, SyntheticMeta
 from ddtool.synthetic import SyntheticSet
@@ -104,6 +105,9 @@ def distill(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
     ctx, syn, opt = start_run(p, data, compile=compiler.start(), on_inner_step=progress.inner_step)
     with run_record(store, "distill", device, elapsed=start.seconds, **_record_fields(p, art_name, start)) as run:
         run.record["compile"] = compiler.info  # filled in as the run decides (ddtool.runtime.autocompile)
+        # a dry-run's estimate of this recipe, data and device, beside what the run measures (store_set)
+        run.record["estimate"] = {"estimated": machine.saved_estimate(
+            machine.estimate_key(p.recipe.sha256(), data.name, device)), "actual": None}
         if start.parent is not None and distributed.is_main():
             checkpoint.mark_resumed_by(store, start.parent, run.id)
         if start.state is not None:  # every rank reads it, none writes
@@ -158,6 +162,7 @@ class _Running:
     losses: list[float] = field(default_factory=list)
     snapshot: tuple[int, dict[str, torch.Tensor]] | None = None  # (iteration, the state at its start)
     seconds: float = 0.0  # the run's, once its iterations are done
+    iteration_seconds: float | None = None  # mean wall seconds of the outer iterations this process ran
 
     def iterate(self, first: int, reporter: Reporter) -> None:
         """Outer iterations ``first`` .. the plan's last, with progress, checkpoints and the NaN guard."""
@@ -170,8 +175,11 @@ class _Running:
             if first:
                 task.advance(first * self.progress.per)
             try:
+                started = time.perf_counter()
                 for it in range(first, p.iterations):
                     self.iteration(it, counted=it == first)
+                if p.iterations > first:
+                    self.iteration_seconds = (time.perf_counter() - started) / (p.iterations - first)
             except PeerLost as exc:  # a rank died: the run is failed, resumable from its last checkpoint
                 last = checkpoint.last_iteration(self.run.record)
                 where = f"its checkpoint at iteration {last}" if last is not None else "the start (no checkpoint yet)"
@@ -249,6 +257,10 @@ class _Running:
                                            if self.main else None)
         record["outputs"].append(io_entry(art, "synthetic"))
         per_it = record.get("flops_per_iteration")
+        peak = peak_memory(p.device)
+        record["estimate"]["actual"] = {  # what the dry-run's estimate is measured against
+            "seconds_per_iteration": self.iteration_seconds,
+            "peak_memory_bytes": peak.get("peak_cuda_bytes", peak["peak_rss_bytes"])}
         self.run.complete(seconds, flops=per_it * p.iterations if per_it is not None else None,
                           metrics={"final_loss": self.losses[-1] if self.losses else None,
                                    "iterations": p.iterations})

@@ -27,6 +27,7 @@ from ddtool.nets import NetSpec
 from ddtool.progress import Reporter
 from ddtool.recipe import LEARNED, EvalSection, Recipe, recipe_from_record
 from ddtool.runtime.distill import checkpoint
+from ddtool.runtime.distill.estimate import replay
 from ddtool.runtime.distill.planning import net_spec_of, plan
 from ddtool.runtime.evaluate.train_eval import RepeatedAccuracy, check_data, check_eval, evaluate_set, with_learned_lr
 from ddtool.runtime.run_records import run_record
@@ -73,10 +74,6 @@ def _recipe(rec: dict[str, Any]) -> Recipe:
 def flops_per_iteration(store: Store, rec: dict[str, Any], data: ImageData, device: torch.device,
                         budget_s: float = FLOP_BUDGET_S) -> tuple[float | None, str]:
     """(FLOPs of one outer iteration, how they were obtained or why not)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ddtool.runtime.distill.loop import start_run
-
     n = run_iterations(rec)
     if n == 0:
         return None, "not an iterative method: no outer iterations"
@@ -87,11 +84,8 @@ def flops_per_iteration(store: Store, rec: dict[str, Any], data: ImageData, devi
         recipe = _recipe(rec)
         pools = [i["digest"] for i in rec.get("inputs", []) if i.get("role") == "pool"]
         p = plan(store, recipe, data, pools[0] if pools else None, device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            ctx, syn, opt = start_run(p, data)
-            with FlopCounterMode(display=False) as counter:
-                p.method.step(ctx, syn, opt, 0)
-        return float(counter.get_total_flops()), (
+        flops = replay(p, data, device).flops
+        return flops, (
             "FLOPs of outer iteration 1 replayed under torch.utils.flop_counter (matmuls and convolutions, "
             "forward and backward) times the iteration")
     except Exception as exc:  # an estimate must never fail the evaluation

@@ -1,0 +1,188 @@
+"""Estimates before a run: seconds per outer iteration and in total, and the peak memory, from a short probe.
+
+``ddtool distill --dry-run`` replays the run's first outer iterations on the chosen device
+(:func:`replay`, also what ``eval --checkpoints`` counts FLOPs with): iteration 0 under
+``torch.utils.flop_counter`` (its FLOPs), then, while the probe has taken at most
+``PROBE_BUDGET_S``, iterations 1 and 2 timed alone (their median is the per-iteration seconds,
+without the first call's warm-up and the counter's overhead). The probe runs eager, from the run's seed, on a throw-away context: nothing is
+stored. What it measures:
+
+* seconds: the timed iteration's wall seconds, times the planned iterations (eager: a
+  ``compile`` run pays its compile time first and then runs faster; checkpoint writes are not in it);
+* peak memory: on CUDA, the allocator's peak during the probe (``torch.cuda.max_memory_allocated``,
+  the run record's ``peak_cuda_bytes``); on a CPU, the dry-run process's peak resident memory
+  (data, libraries and one iteration's tensors; Linux ``ru_maxrss``, the run record's
+  ``peak_rss_bytes``), which the run itself repeats: an outer iteration frees what it made;
+* the limit it is compared with: the GPU's total memory, or the RAM available now
+  (``MemAvailable`` of ``/proc/meminfo``, plus what this process already holds; none where Linux's
+  files are absent, and then nothing is checked).
+
+Over the limit, one line names the fix (:func:`advice`). The estimate is kept in the user cache
+(:mod:`ddtool.runtime.machine`); a run of the same recipe, data and device copies it into its
+record's ``estimate`` beside what it measured, so the estimator's error is measured
+(``python -m bench.estimates``).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ddtool.data import ImageData
+from ddtool.runtime.distill.planning import Plan
+from ddtool.runtime.run_records import peak_memory
+
+PROBE_BUDGET_S = 10.0  # time a second iteration only when the first (counted) one took at most this
+
+
+@dataclass
+class Replay:
+    """What replaying a run's first outer iterations measured."""
+
+    flops: float  # of iteration 0 (matmuls and convolutions, forward and backward)
+    seconds: list[float]  # wall seconds of each replayed iteration (the first one FLOP-counted)
+    peak_memory_bytes: int | None = None  # when asked for: the device's peak (see the module's doc)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def replay(p: Plan, data: ImageData, device: torch.device, iterations: int = 1, memory: bool = False,
+           budget_s: float = PROBE_BUDGET_S) -> Replay:
+    """Replay the first ``iterations`` outer iterations of the run planned as ``p`` (eager, from
+    its seed, on a throw-away context; the caller's RNG state is left as it was). Iterations after
+    the first run only while the replay has taken at most ``budget_s``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ddtool.runtime.distill.loop import start_run
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if memory and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        ctx, syn, opt = start_run(p, data, compile=False)
+        seconds: list[float] = []
+        _sync(device)
+        t = time.perf_counter()
+        with FlopCounterMode(display=False) as counter:
+            p.method.step(ctx, syn, opt, 0)
+        _sync(device)
+        seconds.append(time.perf_counter() - t)
+        for it in range(1, min(iterations, p.iterations)):
+            if sum(seconds) > budget_s:
+                break
+            t = time.perf_counter()
+            p.method.step(ctx, syn, opt, it)
+            _sync(device)
+            seconds.append(time.perf_counter() - t)
+        peak = None
+        if memory:
+            got = peak_memory(device)
+            peak = got["peak_cuda_bytes"] if device.type == "cuda" else got["peak_rss_bytes"]
+    return Replay(float(counter.get_total_flops()), seconds, peak)
+
+
+def memory_limit(device: torch.device) -> tuple[int | None, str]:
+    """(bytes the run may use on ``device``, what they are): the GPU's total memory; on a CPU the
+    RAM available now plus what this process holds (freed when it exits); None where unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory), f"{torch.cuda.get_device_name(device)} memory"
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        with open("/proc/self/status") as f:
+            rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None, "unknown (no /proc/meminfo)"
+    return avail + rss, "available RAM"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def advice(p: Plan, peak: int, limit: int, limit_what: str) -> str:
+    """One line: the estimate exceeds the limit, and what lowers the run's memory."""
+    fixes = []
+    o = p.options
+    if getattr(o, "unroll", None) == "plain":  # trajectory matching (mtt): the whole unroll's graph is held
+        fixes.append(f'distill.options.unroll = "checkpointed" (memory of distill.options.segment = '
+                     f"{getattr(o, 'segment', 10)} student steps instead of {getattr(o, 'syn_steps', 'all')})")
+    elif getattr(o, "unroll", None) == "checkpointed":
+        fixes.append(f"a smaller distill.options.segment (now {getattr(o, 'segment', '?')})")
+    batches = []
+    if getattr(p.cfg, "batch_real", 0):
+        batches.append(f"distill.batch_real (now {p.cfg.batch_real})")
+    if getattr(o, "batch_syn", None) is not None:
+        batches.append(f"distill.options.batch_syn (now {o.batch_syn or 'the whole set'})")
+    fixes.append("smaller batches" + (f": {', '.join(batches)}" if batches else ""))
+    fixes.append("fewer processes (--nproc: each holds its own copy)" if p.device.type == "cpu"
+                 else "fewer processes per GPU")
+    return f"estimated peak memory {_gib(peak)} exceeds the {limit_what} ({_gib(limit)}); try " + "; ".join(fixes)
+
+
+@dataclass
+class Estimate:
+    """What ``distill --dry-run`` expects of the run (the ``estimate`` of its ``--json``)."""
+
+    seconds_per_iteration: float
+    seconds_total: float
+    iterations: int
+    flops_per_iteration: float
+    peak_memory_bytes: int | None
+    memory_limit_bytes: int | None
+    memory_limit_from: str
+    memory_measures: str
+    fits: bool | None  # None: no limit known
+    advice: str | None
+    probe: str  # how the numbers were obtained
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def estimate(p: Plan, data: ImageData, device: torch.device) -> Estimate:
+    """Probe the run planned as ``p`` (up to three eager iterations, see the module's doc) and extrapolate."""
+    r = replay(p, data, device, iterations=3, memory=True)
+    per_it = statistics.median(r.seconds[1:] or r.seconds)
+    timed = len(r.seconds) - 1
+    probe = (f"{len(r.seconds)} eager iteration(s) replayed on {device}: iteration 0 FLOP-counted, "
+             + (f"the median of {timed} more timed" if timed else "timed (the only one probed)"))
+    limit, limit_what = memory_limit(device)
+    peak = r.peak_memory_bytes
+    fits = None if limit is None or peak is None else peak <= limit
+    measures = ("peak CUDA allocation during the probe (torch.cuda.max_memory_allocated)" if device.type == "cuda"
+                else "peak resident memory of this process through the probe (ru_maxrss: data, libraries, tensors)")
+    return Estimate(seconds_per_iteration=per_it, seconds_total=per_it * p.iterations, iterations=p.iterations,
+                    flops_per_iteration=r.flops, peak_memory_bytes=peak, memory_limit_bytes=limit,
+                    memory_limit_from=limit_what, memory_measures=measures, fits=fits,
+                    advice=advice(p, peak, limit, limit_what) if fits is False and peak and limit else None,
+                    probe=probe, device=str(device))
+
+
+def estimate_and_keep(p: Plan, data: ImageData, device: torch.device) -> Estimate:
+    """:func:`estimate`, kept in the user cache for the run of the same recipe, data and device to
+    record beside what it measures."""
+    from ddtool.runtime import machine
+
+    est = estimate(p, data, device)
+    machine.save_estimate(machine.estimate_key(p.recipe.sha256(), data.name, device), est.to_dict())
+    return est
+
+
+def describe(est: Estimate) -> list[str]:
+    """The dry-run's lines: time, memory, and the advice when it does not fit."""
+    mem = "not measured" if est.peak_memory_bytes is None else _gib(est.peak_memory_bytes)
+    limit = ("" if est.memory_limit_bytes is None
+             else f" of {_gib(est.memory_limit_bytes)} ({est.memory_limit_from})")
+    lines = [f"estimate: {est.seconds_per_iteration:.3g} s per iteration, ~{est.seconds_total:.3g} s for "
+             f"{est.iterations} iterations (eager), peak memory {mem}{limit}; from {est.probe}"]
+    if est.advice:
+        lines.append(est.advice)
+    return lines
