@@ -4,7 +4,10 @@
 (:func:`replay`, also what ``eval --checkpoints`` counts FLOPs with): iteration 0 under
 ``torch.utils.flop_counter`` (its FLOPs), then, while the probe has taken at most
 ``PROBE_BUDGET_S``, iterations 1 and 2 timed alone (their median is the per-iteration seconds,
-without the first call's warm-up and the counter's overhead). The probe runs eager, from the run's seed, on a throw-away context: nothing is
+without the first call's warm-up and the counter's overhead, which doubles IDC's step). A method
+whose iteration is made of inner steps (IDC's inner loops) has its FLOPs counted on the first
+inner step and a timed iteration stopped once past the budget, both scaled to the whole
+iteration, so a dry-run takes seconds rather than an iteration of minutes. The probe runs eager, from the run's seed, on a throw-away context: nothing is
 stored. What it measures:
 
 * seconds: the timed iteration's wall seconds, times the planned iterations (eager: a
@@ -43,9 +46,14 @@ PROBE_BUDGET_S = 10.0  # time a second iteration only when the first (counted) o
 class Replay:
     """What replaying a run's first outer iterations measured."""
 
-    flops: float  # of iteration 0 (matmuls and convolutions, forward and backward)
+    flops: float  # of iteration 0 (matmuls and convolutions, forward and backward), scaled as its seconds
     seconds: list[float]  # wall seconds of each replayed iteration (the first one FLOP-counted)
     peak_memory_bytes: int | None = None  # when asked for: the device's peak (see the module's doc)
+    fraction: float = 1.0  # of iteration 0 that ran: less when it was stopped after some inner steps
+
+
+class _OverBudget(Exception):
+    """Raised from the inner-step callback: the probe has seen enough of iteration 0."""
 
 
 def _sync(device: torch.device) -> None:
@@ -54,37 +62,60 @@ def _sync(device: torch.device) -> None:
 
 
 def replay(p: Plan, data: ImageData, device: torch.device, iterations: int = 1, memory: bool = False,
-           budget_s: float = PROBE_BUDGET_S) -> Replay:
+           budget_s: float = PROBE_BUDGET_S, scaled: bool = False) -> Replay:
     """Replay the first ``iterations`` outer iterations of the run planned as ``p`` (eager, from
-    its seed, on a throw-away context; the caller's RNG state is left as it was). Iterations after
-    the first run only while the replay has taken at most ``budget_s``."""
+    its seed, on a throw-away context; the caller's RNG state is left as it was): iteration 0 under
+    the FLOP counter, the others timed alone, while the replay has taken at most ``budget_s``.
+
+    ``scaled``: a method with inner steps (IDC's inner loops, ``progress_steps``) has its FLOPs
+    counted on iteration 0's first inner step, and a timed iteration stopped once it passes the
+    budget (after two inner steps at least); each is scaled to the whole iteration (its inner steps
+    cost alike: the seconds before the first step, plus the median step times the others)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from ddtool.runtime.distill.loop import start_run
 
+    steps = max(1, p.method.progress_steps(p.options)) if scaled else 1
+    ticks: list[float] = []
+    stop = {"after": 0.0, "ticks": 1}  # stop an iteration at an inner step past "after" (a perf_counter time)
+
+    def inner_step() -> None:
+        ticks.append(time.perf_counter())
+        if steps > len(ticks) >= stop["ticks"] and ticks[-1] > stop["after"]:
+            raise _OverBudget
+
+    def run(it: int) -> float:
+        """Seconds of iteration ``it``, scaled from its inner steps when it was stopped."""
+        ticks.clear()
+        _sync(device)
+        t = time.perf_counter()
+        try:
+            p.method.step(ctx, syn, opt, it)
+        except _OverBudget:
+            gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+            return ticks[0] - t + (statistics.median(gaps) if gaps else ticks[0] - t) * (steps - 1)
+        _sync(device)
+        return time.perf_counter() - t
+
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if memory and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        ctx, syn, opt = start_run(p, data, compile=False)
-        seconds: list[float] = []
-        _sync(device)
-        t = time.perf_counter()
+        ctx, syn, opt = start_run(p, data, compile=False, on_inner_step=inner_step)
+        started = time.perf_counter()
         with FlopCounterMode(display=False) as counter:
-            p.method.step(ctx, syn, opt, 0)
-        _sync(device)
-        seconds.append(time.perf_counter() - t)
+            seconds = [run(0)]  # stopped after its first inner step when scaled (stop["after"] has passed)
+        fraction = min(1.0, len(ticks) / steps) if steps > 1 and len(ticks) < steps else 1.0
         for it in range(1, min(iterations, p.iterations)):
-            if sum(seconds) > budget_s:
+            spent = time.perf_counter() - started
+            if spent > budget_s:
                 break
-            t = time.perf_counter()
-            p.method.step(ctx, syn, opt, it)
-            _sync(device)
-            seconds.append(time.perf_counter() - t)
+            stop.update(after=time.perf_counter() + budget_s - spent, ticks=2)
+            seconds.append(run(it))
         peak = None
         if memory:
             got = peak_memory(device)
             peak = got["peak_cuda_bytes"] if device.type == "cuda" else got["peak_rss_bytes"]
-    return Replay(float(counter.get_total_flops()), seconds, peak)
+    return Replay(float(counter.get_total_flops()) / fraction, seconds, peak, fraction)
 
 
 def memory_limit(device: torch.device) -> tuple[int | None, str]:
@@ -149,11 +180,14 @@ class Estimate:
 
 def estimate(p: Plan, data: ImageData, device: torch.device) -> Estimate:
     """Probe the run planned as ``p`` (up to three eager iterations, see the module's doc) and extrapolate."""
-    r = replay(p, data, device, iterations=3, memory=True)
+    r = replay(p, data, device, iterations=3, memory=True, scaled=True)
     per_it = statistics.median(r.seconds[1:] or r.seconds)
     timed = len(r.seconds) - 1
-    probe = (f"{len(r.seconds)} eager iteration(s) replayed on {device}: iteration 0 FLOP-counted, "
-             + (f"the median of {timed} more timed" if timed else "timed (the only one probed)"))
+    first = ("iteration 0 FLOP-counted" if r.fraction == 1 else
+             f"the first of iteration 0's {round(1 / r.fraction)} inner steps FLOP-counted, scaled to the whole")
+    probe = (f"{len(r.seconds)} eager iteration(s) replayed on {device}: {first}, "
+             + (f"the median of {timed} more timed" if timed else "timed (the only one probed)")
+             + ("; inner steps past the probe's budget scaled from the median step" if r.fraction < 1 else ""))
     limit, limit_what = memory_limit(device)
     peak = r.peak_memory_bytes
     fits = None if limit is None or peak is None else peak <= limit

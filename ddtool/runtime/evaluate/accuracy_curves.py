@@ -84,7 +84,7 @@ def flops_per_iteration(store: Store, rec: dict[str, Any], data: ImageData, devi
         recipe = _recipe(rec)
         pools = [i["digest"] for i in rec.get("inputs", []) if i.get("role") == "pool"]
         p = plan(store, recipe, data, pools[0] if pools else None, device)
-        flops = replay(p, data, device).flops
+        flops = replay(p, data, device, budget_s=float("inf")).flops  # the whole iteration, exactly
         return flops, (
             "FLOPs of outer iteration 1 replayed under torch.utils.flop_counter (matmuls and convolutions, "
             "forward and backward) times the iteration")
