@@ -75,7 +75,7 @@ def distill_cmd(
         if as_json:
             print_json(resolved)
             return
-        console.print_json(data={k: v for k, v in resolved.items() if k != "distill"})
+        console.print_json(data={k: v for k, v in resolved.items() if k not in ("distill", "estimate")})
         table = Table(title=f"\\[distill] as resolved for {p.method.name}")
         for col in ("key", "value", "from"):
             table.add_column(col)
@@ -86,7 +86,7 @@ def distill_cmd(
             from ddtool.runtime.distill.estimate import describe
 
             for i, line in enumerate(describe(est)):
-                console.print(line if i == 0 else f"[yellow]{line}[/]", markup=i > 0, highlight=False)
+                console.print(line if i == 0 else f"[yellow]{line}[/]", markup=i > 0, highlight=False, soft_wrap=True)
         return
     with distributed_device(device) as dev:
         res = distill(store, r, data, dev, RichReporter(), pool_ref=pool)
