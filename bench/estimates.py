@@ -1,0 +1,106 @@
+"""The dry-run estimator's error: ``distill --dry-run`` against the run it estimates, per shipped recipe.
+
+    python -m bench.estimates [--recipes quickstart dm ...] [--all] [--set KEY=VALUE ...] [--store DIR]
+        [--device cpu]
+
+For each recipe, at its own dataset scale (the embedded digits: ``[scale.digits]``): what it needs
+first (``ddtool pretrain``, with ``--trajectories`` for MTT), then ``ddtool distill --dry-run --json``
+and ``ddtool distill --json``, each as its own process (as a user runs them: the dry-run's peak
+resident memory and the run's are each a whole process's), in a fresh store and a fresh
+``DDTOOL_CACHE`` (so the run finds exactly this dry-run's estimate). The run record's ``estimate``
+holds both sides (:mod:`ddtool.runtime.distill.estimate`); this prints them as a Markdown table with
+the ratios actual / estimate. Threads are the processes' own (set ``OMP_NUM_THREADS=1`` for the
+recipes' measured walls' setting). The default recipes are fast ones; ``--all`` runs every shipped
+recipe (tens of minutes on a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from bench.common import add_run_args, bench_store, machine
+
+FAST = ["quickstart", "dm", "dc"]
+
+
+def _ddtool(store: str, cache: str, *args: str) -> tuple[dict[str, Any], float]:
+    """Run ``ddtool --store STORE ARGS --json`` as its own process; (its JSON, its wall seconds)."""
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "ddtool", "--store", store, *args, "--json"], capture_output=True,
+                         text=True, env={**os.environ, "DDTOOL_CACHE": cache})
+    seconds = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"ddtool {' '.join(args)} failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout), seconds
+
+
+def measure(name: str, store: str, sets: list[str], device: str) -> dict[str, Any]:
+    """One recipe: its prerequisite, the dry-run, the run; the run record's estimate and actual."""
+    from ddtool.runtime.recipe_catalog import shipped_recipes
+    from ddtool.store import Store
+
+    info = {r.name: r for r in shipped_recipes()}[name]
+    cache = tempfile.mkdtemp(prefix="ddtool-bench-cache-")
+    extra = [a for s in sets for a in ("--set", s)]
+    if info.first:  # e.g. "ddtool pretrain --trajectories --recipe mtt"
+        _ddtool(store, cache, *info.first.split()[1:], *extra)
+    dry, dry_s = _ddtool(store, cache, "distill", "--recipe", name, *extra, "--device", device, "--dry-run")
+    run, _ = _ddtool(store, cache, "distill", "--recipe", name, *extra, "--device", device)
+    record = Store(store).run(run["run"])
+    est, actual = record["estimate"]["estimated"], record["estimate"]["actual"]
+    if est is None or est != dry["estimate"]:
+        raise SystemExit(f"{name}: the run did not find its dry-run's estimate")
+    return {"recipe": name, "iterations": est["iterations"], "dry_run_s": dry_s, "estimate": est, "actual": actual,
+            "wall_s": record["wall_seconds"], "compiled": record.get("compile", {}).get("compiled")}
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "n/a"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("| recipe | iterations | s/it est. | s/it actual | actual/est. | total s est. | run wall s "
+            "| peak MiB est. | peak MiB actual | actual/est. | dry-run s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        e, a = r["estimate"], r["actual"]
+        mib = lambda n: f"{n / 2**20:.0f}" if n else "n/a"  # noqa: E731
+        lines.append(
+            f"| {r['recipe']} | {r['iterations']} | {e['seconds_per_iteration']:.3g} | "
+            f"{a['seconds_per_iteration']:.3g} | {_ratio(a['seconds_per_iteration'], e['seconds_per_iteration'])} | "
+            f"{e['seconds_total']:.0f} | {r['wall_s']:.0f} | {mib(e['peak_memory_bytes'])} | "
+            f"{mib(a['peak_memory_bytes'])} | {_ratio(a['peak_memory_bytes'], e['peak_memory_bytes'])} | "
+            f"{r['dry_run_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", nargs="+", default=FAST, help=f"shipped recipes to measure (default: {FAST})")
+    ap.add_argument("--all", action="store_true", help="every shipped recipe (tens of minutes on a 2-core CPU)")
+    add_run_args(ap, "override for every recipe (e.g. distill.iterations=50)")
+    args = ap.parse_args(argv)
+    if args.all:
+        from ddtool.runtime.recipe_catalog import shipped_recipes
+
+        args.recipes = [r.name for r in shipped_recipes()]
+    store = str(bench_store(args.store).root)
+    print(f"# bench.estimates, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}, "
+          f"load {os.getloadavg()[0]:.1f}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    rows = []
+    for name in args.recipes:
+        rows.append(measure(name, store, args.set, args.device))
+        print(f"{name}: done", file=sys.stderr, flush=True)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
