@@ -32,7 +32,8 @@ def distill_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help=(
         "Validate the recipe and print the resolved plan and every \\[distill] value with where it came from "
         "(recipe, scale.DATASET, --set, the method's default, ipc scaling), then the expected seconds per iteration "
-        "and in total and the peak memory on the device, from two replayed iterations (nothing is stored; a line "
+        "and in total and the peak memory on the device, from a short probe (up to three replayed iterations, about "
+        "10 s; nothing is stored; a line "
         "names the fix when the estimate exceeds the device's memory)."))] = False,
     estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help=(
         "With --dry-run: probe the run for its time and memory estimate (--no-estimate: the plan only, "
