@@ -111,3 +111,29 @@ def test_the_advice_names_the_checkpointed_unroll_and_its_segment_for_trajectory
     assert "fewer processes per GPU" in checkpointed
     gradient = advice(_plan(None, batch_real=256), 2, 1, "available RAM")  # type: ignore[arg-type]
     assert "segment" not in gradient and "distill.batch_real (now 256)" in gradient
+
+
+def test_an_iteration_of_inner_steps_is_probed_in_part_and_scaled_to_the_whole(digits) -> None:
+    """IDC's iteration is ``progress_steps`` inner loops: past the budget the probe stops after the
+    first (FLOPs) or second (seconds) inner step and scales; its FLOPs come near the whole iteration's."""
+    from ddtool.recipe import load_recipe
+    from ddtool.runtime.distill import plan
+
+    recipe = load_recipe(None, ["distill.method=idc", "net.width=16", "distill.ipc=2", "distill.iterations=5",
+                                "distill.batch_real=32", "distill.options.inner_loops=4", "distill.options.net_steps=1"])
+    p = plan(Store(Path("unused")), recipe, digits, None, CPU)
+    steps = p.method.progress_steps(p.options)
+    assert steps == 4
+    whole = est_mod.replay(p, digits, CPU, budget_s=float("inf"))
+    assert whole.fraction == 1.0 and len(whole.seconds) == 1
+    part = est_mod.replay(p, digits, CPU, iterations=3, scaled=True, budget_s=0.0)
+    assert part.fraction == 1 / steps
+    # the first inner step holds the iteration's set-up work too: near, not equal
+    assert 0.5 * whole.flops < part.flops < 2 * whole.flops
+    assert len(part.seconds) == 2 and all(s > 0 for s in part.seconds)  # iteration 0, then one timed, stopped
+    # a whole replay's RNG is forked: the caller's stream is untouched
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    est_mod.replay(p, digits, CPU, budget_s=float("inf"))
+    assert torch.equal(torch.rand(1), before)
