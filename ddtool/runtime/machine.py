@@ -6,7 +6,9 @@ is one small JSON object, ``$DDTOOL_CACHE/machine.json`` (default: the platform'
 e.g. ``~/.cache/ddtool``), keyed by device kind, CPU or GPU name and torch version, so a new GPU
 or a torch upgrade measures afresh. Each value is the *first* one measured for its key (a later
 compile may hit PyTorch's warm FX graph cache and would understate a cold compile); delete the
-file to measure again. The cache is advisory: an unreadable, corrupt or unwritable file is ignored
+file to measure again. The eager rate is that of the run's first iteration, which ran under the
+FLOP counter (its overhead included: a low figure for element-wise-heavy steps such as IDC's, so
+"auto" then leans towards compiling). The cache is advisory: an unreadable, corrupt or unwritable file is ignored
 and the assumed constants apply.
 
 The same folder holds ``estimates.json``, the last dry-run estimates (:mod:`ddtool.runtime.distill.estimate`),
