@@ -186,7 +186,8 @@ def estimate(p: Plan, data: ImageData, device: torch.device) -> Estimate:
     first = ("iteration 0 FLOP-counted" if r.fraction == 1 else
              f"the first of iteration 0's {round(1 / r.fraction)} inner steps FLOP-counted, scaled to the whole")
     probe = (f"{len(r.seconds)} eager iteration(s) replayed on {device}: {first}, "
-             + (f"the median of {timed} more timed" if timed else "timed (the only one probed)")
+             + (f"the median of {timed} more timed" if timed else
+                "timed (the only one probed: FLOP counter's overhead included, an overestimate)")
              + ("; inner steps past the probe's budget scaled from the median step" if r.fraction < 1 else ""))
     limit, limit_what = memory_limit(device)
     peak = r.peak_memory_bytes

@@ -72,7 +72,7 @@ def test_the_estimate_extrapolates_the_median_timed_iteration(digits, monkeypatc
     assert e.fits is True and e.advice is None
     monkeypatch.setattr(est_mod, "replay", lambda *a, **k: Replay(3e9, [9.0], 5 * 2**30))  # over budget: one
     assert est_mod.estimate(p, digits, CPU).seconds_per_iteration == 9.0
-    assert "the only one probed" in est_mod.estimate(p, digits, CPU).probe
+    assert "the only one probed: FLOP counter's overhead included" in est_mod.estimate(p, digits, CPU).probe
     monkeypatch.setattr(est_mod, "memory_limit", lambda d: (None, "unknown (no /proc/meminfo)"))
     e = est_mod.estimate(p, digits, CPU)
     assert e.fits is None and e.advice is None  # nothing to compare with: no advice
