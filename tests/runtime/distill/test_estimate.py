@@ -130,7 +130,10 @@ def test_an_iteration_of_inner_steps_is_probed_in_part_and_scaled_to_the_whole(d
     assert part.fraction == 1 / steps
     # the first inner step holds the iteration's set-up work too: near, not equal
     assert 0.5 * whole.flops < part.flops < 2 * whole.flops
-    assert len(part.seconds) == 2 and all(s > 0 for s in part.seconds)  # iteration 0, then one timed, stopped
+    assert len(part.seconds) == 1 and part.seconds[0] > 0  # no budget left for a timed iteration
+    # iteration 0 is always cut to its first inner step when scaled; with budget, iteration 1 runs whole
+    more = est_mod.replay(p, digits, CPU, iterations=2, scaled=True, budget_s=float("inf"))
+    assert more.fraction == 1 / steps and more.flops == part.flops and len(more.seconds) == 2
     # a whole replay's RNG is forked: the caller's stream is untouched
     torch.manual_seed(0)
     before = torch.rand(1)
