@@ -24,7 +24,7 @@ DIGITS_ONLY = {"quickstart"}
 
 
 def _dry_run(cli, *args: str):  # type: ignore[no-untyped-def]
-    return cli("distill", *args, "--dry-run", "--json")
+    return cli("distill", *args, "--dry-run", "--no-estimate", "--json")  # the plan alone: no probe
 
 
 def test_the_shipped_recipes_are_the_checkouts_recipes_folder() -> None:
@@ -81,7 +81,7 @@ def test_a_local_file_of_the_same_name_wins_and_says_so(cli, tmp_path: Path, mon
 
 
 @pytest.mark.parametrize("command", [
-    ["distill", "--dry-run"],
+    ["distill", "--dry-run", "--no-estimate"],
     ["pretrain"],
     ["eval", "synthetic/none"],
     ["report", "--dataset", "digits"],

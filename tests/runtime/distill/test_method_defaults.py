@@ -85,7 +85,7 @@ def test_scale_tables_pick_the_budget_of_the_dataset(tmp_path: Path) -> None:
 
 
 def test_dry_run_prints_every_value_and_where_it_came_from(cli) -> None:  # type: ignore[no-untyped-def]
-    res = cli("distill", "--recipe", RECIPES / "idc.toml", "--set", "distill.ipc=1", "--dry-run", "--json")
+    res = cli("distill", "--recipe", RECIPES / "idc.toml", "--set", "distill.ipc=1", "--dry-run", "--no-estimate", "--json")
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["distill"]["lr_img"]["value"] == pytest.approx(5e-4)
@@ -95,7 +95,7 @@ def test_dry_run_prints_every_value_and_where_it_came_from(cli) -> None:  # type
     assert out["distill"]["batch_real"] == {"value": 64, "from": "recipe"}
     assert out["recipe"]["distill"]["lr_img"] == pytest.approx(5e-4)
     # iterations = 0 is the method's default for the ipc: the table shows the count that will run
-    res = cli("distill", "--method", "dsa", "--ipc", "1", "--iterations", "0", "--dry-run", "--json")
+    res = cli("distill", "--method", "dsa", "--ipc", "1", "--iterations", "0", "--dry-run", "--no-estimate", "--json")
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["distill"]["iterations"]["value"] == out["plan"]["iterations"] > 0
