@@ -8,8 +8,9 @@
 #   bash bench/seed_mechanics_cifar10.sh pool_diverse         # the same, models differing in lr and augmentation
 #   bash bench/seed_mechanics_cifar10.sh ARM SEED [SEED ...]
 #   PHASE=distill bash bench/seed_mechanics_cifar10.sh ARM SEED ...   # distill only (PHASE=eval: evaluate only)
-# Resumable: a set already in the store is not distilled again, a non-empty eval log is not re-run,
-# so a chain cut off by a session's end goes on where it stopped.
+# Resumable: a set already in the store is not distilled again, a distillation cut off after a
+# checkpoint goes on from it (ddtool distill --resume), a non-empty eval log is not re-run, so a
+# chain cut off by a session's end goes on where it stopped.
 # ARM: idc | ours_gauss | ours_twodir | ours_diverse (Ours gaussian on the diverse pool) |
 #      dd_raw / dd_zscore (IDC + DynaDistill on the pool, m 2, normalize none / zscore) |
 #      idc_randpool (IDC + random selection on the same pool: the control DynaDistill must beat)
@@ -38,9 +39,21 @@ fi
 DD="--recipe recipes/dynadistill.toml $DS --pool pool/ours-c10n2 $BUDGET --set distill.iterations=10 \
   --set distill.options.dynadistill.m=2"
 PHASE="${PHASE:-both}"
+# the newest distill run of set $1 that stopped after a checkpoint and was not resumed (empty: none)
+cut_off() {
+  $D store runs --command distill --json | python3 -c '
+import json, sys
+runs = [r for r in json.load(sys.stdin) if r.get("artifact_name") == sys.argv[1] and r.get("checkpoints")
+        and r.get("status") in ("interrupted", "failed", "running") and not r.get("resumed_by")]
+print(max(runs, key=lambda r: r["id"])["id"] if runs else "")' "$1"
+}
 for seed in "$@"; do
   name="$arm-s$seed"
-  if [ "$PHASE" != eval ] && ! $D store show "synthetic/$name" > /dev/null 2>&1; then
+  run=""
+  [ "$PHASE" != eval ] && ! $D store show "synthetic/$name" > /dev/null 2>&1 && run=$(cut_off "$name")
+  if [ -n "$run" ]; then
+    t $D distill --resume "$run" --device cpu > "$LOG/$name.distill.txt"
+  elif [ "$PHASE" != eval ] && ! $D store show "synthetic/$name" > /dev/null 2>&1; then
   case "$arm" in
     idc) t $D distill --recipe recipes/idc.toml $DS --name "$name" $BUDGET --set distill.iterations=10 --set distill.seed=$seed ;;
     ours_gauss) t $D distill --recipe recipes/ours10.toml $DS --pool pool/ours-c10n2 --name "$name" $BUDGET \
