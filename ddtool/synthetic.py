@@ -51,14 +51,19 @@ class SyntheticSet:
     def decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
         return decode(self.images, self.labels, self.factor)
 
-    def decoded_targets(self) -> torch.Tensor | None:
-        """The set's own labels as training targets: probabilities [decoded N, classes] in fp32, one
-        row per decoded image (``softmax`` of logits); None for a set with hard labels only."""
+    def label_probabilities(self) -> torch.Tensor | None:
+        """The set's own labels as probabilities [N, classes] in fp32, one row per stored image
+        (``softmax`` of logits); None for a set with hard labels only."""
         if self.soft_labels is None:
             return None
         soft = self.soft_labels.detach().float()
-        probs = torch.softmax(soft, dim=1) if self.info.label_kind == "logits" else soft
-        return probs.repeat_interleave(self.factor * self.factor, dim=0)
+        return torch.softmax(soft, dim=1) if self.info.label_kind == "logits" else soft
+
+    def decoded_targets(self) -> torch.Tensor | None:
+        """The set's own labels as training targets: :meth:`label_probabilities`, one row per
+        decoded image (a stored image's tiles share its row); None for hard labels only."""
+        probs = self.label_probabilities()
+        return None if probs is None else probs.repeat_interleave(self.factor * self.factor, dim=0)
 
     @property
     def signature(self) -> DatasetSignature:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from ddtool.synthetic import SyntheticSet
 
 
@@ -21,10 +19,9 @@ class TopLabel:
 
 def top_labels(syn: SyntheticSet) -> list[TopLabel]:
     """One entry per stored image (tiles of a factor > 1 image share its vector); [] for hard labels."""
-    if syn.soft_labels is None:
+    probs = syn.label_probabilities()
+    if probs is None:
         return []
-    soft = syn.soft_labels.detach().float()
-    probs = torch.softmax(soft, dim=1) if syn.info.label_kind == "logits" else soft
     conf, top = probs.max(dim=1)
     return [TopLabel(i, int(y), int(t), float(c))
             for i, (y, t, c) in enumerate(zip(syn.labels.tolist(), top.tolist(), conf.tolist()))]

@@ -21,6 +21,24 @@ from ddtool.errors import DDToolError, UsageError
 from ddtool.recipe import parse_section
 from ddtool.synthetic import SyntheticSet, init_synthetic
 
+def check_factor(factor: int, resolution: int) -> None:
+    """Refuse a multi-formation factor below 1 or one that does not divide the image size."""
+    if factor < 1:
+        raise UsageError(f"distill.options.factor must be >= 1, got {factor}")
+    if resolution % factor:
+        raise UsageError(
+            f"distill.options.factor={factor} does not divide the image size {resolution}; "
+            f"pick a factor that does (e.g. 2 for 32x32, 3 for 224x224 is not exact: use 2 or 4)"
+        )
+
+
+def at_least_one(options: Any, keys: tuple[str, ...]) -> None:
+    """Refuse, in one line, the first of ``keys`` whose value in the parsed options is below 1."""
+    for key in keys:
+        if getattr(options, key) < 1:
+            raise UsageError(f"distill.options.{key} must be >= 1, got {getattr(options, key)}")
+
+
 if TYPE_CHECKING:  # the context holds the contracts (ddtool.context imports this module)
     from ddtool.context import DistillContext
 
@@ -78,9 +96,16 @@ class MatchingMethod:
                 "augment": "color_crop_cutout_flip_scale_rotate"}
 
     def factor_for(self, options: Any, resolution: int | None = None) -> int:
-        """The multi-formation factor a run with these parsed options makes (``factor`` unless it
-        is a setting, as IDC's); the runtime checks the data has ``ipc * factor**2`` images per class."""
-        return self.factor
+        """The multi-formation factor a run with these parsed options makes: ``factor``, unless the
+        options have a ``factor`` setting (IDC's, NCFM's; its default when ``options`` are not this
+        method's), which is checked against the image size ``resolution`` when given. The runtime
+        checks the data has ``ipc * factor**2`` images per class."""
+        if self.options_type is None or not hasattr(self.options_type, "factor"):
+            return self.factor
+        factor = options.factor if isinstance(options, self.options_type) else self.options_type.factor
+        if resolution is not None:
+            check_factor(factor, resolution)
+        return factor
 
     def init_synthetic(self, ctx: DistillContext) -> SyntheticSet:
         """The starting set: real images of each class (``distill.init = "real"``) or noise.

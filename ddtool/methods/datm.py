@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.func import functional_call
 
 from ddtool.context import DistillContext
 from ddtool.errors import DDToolError, UsageError
-from ddtool.methods.mtt import LR_STATE, MTT, MTTOptions, synthetic_lr
+from ddtool.methods.mtt import MTT, MTTOptions
 from ddtool.selection.base import Segment
 from ddtool.synthetic import SyntheticSet
 from ddtool.trajectories import unflatten
@@ -174,21 +174,15 @@ class DATM(MTT):
         assert syn.soft_labels is not None
         return syn.soft_labels
 
-    def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
-        o = self.opts(ctx)
-        lr = synthetic_lr(opt)
-        first, upper = start_window(o, it)
+    def select_segment(self, ctx: DistillContext, it: int, score: Callable[[Segment], float]) -> Segment:
+        """The strategy's choice inside iteration ``it``'s window (:func:`start_window`): it draws
+        from 0 .. upper - first - 1, shifted by ``first``, and scores the shifted segments."""
+        first, upper = start_window(self.opts(ctx), it)
 
-        def shifted(seg: Segment) -> Segment:  # the strategy draws 0 .. upper - first - 1
+        def shifted(seg: Segment) -> Segment:
             return Segment(seg.expert, seg.start + first)
 
-        seg = shifted(ctx.selection.select_segment(ctx, it, upper - first,
-                                                   lambda s: self.segment_loss(ctx, syn, lr, shifted(s))))
-        start, target = self.endpoints(ctx, seg)
-        loss = self.match(ctx, syn, lr, start, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if float(loss.detach()) <= o.threshold:  # the reference: no step above the threshold
-            opt.step()
-        opt.state[lr][LR_STATE] = lr.detach().clone()
-        return float(loss.detach())
+        return shifted(ctx.selection.select_segment(ctx, it, upper - first, lambda s: score(shifted(s))))
+
+    def takes_step(self, ctx: DistillContext, loss: float) -> bool:
+        return loss <= self.opts(ctx).threshold  # the reference: no step above the threshold

@@ -44,7 +44,7 @@ from torch import nn
 
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
-from ddtool.methods.base import class_means, per_sample_forward
+from ddtool.methods.base import at_least_one, class_means, per_sample_forward
 from ddtool.methods.idc import IDC, IDCOptions
 from ddtool.methods.matching import Siamese
 from ddtool.methods.sharding import shard_of
@@ -127,9 +127,7 @@ class DREAM(IDC):
             raise UsageError(f"distill.options.alpha must be >= 0, got {o.alpha}")
         if o.embed_dist not in EMBED_DISTANCES:
             raise UsageError(f"distill.options.embed_dist must be {' or '.join(EMBED_DISTANCES)}, got {o.embed_dist!r}")
-        for key in ("interval", "kmeans_iter"):
-            if getattr(o, key) < 1:
-                raise UsageError(f"distill.options.{key} must be >= 1, got {getattr(o, key)}")
+        at_least_one(o, ("interval", "kmeans_iter"))
         if o.clusters < 0 or o.warmup_epochs < 0:
             raise UsageError(f"distill.options.clusters and warmup_epochs must be >= 0, got {o.clusters}, "
                              f"{o.warmup_epochs}")

@@ -45,7 +45,7 @@ from ddtool.augment import DSAParams, chain_stages
 from ddtool.compiled import forward_fn
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
-from ddtool.methods.base import MatchingMethod
+from ddtool.methods.base import MatchingMethod, at_least_one
 from ddtool.methods.matching import (
     DISTANCES,
     ClassSiamese,
@@ -98,16 +98,6 @@ def _check_dist(dist: str) -> None:
         raise UsageError(f"unknown distill.options.dist '{dist}'; choose from {', '.join(DISTANCES)}")
 
 
-def check_factor(factor: int, resolution: int) -> None:
-    if factor < 1:
-        raise UsageError(f"distill.options.factor must be >= 1, got {factor}")
-    if resolution % factor:
-        raise UsageError(
-            f"distill.options.factor={factor} does not divide the image size {resolution}; "
-            f"pick a factor that does (e.g. 2 for 32x32, 3 for 224x224 is not exact: use 2 or 4)"
-        )
-
-
 class IDC(MatchingMethod):
     name = "idc"
     description = "IDC: multi-formation + per-class gradient matching, network trained on real data (Acc-DD's backbone)"
@@ -134,18 +124,9 @@ class IDC(MatchingMethod):
         _check_dist(o.dist)
         return o
 
-    def factor_for(self, options: object, resolution: int | None = None) -> int:
-        """The multi-formation factor a run with these parsed options uses (the runtime's ipc check)."""
-        factor = options.factor if isinstance(options, IDCOptions) else IDCOptions().factor
-        if resolution is not None:
-            check_factor(factor, resolution)
-        return factor
-
     def parse_options(self, raw: dict) -> IDCOptions:  # type: ignore[override]
         o = super().parse_options(raw)
-        for key in ("inner_loops", "net_batch", "batch_syn_max"):
-            if getattr(o, key) < 1:
-                raise UsageError(f"distill.options.{key} must be >= 1, got {getattr(o, key)}")
+        at_least_one(o, ("inner_loops", "net_batch", "batch_syn_max"))
         if o.net_steps < 0:
             raise UsageError(f"distill.options.net_steps must be >= 0, got {o.net_steps}")
         _check_dist(o.dist)

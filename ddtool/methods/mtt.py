@@ -44,7 +44,7 @@ value into its optimizer state (``LR_STATE``) and reads it back at the start of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,7 @@ from torch.func import functional_call
 from ddtool.augment import DEFAULT_STRATEGY, Augmenter, Draw, GroupDraw
 from ddtool.context import DistillContext
 from ddtool.errors import UsageError
-from ddtool.methods.base import MatchingMethod
+from ddtool.methods.base import MatchingMethod, at_least_one
 from ddtool.selection.base import Segment
 from ddtool.synthetic import LEARNED_LR_STATE, SyntheticSet
 from ddtool.trajectories import Layout, Trajectories, check_parameters_only, param_layout, unflatten
@@ -213,9 +213,7 @@ class MTT(MatchingMethod):
 
     def parse_options(self, raw: dict) -> MTTOptions:  # type: ignore[override]
         o = super().parse_options(raw)
-        for key in ("syn_steps", "expert_epochs", "max_start_epoch", "segment"):
-            if getattr(o, key) < 1:
-                raise UsageError(f"distill.options.{key} must be >= 1, got {getattr(o, key)}")
+        at_least_one(o, ("syn_steps", "expert_epochs", "max_start_epoch", "segment"))
         if o.batch_syn < 0:
             raise UsageError(f"distill.options.batch_syn must be >= 1 (or 0 for the whole set), got {o.batch_syn}")
         if not o.lr_teacher > 0 or o.lr_lr < 0:
@@ -313,14 +311,23 @@ class MTT(MatchingMethod):
     def replays_score(self, ctx: DistillContext, net: nn.Module | None) -> bool:
         return True  # the step's match draws as segment_loss did
 
+    def select_segment(self, ctx: DistillContext, it: int, score: Callable[[Segment], float]) -> Segment:
+        """The expert and start epoch of outer iteration ``it``: the selection strategy's, from
+        start epochs 0 .. ``max_start_epoch`` - 1 (DATM: a window that grows with ``it``)."""
+        return ctx.selection.select_segment(ctx, it, self.opts(ctx).max_start_epoch, score)
+
+    def takes_step(self, ctx: DistillContext, loss: float) -> bool:
+        """Whether an iteration with this loss updates the set (always; DATM: not above its threshold)."""
+        return True
+
     def step(self, ctx: DistillContext, syn: SyntheticSet, opt: torch.optim.Optimizer, it: int) -> float:
-        o = self.opts(ctx)
         lr = synthetic_lr(opt)
-        seg = ctx.selection.select_segment(ctx, it, o.max_start_epoch, lambda s: self.segment_loss(ctx, syn, lr, s))
+        seg = self.select_segment(ctx, it, lambda s: self.segment_loss(ctx, syn, lr, s))
         start, target = self.endpoints(ctx, seg)
         loss = self.match(ctx, syn, lr, start, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        if self.takes_step(ctx, float(loss.detach())):
+            opt.step()
         opt.state[lr][LR_STATE] = lr.detach().clone()
         return float(loss.detach())

@@ -85,8 +85,8 @@ from torch import nn
 from ddtool.compiled import forward_fn
 from ddtool.context import DistillContext
 from ddtool.errors import DDToolError, UsageError
-from ddtool.methods.base import MatchingMethod
-from ddtool.methods.idc import check_factor, idc_augmentation
+from ddtool.methods.base import MatchingMethod, at_least_one
+from ddtool.methods.idc import idc_augmentation
 from ddtool.synthetic import SyntheticSet, decode, init_synthetic
 
 # the keys NCFM keeps in ctx.method_state for the run
@@ -225,17 +225,9 @@ class NCFM(MatchingMethod):
     def opts(self, ctx: DistillContext) -> NCFMOptions:
         return ctx.options if isinstance(ctx.options, NCFMOptions) else NCFMOptions()
 
-    def factor_for(self, options: object, resolution: int | None = None) -> int:
-        factor = options.factor if isinstance(options, NCFMOptions) else NCFMOptions().factor
-        if resolution is not None:
-            check_factor(factor, resolution)
-        return factor
-
     def parse_options(self, raw: dict) -> NCFMOptions:  # type: ignore[override]
         o = super().parse_options(raw)
-        for key in ("num_freqs", "sampler_freqs", "sampler_layers", "plateau_patience"):
-            if getattr(o, key) < 1:
-                raise UsageError(f"distill.options.{key} must be >= 1, got {getattr(o, key)}")
+        at_least_one(o, ("num_freqs", "sampler_freqs", "sampler_layers", "plateau_patience"))
         if o.iter_calib < 0:
             raise UsageError(f"distill.options.iter_calib must be >= 0, got {o.iter_calib}")
         if o.alpha < 0 or o.beta < 0 or o.alpha + o.beta == 0:
