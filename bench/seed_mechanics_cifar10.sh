@@ -14,14 +14,15 @@
 # ARM: idc | ours_gauss | ours_twodir | ours_diverse (Ours gaussian on the diverse pool) |
 #      dd_raw / dd_zscore (IDC + DynaDistill on the pool, m 2, normalize none / zscore) |
 #      idc_randpool (IDC + random selection on the same pool: the control DynaDistill must beat)
-# Data: ../shared/data/cifar10-jpeg extracted to .data/cifar10 (train/, test/). Logs: .data/seedmech/.
+# Data: ../shared/data/cifar10-jpeg extracted to .data/cifar10 (train/, test/). Logs and evaluation results:
+# bench/results/seed_mechanics/ (tracked: commit them as they come, a session's scratch store does not outlive it).
 set -euo pipefail
 export OMP_NUM_THREADS=1
 export DDTOOL_DATA="${DDTOOL_DATA:-$PWD/.data/cache-root}"
 D="${DDTOOL:-.venv/bin/ddtool} -q --store ${STORE:-.data/seedmech-store}"
 DS="--dataset imagefolder:.data/cifar10+norm=cifar --device cpu"
 BUDGET="--set distill.options.inner_loops=10 --set distill.options.net_steps=8"
-LOG=.data/seedmech; mkdir -p "$LOG"
+LOG="${LOG:-bench/results/seed_mechanics}"; mkdir -p "$LOG"
 t() { local s=$SECONDS; "$@"; echo "$(date -u +%FT%TZ) $(git rev-parse --short HEAD) $((SECONDS - s))s load=$(cut -d' ' -f1 /proc/loadavg): $*" >> "$LOG/times.txt"; }
 
 arm="$1"; shift

@@ -1,6 +1,6 @@
 """Issue 23's table: the seed's mechanisms on CIFAR-10, several distillation seeds per arm.
 
-    python -m bench.seed_mechanics_table [--log .data/seedmech] [--csv out.csv]
+    python -m bench.seed_mechanics_table [--log bench/results/seed_mechanics] [--csv out.csv]
 
 Reads what ``bench/seed_mechanics_cifar10.sh`` left in its log folder (``ARM-sSEED.eval.json``, one
 per distilled set, and ``times.txt``) and prints one Markdown row per arm: the accuracy over
@@ -114,7 +114,7 @@ def markdown(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--log", type=Path, default=Path(".data/seedmech"))
+    ap.add_argument("--log", type=Path, default=Path("bench/results/seed_mechanics"))
     ap.add_argument("--csv", type=Path, help="also write one line per distilled set")
     args = ap.parse_args(argv)
     acc, secs = read_accuracies(args.log), read_distill_seconds(args.log)
