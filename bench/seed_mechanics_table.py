@@ -3,7 +3,9 @@
     python -m bench.seed_mechanics_table [--log bench/results/seed_mechanics] [--csv out.csv]
 
 Reads what ``bench/seed_mechanics_cifar10.sh`` left in its log folder (``ARM-sSEED.eval.json``, one
-per distilled set, and ``times.txt``) and prints one Markdown row per arm: the accuracy over
+per distilled set, and ``times.txt``), plus ``earlier_sessions.csv`` there: the sets whose logs did not
+outlive their session, transcribed from the dated page that published them (repeat accuracies to two
+decimals; a set with its own log reads from the log), and prints one Markdown row per arm: the accuracy over
 distillation seeds (each seed's accuracy is the mean of its evaluation repeats), the distillation
 seconds, and the paired difference to IDC over the seeds both arms have. A difference is called
 outside the noise only when its 95 % t-interval over the paired seeds excludes 0; with 2 or 3
@@ -72,6 +74,30 @@ def read_accuracies(log: Path) -> dict[str, dict[int, float]]:
     return out
 
 
+EARLIER = "earlier_sessions.csv"
+
+
+def read_earlier(log: Path) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
+    """(accuracies, distillation seconds) of ``earlier_sessions.csv``, as the two readers return them."""
+    acc: dict[str, dict[int, float]] = {}
+    secs: dict[str, dict[int, float]] = {}
+    path = log / EARLIER
+    for row in csv.DictReader(path.open()) if path.exists() else []:
+        arm, seed = row["arm"], int(row["seed"])
+        acc.setdefault(arm, {})[seed] = statistics.fmean(float(a) for a in row["repeat_accuracies_pct"].split(";"))
+        if row.get("distill_s"):
+            secs.setdefault(arm, {})[seed] = float(row["distill_s"])
+    return acc, secs
+
+
+def merged(earlier: dict[str, dict[int, float]], logged: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
+    """``logged`` over ``earlier``, set by set."""
+    out = {arm: dict(by_seed) for arm, by_seed in earlier.items()}
+    for arm, by_seed in logged.items():
+        out.setdefault(arm, {}).update(by_seed)
+    return out
+
+
 def read_distill_seconds(log: Path) -> dict[str, dict[int, float]]:
     """arm -> seed -> distillation seconds, from times.txt (the last line of each set counts)."""
     out: dict[str, dict[int, float]] = {}
@@ -117,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", type=Path, default=Path("bench/results/seed_mechanics"))
     ap.add_argument("--csv", type=Path, help="also write one line per distilled set")
     args = ap.parse_args(argv)
-    acc, secs = read_accuracies(args.log), read_distill_seconds(args.log)
+    early_acc, early_secs = read_earlier(args.log)
+    acc, secs = merged(early_acc, read_accuracies(args.log)), merged(early_secs, read_distill_seconds(args.log))
     print(markdown(table(acc, secs)))
     if args.csv:
         with args.csv.open("w", newline="") as f:

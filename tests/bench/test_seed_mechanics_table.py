@@ -38,3 +38,18 @@ def test_one_paired_seed_is_not_judged(tmp_path: Path) -> None:
     rows = {r.arm: r for r in table(read_accuracies(tmp_path), {})}
     assert rows["ours_twodir"].diff == pytest.approx([10.0])
     assert rows["ours_twodir"].verdict == "too few paired seeds"
+
+
+def test_sets_of_earlier_sessions_are_read_from_their_transcription_and_a_log_wins(tmp_path: Path) -> None:
+    from bench.seed_mechanics_table import EARLIER, merged, read_earlier
+
+    (tmp_path / EARLIER).write_text("arm,seed,repeat_accuracies_pct,distill_s,source\n"
+                                    "idc,0,48.00;48.34,3622,page\nidc,1,48.67;48.68,,page\n")
+    _eval(tmp_path, "idc-s1", [0.50, 0.52])  # its own log: read from it, not from the transcription
+    _eval(tmp_path, "idc_randpool-s0", [0.49, 0.49])
+    early_acc, early_secs = read_earlier(tmp_path)
+    acc = merged(early_acc, read_accuracies(tmp_path))
+    assert acc["idc"] == pytest.approx({0: 48.17, 1: 51.0})
+    assert early_secs == {"idc": {0: 3622.0}}  # an empty seconds cell is no figure
+    rows = {r.arm: r for r in table(acc, early_secs)}
+    assert rows["idc_randpool"].diff == pytest.approx([49 - 48.17])
