@@ -103,6 +103,10 @@ class DistillSection:
     precision: str = "fp32"  # fp32 | bf16: autocast for the real side (DM embeddings, IDC/DC gradients) and IDC's network updates
     augment: str = ""  # DSA strategy ('none' to disable; '' = the method's default)
     checkpoint_every: int = 0  # 0 = every iterations // 10 (9 periodic ones for a multiple of 10) + the final set
+    # > 0: also a checkpoint after the first iteration that ends this many wall seconds after the
+    # previous one (accuracy against seconds: ddtool eval RUN --checkpoints); with checkpoint_every 0
+    # the periodic ones by iteration are then off
+    checkpoint_seconds: float = 0.0
     seed: int = 0
     name: str = ""  # artifact name ('' = the recipe's name)
     options: dict[str, Any] = field(default_factory=dict)  # method-specific settings
@@ -214,6 +218,7 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("distill", "compile"): (lambda v: v is True or v is False or v == "auto", 'true, false or "auto"'),
     ("distill", "precision"): (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     ("distill", "checkpoint_every"): (lambda v: v >= 0, ">= 0"),
+    ("distill", "checkpoint_seconds"): (lambda v: v >= 0, ">= 0"),
     ("eval", "protocol"): (lambda v: v in ("dsa", "idc", "ncfm"), "dsa, idc or ncfm"),
     ("eval", "epochs"): (lambda v: v >= 1, ">= 1"),
     ("eval", "lr"): (lambda v: v == LEARNED or (isinstance(v, float) and v > 0), f'> 0 or "{LEARNED}"'),

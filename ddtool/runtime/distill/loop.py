@@ -205,10 +205,22 @@ class _Running:
                               + " (try a smaller distill.lr_img)")
         self.losses.append(loss)
         self.progress.iteration_done(loss)
-        if (it + 1) % self.p.checkpoint_every == 0 and it + 1 < self.p.iterations and self.main:
+        if self.checkpoint_due(it) and it + 1 < self.p.iterations and self.main:
             # right after an iteration: the images, optimizer, selection and RNG state determine the rest of the run
             checkpoint.save(self.store, self.run.record, checkpoint.state(self.syn, self.opt, self.p.selection,
                                                                           self.p.device, self.p.method, self.ctx), it + 1, self.run.elapsed())
+
+    def checkpoint_due(self, it: int) -> bool:
+        """Whether iteration ``it`` ends with a checkpoint: every ``checkpoint_every`` iterations, and
+        with ``checkpoint_seconds`` once that many wall seconds of the run passed since the last one
+        (a resumed run counts from its last checkpoint's recorded seconds)."""
+        if (it + 1) % self.p.checkpoint_every == 0:
+            return True
+        if not self.p.checkpoint_seconds:
+            return False
+        points = self.run.record["checkpoints"]
+        last = (points[-1].get("seconds") or 0.0) if points else 0.0
+        return self.run.elapsed() - last >= self.p.checkpoint_seconds
 
     def counted_step(self, it: int) -> float:
         """The first iteration of the run, under the FLOP counter (the rest run without it); a

@@ -69,6 +69,7 @@ class Plan:
     options: Any  # the method's parse of [distill.options]
     iterations: int
     checkpoint_every: int
+    checkpoint_seconds: float  # 0: none by seconds
     impl: str  # the recipe's distill.impl resolved for the device
     device: torch.device
     shard: ClassShard  # this process's share of the classes (one process: all of them)
@@ -89,7 +90,8 @@ class Plan:
         out = {
             "method": self.method.name, "selection": self.selection.name, "schedule": self.schedule.name,
             "pool": self.pool_artifact.ref if self.pool_artifact else None,
-            "iterations": self.iterations, "checkpoint_every": self.checkpoint_every, "impl": self.impl,
+            "iterations": self.iterations, "checkpoint_every": self.checkpoint_every,
+            "checkpoint_seconds": self.checkpoint_seconds, "impl": self.impl,
         }
         if self.trajectories_artifact is not None:
             out["trajectories"] = self.trajectories_artifact.ref
@@ -198,10 +200,12 @@ def plan(store: Store, recipe: Recipe, data: ImageData, pool_ref: str | None = N
             f"has {smallest}; lower distill.ipc"
         )
     iterations = cfg.iterations or method.default_iterations(cfg.ipc) if method.iterative else 0
-    every = cfg.checkpoint_every or max(1, iterations // 10)
+    # checkpoints spaced in seconds replace the periodic ones by iteration unless both are asked for
+    every = cfg.checkpoint_every or (max(1, iterations) if cfg.checkpoint_seconds else max(1, iterations // 10))
     impl = resolve_impl(cfg.impl, device)
     return Plan(recipe=recipe, net_spec=spec, method=method, selection=selection, schedule=schedule, options=options,
-                iterations=iterations, checkpoint_every=every, impl=impl, device=torch.device(device),
+                iterations=iterations, checkpoint_every=every,
+                checkpoint_seconds=float(cfg.checkpoint_seconds), impl=impl, device=torch.device(device),
                 shard=distributed.class_shard(data.num_classes), pool=pool, pool_artifact=pool_art,
                 pool_from=pool_from, trajectories=traj, trajectories_artifact=traj_art, notes=tuple(notes))
 
