@@ -106,7 +106,8 @@ def eval_cmd(
         raise UsageError("--labels soft needs --teacher pool/NAME[#i] (a pool's model, or the pool "
                          "'eval --full-data --save-teacher' stores)")
     if r.eval.labels == "soft" and checkpoints:
-        raise UsageError("--labels soft evaluates synthetic sets; accuracy curves (--checkpoints) use hard labels")
+        raise UsageError("--labels soft evaluates synthetic sets; accuracy curves (--checkpoints) train on the run's own "
+                         "label vectors (DATM) or on hard labels: --labels auto, learned or hard")
     dev = join_processes(device)  # under torchrun: each rank trains its block of the repeats
     store = get_store(write=True)
     spec = None

@@ -29,6 +29,7 @@ from ddtool.recipe import LEARNED, EvalSection, Recipe, recipe_from_record
 from ddtool.runtime.distill import checkpoint
 from ddtool.runtime.distill.estimate import replay
 from ddtool.runtime.distill.planning import net_spec_of, plan
+from ddtool.runtime.evaluate.soft_labels import resolve_labels
 from ddtool.runtime.evaluate.train_eval import RepeatedAccuracy, check_data, check_eval, evaluate_set, with_learned_lr
 from ddtool.runtime.run_records import run_record
 from ddtool.store import Store
@@ -104,6 +105,22 @@ def _factor(rec: dict[str, Any], info: SyntheticMeta, data: ImageData) -> int:
     return int(method.factor_for(method.parse_options(dict(recipe.distill.options)), data.resolution))
 
 
+def _point_set(tensors: dict[str, torch.Tensor], factor: int, info: SyntheticMeta, run_id: str,
+               cfg: EvalSection) -> SyntheticSet:
+    """A curve point's set; a run that learned labels (DATM) keeps each point's own label vectors,
+    whose kind (logits or probabilities) its final set states."""
+    labels, soft = tensors["labels"], tensors.get("soft_labels")
+    if soft is not None and cfg.labels == "hard":
+        soft = None
+    if soft is not None and info.label_kind is None:
+        raise UsageError(f"run {run_id} learned label vectors but has no final set to say whether they are logits "
+                         f"or probabilities; finish it first (ddtool distill --resume {run_id}) or evaluate its "
+                         "curve with --labels hard")
+    return SyntheticSet(tensors["images"], labels, int(torch.bincount(labels).max()), factor,
+                        SyntheticMeta(label_kind=info.label_kind) if soft is not None else SyntheticMeta(),
+                        soft_labels=soft)
+
+
 def evaluate_curve(store: Store, text: str, data: ImageData, cfg: EvalSection, device: torch.device,
                    net: NetSpec | None = None, reporter: Reporter | None = None, every: int | None = None,
                    at: list[int] | None = None, count_flops: bool = True) -> CurveResult:
@@ -136,10 +153,10 @@ def evaluate_curve(store: Store, text: str, data: ImageData, cfg: EvalSection, d
                     flops_per_iteration=flops, flops_note=note) as run:
         for e in points:
             tensors, _ = store.read_blob(e["digest"])  # a checkpoint holds no factor: the run's applies
-            labels = tensors["labels"]
-            syn = SyntheticSet(tensors["images"], labels, int(torch.bincount(labels).max()), factor)
-            at_cfg = point_cfgs[e["iteration"]]
-            accs = evaluate_set(syn, data, spec, at_cfg, device, reporter, label=f"{label} @ {e['iteration']}")
+            syn = _point_set(tensors, factor, info, rec["id"], cfg)
+            at_cfg = resolve_labels(point_cfgs[e["iteration"]], syn, f"{label} @ {e['iteration']}")
+            accs = evaluate_set(syn, data, spec, at_cfg, device, reporter, label=f"{label} @ {e['iteration']}",
+                                targets=syn.decoded_targets() if at_cfg.labels == "learned" else None)
             point = CurvePoint(e["iteration"], e["seconds"], e["digest"], accs,
                                flops * e["iteration"] if flops is not None else None, e["final"], float(at_cfg.lr))
             done.append(point)

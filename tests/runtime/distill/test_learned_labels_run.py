@@ -92,3 +92,39 @@ def test_a_checkpoint_without_label_vectors_does_not_resume_a_method_that_learns
                                  soft_labels=torch.zeros(2, 2))
     with pytest.raises(DDToolError, match="label vectors do not fit"):
         restore(saved, learns, opt, NoSelection(), CPU)  # type: ignore[arg-type]
+
+
+def test_an_accuracy_curve_trains_each_point_on_its_own_label_vectors(store: Store, digits, labelled) -> None:  # type: ignore[no-untyped-def]
+    from ddtool.recipe import EvalSection
+    from ddtool.runtime.evaluate.accuracy_curves import evaluate_curve
+    from ddtool.runtime.distill.planning import net_spec_of
+    from ddtool.runtime.evaluate.train_eval import evaluate_set
+
+    full = distill(store, labelled, digits, CPU)
+    cfg = EvalSection(epochs=20, repeats=1, batch=64)
+    spec = net_spec_of(labelled)  # what the curve trains: the run's net
+    learned = evaluate_set(full.synthetic, digits, spec, cfg, CPU, targets=full.synthetic.decoded_targets())
+    hard = evaluate_set(full.synthetic, digits, spec, cfg, CPU)
+    assert learned != hard  # the labels drifted to random logits: the two trainings differ
+    auto = evaluate_curve(store, full.run_id, digits, cfg, CPU, at=[2, 6], count_flops=False)
+    assert [p.iteration for p in auto.points] == [2, 6] and auto.points[-1].accuracies == learned
+    as_hard = evaluate_curve(store, full.run_id, digits, dataclasses.replace(cfg, labels="hard"), CPU, at=[2, 6],
+                             count_flops=False)
+    assert as_hard.points[-1].accuracies == hard
+    # a checkpoint's own vectors train its point: they differ from the final ones
+    assert auto.points[0].accuracies != as_hard.points[0].accuracies
+
+
+def test_a_curve_of_a_run_without_its_final_set_cannot_tell_what_its_label_vectors_are(  # type: ignore[no-untyped-def]
+        store: Store, digits, labelled, stop_at) -> None:
+    from ddtool.errors import UsageError
+    from ddtool.recipe import EvalSection
+    from ddtool.runtime.evaluate.accuracy_curves import evaluate_curve
+
+    with pytest.raises(RunInterrupted) as info:
+        distill(store, labelled, digits, CPU, stop_at(3))
+    with pytest.raises(UsageError, match="logits or probabilities.*--labels hard"):
+        evaluate_curve(store, info.value.run_id, digits, EvalSection(epochs=1, repeats=1), CPU, count_flops=False)
+    hard = evaluate_curve(store, info.value.run_id, digits, EvalSection(epochs=1, repeats=1, labels="hard"), CPU,
+                          count_flops=False)
+    assert [p.iteration for p in hard.points] == [2]
