@@ -42,7 +42,8 @@ def report_cmd(
     gamma: Annotated[float, typer.Option(help="ARS weight of the augmented gap over the plain one.")] = 0.5,
     teacher: Annotated[Optional[str], typer.Option(help=(
         "Also train on this teacher's soft labels (pool/NAME[:vN]\\[#i], as 'eval --teacher') and show soft-label "
-        "accuracy beside the hard one, with the soft labels' storage."))] = None,
+        "accuracy beside the hard one, with the soft labels' storage; for a set with learned labels, the random "
+        "baseline of its learned-label IOR."))] = None,
     temperature: Annotated[Optional[float], typer.Option(help=(
         "Temperature of the soft labels. \\[default: 4]"))] = None,
     recipe: o.Recipe = None,
@@ -104,6 +105,24 @@ def _print_cross_arch(rows, name, p1) -> None:  # type: ignore[no-untyped-def]
         cells = [f"{p1(r.cross_arch[n]['mean'])} ± {p1(r.cross_arch[n]['std'])} ({r.cross_arch[n]['repeats']})"
                  if n in r.cross_arch else "-" for n in nets]
         table.add_row(name(r.ref), f"{r.net} {p1(r.accuracy_mean)}", *cells)
+    console.print(table)
+
+
+def _print_learned(rows, name, p1) -> None:  # type: ignore[no-untyped-def]
+    """Sets that carry their own label vectors: hard beside learned, DD-Ranking's soft-label scores."""
+    from ddtool.runtime.report.tables import human_bytes
+
+    table = Table(title="learned labels (the set's own; random: the subsets on the teacher's soft labels, T 1)",
+                  show_edge=False)
+    for col in ("set", "kind", "hard", "learned", "random", "IOR", "LRS", "labels"):
+        table.add_column(col, justify="left" if col in ("set", "kind") else "right", overflow="fold",
+                         no_wrap=col not in ("set", "kind"), min_width=12 if col == "set" else None)
+    for r in rows:
+        table.add_row(name(r.ref), r.label_kind or "-", f"{p1(r.accuracy_mean)} ± {p1(r.accuracy_std)}",
+                      f"{p1(r.learned_mean)} ± {p1(r.learned_std or 0.0)}",
+                      "-" if r.learned_random_mean is None else p1(r.learned_random_mean),
+                      "-" if r.learned_ior is None else p1(r.learned_ior),
+                      "-" if r.learned_lrs is None else f"{r.learned_lrs:.1f}", human_bytes(r.learned_label_bytes or 0))
     console.print(table)
 
 
@@ -188,6 +207,9 @@ def _print_table(rows) -> None:  # type: ignore[no-untyped-def]
                            "-" if r.soft_random_mean is None else p1(r.soft_random_mean),
                            "-" if r.soft_lrs is None else f"{r.soft_lrs:.1f}", human_bytes(r.soft_label_bytes or 0))
         console.print(labels)
+    learned = [r for r in rows if r.learned_mean is not None]
+    if learned:
+        _print_learned(learned, name, p1)
     _print_cross_arch(rows, name, p1)
     err.print(f"random: mean ± std of {first.random_subsets} random real subsets' mean accuracies; HLR = full − "
               "accuracy, IOR = accuracy − random (points), LRS in [0, 100]; --json has every repeat, seed and run",
@@ -196,3 +218,7 @@ def _print_table(rows) -> None:  # type: ignore[no-untyped-def]
         err.print("soft labels: bytes = fp32, N (training images) x classes x 4 (--json: the total with the images); "
                   "random: the same subsets on the teacher's soft labels; LRS from IOR = soft − that random and "
                   "the hard HLR", highlight=False, soft_wrap=True)
+    if learned:
+        err.print("learned labels: the set's own label vectors (eval.labels learned, T 1), their bytes counted in "
+                  "storage; random: the same subsets on the teacher's soft labels at T 1 (DD-Ranking's soft-label "
+                  "IOR); LRS from that IOR and the hard HLR; '-': no --teacher", highlight=False, soft_wrap=True)

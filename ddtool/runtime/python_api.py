@@ -103,8 +103,10 @@ def report(sets: Sequence[str] = (), store: StoreLike = None, *, dataset: str | 
            reporter: Reporter | None = None) -> list[ReportRow]:
     """``ddtool report``: one :class:`ReportRow` per set (refs, run ids, and every set of ``dataset``)
     with its accuracy, the random-real baseline, the full-data bound, HLR / IOR / LRS (ARS with
-    ``ars``), cost and storage. The evaluation settings are the recipe's ``[eval]`` (default: the
-    DSA protocol, 300 epochs, 5 repeats) with the keyword arguments over it."""
+    ``ars``), cost and storage; a set with learned labels also its accuracy on them and, with a
+    teacher (``overrides=['eval.labels="soft"', 'eval.teacher="pool/NAME"']``, as ``--teacher``),
+    DD-Ranking's soft-label IOR / LRS. The evaluation settings are the recipe's ``[eval]`` (default:
+    the DSA protocol, 300 epochs, 5 repeats) with the keyword arguments over it."""
     from ddtool.runtime.evaluate.train_eval import FULL_DATA_EPOCHS
 
     r = recipe_of(recipe, overrides, **{"eval.epochs": epochs, "eval.repeats": repeats, "eval.protocol": protocol})

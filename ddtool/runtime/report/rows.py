@@ -4,9 +4,11 @@ For each set: hard-label accuracy over the repeats recorded for it under the rep
 (missing ones evaluated and recorded), the random-real baseline of the same ipc under the same
 settings over several random subsets (made and evaluated once, then read back from the store),
 the full-data bound (likewise), DD-Ranking's HLR / IOR / LRS (and ARS when asked), the
-distillation's recorded cost and the set's storage. :func:`build_report` is the whole of it;
-the CLI (``ddtool report``) and ``ddtool.report`` only choose the settings and print
-(:mod:`ddtool.runtime.report.tables` formats the rows as CSV or Markdown).
+distillation's recorded cost and the set's storage. A set that carries its own label vectors
+(learned, e.g. DATM's) also gets its accuracy on them and DD-Ranking's soft-label IOR / LRS.
+:func:`build_report` is the whole of it; the CLI (``ddtool report``) and ``ddtool.report`` only
+choose the settings and print (:mod:`ddtool.runtime.report.tables` formats the rows as CSV or
+Markdown).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from ddtool.runtime.report.random_baseline import PREFIX, random_subsets
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import SyntheticMeta
 from ddtool.synthetic import SyntheticSet
+
+# a set's own label vectors train at T = 1 (soft cross-entropy to softmax(logits)); DD-Ranking passes the set's
+# labels and the random subsets' teacher logits through one loss, so the learned IOR's random subsets train at it too
+LEARNED_TEMPERATURE = 1.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,23 @@ class ReportRow:
     soft_random_std: float | None = None
     soft_ior: float | None = None
     soft_lrs: float | None = None
+    # the set's own label vectors (a method that learns labels, e.g. DATM, or an imported set's): None when it
+    # has none. DD-Ranking's soft-label rules ("S" mode, ddranking/metrics/soft_label.py): IOR = the set on its
+    # labels - the random subsets on the teacher's soft labels, both through one loss at one temperature (1:
+    # the set's labels train at T 1); HLR stays the hard one. Without a teacher the learned IOR and LRS stay None
+    label_kind: str | None = None  # logits or probabilities
+    learned_mean: float | None = None
+    learned_std: float | None = None
+    learned_repeats: int | None = None
+    learned_label_bytes: int | None = None  # the label vectors as stored (storage_bytes counts them)
+    learned_accuracies: list[float] = field(default_factory=list)
+    learned_seeds: list[int] = field(default_factory=list)
+    learned_eval_runs: list[str] = field(default_factory=list)
+    learned_random_mean: float | None = None  # the random subsets on the teacher's soft labels at T 1
+    learned_random_std: float | None = None
+    learned_ior: float | None = None
+    learned_lrs: float | None = None
+    learned_missing: str | None = None  # what the learned scores lack and how to add it
     # the set on other networks, as recorded by 'eval --net NAME' under the same settings (never trained
     # by the report): label -> {"net", "mean", "std", "repeats", "seeds", "runs"}
     cross_arch: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -226,11 +249,13 @@ class _Report:
             self.datasets[name] = load_dataset(name, self.data_root, self.download)
         return self.datasets[name]
 
-    def set_accuracy(self, art: Artifact, data: ImageData, spec: NetSpec, cfg: EvalSection) -> recorded.Accuracies:
+    def set_accuracy(self, art: Artifact, data: ImageData, spec: NetSpec, cfg: EvalSection,
+                     match: recorded.Match | None = None) -> recorded.Accuracies:
+        """The set's accuracies under ``cfg`` (hard labels unless ``match`` picks other records)."""
         def run(c: EvalSection):  # type: ignore[no-untyped-def]
             return evaluate(self.store, art.digest, data, dataclasses.replace(c, net=spec.name), self.device, spec,
                             self.reporter)
-        acc = recorded.ensure(self.store, self.runs, recorded.of_set(art.digest), spec, cfg, run)
+        acc = recorded.ensure(self.store, self.runs, match or recorded.of_set(art.digest), spec, cfg, run)
         if acc.evaluated:
             self.reporter.note(f"{art.ref}: evaluated {acc.evaluated} repeat(s) the store did not hold")
         return acc
@@ -255,19 +280,20 @@ class _Report:
             self.memo[key] = recorded.ensure(self.store, self.runs, recorded.of_full_data(data.name), spec, cfg, run)
         return self.memo[key]
 
-    def soft_accuracy(self, art: Artifact, data: ImageData, spec: NetSpec, cfg: EvalSection
-                      ) -> tuple[Artifact, int, recorded.Accuracies]:
-        """The set's accuracy under ``cfg`` (hard) but trained on the report's teacher's soft labels:
-        read back or evaluated like the hard one. Returns the teacher, its model index and the accuracies."""
-        e = self.s.eval
+    def soft_accuracy(self, art: Artifact, data: ImageData, spec: NetSpec, cfg: EvalSection,
+                      temperature: float | None = None) -> tuple[Artifact, int, recorded.Accuracies]:
+        """The set's accuracy under ``cfg`` (hard) but trained on the report's teacher's soft labels
+        (at ``temperature``, default ``eval.temperature``): read back or evaluated like the hard one.
+        Returns the teacher, its model index and the accuracies."""
         teacher, index = self.teacher()
-        soft_cfg = dataclasses.replace(cfg, labels="soft", teacher=f"{teacher.ref}#{index}", temperature=e.temperature)
+        t = self.s.eval.temperature if temperature is None else temperature
+        soft_cfg = dataclasses.replace(cfg, labels="soft", teacher=f"{teacher.ref}#{index}", temperature=t)
 
         def run(c: EvalSection):  # type: ignore[no-untyped-def]
             return evaluate(self.store, art.digest, data, dataclasses.replace(c, net=spec.name), self.device, spec,
                             self.reporter)
-        acc = recorded.ensure(self.store, self.runs, of_soft(art.digest, teacher.digest, index, e.temperature),
-                              spec, soft_cfg, run)
+        acc = recorded.ensure(self.store, self.runs, of_soft(art.digest, teacher.digest, index, t), spec, soft_cfg,
+                              run)
         return teacher, index, acc
 
     def teacher(self) -> tuple[Artifact, int]:
@@ -299,6 +325,35 @@ class _Report:
                 "soft_repeats": len(acc.accuracies), "soft_label_bytes": soft_bytes, "soft_accuracies": acc.accuracies,
                 "soft_seeds": acc.seeds, "soft_eval_runs": acc.runs, "soft_random_mean": random_mean,
                 "soft_random_std": random_std}
+
+    def learned(self, art: Artifact, tensors: dict[str, torch.Tensor], info: SyntheticMeta, data: ImageData,
+                spec: NetSpec, cfg: EvalSection, base: list[tuple[int, Artifact, recorded.Accuracies]],
+                hlr: float) -> dict[str, Any]:
+        """A set that carries label vectors: its accuracy on them (``eval.labels = "learned"``, read
+        back or evaluated like the hard one, never pooled with it) and, with the report's teacher,
+        DD-Ranking's soft-label IOR and LRS: the random subsets on the teacher's soft labels at the
+        temperature the set's own labels train at (1), the hard ``hlr``. Without a teacher the
+        row says what is missing and how to add it."""
+        acc = self.set_accuracy(art, data, spec, dataclasses.replace(cfg, labels="learned"),
+                                recorded.of_learned(art.digest))
+        labels = tensors["soft_labels"]
+        out: dict[str, Any] = {
+            "label_kind": info.label_kind, "learned_mean": acc.mean, "learned_std": acc.std,
+            "learned_repeats": len(acc.accuracies), "learned_label_bytes": labels.numel() * labels.element_size(),
+            "learned_accuracies": acc.accuracies, "learned_seeds": acc.seeds, "learned_eval_runs": acc.runs}
+        if not self.s.soft:
+            out["learned_missing"] = (
+                f"{art.ref} carries learned labels: its IOR and LRS compare it with random real subsets on a "
+                "teacher's soft labels (DD-Ranking); add --teacher pool/NAME[#i] (a pretrained pool's model, or "
+                f"the pool 'ddtool eval --full-data --dataset {data.name} --save-teacher' stores)")
+            self.reporter.note(out["learned_missing"])
+            return out
+        random_mean, random_std = mean_std([self.soft_accuracy(a, data, spec, cfg, LEARNED_TEMPERATURE)[2].mean
+                                            for _, a, _ in base])
+        ior = metrics.ior(acc.mean, random_mean)
+        out.update(learned_random_mean=random_mean, learned_random_std=random_std, learned_ior=ior,
+                   learned_lrs=metrics.lrs(hlr, ior, self.s.w))
+        return out
 
     def cross_arch(self, digest: str, spec: NetSpec, cfg: EvalSection) -> dict[str, dict[str, Any]]:
         """The set's recorded accuracies on every other network under ``cfg``'s protocol, epochs,
@@ -367,6 +422,7 @@ class _Report:
         if soft:  # HLR is a hard-label quantity whatever labels the set is used with
             soft["soft_ior"] = metrics.ior(soft["soft_mean"], soft["soft_random_mean"])
             soft["soft_lrs"] = metrics.lrs(h, soft["soft_ior"], self.s.w)
+        learned = self.learned(art, tensors, info, data, spec, cfg, base, h) if syn.soft_labels is not None else {}
         ars = plain = random_plain = None
         if self.s.ars:
             plain_cfg = dataclasses.replace(cfg, augment="none")
@@ -382,7 +438,7 @@ class _Report:
             lrs=metrics.lrs(h, i, self.s.w), w=self.s.w, ars=ars, gamma=self.s.gamma if self.s.ars else None,
             plain_mean=plain, random_plain_mean=random_plain, **cost_of(art.digest, info, self.runs),
             storage_bytes=storage_bytes(tensors), accuracies=acc.accuracies, seeds=acc.seeds, eval_runs=acc.runs,
-            total_storage_bytes=storage_bytes(tensors) + soft["soft_label_bytes"] if soft else None, **soft,
+            total_storage_bytes=storage_bytes(tensors) + soft["soft_label_bytes"] if soft else None, **soft, **learned,
             cross_arch=self.cross_arch(art.digest, spec, cfg),
             baselines=[{"ref": a.ref, "digest": a.digest, "seed": seed, "mean": r.mean, "std": r.std,
                         "repeats": len(r.accuracies), "runs": r.runs} for seed, a, r in base],

@@ -54,6 +54,16 @@ def of_set(digest: str) -> Match:
     return match
 
 
+def of_learned(digest: str) -> Match:
+    """Eval records of the synthetic set ``digest`` alone, trained on its own label vectors
+    (``eval.labels = "learned"``, or ``"auto"`` on a set that has them: the record says learned)."""
+    def match(rec: dict[str, Any]) -> bool:
+        inputs = rec.get("inputs") or []
+        return (len(inputs) == 1 and inputs[0].get("digest") == digest and inputs[0].get("role") == "synthetic"
+                and (rec.get("metrics") or {}).get("labels") == "learned")
+    return match
+
+
 def of_full_data(dataset: str) -> Match:
     """Eval records of the whole real train split of ``dataset`` (``eval --full-data``)."""
     def match(rec: dict[str, Any]) -> bool:

@@ -14,7 +14,8 @@ from ddtool.runtime.report.rows import ReportRow
 # the CSV's columns: every scalar field (the lists are in the JSON)
 CSV_FIELDS = [f.name for f in dataclasses.fields(ReportRow)
               if f.name not in ("accuracies", "seeds", "eval_runs", "baselines", "full_runs", "soft_accuracies",
-                                "soft_seeds", "soft_eval_runs", "cross_arch")]
+                                "soft_seeds", "soft_eval_runs", "learned_accuracies", "learned_seeds",
+                                "learned_eval_runs", "cross_arch")]
 
 
 def cross_nets(rows: list[ReportRow]) -> list[str]:
@@ -40,12 +41,16 @@ def to_csv(rows: list[ReportRow]) -> str:
 
 def to_markdown(rows: list[ReportRow]) -> str:
     """A GitHub table: accuracy in percent (mean ± std, repeats), scores, cost and storage; with soft
-    labels their accuracy beside the hard one and their storage beside the images'."""
+    labels their accuracy beside the hard one and their storage beside the images'; with a set's own
+    learned labels their accuracy and DD-Ranking's soft-label scores ('-' without a teacher)."""
     soft = any(r.soft_mean is not None for r in rows)
+    learned = any(r.learned_mean is not None for r in rows)
     nets = cross_nets(rows)
     head = ["set", "method", "ipc", "recipe", "accuracy %", *(["soft-label %"] if soft else []),
             *(f"{n} %" for n in nets), "random %", "full %", "HLR", "IOR", "LRS", "ARS",
-            *(["soft random %", "soft IOR", "soft LRS"] if soft else []), "distill s", "storage",
+            *(["soft random %", "soft IOR", "soft LRS"] if soft else []),
+            *(["learned-label %", "learned random %", "learned IOR", "learned LRS"] if learned else []),
+            "distill s", "storage",
             *(["soft labels"] if soft else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
@@ -62,10 +67,21 @@ def to_markdown(rows: list[ReportRow]) -> str:
                  *(["-" if r.soft_random_mean is None else f"{pct(r.soft_random_mean)} ± {pct(r.soft_random_std or 0.0)}",
                     "-" if r.soft_ior is None else pct(r.soft_ior),
                     "-" if r.soft_lrs is None else f"{r.soft_lrs:.2f}"] if soft else []),
+                 *([_pm(r.learned_mean, r.learned_std, r.learned_repeats),
+                    _pm(r.learned_random_mean, r.learned_random_std),
+                    "-" if r.learned_ior is None else pct(r.learned_ior),
+                    "-" if r.learned_lrs is None else f"{r.learned_lrs:.2f}"] if learned else []),
                  "-" if r.distill_seconds is None else f"{r.distill_seconds:.1f}", human_bytes(r.storage_bytes),
                  *([("-" if r.soft_label_bytes is None else human_bytes(r.soft_label_bytes))] if soft else [])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _pm(mean: float | None, std: float | None, n: int | None = None) -> str:
+    """mean ± std in percent (with the repeats), '-' when not computed."""
+    if mean is None:
+        return "-"
+    return f"{pct(mean)} ± {pct(std or 0.0)}" + (f" ({n})" if n is not None else "")
 
 
 def pct(x: float) -> str:
