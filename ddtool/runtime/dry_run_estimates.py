@@ -6,10 +6,14 @@ and ``pretrain`` train plain networks, so their probe (:func:`training_estimate`
 network of the run's kind for a few steps on the run's own images, settings and augmentation
 (the stacked ensemble of all of them when the run stacks them), and scales:
 
-* iteration 0 is one batch under ``torch.utils.flop_counter`` (its FLOPs; the first call's
-  warm-up), then, while the probe has taken at most ``PROBE_BUDGET_S``, up to ``PROBE_STEPS``
-  batches timed alone: their seconds per image, times the images of an epoch, are the seconds per
-  epoch (a set no larger than the timed batches is timed whole);
+* one batch timed first: the first call of a process pays one-off costs (lazy initialisation,
+  the augmentation's and the kernels' first calls: 3 s of a 4.4 s digits trajectories run on the
+  2-core CPU) that the run pays once too: its excess over the steady rate is the job's
+  ``warmup_seconds``, added once to its total;
+* one batch under ``torch.utils.flop_counter`` (its FLOPs), then, while the probe has taken at
+  most ``PROBE_BUDGET_S``, up to ``PROBE_STEPS`` batches timed alone: their seconds per image,
+  times the images of an epoch, are the seconds per epoch (a set no larger than that is timed
+  whole, over several epochs: ``PROBE_STEPS`` steps, and more up to ``MIN_TIMED_S``);
 * testing: one forward pass over up to ``TEST_PROBE`` test images, timed, scaled to what the run
   tests (each network once trained; an expert after every epoch too);
 * peak memory and its limit as distill's: the CUDA allocator's peak during the probe, or this
@@ -21,6 +25,7 @@ whole stacked ensemble when the run trains its networks as one (``impl = "vector
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
@@ -38,6 +43,8 @@ from ddtool.runtime.supervised import BatchAugment, TrainSettings, accuracy, tra
 PROBE_BUDGET_S = 10.0  # time more steps only when the first (counted) one took at most this
 PROBE_STEPS = 3  # batches timed after the counted one
 TEST_PROBE = 1024  # test images timed (one accuracy() batch)
+MIN_TIMED_S = 0.2  # a small set's timed epochs are repeated up to about this long
+MAX_TIMED_EPOCHS = 100
 
 
 def sync(device: torch.device) -> None:
@@ -138,16 +145,19 @@ class JobProbe:
     stacked: bool
     seconds_per_epoch: float  # of one network, or of the stacked ensemble
     flops_per_epoch: float
-    seconds_total: float
+    seconds_total: float  # the epochs, the testing and the warm-up
     epochs_run: int  # iterations: epochs as the run trains them
     peak_memory_bytes: int
-    timed_steps: int  # 0: only the counted step ran (past the budget)
+    timed_steps: int  # 0: past the budget, the first batch's rate is used (its warm-up included)
+    warmup_seconds: float = 0.0  # the first call's excess over the steady rate
 
     def part(self, job: TrainingJob) -> dict[str, Any]:
         return {"what": job.what, "networks": job.networks, "role": job.role, "epochs": job.settings.epochs,
                 "images": int(job.images.shape[0]), "batch": job.settings.batch, "stacked": self.stacked,
-                "seconds_per_epoch": self.seconds_per_epoch, "seconds_per_network": self.seconds_total / job.networks,
-                "seconds_total": self.seconds_total, "flops_per_epoch": self.flops_per_epoch}
+                "seconds_per_epoch": self.seconds_per_epoch,
+                "seconds_per_network": (self.seconds_total - self.warmup_seconds) / job.networks,
+                "warmup_seconds": self.warmup_seconds, "seconds_total": self.seconds_total,
+                "flops_per_epoch": self.flops_per_epoch}
 
 
 def probe_job(job: TrainingJob, device: torch.device, budget_s: float = PROBE_BUDGET_S) -> JobProbe:
@@ -160,29 +170,36 @@ def probe_job(job: TrainingJob, device: torch.device, budget_s: float = PROBE_BU
                 for _ in range(job.networks if job.impl == "vectorized" and job.stackable else 1)]
         stacked = len(nets) > 1 and ensemble.supports(nets, job.settings)
         nets = nets if stacked else nets[:1]
-        one = replace(job.settings, epochs=1)
 
-        def run(images: int) -> float:
-            x, y = job.images[:images], job.labels[:images]
+        def run(images: int, epochs: int = 1) -> float:
+            x, y, settings = job.images[:images], job.labels[:images], replace(job.settings, epochs=epochs)
             sync(device)
             t = time.perf_counter()
             if stacked:
-                ensemble.train_stacked(nets, x, y, one, job.augment)
+                ensemble.train_stacked(nets, x, y, settings, job.augment)
             else:
-                train(nets[0], x, y, one, job.augment)
+                train(nets[0], x, y, settings, job.augment)
             sync(device)
             return time.perf_counter() - t
 
         started = time.perf_counter()
         counted = min(n, job.settings.batch)
+        first = run(counted)  # with the process's one-off costs, if this is its first training
         with FlopCounterMode(display=False) as counter:
-            first = run(counted)
+            run(counted)
         flops_per_epoch = float(counter.get_total_flops()) * n / max(counted, 1)
         timed_steps, per_image = 0, first / max(counted, 1)
         if time.perf_counter() - started <= budget_s:
             images = min(n, PROBE_STEPS * job.settings.batch)
-            timed_steps = -(-images // job.settings.batch)
-            per_image = run(images) / max(images, 1)
+            steps = -(-images // job.settings.batch)
+            # a set of fewer batches is timed over several epochs (PROBE_STEPS steps at least), and over
+            # more while they take under MIN_TIMED_S: one step of a tiny set is a few noisy milliseconds
+            epochs = -(-PROBE_STEPS // steps) if images == n else 1
+            seconds = run(images, epochs)
+            if images == n and seconds < MIN_TIMED_S:
+                epochs = min(MAX_TIMED_EPOCHS, max(epochs + 1, math.ceil(epochs * MIN_TIMED_S / max(seconds, 1e-6))))
+                seconds = run(images, epochs)
+            timed_steps, per_image = steps * epochs, seconds / max(images * epochs, 1)
         per_test = 0.0
         if job.tested_after or job.tested_per_epoch:
             m = min(int(job.data.test_labels.shape[0]), TEST_PROBE)
@@ -196,7 +213,9 @@ def probe_job(job: TrainingJob, device: torch.device, budget_s: float = PROBE_BU
     per_epoch = per_image * n + (copies if stacked else 1) * job.tested_per_epoch * per_test
     epochs_run = epochs if stacked else epochs * copies
     tests = copies * (job.tested_after + job.tested_per_epoch) * per_test  # after training; experts once before
-    return JobProbe(stacked, per_epoch, flops_per_epoch, per_epoch * epochs_run + tests, epochs_run, peak, timed_steps)
+    warmup = max(0.0, first - per_image * counted)
+    return JobProbe(stacked, per_epoch, flops_per_epoch, per_epoch * epochs_run + tests + warmup, epochs_run, peak,
+                    timed_steps, warmup)
 
 
 def training_estimate(jobs: list[TrainingJob], device: torch.device,
@@ -217,10 +236,11 @@ def training_estimate(jobs: list[TrainingJob], device: torch.device,
     fits = None if limit is None or peak is None else peak <= limit
     untimed = sum(p.timed_steps == 0 for p in probes)
     parts = [p.part(j) for p, j in zip(probes, jobs)]
-    probe = (f"{len(jobs)} kind(s) of network probed on {device}, eager: one batch FLOP-counted, then up to "
-             f"{PROBE_STEPS} batches timed and scaled to the epochs; testing timed on up to {TEST_PROBE} test images"
-             + (f"; {untimed} past the probe's budget timed on the counted batch only (FLOP counter's overhead "
-                "included, an overestimate)" if untimed else ""))
+    probe = (f"{len(jobs)} kind(s) of network probed on {device}, eager: a first batch timed (its warm-up "
+             f"added once), one FLOP-counted, then up to {PROBE_STEPS} batches timed and scaled to the epochs; "
+             f"testing timed on up to {TEST_PROBE} test images"
+             + (f"; {untimed} past the probe's budget timed on the first batch only (its warm-up included, an "
+                "overestimate)" if untimed else ""))
     return TrainingEstimate(
         seconds_per_iteration=per_it, seconds_total=total, iterations=iterations, flops_per_iteration=flops,
         peak_memory_bytes=peak, memory_limit_bytes=limit, memory_limit_from=limit_what,
@@ -234,11 +254,12 @@ def describe_training(est: TrainingEstimate, verb: str) -> list[str]:
     when it does not fit."""
     lines = []
     for part in est.parts:
+        epochs = f"{part['epochs']} epoch{'' if part['epochs'] == 1 else 's'}"
         lines.append(f"estimate: {part['what']}: {part['seconds_per_epoch']:.3g} s per epoch, "
-                     f"{part['seconds_per_network']:.3g} s per {part['role']} ({part['epochs']} "
-                     f"epoch{'' if part['epochs'] == 1 else 's'} and testing), "
+                     f"{part['seconds_per_network']:.3g} s per {part['role']} ({epochs} and testing), "
                      f"~{part['seconds_total']:.3g} s for {part['networks']} {part['role']}s "
-                     f"({'stacked as one ensemble' if part['stacked'] else 'one at a time'})")
+                     f"({'stacked as one ensemble' if part['stacked'] else 'one at a time'}; "
+                     f"{part['warmup_seconds']:.2g} s of it first-call warm-up)")
     mem = "not measured" if est.peak_memory_bytes is None else gib(est.peak_memory_bytes)
     limit = "" if est.memory_limit_bytes is None else f" of {gib(est.memory_limit_bytes)} ({est.memory_limit_from})"
     lines.append(f"estimate: ~{est.seconds_total:.3g} s for the whole {verb} ({est.iterations} epochs, eager), "

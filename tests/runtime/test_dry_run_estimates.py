@@ -21,7 +21,7 @@ DISTILL_FIELDS = {"seconds_per_iteration", "seconds_total", "iterations", "flops
                   "memory_limit_bytes", "memory_limit_from", "memory_measures", "fits", "advice", "probe", "device"}
 FIELDS = DISTILL_FIELDS | {"unit", "parts"}
 PART = {"what", "networks", "role", "epochs", "images", "batch", "stacked", "seconds_per_epoch",
-        "seconds_per_network", "seconds_total", "flops_per_epoch"}
+        "seconds_per_network", "warmup_seconds", "seconds_total", "flops_per_epoch"}
 
 
 def _json(res):  # type: ignore[no-untyped-def]
@@ -49,7 +49,8 @@ def test_eval_dry_run_plans_each_set_and_the_full_data_bound_and_stores_nothing(
     assert [(p["what"], p["role"], p["networks"], p["epochs"], p["stacked"]) for p in parts] == [
         ("synthetic/s:v1 on convnet", "repeat", 2, 3, False), ("full:digits on convnet", "repeat", 2, 3, False)]
     for p in parts:
-        assert p["seconds_total"] == pytest.approx(2 * p["seconds_per_network"])
+        assert p["seconds_total"] == pytest.approx(2 * p["seconds_per_network"] + p["warmup_seconds"])
+        assert p["warmup_seconds"] >= 0
         assert p["seconds_per_network"] > 3 * p["seconds_per_epoch"] > 0  # its epochs, then its test
     assert e["seconds_total"] == pytest.approx(sum(p["seconds_total"] for p in parts))
     # FLOPs are counted on one batch and scaled by images: the same network on 1437 images, not 20
@@ -134,7 +135,8 @@ def test_the_estimate_adds_its_parts_and_weighs_the_epochs(monkeypatch) -> None:
     epochs each trains, the peak the larger one's."""
     jobs = [SimpleNamespace(what=w, networks=n, role="repeat", settings=SimpleNamespace(epochs=e, batch=256),
                             images=torch.zeros(10)) for w, n, e in (("a", 2, 10), ("b", 1, 30))]
-    probes = {"a": dre.JobProbe(False, 1.0, 5.0, 22.0, 20, 100, 3), "b": dre.JobProbe(False, 3.0, 1.0, 91.0, 30, 300, 0)}
+    probes = {"a": dre.JobProbe(False, 1.0, 5.0, 22.0, 20, 100, 3),
+              "b": dre.JobProbe(False, 3.0, 1.0, 91.0, 30, 300, 0, warmup_seconds=1.0)}
     monkeypatch.setattr(dre, "probe_job", lambda job, device, budget_s: probes[job.what])
     monkeypatch.setattr(dre, "memory_limit", lambda d: (None, "unknown (no /proc/meminfo)"))
     e = dre.training_estimate(jobs, torch.device("cpu"), lambda parts: pytest.fail("no limit: no advice"))  # type: ignore[arg-type]
@@ -142,5 +144,5 @@ def test_the_estimate_adds_its_parts_and_weighs_the_epochs(monkeypatch) -> None:
     assert e.seconds_per_iteration == pytest.approx((1.0 * 20 + 3.0 * 30) / 50)
     assert e.flops_per_iteration == pytest.approx((5.0 * 20 + 1.0 * 30) / 50)
     assert e.peak_memory_bytes == 300 and e.fits is None and e.advice is None
-    assert "1 past the probe's budget timed on the counted batch only" in e.probe
-    assert [p["seconds_per_network"] for p in e.parts] == [11.0, 91.0]
+    assert "1 past the probe's budget timed on the first batch only" in e.probe
+    assert [p["seconds_per_network"] for p in e.parts] == [11.0, 90.0]  # the warm-up is paid once, not per network
