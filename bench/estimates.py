@@ -1,7 +1,8 @@
-"""The dry-run estimator's error: ``distill --dry-run`` against the run it estimates, per shipped recipe.
+"""The dry-run estimators' error: ``distill``, ``eval`` and ``pretrain --dry-run`` against the run each
+estimates, per shipped recipe.
 
-    python -m bench.estimates [--recipes quickstart dm ...] [--all] [--set KEY=VALUE ...] [--store DIR]
-        [--device cpu]
+    python -m bench.estimates [--verbs distill eval pretrain] [--recipes quickstart dm ...] [--all]
+        [--set KEY=VALUE ...] [--store DIR] [--device cpu]
 
 For each recipe, at its own dataset scale (the embedded digits: ``[scale.digits]``): what it needs
 first (``ddtool pretrain``, with ``--trajectories`` for MTT), then ``ddtool distill --dry-run --json``
@@ -12,6 +13,13 @@ holds both sides (:mod:`ddtool.runtime.distill.estimate`); this prints them as a
 the ratios actual / estimate. Threads are the processes' own (set ``OMP_NUM_THREADS=1`` for the
 recipes' measured walls' setting). The default recipes are fast ones; ``--all`` runs every shipped
 recipe (tens of minutes on a 2-core CPU).
+
+``--verbs eval`` distils the recipe's set first (as above), then runs ``ddtool eval SET --recipe
+NAME --dry-run --json`` and ``ddtool eval SET --recipe NAME --json``; ``--verbs pretrain`` runs
+``ddtool pretrain --recipe NAME`` (``--trajectories`` where the recipe needs experts) the same two
+ways. Their table sets the dry-run's estimate (``seconds_total``, ``peak_memory_bytes``) beside the
+run record's ``wall_seconds`` and peak memory (``peak_cuda_bytes`` on CUDA, else ``peak_rss_bytes``;
+the record's wall starts after the data are loaded, as the probe's figures do).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 from bench.common import add_run_args, bench_store, machine
 
 FAST = ["quickstart", "dm", "dc"]
+VERBS = ("distill", "eval", "pretrain")
 
 
 def _ddtool(store: str, cache: str, *args: str) -> tuple[dict[str, Any], float]:
@@ -62,6 +71,45 @@ def measure(name: str, store: str, sets: list[str], device: str) -> dict[str, An
             "wall_s": record["wall_seconds"], "compiled": record.get("compile", {}).get("compiled")}
 
 
+def measure_training(verb: str, name: str, store: str, sets: list[str], device: str) -> dict[str, Any]:
+    """One recipe's ``eval`` (of the set it distils) or ``pretrain``: the dry-run's estimate beside the run record."""
+    from ddtool.runtime.recipe_catalog import shipped_recipes
+    from ddtool.store import Store
+
+    info = {r.name: r for r in shipped_recipes()}[name]
+    cache = tempfile.mkdtemp(prefix="ddtool-bench-cache-")
+    extra = [a for s in sets for a in ("--set", s)]
+    if verb == "eval":
+        if info.first:
+            _ddtool(store, cache, *info.first.split()[1:], *extra)
+        made, _ = _ddtool(store, cache, "distill", "--recipe", name, *extra, "--device", device)
+        args = ["eval", made["ref"], "--recipe", name, *extra, "--device", device]
+    else:
+        args = ["pretrain", "--recipe", name, *(["--trajectories"] if "--trajectories" in info.first else []),
+                *extra, "--device", device]
+    dry, dry_s = _ddtool(store, cache, *args, "--dry-run")
+    run, _ = _ddtool(store, cache, *args)
+    record = Store(store).run((run[0] if verb == "eval" else run)["run"])
+    peak = record.get("peak_cuda_bytes", record.get("peak_rss_bytes"))
+    return {"verb": verb, "recipe": name, "estimate": dry["estimate"], "dry_run_s": dry_s,
+            "wall_s": record["wall_seconds"], "peak": peak}
+
+
+def training_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| verb | recipe | networks x epochs | s/epoch est. | total s est. | run wall s | actual/est. "
+            "| peak MiB est. | peak MiB actual | actual/est. | dry-run s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    mib = lambda n: f"{n / 2**20:.0f}" if n else "n/a"  # noqa: E731
+    for r in rows:
+        e = r["estimate"]
+        shape = ", ".join(f"{p['networks']} x {p['epochs']}" + (" stacked" if p["stacked"] else "") for p in e["parts"])
+        lines.append(
+            f"| {r['verb']} | {r['recipe']} | {shape} | {e['seconds_per_iteration']:.3g} | {e['seconds_total']:.3g} | "
+            f"{r['wall_s']:.3g} | {_ratio(r['wall_s'], e['seconds_total'])} | {mib(e['peak_memory_bytes'])} | "
+            f"{mib(r['peak'])} | {_ratio(r['peak'], e['peak_memory_bytes'])} | {r['dry_run_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "n/a"
 
@@ -86,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", nargs="+", default=FAST, help=f"shipped recipes to measure (default: {FAST})")
     ap.add_argument("--all", action="store_true", help="every shipped recipe (tens of minutes on a 2-core CPU)")
+    ap.add_argument("--verbs", nargs="+", default=["distill"], choices=VERBS,
+                    help="whose dry-run to measure (default: distill)")
     add_run_args(ap, "override for every recipe (e.g. distill.iterations=50)")
     args = ap.parse_args(argv)
     if args.all:
@@ -95,11 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     store = str(bench_store(args.store).root)
     print(f"# bench.estimates, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}, "
           f"load {os.getloadavg()[0]:.1f}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    rows = []
+    rows, trained = [], []
     for name in args.recipes:
-        rows.append(measure(name, store, args.set, args.device))
-        print(f"{name}: done", file=sys.stderr, flush=True)
-    print(table(rows))
+        for verb in args.verbs:
+            if verb == "distill":
+                rows.append(measure(name, store, args.set, args.device))
+            else:
+                trained.append(measure_training(verb, name, store, args.set, args.device))
+            print(f"{verb} {name}: done", file=sys.stderr, flush=True)
+    print("\n\n".join(t for t in (table(rows) if rows else "", training_table(trained) if trained else "") if t))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,14 @@ def eval_cmd(
     flops: Annotated[bool, typer.Option("--flops/--no-flops", help=(
         "With --checkpoints: estimate FLOPs per outer iteration by replaying one under "
         "torch.utils.flop_counter (skipped when an iteration took over 10 s)."))] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=(
+        "Check the sets and settings and print what would be trained (set, net, images, repeats, epochs, batch, "
+        "lr, labels), then the expected seconds per epoch, per repeat and in total for all sets x repeats and the "
+        "peak memory on the device, from a short probe (a few training steps of each set, scaled to the epochs; "
+        "nothing is stored; a line names the fix when the estimate exceeds the device's memory)."))] = False,
+    estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help=(
+        "With --dry-run: probe for the time and memory estimate (--no-estimate: the plan only, without "
+        "training any step)."))] = True,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     device: o.Device = "auto",
@@ -88,7 +96,8 @@ def eval_cmd(
     from ddtool.runtime.evaluate.train_eval import evaluate
     from ddtool.store.meta import SyntheticMeta
 
-    relaunch(nproc)  # --nproc N: this command line as N processes, then exit
+    if not dry_run:
+        relaunch(nproc)  # --nproc N: this command line as N processes, then exit
     refs = refs or []
     if (not refs and not full_data) or (full_dataset and not full_data):
         raise UsageError("--dataset goes with --full-data (a synthetic set is evaluated on its own dataset)"
@@ -108,8 +117,12 @@ def eval_cmd(
     if r.eval.labels == "soft" and checkpoints:
         raise UsageError("--labels soft evaluates synthetic sets; accuracy curves (--checkpoints) train on the run's own "
                          "label vectors (DATM) or on hard labels: --labels auto, learned or hard")
-    dev = join_processes(device)  # under torchrun: each rank trains its block of the repeats
-    store = get_store(write=True)
+    if dry_run and checkpoints:
+        raise UsageError("--dry-run plans the evaluation of sets and --full-data, not of a run's checkpoints; "
+                         "drop --checkpoints or --dry-run")
+    # under torchrun: each rank trains its block of the repeats (a dry-run plans on one process)
+    dev = resolve_device(device) if dry_run else join_processes(device)
+    store = get_store(write=not dry_run)
     spec = None
     nets = [n.strip() for n in r.eval.net.split(",") if n.strip()]  # --net a,b,c: cross-architecture
     if nets:
@@ -125,6 +138,9 @@ def eval_cmd(
         return
     if every is not None or at is not None:
         raise UsageError("--every and --at select checkpoints: add --checkpoints")
+    if dry_run:
+        _dry_run(store, refs, r, nets, dev, full_data, full_dataset, data_root, epochs, estimate, as_json)
+        return
     results, cache = [], {}
     for ref in refs:
         _no_run_id(ref)
@@ -254,21 +270,12 @@ def _note_soft(results) -> None:  # type: ignore[no-untyped-def]
 
 
 def _full_data(store, r, nets, dataset, dev, data_root, cli_epochs=None, save_teacher=False):  # type: ignore[no-untyped-def]
-    """eval --full-data: the whole real train split per net (the recipe's [net] when none named).
-
-    Epochs: ``--epochs`` when given (whatever its value), else a recipe's or --set's
-    ``eval.epochs`` when it differs from the default, else FULL_DATA_EPOCHS."""
-    from ddtool.nets import NetSpec
-    from ddtool.recipe import EvalSection
-    from ddtool.runtime.evaluate.train_eval import FULL_DATA_EPOCHS, evaluate_full_data
-    from ddtool.runtime.distill.planning import net_spec_of
+    """eval --full-data: the whole real train split per net (the recipe's [net] when none named)."""
+    from ddtool.runtime.evaluate.train_eval import evaluate_full_data
 
     data = load_dataset(dataset or r.data.dataset, data_root or r.data.root or None, r.data.download)
-    if cli_epochs is not None:
-        epochs = cli_epochs
-    else:
-        epochs = r.eval.epochs if r.eval.epochs != EvalSection().epochs else FULL_DATA_EPOCHS
-    specs = [NetSpec(n) for n in nets] or [net_spec_of(r)]
+    epochs = _full_data_epochs(r, cli_epochs)
+    specs = _full_data_nets(r, nets)
     out = [evaluate_full_data(store, data, dataclasses.replace(r.eval, net=s.name, epochs=epochs), dev, s,
                               RichReporter(), **({"save_teacher": True} if save_teacher else {})) for s in specs]
     if save_teacher:
@@ -279,6 +286,76 @@ def _full_data(store, r, nets, dataset, dev, data_root, cli_epochs=None, save_te
             err.print(f"saved teacher {teacher} ({len(e.accuracies)} model(s)); use it with --labels soft "
                       f"--teacher {teacher}", highlight=False, soft_wrap=True)
     return out
+
+
+def _full_data_epochs(r, cli_epochs: int | None) -> int:  # type: ignore[no-untyped-def]
+    """The full-data bound's epochs: ``--epochs`` when given (whatever its value), else a recipe's or
+    --set's ``eval.epochs`` when it differs from the default, else FULL_DATA_EPOCHS."""
+    from ddtool.recipe import EvalSection
+    from ddtool.runtime.evaluate.train_eval import FULL_DATA_EPOCHS
+
+    if cli_epochs is not None:
+        return cli_epochs
+    return r.eval.epochs if r.eval.epochs != EvalSection().epochs else FULL_DATA_EPOCHS
+
+
+def _full_data_nets(r, nets: list[str]) -> list:  # type: ignore[no-untyped-def]
+    """The networks of the full-data bound: the named ones, else the recipe's [net]."""
+    from ddtool.nets import NetSpec
+    from ddtool.runtime.distill.planning import net_spec_of
+
+    return [NetSpec(n) for n in nets] or [net_spec_of(r)]
+
+
+def _dry_run(store, refs, r, nets, dev, full_data, full_dataset, data_root, cli_epochs, estimate,  # type: ignore[no-untyped-def]
+             as_json) -> None:
+    """eval --dry-run: every set (and the full-data bound) on every net, resolved and checked as the run
+    would, then the probe's estimate; reads the store and the data, writes nothing."""
+    from ddtool.nets import NetSpec
+    from ddtool.runtime.evaluate.eval_plan import plan_full_data, plan_set
+    from ddtool.store.meta import SyntheticMeta
+
+    planned, cache = [], {}
+    for ref in refs:
+        _no_run_id(ref)
+        recorded = SyntheticMeta.from_metadata(store.blob_metadata(store.resolve(ref, kind="synthetic").digest))
+        dataset = recorded.signature.dataset if recorded.signature.dataset is not None else r.data.dataset
+        if dataset not in cache:
+            cache[dataset] = load_dataset(dataset, data_root or r.data.root or None, r.data.download)
+        for one in [NetSpec(n) for n in nets] or [None]:
+            cfg = dataclasses.replace(r.eval, net=one.name) if one else r.eval
+            planned.append(plan_set(store, ref, cache[dataset], cfg, dev, one))
+    if full_data:
+        dataset = full_dataset or next(iter(cache), None) or r.data.dataset
+        data = cache.get(dataset) or load_dataset(dataset, data_root or r.data.root or None, r.data.download)
+        cfg = dataclasses.replace(r.eval, epochs=_full_data_epochs(r, cli_epochs))
+        planned += [plan_full_data(data, dataclasses.replace(cfg, net=s.name), s, dev)
+                    for s in _full_data_nets(r, nets)]
+    resolved: dict = {"plan": [p.row(dev) for p in planned], "device": str(dev)}
+    est = None
+    if estimate:
+        from ddtool.runtime.evaluate.eval_plan import estimate_eval
+
+        est = estimate_eval(planned, dev)
+        resolved["estimate"] = est.to_dict()
+    if not prints_results():
+        return
+    if as_json:
+        print_json(resolved)
+        return
+    table = Table(title=f"eval plan ({dev})")
+    cols = ["set", "net", "images", "repeats", "epochs", "batch", "protocol", "lr", "labels", "impl"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("set", "net", "protocol", "labels", "impl") else "right")
+    for row in resolved["plan"]:
+        table.add_row(*(f"{row[c]:g}" if isinstance(row[c], float) else str(row[c]) for c in cols))
+    console.print(table)
+    if est is not None:
+        from ddtool.runtime.dry_run_estimates import describe_training
+
+        for line in describe_training(est, "evaluation"):
+            console.print(line, style="yellow" if line == est.advice else None, markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 def _print_cross_arch(results, nets, r) -> None:  # type: ignore[no-untyped-def]

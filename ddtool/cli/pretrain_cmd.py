@@ -34,6 +34,14 @@ def pretrain_cmd(
             "Go on with an interrupted or killed 'pretrain --trajectories' run (its id is in the interruption "
             "line and 'ddtool store runs'): its stored experts are kept, the rest trained with its recorded "
             "recipe; the result is the uninterrupted run's."))] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=(
+        "Check the recipe and print what would be trained (artifact, net, models, epochs, batch, lr, augmentation), "
+        "then the expected seconds per epoch, per model and in total (trajectories: with each expert's test after "
+        "every epoch) and the peak memory on the device, from a short probe (a few training steps, scaled to the "
+        "epochs; nothing is stored; a line names the fix when the estimate exceeds the device's memory)."))] = False,
+    estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help=(
+        "With --dry-run: probe for the time and memory estimate (--no-estimate: the plan only, without "
+        "training any step)."))] = True,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     device: o.Device = "auto",
@@ -45,7 +53,10 @@ def pretrain_cmd(
     trajectories as [bold]trajectories/NAME[/])."""
     from ddtool.runtime.pretrain.pool_training import pretrain
 
-    relaunch(nproc)  # --nproc N: this command line as N processes, then exit
+    if dry_run and resume is not None:
+        raise UsageError("--dry-run plans a new run; drop --resume (it goes on with a run's recorded recipe)")
+    if not dry_run:
+        relaunch(nproc)  # --nproc N: this command line as N processes, then exit
     if resume is not None:
         given = [flag for flag, value in (("--epochs", epochs), ("--n", n), ("--dataset", dataset), ("--net", net),
                                           ("--lr", lr), ("--seed", seed), ("--name", name), ("--recipe", recipe),
@@ -72,8 +83,11 @@ def pretrain_cmd(
     from ddtool.runtime.distill.planning import check_registered
 
     check_registered(r)  # an unknown --net before the data (a download); pretrain() builds it before its record
-    store = get_store(write=True)  # before the data (a download) and the training
+    store = get_store(write=not dry_run)  # before the data (a download) and the training
     data = recipe_data(r, data_root)
+    if dry_run:
+        _dry_run(r, data, trajectories, device, estimate, as_json)
+        return
     if trajectories:
         with distributed_device(device) as dev:  # under torchrun each process trains its block of the experts
             _trajectories(store, r, data, dev, as_json)
@@ -87,6 +101,33 @@ def pretrain_cmd(
                     "seconds": res.seconds, "models": res.pool.models})
         return
     console.print(pool_table(f"{res.artifact.ref}  ({res.artifact.digest[:12]}, {res.seconds:.1f}s)", res.pool.models))
+
+
+def _dry_run(r, data, trajectories: bool, device: str, estimate: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """pretrain --dry-run: the plan, checked as the run checks it, and the probe's estimate; writes nothing."""
+    from ddtool.runtime.pretrain.pretrain_plan import plan_pretrain
+    from ddtool.runtime.supervised import resolve_device
+
+    dev = resolve_device(device)  # one process: --nproc's split is not planned
+    planned = plan_pretrain(r, data, trajectories)
+    resolved = {"recipe": planned.recipe.to_dict(), "recipe_sha256": planned.recipe.sha256(),
+                "plan": planned.describe(dev), "device": str(dev)}
+    est = None
+    if estimate:
+        from ddtool.runtime.pretrain.pretrain_plan import estimate_pretrain
+
+        est = estimate_pretrain(planned, dev)
+        resolved["estimate"] = est.to_dict()
+    if as_json:
+        print_json(resolved)
+        return
+    console.print_json(data={k: v for k, v in resolved.items() if k not in ("recipe", "estimate")})
+    if est is not None:
+        from ddtool.runtime.dry_run_estimates import describe_training
+
+        for line in describe_training(est, "pretrain"):
+            console.print(line, style="yellow" if line == est.advice else None, markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 def _trajectories(store, recipe, data, device, as_json: bool, resume: str | None = None) -> None:  # type: ignore[no-untyped-def]

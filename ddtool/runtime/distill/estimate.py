@@ -20,7 +20,8 @@ stored. What it measures:
   (``MemAvailable`` of ``/proc/meminfo``, plus what this process already holds; none where Linux's
   files are absent, and then nothing is checked).
 
-Over the limit, one line names the fix (:func:`advice`). The estimate is kept in the user cache
+Over the limit, one line names the fix (:func:`advice`). The limit, the estimate's fields and that
+line's wording are shared with ``eval`` and ``pretrain``'s dry-runs (:mod:`ddtool.runtime.dry_run_estimates`). The estimate is kept in the user cache
 (:mod:`ddtool.runtime.machine`); a run of the same recipe, data and device copies it into its
 record's ``estimate`` beside what it measured, so the estimator's error is measured
 (``python -m bench.estimates``).
@@ -30,16 +31,17 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from ddtool.data import ImageData
 from ddtool.runtime.distill.planning import Plan
-from ddtool.runtime.run_records import peak_memory
+# the pieces every verb's dry-run shares; memory_limit is looked up here, so a test can fake it for distill
+from ddtool.runtime.dry_run_estimates import (PROBE_BUDGET_S, Estimate, gib, memory_limit, memory_measures,
+                                              over_memory, probe_peak, sync)
 
-PROBE_BUDGET_S = 10.0  # time a second iteration only when the first (counted) one took at most this
+__all__ = ["Estimate", "Replay", "advice", "describe", "estimate", "estimate_and_keep", "memory_limit", "replay"]
 
 
 @dataclass
@@ -54,11 +56,6 @@ class Replay:
 
 class _OverBudget(Exception):
     """Raised from the inner-step callback: the probe has seen enough of iteration 0."""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def replay(p: Plan, data: ImageData, device: torch.device, iterations: int = 1, memory: bool = False,
@@ -87,14 +84,14 @@ def replay(p: Plan, data: ImageData, device: torch.device, iterations: int = 1, 
     def run(it: int) -> float:
         """Seconds of iteration ``it``, scaled from its inner steps when it was stopped."""
         ticks.clear()
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         try:
             p.method.step(ctx, syn, opt, it)
         except _OverBudget:
             gaps = [b - a for a, b in zip(ticks, ticks[1:])]
             return ticks[0] - t + (statistics.median(gaps) if gaps else ticks[0] - t) * (steps - 1)
-        _sync(device)
+        sync(device)
         return time.perf_counter() - t
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -111,30 +108,8 @@ def replay(p: Plan, data: ImageData, device: torch.device, iterations: int = 1, 
                 break
             stop.update(after=time.perf_counter() + budget_s - spent, ticks=2)
             seconds.append(run(it))
-        peak = None
-        if memory:
-            got = peak_memory(device)
-            peak = got["peak_cuda_bytes"] if device.type == "cuda" else got["peak_rss_bytes"]
+        peak = probe_peak(device) if memory else None
     return Replay(float(counter.get_total_flops()) / fraction, seconds, peak, fraction)
-
-
-def memory_limit(device: torch.device) -> tuple[int | None, str]:
-    """(bytes the run may use on ``device``, what they are): the GPU's total memory; on a CPU the
-    RAM available now plus what this process holds (freed when it exits); None where unknown."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory), f"{torch.cuda.get_device_name(device)} memory"
-    try:
-        with open("/proc/meminfo") as f:
-            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-        with open("/proc/self/status") as f:
-            rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-    except (OSError, StopIteration, ValueError):
-        return None, "unknown (no /proc/meminfo)"
-    return avail + rss, "available RAM"
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.3g} GiB"
 
 
 def advice(p: Plan, peak: int, limit: int, limit_what: str) -> str:
@@ -154,28 +129,7 @@ def advice(p: Plan, peak: int, limit: int, limit_what: str) -> str:
     fixes.append("smaller batches" + (f": {', '.join(batches)}" if batches else ""))
     fixes.append("fewer processes (--nproc: each holds its own copy)" if p.device.type == "cpu"
                  else "fewer processes per GPU")
-    return f"estimated peak memory {_gib(peak)} exceeds the {limit_what} ({_gib(limit)}); try " + "; ".join(fixes)
-
-
-@dataclass
-class Estimate:
-    """What ``distill --dry-run`` expects of the run (the ``estimate`` of its ``--json``)."""
-
-    seconds_per_iteration: float
-    seconds_total: float
-    iterations: int
-    flops_per_iteration: float
-    peak_memory_bytes: int | None
-    memory_limit_bytes: int | None
-    memory_limit_from: str
-    memory_measures: str
-    fits: bool | None  # None: no limit known
-    advice: str | None
-    probe: str  # how the numbers were obtained
-    device: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    return over_memory(peak, limit, limit_what, fixes)
 
 
 def estimate(p: Plan, data: ImageData, device: torch.device) -> Estimate:
@@ -192,11 +146,9 @@ def estimate(p: Plan, data: ImageData, device: torch.device) -> Estimate:
     limit, limit_what = memory_limit(device)
     peak = r.peak_memory_bytes
     fits = None if limit is None or peak is None else peak <= limit
-    measures = ("peak CUDA allocation during the probe (torch.cuda.max_memory_allocated)" if device.type == "cuda"
-                else "peak resident memory of this process through the probe (ru_maxrss: data, libraries, tensors)")
     return Estimate(seconds_per_iteration=per_it, seconds_total=per_it * p.iterations, iterations=p.iterations,
                     flops_per_iteration=r.flops, peak_memory_bytes=peak, memory_limit_bytes=limit,
-                    memory_limit_from=limit_what, memory_measures=measures, fits=fits,
+                    memory_limit_from=limit_what, memory_measures=memory_measures(device), fits=fits,
                     advice=advice(p, peak, limit, limit_what) if fits is False and peak and limit else None,
                     probe=probe, device=str(device))
 
@@ -213,9 +165,9 @@ def estimate_and_keep(p: Plan, data: ImageData, device: torch.device) -> Estimat
 
 def describe(est: Estimate) -> list[str]:
     """The dry-run's lines: time, memory, and the advice when it does not fit."""
-    mem = "not measured" if est.peak_memory_bytes is None else _gib(est.peak_memory_bytes)
+    mem = "not measured" if est.peak_memory_bytes is None else gib(est.peak_memory_bytes)
     limit = ("" if est.memory_limit_bytes is None
-             else f" of {_gib(est.memory_limit_bytes)} ({est.memory_limit_from})")
+             else f" of {gib(est.memory_limit_bytes)} ({est.memory_limit_from})")
     lines = [f"estimate: {est.seconds_per_iteration:.3g} s per iteration, ~{est.seconds_total:.3g} s for "
              f"{est.iterations} iterations (eager), peak memory {mem}{limit}; from {est.probe}"]
     if est.advice:

@@ -160,6 +160,24 @@ def check_eval(spec: NetSpec, cfg: EvalSection, data: ImageData) -> None:
     check_net(spec, data.channels, data.num_classes, data.resolution)
 
 
+def training_inputs(syn: SyntheticSet, data: ImageData, cfg: EvalSection, device: torch.device,
+                    targets: torch.Tensor | None = None
+                    ) -> tuple[TrainSettings, torch.Tensor, torch.Tensor, BatchAugment]:
+    """What every repeat of an evaluation under ``cfg`` (its lr a number) trains with: the settings
+    of its protocol, the set's images in ``data``'s normalisation and its labels (or ``targets``) on
+    ``device``, and the augmentation (also what ``eval --dry-run`` probes)."""
+    proto = PROTOCOLS[cfg.protocol]
+    # a teacher's targets are temperature-scaled (Hinton's loss); a set's own learned labels train at T = 1
+    settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                             batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix,
+                             optimizer=proto.optimizer,
+                             temperature=cfg.temperature if targets is not None and cfg.labels == "soft" else 1.0)
+    images, labels = syn.decoded()
+    images, labels = in_data_normalization(images.detach().to(device), syn, data), \
+        (labels if targets is None else targets).to(device)
+    return settings, images, labels, proto.augmenter(cfg.augment)
+
+
 def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSection, device: torch.device,
                  reporter: Reporter | None = None, label: str = "", targets: torch.Tensor | None = None,
                  trained: list[Any] | None = None, compile_info: dict[str, Any] | None = None,
@@ -172,16 +190,7 @@ def evaluate_set(syn: SyntheticSet, data: ImageData, spec: NetSpec, cfg: EvalSec
     ``seed_of(r)``: repeat r's seed (default ``cfg.seed + r``)."""
     reporter = reporter or Silent()
     cfg = with_learned_lr(cfg, syn.info.learned_lr, label or "the set")
-    proto = PROTOCOLS[cfg.protocol]
-    # a teacher's targets are temperature-scaled (Hinton's loss); a set's own learned labels train at T = 1
-    settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                             batch=cfg.batch, milestones=proto.milestones, gamma=proto.gamma, cutmix=proto.cutmix,
-                             optimizer=proto.optimizer,
-                             temperature=cfg.temperature if targets is not None and cfg.labels == "soft" else 1.0)
-    images, labels = syn.decoded()
-    images, labels = in_data_normalization(images.detach().to(device), syn, data), \
-        (labels if targets is None else targets).to(device)
-    augment = proto.augmenter(cfg.augment)
+    settings, images, labels, augment = training_inputs(syn, data, cfg, device, targets)
     # under torchrun each rank trains its block of the repeats (ddtool.runtime.distributed.process_group); repeat r
     # is seeded cfg.seed + r wherever it runs, so the loop gives the same accuracies on any world size
     mine = distributed.shard(cfg.repeats)
@@ -237,21 +246,45 @@ def _train_compiler(cfg: EvalSection, nets: list[nn.Module], images: torch.Tenso
     return compiler
 
 
-def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: torch.device,
-             net: NetSpec | None = None, reporter: Reporter | None = None) -> EvalResult:
+@dataclass
+class ResolvedSet:
+    """The evaluation of one stored set as it will run: its network, its settings with the lr a
+    number and the labels decided, and the soft targets with where they came from."""
+
+    art: Artifact
+    syn: SyntheticSet
+    spec: NetSpec
+    cfg: EvalSection
+    targets: torch.Tensor | None
+    teacher_inputs: list[dict[str, str]]
+    soft: dict[str, Any]
+    lr_learned: bool  # eval.lr was "learned": the record says where the number came from
+
+
+def resolve_set(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: torch.device,
+                net: NetSpec | None = None) -> ResolvedSet:
+    """What :func:`evaluate` (and ``eval --dry-run``) resolves of ``ref`` before training; reads the
+    store only (a teacher's soft targets are computed on ``device``)."""
+    from ddtool.runtime.evaluate.soft_labels import resolve_labels, soft_setup
+
     art, syn = load_synthetic(store, ref)
     check_data(syn.signature, data, ref)
     spec = net or (NetSpec(cfg.net) if cfg.net else net_of(syn, ref))
-    from ddtool.runtime.evaluate.soft_labels import resolve_labels, soft_setup
-
     learned = cfg.lr == LEARNED
     cfg = with_learned_lr(cfg, syn.info.learned_lr, f"'{ref}'")  # the record holds the number trained at
     cfg = resolve_labels(cfg, syn, f"'{ref}'")  # and the labels it trained on
     targets, teacher_in, soft = soft_setup(store, cfg, syn, data, device)
-    return _recorded(store, syn, data, spec, cfg, device, reporter, art.ref,
-                     inputs=[io_entry(art, "synthetic"), *teacher_in], fields={"soft": soft} if soft else None,
-                     metrics={**({"lr_from": LEARNED} if learned else {}), **_label_metrics(soft)} or None,
-                     targets=targets)
+    return ResolvedSet(art, syn, spec, cfg, targets, teacher_in, soft, learned)
+
+
+def evaluate(store: Store, ref: str, data: ImageData, cfg: EvalSection, device: torch.device,
+             net: NetSpec | None = None, reporter: Reporter | None = None) -> EvalResult:
+    r = resolve_set(store, ref, data, cfg, device, net)
+    return _recorded(store, r.syn, data, r.spec, r.cfg, device, reporter, r.art.ref,
+                     inputs=[io_entry(r.art, "synthetic"), *r.teacher_inputs],
+                     fields={"soft": r.soft} if r.soft else None,
+                     metrics={**({"lr_from": LEARNED} if r.lr_learned else {}), **_label_metrics(r.soft)} or None,
+                     targets=r.targets)
 
 
 def _label_metrics(soft: dict[str, Any]) -> dict[str, Any]:
@@ -301,6 +334,17 @@ def normalized_train(data: ImageData, device: torch.device, chunk: int = 8192) -
     return out
 
 
+def full_data_cfg(cfg: EvalSection) -> EvalSection:
+    """``cfg`` as the full-data bound trains: hard labels (the real data is the bound), a number for its lr."""
+    return full_data_lr(dataclasses.replace(cfg, labels="hard", teacher=""))
+
+
+def full_data_set(data: ImageData, device: torch.device) -> SyntheticSet:
+    """The whole real train split as a set, normalised on ``device``: what the full-data bound trains on."""
+    ipc = max(data.class_counts()) if data.num_classes else 0
+    return SyntheticSet(normalized_train(data, device), data.train_labels.to(device), ipc)
+
+
 def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: torch.device,
                        net: NetSpec, reporter: Reporter | None = None, save_teacher: bool = False) -> EvalResult:
     """The upper-bound reference point: fresh networks trained on the whole real train split.
@@ -313,7 +357,7 @@ def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: 
     """
     from ddtool.runtime.evaluate.soft_labels import teacher_name, teacher_pool
 
-    cfg = full_data_lr(dataclasses.replace(cfg, labels="hard", teacher=""))
+    cfg = full_data_cfg(cfg)
     # a saved teacher's networks start from seeds of their own: with eval.seed + i, evaluation
     # repeat i of a set trained on its soft labels would start from teacher i's initial weights
     seed_of = (lambda i: role_seed("teacher", cfg.seed, i)) if save_teacher else (lambda i: cfg.seed + i)
@@ -324,10 +368,8 @@ def evaluate_full_data(store: Store, data: ImageData, cfg: EvalSection, device: 
         pool = teacher_pool(nets, net, data, models, cfg.seed, cfg.epochs)
         return [io_entry(store.put("pool", teacher_name(data, net), *pool.to_artifact()), "pool")]
 
-    images = normalized_train(data, device)
-    labels = data.train_labels.to(device)
-    ipc = max(data.class_counts()) if data.num_classes else 0
-    syn = SyntheticSet(images, labels, ipc)
+    syn = full_data_set(data, device)
+    labels = syn.labels
     full = {"full_data": True, "dataset": data.name}
     # a teacher run's repeats are not eval.seed + i: the report does not read them back as such
     seeds = {"teacher_seeds": [seed_of(i) for i in range(cfg.repeats)]} if save_teacher else {}

@@ -41,7 +41,7 @@ from ddtool.runtime.supervised import TrainSettings, accuracy, train
 from ddtool.store import Artifact, Store
 from ddtool.store.meta import TRAJECTORIES_KIND, DatasetSignature
 from ddtool.store.refs import check_name
-from ddtool.trajectories import Trajectories, check_parameters_only, expert_artifact, flat_params, param_layout
+from ddtool.trajectories import Layout, Trajectories, check_parameters_only, expert_artifact, flat_params, param_layout
 
 # MTT buffer.py: SGD(lr_teacher 0.01, momentum=0, weight_decay=0), batch_train 256, DSA with
 # dsa_strategy color_crop_cutout_flip_scale_rotate (one operation per batch), no --decay, no CutMix
@@ -74,6 +74,24 @@ def expert_recipe(recipe: Recipe) -> Recipe:
     out = replace(recipe, pretrain=p)
     out.origins = {**recipe.origins, **{f"pretrain.{k}": "MTT buffer.py default" for k in values}}
     return out
+
+
+def check_experts(recipe: Recipe, data: ImageData, name: str | None = None) -> tuple[NetSpec, str, Layout]:
+    """(the network, the index's name, the parameter layout) of the experts of ``recipe`` (its
+    buffer values filled in: :func:`expert_recipe`), refused in one line when the name or the
+    network cannot make a trajectory: what :func:`pretrain_trajectories` and ``pretrain --dry-run`` check first."""
+    spec: NetSpec = net_spec_of(recipe)
+    name = check_name(name or recipe.pretrain.name or f"{data.name.split(':')[0]}-{spec.name}")
+    probe = check_net(spec, data.channels, data.num_classes, data.resolution)
+    check_parameters_only(probe, "an expert trajectory")
+    return spec, name, param_layout(probe)
+
+
+def expert_settings(recipe: Recipe) -> TrainSettings:
+    """How every expert of ``recipe`` (its buffer values filled in) trains: plain SGD at pretrain.lr, no decay."""
+    p = recipe.pretrain
+    return TrainSettings(epochs=p.epochs, lr=p.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, batch=p.batch,
+                         milestones=(), cutmix=p.cutmix)
 
 
 def train_expert(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, data: ImageData, settings: TrainSettings,
@@ -148,14 +166,9 @@ def pretrain_trajectories(store: Store, recipe: Recipe, data: ImageData, device:
     reporter = reporter or Silent()
     recipe = recipe if _resume is not None else expert_recipe(recipe)  # a recorded recipe holds the values used
     p = recipe.pretrain
-    spec: NetSpec = net_spec_of(recipe)
     # every input is checked before the run record: a refused command leaves the store as it was
-    name = check_name(name or p.name or f"{data.name.split(':')[0]}-{spec.name}")
-    probe = check_net(spec, data.channels, data.num_classes, data.resolution)
-    check_parameters_only(probe, "an expert trajectory")
-    layout = param_layout(probe)
-    settings = TrainSettings(epochs=p.epochs, lr=p.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, batch=p.batch,
-                             milestones=(), cutmix=p.cutmix)
+    spec, name, layout = check_experts(recipe, data, name)
+    settings = expert_settings(recipe)
     training = {"lr": p.lr, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "batch": p.batch, "epochs": p.epochs,
                 "augment": p.augment, "cutmix": p.cutmix, "zca": getattr(data, "zca", None) is not None}
     signature = DatasetSignature.of(data)

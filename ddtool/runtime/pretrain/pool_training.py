@@ -43,6 +43,15 @@ class PretrainResult:
     seconds: float
 
 
+def model_augments(n: int, augment: str, augments: Sequence[str] | None = None) -> list[str]:
+    """Each model's augmentation, as its metadata names it: ``dsa`` or ``none`` in turn for
+    ``augment = "alternate"`` (AUGMENT_CYCLE), else its DiffAug-chain strategy (``augments[i % len]``
+    for a diverse pool)."""
+    if augment == ALTERNATE and not augments:
+        return ["dsa" if AUGMENT_CYCLE[i % len(AUGMENT_CYCLE)] else "none" for i in range(n)]
+    return [augments[i % len(augments)] if augments else augment for i in range(n)]
+
+
 def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, batch: int, seed: int,
                device: torch.device, reporter: Reporter | None = None, impl: str = "auto",
                augment: str = ALTERNATE, cutmix: float = 0.0, lr_cycle: bool = True,
@@ -74,9 +83,9 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     factors = lr_factors or (LR_CYCLE if lr_cycle else None)
     lrs = [lr * factors[i % len(factors)] if factors else lr for i in range(n)]
     alternate = augment == ALTERNATE and not augments
-    augs = [AUGMENT_CYCLE[i % len(AUGMENT_CYCLE)] for i in range(n)] if alternate else []
+    strategies = model_augments(n, augment, augments)
+    augs = [s == "dsa" for s in strategies] if alternate else []
     # each model's DiffAug chain (validating the operation names); the alternate pools use DSA instead
-    strategies = [augments[i % len(augments)] if augments else augment for i in range(n)]
     chains = {} if alternate else {a: DiffAugChain(a) for a in set(strategies)}
     settings = TrainSettings(epochs=epochs, lr=lr, batch=batch, milestones=(), cutmix=cutmix)
 
@@ -119,7 +128,7 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
 
             models.append({
                 "index": i, "seed": role_seed("pool", seed, i), "lr": lrs[i],
-                "augment": ("dsa" if augs[i] else "none") if alternate else strategies[i],
+                "augment": strategies[i],
                 "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch,
                 "train_loss": loss,
                 "train_acc": accuracy(net, data.train_images[probe], data.train_labels[probe], data.normalize,
@@ -131,11 +140,12 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     return Pool(spec, states, models, DatasetSignature.of(data))
 
 
-def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
-             reporter: Reporter | None = None, name: str | None = None) -> PretrainResult:
+def check_pool(recipe: Recipe, data: ImageData, name: str | None = None) -> tuple[NetSpec, str]:
+    """(the network, the pool's name) of ``recipe``'s pool, every input checked (an unknown net or
+    settings it rejects, a bad name, augmentation or diverse pool): what :func:`pretrain` and
+    ``pretrain --dry-run`` refuse before any work."""
     spec = net_spec_of(recipe)
     p = recipe.pretrain
-    # every input is checked before the run record: a refused command leaves the store as it was
     name = check_name(name or p.name or f"{data.name.split(':')[0]}-{spec.name}")
     check_net(spec, data.channels, data.num_classes, data.resolution)  # an unknown net or settings it rejects
     if p.diverse and (p.lr_cycle or p.augment != PretrainSection.augment):
@@ -144,6 +154,13 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
                          f"pretrain.augment at \"{PretrainSection.augment}\" (got {p.lr_cycle}, \"{p.augment}\")")
     for strategy in (p.augments if p.diverse else [p.augment] if p.augment != ALTERNATE else []):
         DiffAugChain(strategy)  # an unknown operation
+    return spec, name
+
+
+def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device,
+             reporter: Reporter | None = None, name: str | None = None) -> PretrainResult:
+    p = recipe.pretrain
+    spec, name = check_pool(recipe, data, name)  # before the run record: a refused command leaves the store as it was
     with run_record(store, "pretrain", device, recipe=recipe.to_dict(), recipe_sha256=recipe.sha256()) as run:
         pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl,
                           augment=p.augment, cutmix=p.cutmix, lr_cycle=p.lr_cycle,
