@@ -1,24 +1,30 @@
 """One-call GPU benchmark: one Markdown table, inside a time budget the module enforces itself.
 
-    python -m bench.gpu [--tiny] [--device auto|cuda|cpu] [--data DIR] [--budget-s 480] [--out FILE.md]
-                        [--only dm,idc,eval,ours] [--shapes c10,c100] [--rounds N] [--compile auto|on|off]
+    python -m bench.gpu [--tiny] [--device auto|cuda|cpu] [--data DIR] [--budget-s 540] [--out FILE.md]
+                        [--only dm,idc,eval,ours,ncfm,datm,memory] [--shapes c10,c100] [--rounds N] [--compile auto|on|off]
 
 Rows, in the order they run: the DM iteration and the IDC inner step (loop, class-vectorised,
 compiled) at the CIFAR-10 shape; 5-repeat evaluation, stacked vs loop; a time-boxed Ours10 run
 (``recipes/ours10.toml``) on the CIFAR-10 copy in ``--data`` (``train.tar.gz`` / ``test.tar.gz``
 or extracted ``train/`` / ``test/`` folders), a few full outer loops through ``ddtool``'s
 ``pretrain`` and ``distill``, extrapolated to the recipe's 200 and set against the paper's
-2.23 GPU-hours (IDC: 22.2); then the two steps at the CIFAR-100 shape. Each row has its
+2.23 GPU-hours (IDC: 22.2); NCFM and DATM (``recipes/ncfm.toml``, ``recipes/datm.toml``) at their
+papers' CIFAR-10 ipc 10 settings the same way (a pool of 1 model x 1 epoch, or one expert of 3
+epochs, and 20 / 10 iterations, extrapolated to the recipe's pool or 100 x 50 experts and 20000 /
+10000 iterations; DATM's start-epoch window held at epoch 0 and pix_init "real", which the cost of
+an iteration does not follow); one iteration's peak memory per method at the CIFAR-10 shape
+(``bench.method_memory``: NCFM, MTT and DATM plain and checkpointed, IDC, from the run records, a
+fresh process per row); then the two steps and the memory rows at the CIFAR-100 shape. Each row has its
 seconds (the median of ``--rounds`` timed runs after one warm-up), the speed-up over the first
 variant of its case, FLOPs (``torch.utils.flop_counter``), achieved FLOP/s against the device's
 peak, and peak memory (CUDA's max allocated; on CPU the process's peak RSS).
 
 The budget: each case runs under an alarm at most its share of ``--budget-s`` (time is kept back
-for the Ours10 run); a case the budget cannot fit, or one cut off by its alarm, is one
+for the Ours10, NCFM, DATM and first memory runs); a case the budget cannot fit, or one cut off by its alarm, is one
 ``skipped`` row, and the table is written to ``--out`` after every case, so a run killed from
 outside still leaves what it measured. ``--tiny`` shrinks every case (3-5 classes, ipc 1, width
-16, one round; Ours10 on the embedded ``digits`` with 2 inner loops) so that it runs on a CPU in
-about a minute: ``tests/bench/test_gpu_bench.py`` runs it, so this file cannot rot unnoticed.
+16, one round; Ours10, NCFM and DATM on the embedded ``digits`` with 2 iterations; one memory row)
+so that it runs on a CPU in about two minutes: ``tests/bench/test_gpu_bench.py`` runs it, so this file cannot rot unnoticed.
 ``bench/gpu.sh`` is the wrapper a GPU machine runs.
 """
 
@@ -55,7 +61,7 @@ OURS10 = REPO / "recipes" / "ours10.toml"
 PAPER_OURS10_GPU_H = 2.23  # seed 000: Ours10, CIFAR-10 ipc 10, one RTX-2080
 PAPER_IDC_GPU_H = 22.2  # the same table's IDC
 
-PARTS = ("dm", "idc", "eval", "ours")
+PARTS = ("dm", "idc", "eval", "ours", "ncfm", "datm", "memory")
 COLUMNS = ("part", "shape", "variant", "s", "speed-up", "GFLOP", "GFLOP/s", "% peak", "peak MiB", "note")
 NUMERIC = ("s", "speed-up", "GFLOP", "GFLOP/s", "% peak", "peak MiB")
 NA = "-"
@@ -265,6 +271,7 @@ class Env:
     compile_why: str
     data: Path | None
     tmp: Path
+    loaded: dict[str, Any] = field(default_factory=dict)  # dataset -> ImageData, loaded once for all the runs
 
 
 def _rate(gflop: float | None, s: float | None) -> float | None:
@@ -377,6 +384,9 @@ def prepare_cifar10(source: Path, into: Path) -> Path:
     if missing:
         raise FileNotFoundError(f"--data {source} has neither train/ + test/ folders nor {', '.join(missing)}")
     dest = into / "cifar10"  # the folder's name picks the recipe's [scale.*] table: none for cifar10
+    done = into / "cifar10.extracted"  # written last: an extraction cut by the budget is redone
+    if done.is_file():
+        return dest
     dest.mkdir(parents=True, exist_ok=True)
     for archive in archives:
         with tarfile.open(archive) as tar:
@@ -384,29 +394,38 @@ def prepare_cifar10(source: Path, into: Path) -> Path:
                 tar.extractall(dest, filter="data")  # no absolute paths or links out of dest
             else:
                 tar.extractall(dest)
+    done.touch()
     return dest
 
 
-def ours_rows(env: Env) -> list[Row]:
+def run_data(env: Env) -> tuple[str, str, Any, float]:
+    """(dataset spec, its label, the loaded ImageData, seconds it took) for the recipe runs: the
+    embedded digits in tiny mode, else the CIFAR-10 copy of ``--data``, extracted and decoded once."""
     from ddtool.plugins import registries
+
+    t = time.perf_counter()
+    if env.scale.tiny:
+        dataset, what = "digits", "digits 8x8x1 (tiny)"
+    else:
+        dataset, what = f"imagefolder:{prepare_cifar10(env.data, env.tmp)}", "CIFAR-10 (JPEG copy) ipc 10"
+    if dataset not in env.loaded:
+        # the dataset contract itself rather than load_dataset, which imports platformdirs (to find a
+        # default data root) even when given one: the GPU image runs the checkout without installing it
+        name, _, arg = dataset.partition(":")
+        env.loaded[dataset] = registries().dataset.get(name).load(arg or None, env.tmp / "data-root", False)
+    return dataset, what, env.loaded[dataset], time.perf_counter() - t
+
+
+def ours_rows(env: Env) -> list[Row]:
     from ddtool.recipe import load_recipe
     from ddtool.runtime.distill import distill
     from ddtool.runtime.pretrain.pool_training import pretrain
     from ddtool.store import Store
 
     sc = env.scale
-    t = time.perf_counter()
-    if sc.tiny:
-        dataset, what = "digits", "digits 8x8x1 (tiny)"
-    else:
-        if env.data is None:
-            return [Row("Ours10", "CIFAR-10 ipc 10", note="skipped: no --data (the CIFAR-10 archives)")]
-        dataset, what = f"imagefolder:{prepare_cifar10(env.data, env.tmp)}", "CIFAR-10 (JPEG copy) ipc 10"
-    # the dataset contract itself rather than load_dataset, which imports platformdirs (to find a
-    # default data root) even when given one: the GPU image runs the checkout without installing it
-    name, _, arg = dataset.partition(":")
-    data = registries().dataset.get(name).load(arg or None, env.tmp / "data-root", False)
-    prep_s = time.perf_counter() - t
+    if not sc.tiny and env.data is None:
+        return [Row("Ours10", "CIFAR-10 ipc 10", note="skipped: no --data (the CIFAR-10 archives)")]
+    dataset, what, data, prep_s = run_data(env)
     store = Store(env.tmp / "store")
     on_data = f"data.dataset={json.dumps(dataset)}"  # a TOML string: JSON's escapes are TOML's
     planned = load_recipe(OURS10, [on_data])
@@ -463,6 +482,121 @@ def ours_rows(env: Env) -> list[Row]:
     return rows
 
 
+@dataclass(frozen=True)
+class RecipeRun:
+    """A shipped recipe timed at its paper's CIFAR-10 ipc 10 settings: its stored input (a pool or
+    expert trajectories) made small and its cost extrapolated, ``iterations`` outer iterations timed
+    and extrapolated to the recipe's."""
+
+    label: str
+    recipe: str
+    needs: str  # "pool" | "trajectories"
+    iterations: int
+    sets: tuple[str, ...] = ()  # what the timed run changes (a per-iteration cost does not depend on it)
+    tiny: tuple[str, ...] = ()
+
+
+RECIPE_RUNS = {
+    "ncfm": RecipeRun("NCFM", "ncfm.toml", "pool", 20, ("pretrain.n=1", "pretrain.epochs=1"),
+                      ("net.width=16", "distill.batch_real=32")),
+    # one expert of 3 epochs: the start-epoch window is held at epoch 0 (an iteration's cost is its
+    # 80 student steps wherever they start); pix_init "correct" would need trained experts
+    "datm": RecipeRun("DATM", "datm.toml", "trajectories", 10,
+                      ("pretrain.n=1", "pretrain.epochs=3", "distill.options.current_max_start_epoch=1",
+                       "distill.options.max_start_epoch=1", 'distill.options.pix_init="real"'),
+                      ("net.width=16", "distill.options.syn_steps=5")),
+}
+
+
+def recipe_rows(env: Env, key: str) -> list[Row]:
+    """A time-boxed run of NCFM or DATM (issues 24, 25) through ``ddtool``'s pretrain and distill,
+    as :func:`ours_rows`: the stored input's cost and the distill iterations extrapolated to the recipe's."""
+    from ddtool.recipe import load_recipe
+    from ddtool.runtime.distill import distill
+    from ddtool.runtime.pretrain.expert_trajectories import pretrain_trajectories
+    from ddtool.runtime.pretrain.pool_training import pretrain
+    from ddtool.store import Store
+
+    spec, sc = RECIPE_RUNS[key], env.scale
+    if not sc.tiny and env.data is None:
+        return [Row(spec.label, "CIFAR-10 ipc 10", note="skipped: no --data (the CIFAR-10 archives)")]
+    dataset, what, data, prep_s = run_data(env)
+    path = REPO / "recipes" / spec.recipe
+    on_data = f"data.dataset={json.dumps(dataset)}"
+    planned = load_recipe(path, [on_data])
+    iterations = 2 if sc.tiny else spec.iterations
+    stored = (f'distill.pool="pool/gpu-bench-{key}"' if spec.needs == "pool"
+              else f'distill.options.trajectories="trajectories/gpu-bench-{key}"')
+    recipe = load_recipe(path, [on_data, *spec.sets, *(spec.tiny if sc.tiny else ()), f"distill.iterations={iterations}",
+                                f'pretrain.name="gpu-bench-{key}"', stored])
+    store = Store(env.tmp / f"store-{key}")
+    shape = f"{what}, ConvNet w{recipe.net.width}"
+    cuda = env.device.type == "cuda"
+    p, full = recipe.pretrain, planned.pretrain
+    reset_peak_memory(cuda)
+    t = time.perf_counter()
+    if spec.needs == "pool":
+        pretrain(store, recipe, data, env.device)
+    else:
+        pretrain_trajectories(store, recipe, data, env.device)
+    made_s = time.perf_counter() - t
+    made = "pool" if spec.needs == "pool" else "experts"
+    rows = [Row(f"{spec.label}: {made}", shape, f"{p.n} x {p.epochs} epoch(s), batch {p.batch}", made_s,
+                mem_bytes=peak_memory(cuda), note=f"data ready in {prep_s:.1f} s")]
+    reset_peak_memory(cuda)
+    clock = IterationClock()
+    t = time.perf_counter()
+    cut = ""
+    try:
+        distill(store, recipe, data, env.device, reporter=clock, name=f"gpu-bench-{key}")
+    except CaseTimeout:
+        if not clock.ends:
+            raise
+        cut = f"; cut by the budget after {len(clock.ends)} of {iterations} iterations"
+    seconds = time.perf_counter() - t
+    mem = peak_memory(cuda)
+    loops = clock.loops()
+    per_it = statistics.median(loops[1:]) if len(loops) > 1 else loops[0]  # iteration 1 runs under the FLOP counter
+    record = next((r for r in store.runs() if r.get("command") == "distill"), {})
+    flops = record.get("flops_per_iteration")
+    gflop = flops / 1e9 if flops else None
+    o = recipe.distill.options
+    what_it = (f"batch_real {recipe.distill.batch_real}, factor {o.get('factor')}" if key == "ncfm"
+               else f"{o.get('syn_steps')} student steps, unroll {o.get('unroll')}")
+    rows.append(Row(f"{spec.label}: distill", shape, f"{len(loops)} iterations ({what_it})", seconds, None, gflop,
+                    _rate(gflop, per_it), env.peak.fp32, mem,
+                    f"{per_it:.3f} s per iteration (median of iterations 2-{len(loops)}); GFLOP per iteration{cut}"))
+    full_made = made_s * (full.n * full.epochs) / (p.n * p.epochs)
+    full_s = planned.distill.iterations * per_it + full_made
+    note = f"= {full_s / 3600:.2f} h ({made} {full_made / 3600:.2f} h + distill {planned.distill.iterations * per_it / 3600:.2f} h)"
+    if sc.tiny:
+        note += "; digits at a tiny budget: not the paper's CIFAR-10 cost"
+    rows.append(Row(f"{spec.label}: full run (extrapolated)", shape,
+                    f"{planned.distill.iterations} iterations + {made} {full.n} x {full.epochs} epochs", full_s, note=note))
+    return rows
+
+
+def memory_row(env: Env, row: str, shape: str) -> list[Row]:
+    """One row of :mod:`bench.method_memory`: one iteration's peak memory from the run record, in a
+    fresh process (its CUDA peak is then the run's alone)."""
+    from bench import method_memory as mm
+
+    cpu = env.device.type == "cpu"
+    r = mm.measure(row, shape, str(env.tmp / "memory-store"), env.device.type, 1,
+                   mm.default_max_bytes() if cpu else None, timeout_s=600)
+    s = mm.SHAPES[shape]
+    label = f"{s.label}: {s.classes} classes, stand-in data, ConvNet w{s.width}"
+    note = "; ".join(x for x in (r.settings, mm.ROWS[row].shortened, r.stopped) if x)
+    if cpu and r.before_bytes is not None:
+        note += f"; {r.before_bytes / 2**20:.0f} MiB resident before distill"
+    return [Row("memory: one iteration", label, mm.ROWS[row].label, r.seconds, mem_bytes=r.peak_bytes,
+                note=note or "-")]
+
+
+MEMORY_ROWS = ("ncfm", "mtt", "mtt-ckpt", "idc", "datm", "datm-ckpt")
+MEMORY_ROWS_TINY = ("mtt-ckpt",)  # one row: each is a fresh process, seconds of imports on a CPU
+
+
 # ---------------------------------------------------------------------------------------------
 # the run
 
@@ -471,21 +605,40 @@ def cases(env: Env, only: set[str], shapes: list[str]) -> list[Case]:
     sc = env.scale
     out: list[Case] = []
 
-    def add(part: str, key: str | None, run: Callable[[], list[Row]], share: float, reserve: float = 0.0) -> None:
+    def add(part: str, key: str | None, run: Callable[[], list[Row]], share: float, reserve: float = 0.0,
+            what: str = "") -> None:
         if part in only:
             label = sc.shapes[key][0] if key else "CIFAR-10 ipc 10" if not sc.tiny else "digits (tiny)"
+            label += f", {what}" if what else ""
             out.append(Case({"dm": "DM iteration", "idc": "IDC inner step", "eval": "eval, 5 repeats",
-                             "ours": "Ours10"}[part], label, run, share, reserve))
+                             "ours": "Ours10", "ncfm": "NCFM", "datm": "DATM",
+                             "memory": "memory: one iteration"}[part], label, run, share, reserve))
+
+    from bench import method_memory as mm
+
+    def memory(key: str, reserve: float) -> None:
+        shape = "tiny" if sc.tiny else key
+        for row in MEMORY_ROWS_TINY if sc.tiny else MEMORY_ROWS:
+            add("memory", key, lambda row=row, shape=shape: memory_row(env, row, shape), 0.1, reserve,
+                what=mm.ROWS[row].label)
 
     first, rest = shapes[:1], shapes[1:]
     for key in first:
         add("dm", key, lambda key=key: dm_rows(env, key), 0.2)
         add("idc", key, lambda key=key: idc_rows(env, key), 0.25)
         add("eval", key, lambda key=key: eval_rows(env, key), 0.15)
-    add("ours", None, lambda: ours_rows(env), 0.5, reserve=0.3)
+    add("ours", None, lambda: ours_rows(env), 0.5, reserve=0.25)
+    # NCFM, DATM and the first shape's memory rows come before the second shape's steps: issues 24
+    # and 25 need them from the first GPU run
+    add("ncfm", None, lambda: recipe_rows(env, "ncfm"), 0.15, reserve=0.07)
+    add("datm", None, lambda: recipe_rows(env, "datm"), 0.15, reserve=0.07)
+    for key in first:
+        memory(key, reserve=0.025)
     for key in rest:
         add("dm", key, lambda key=key: dm_rows(env, key), 0.2)
         add("idc", key, lambda key=key: idc_rows(env, key), 0.25)
+        if not sc.tiny:
+            memory(key, reserve=0.0)
     return out
 
 
@@ -534,11 +687,13 @@ def run(args: argparse.Namespace) -> str:
     print("\n".join(table_lines([])), flush=True)
     try:
         for i, case in enumerate(todo):
-            kept = sum(c.reserve for c in todo[i + 1:]) * args.budget_s
+            later = [c for c in todo[i + 1:] if c.reserve]
+            kept = sum(c.reserve for c in later) * args.budget_s
             left = deadline - _now()
             limit = min(case.share * args.budget_s, left - kept)
             if limit < scale.min_case_s:
-                kept_for = f", {kept:.0f} s kept for Ours10" if kept else ""
+                kept_for = (f", {kept:.0f} s kept for {', '.join(dict.fromkeys(c.part for c in later))}"
+                            if kept else "")
                 why_not = f"skipped: budget ran out ({max(left, 0):.0f} s left{kept_for})"
                 new = [Row(case.part, case.shape, note=why_not)]
                 skipped += 1
@@ -576,9 +731,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--tiny", action="store_true", help="every case shrunk to run on a CPU in about a minute")
     ap.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     ap.add_argument("--data", default="", help="CIFAR-10: a folder with train.tar.gz + test.tar.gz, or train/ + test/")
-    ap.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for all cases (default 480)")
+    ap.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget for all cases (default 540)")
     ap.add_argument("--out", default="", help="also write the table to this Markdown file")
-    ap.add_argument("--only", default="dm,idc,eval,ours", help="comma list of parts: dm,idc,eval,ours")
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma list of parts: {','.join(PARTS)}")
     ap.add_argument("--shapes", default="c10,c100", help="comma list of step shapes: c10,c100")
     ap.add_argument("--rounds", type=int, default=0, help="timed runs per variant (default 3; tiny 1)")
     ap.add_argument("--compile", default="auto", choices=("auto", "on", "off"),

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The one-call GPU benchmark (issue 15): python -m bench.gpu on the CIFAR-10 archives in
+# The one-call GPU benchmark (issues 15, 24, 25): python -m bench.gpu on the CIFAR-10 archives in
 # .data/cifar10-archives, one Markdown table to .data/gpu_bench.md (or $OUT/gpu_bench.md where the
 # device tool sets $OUT, so a run cut off at its limit still returns the rows it measured).
+# Its parts, in order, inside bench.gpu's own 540 s budget (the device tool's limit is 600 s a call):
+# DM, IDC and eval steps (CIFAR-10 shape); Ours10, NCFM (recipes/ncfm.toml) and DATM (recipes/datm.toml)
+# at their papers' CIFAR-10 ipc 10 settings, a few iterations timed and extrapolated to the recipes'
+# 200 / 20000 / 10000; one iteration's peak CUDA memory per method (bench.method_memory: NCFM, MTT and
+# DATM plain and checkpointed, IDC) at the CIFAR-10 shape; then the CIFAR-100 shape's steps and memory
+# rows with what is left. --only / --shapes / --budget-s narrow it.
 #   bash bench/gpu.sh                 here: copies ../shared/data/cifar10-jpeg/*.tar.gz into
 #                                     .data/cifar10-archives (git-ignored; name it in `carry`), then runs
 #   PREPARE_ONLY=1 bash bench/gpu.sh  only that copy

@@ -1,6 +1,6 @@
 """MTT's memory per ipc: the plain unroll against the checkpointed one (issue 12).
 
-    python -m bench.mtt_memory [--ipc 1 10] [--steps 30] [--segment 10] [--width 128]
+    python -m bench.mtt_memory [--ipc 1 10] [--steps 30] [--segment 10] [--width 128] [--under none|flop-counter|dispatch-mode]
 
 One MTT matching loss and its backward to the images and the learnable step size, at CIFAR-10
 shape (ConvNet-3, the whole synthetic set as the student's batch, as the reference runs it),
@@ -8,6 +8,11 @@ shape (ConvNet-3, the whole synthetic set as the student's batch, as the referen
 process; the figure is the process's peak resident memory during the step minus its resident
 memory just before it (CPU), or torch's peak CUDA allocation (GPU). The image gradients of the two
 unrolls are compared in the parent (relative difference of their norms' difference).
+
+``--under flop-counter`` runs the step inside ``torch.utils.flop_counter.FlopCounterMode``, as a
+distill run's first iteration runs (its record's ``flops_per_iteration``); ``dispatch-mode`` inside
+a bare ``TorchDispatchMode`` that passes every operator through, which separates the counter's
+module tracking from dispatching itself (issues 24, 25: the run records' checkpointed peaks).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bench.common import fake_data, machine
+from bench.method_memory import DETACH  # the child's ru_maxrss starts from its own, not this process's
 
 
 def _rss_mib() -> float:
@@ -30,7 +36,22 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def one(ipc: int, steps: int, unroll: str, segment: int, width: int, device: str) -> dict:
+def _mode(under: str):
+    """The context the step runs in (see the module's doc)."""
+    import contextlib
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class PassThrough(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            return func(*args, **(kwargs or {}))
+
+    return {"none": contextlib.nullcontext, "flop-counter": lambda: FlopCounterMode(display=False),
+            "dispatch-mode": PassThrough}[under]()
+
+
+def one(ipc: int, steps: int, unroll: str, segment: int, width: int, device: str, under: str = "none") -> dict:
     from ddtool.methods.mtt import MTT, MTTOptions
     from ddtool.nets import NetSpec
     from ddtool.lookup import build_net
@@ -59,8 +80,10 @@ def one(ipc: int, steps: int, unroll: str, segment: int, width: int, device: str
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
     torch.manual_seed(5)
-    loss = method.match(ctx, type(syn)(images, syn.labels, syn.ipc, syn.factor), lr, snaps[0].to(dev), snaps[2].to(dev))
-    loss.backward()
+    with _mode(under):
+        loss = method.match(ctx, type(syn)(images, syn.labels, syn.ipc, syn.factor), lr, snaps[0].to(dev),
+                            snaps[2].to(dev))
+        loss.backward()
     peak = ((torch.cuda.max_memory_allocated(dev) - base) / 2**20 if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
     save_file({"grad": images.grad.cpu().contiguous()}, f"/tmp/mtt_memory_grad_{ipc}_{unroll}.safetensors")
@@ -74,21 +97,24 @@ def main() -> None:
     ap.add_argument("--segment", type=int, default=10)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--under", default="none", choices=("none", "flop-counter", "dispatch-mode"),
+                    help="run the step inside torch's FLOP counter or a pass-through dispatch mode")
     ap.add_argument("--one", nargs=2, metavar=("IPC", "UNROLL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(int(args.one[0]), args.steps, args.one[1], args.segment, args.width, args.device)))
+        print(json.dumps(one(int(args.one[0]), args.steps, args.one[1], args.segment, args.width, args.device,
+                             args.under)))
         return
     print(f"# bench.mtt_memory  {datetime.date.today()}  {machine()}  {args.steps} student steps, segment "
-          f"{args.segment}, ConvNet-3 width {args.width}, CIFAR-10 shape, whole set per step")
+          f"{args.segment}, ConvNet-3 width {args.width}, CIFAR-10 shape, whole set per step, under {args.under}")
     print("| ipc | plain MiB | checkpointed MiB | ratio | image-gradient difference |")
     print("|---|---|---|---|---|")
     for ipc in args.ipc:
         peaks = {}
         for unroll in ("plain", "checkpointed"):
-            out = subprocess.run([sys.executable, "-m", "bench.mtt_memory", "--one", str(ipc), unroll,
+            out = subprocess.run([*DETACH, sys.executable, "-m", "bench.mtt_memory", "--one", str(ipc), unroll,
                                   "--steps", str(args.steps), "--segment", str(args.segment),
-                                  "--width", str(args.width), "--device", args.device],
+                                  "--width", str(args.width), "--device", args.device, "--under", args.under],
                                  capture_output=True, text=True, check=True)
             peaks[unroll] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
         gp = load_file(f"/tmp/mtt_memory_grad_{ipc}_plain.safetensors")["grad"]

@@ -19,7 +19,10 @@ from bench import gpu  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROW_PARTS = ("DM iteration", "IDC inner step: matching", "IDC inner step: network (1 x 64 real)", "eval, 5 repeats",
-         "Ours10: pool", "Ours10: distill", "Ours10: full run (extrapolated)")
+             "Ours10: pool", "Ours10: distill", "Ours10: full run (extrapolated)",
+             "NCFM: pool", "NCFM: distill", "NCFM: full run (extrapolated)",
+             "DATM: experts", "DATM: distill", "DATM: full run (extrapolated)", "memory: one iteration")
+CASES = 9  # c10: dm, idc, eval; ours, ncfm, datm; one memory row; c100: dm, idc
 
 
 def numbers(row: dict[str, str]) -> dict[str, float | None]:
@@ -74,7 +77,20 @@ def test_tiny_mode_prints_one_table_with_every_part_and_parseable_numbers(tiny):
     full = next(r for r in rows if r["part"] == "Ours10: full run (extrapolated)")
     assert full["variant"].startswith("10 outer loops")  # ours10's [scale.digits] iterations, not the 2 run
     assert numbers(full)["s"] > 0 and "not comparable" in full["note"]
-    assert "6 of 6 cases ran" in text.splitlines()[-1]
+
+    for method, made, steps in (("NCFM", "pool", "batch_real 32, factor 1"), ("DATM", "experts", "5 student steps")):
+        d = next(r for r in rows if r["part"] == f"{method}: distill")
+        assert d["variant"] == f"2 iterations ({steps}" + (")" if method == "NCFM" else ", unroll plain)")
+        assert numbers(d)["s"] > 0 and numbers(d)["GFLOP"] > 0 and numbers(d)["peak MiB"] > 0
+        per_it = float(d["note"].split(" s per iteration")[0])
+        full = next(r for r in rows if r["part"] == f"{method}: full run (extrapolated)")
+        planned = {"NCFM": 100, "DATM": 200}[method]  # the recipes' [scale.digits] iterations, not the 2 run
+        assert full["variant"].startswith(f"{planned} iterations + {made} ")
+        assert numbers(full)["s"] > planned * per_it  # the iterations plus the pool's / experts' share
+    memory = next(r for r in rows if r["part"] == "memory: one iteration")
+    assert memory["variant"] == "MTT, checkpointed unroll" and memory["shape"].startswith("tiny")
+    assert numbers(memory)["peak MiB"] > 0 and "syn_steps 3" in memory["note"] and "before distill" in memory["note"]
+    assert f"{CASES} of {CASES} cases ran" in text.splitlines()[-1]
 
 
 def test_an_unknown_part_is_a_usage_error(capsys):
@@ -89,9 +105,9 @@ def test_no_budget_gives_skipped_rows_not_a_crash(tmp_path, capsys):
     gpu.main(["--tiny", "--device", "cpu", "--budget-s", "0", "--out", str(out)])
     assert time.monotonic() - start < 10
     rows = gpu.parse_table(out.read_text())
-    assert len(rows) == 6 and all(r["note"].startswith("skipped: budget ran out") for r in rows)
+    assert len(rows) == CASES and all(r["note"].startswith("skipped: budget ran out") for r in rows)
     assert all(all(r[k] == gpu.NA for k in gpu.NUMERIC) for r in rows)
-    assert "0 of 6 cases ran" in out.read_text() and "skipped: budget ran out" in capsys.readouterr().out
+    assert f"0 of {CASES} cases ran" in out.read_text() and "skipped: budget ran out" in capsys.readouterr().out
 
 
 def test_a_case_over_its_share_is_cut_by_the_alarm_and_the_next_case_still_runs(tmp_path, monkeypatch):
@@ -116,14 +132,14 @@ def test_ours10_is_left_its_reserve_by_the_cases_before_it(tmp_path, monkeypatch
     ran = []
     monkeypatch.setattr(gpu, "dm_rows", lambda env, key: ran.append("dm") or [])
     monkeypatch.setattr(gpu, "ours_rows", lambda env: ran.append("ours") or [])
-    # 20 s budget: Ours10 keeps 6 s, so with 5 s left the DM case is skipped and Ours10 runs
+    # 20 s budget: Ours10 keeps 5 s, so with 5 s left the DM case is skipped and Ours10 runs
     calls = []
     monkeypatch.setattr(gpu, "_now", lambda: 15.0 if calls.append(1) or len(calls) > 1 else 0.0)
     gpu.main(["--tiny", "--device", "cpu", "--budget-s", "20", "--only", "dm,ours", "--shapes", "c10",
               "--out", str(tmp_path / "t.md")])
     rows = gpu.parse_table((tmp_path / "t.md").read_text())
     assert ran == ["ours"]
-    assert rows[0]["note"] == "skipped: budget ran out (5 s left, 6 s kept for Ours10)"
+    assert rows[0]["note"] == "skipped: budget ran out (5 s left, 5 s kept for Ours10)"
 
 
 def test_cifar10_archives_are_extracted_and_load_as_an_image_folder(tmp_path):
@@ -177,3 +193,17 @@ def test_ours10_cut_by_the_budget_after_a_loop_still_extrapolates_from_it(tmp_pa
     assert distill["note"].endswith("cut by the budget after 1 of 2 loops")
     assert "loop 1 alone" in distill["note"] and float(distill["GFLOP"]) > 0
     assert float(rows["Ours10: full run (extrapolated)"]["s"]) > 0
+
+
+def test_the_budget_keeps_time_for_ncfm_datm_and_the_memory_rows_and_says_so(tmp_path, monkeypatch):
+    ran = []
+    for name in ("dm_rows", "recipe_rows", "memory_row"):
+        monkeypatch.setattr(gpu, name, lambda *a, name=name: ran.append(name) or [])
+    # 100 s budget, 16 s left at the DM case: NCFM and DATM keep 7 s each and the memory row 2.5 s
+    calls = []
+    monkeypatch.setattr(gpu, "_now", lambda: 84.0 if calls.append(1) or len(calls) > 1 else 0.0)
+    gpu.main(["--tiny", "--device", "cpu", "--budget-s", "100", "--only", "dm,ncfm,datm,memory", "--shapes", "c10",
+              "--out", str(tmp_path / "t.md")])
+    rows = gpu.parse_table((tmp_path / "t.md").read_text())
+    assert rows[0]["note"] == "skipped: budget ran out (16 s left, 16 s kept for NCFM, DATM, memory: one iteration)"
+    assert ran == ["recipe_rows", "recipe_rows", "memory_row"]
