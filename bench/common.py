@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from ddtool.flop_count import FlopCounter
 
 from ddtool.data import ImageData
 
@@ -117,7 +117,7 @@ def median(xs: list[float]) -> float:
 
 
 def flops_of(fn: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounter() as counter:
         fn()
     return int(counter.get_total_flops())
 

@@ -1,6 +1,6 @@
 """MTT's memory per ipc: the plain unroll against the checkpointed one (issue 12).
 
-    python -m bench.mtt_memory [--ipc 1 10] [--steps 30] [--segment 10] [--width 128] [--under none|flop-counter|dispatch-mode]
+    python -m bench.mtt_memory [--ipc 1 10] [--steps 30] [--segment 10] [--width 128] [--under none|flop-counter|ddtool-counter|dispatch-mode]
 
 One MTT matching loss and its backward to the images and the learnable step size, at CIFAR-10
 shape (ConvNet-3, the whole synthetic set as the student's batch, as the reference runs it),
@@ -12,7 +12,9 @@ unrolls are compared in the parent (relative difference of their norms' differen
 ``--under flop-counter`` runs the step inside ``torch.utils.flop_counter.FlopCounterMode``, as a
 distill run's first iteration runs (its record's ``flops_per_iteration``); ``dispatch-mode`` inside
 a bare ``TorchDispatchMode`` that passes every operator through, which separates the counter's
-module tracking from dispatching itself (issues 24, 25: the run records' checkpointed peaks).
+module tracking from dispatching itself (issues 24, 25: the run records' checkpointed peaks);
+``ddtool-counter`` inside ``ddtool.flop_count.FlopCounter``, what a run counts with since then
+(the same formulas, no module tracking).
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ def _mode(under: str):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
             return func(*args, **(kwargs or {}))
 
+    from ddtool.flop_count import FlopCounter
+
     return {"none": contextlib.nullcontext, "flop-counter": lambda: FlopCounterMode(display=False),
-            "dispatch-mode": PassThrough}[under]()
+            "ddtool-counter": FlopCounter, "dispatch-mode": PassThrough}[under]()
 
 
 def one(ipc: int, steps: int, unroll: str, segment: int, width: int, device: str, under: str = "none") -> dict:
@@ -97,7 +101,7 @@ def main() -> None:
     ap.add_argument("--segment", type=int, default=10)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--under", default="none", choices=("none", "flop-counter", "dispatch-mode"),
+    ap.add_argument("--under", default="none", choices=("none", "flop-counter", "ddtool-counter", "dispatch-mode"),
                     help="run the step inside torch's FLOP counter or a pass-through dispatch mode")
     ap.add_argument("--one", nargs=2, metavar=("IPC", "UNROLL"), help=argparse.SUPPRESS)
     args = ap.parse_args()

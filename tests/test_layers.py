@@ -42,7 +42,7 @@ RUNTIME_VERBS = ["runtime.distill", "runtime.evaluate", "runtime.pretrain", "run
 # (layer, the module prefixes under ddtool. that make it), lowest first
 LAYERS: list[tuple[str, list[str]]] = [
     ("helpers", ["errors", "progress", "impl", "registry", "recipe", "recipe_source", "augment", "version",
-                 "markers", "collective"]),
+                 "markers", "collective", "flop_count"]),
     ("store", ["store"]),
     ("data types", ["data", "nets", "synthetic", "pool", "trajectories", "context"]),
     ("training", ["methods", "selection", "perturb", "compiled", "hookspecs", "plugins", "lookup",

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from ddtool.flop_count import FlopCounter
 
 from ddtool.data import ImageData
 from ddtool.lookup import build_net
@@ -185,7 +185,7 @@ def probe_job(job: TrainingJob, device: torch.device, budget_s: float = PROBE_BU
         started = time.perf_counter()
         counted = min(n, job.settings.batch)
         first = run(counted)  # with the process's one-off costs, if this is its first training
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounter() as counter:
             run(counted)
         flops_per_epoch = float(counter.get_total_flops()) * n / max(counted, 1)
         timed_steps, per_image = 0, first / max(counted, 1)

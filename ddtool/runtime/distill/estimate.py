@@ -68,7 +68,7 @@ def replay(p: Plan, data: ImageData, device: torch.device, iterations: int = 1, 
     counted on iteration 0's first inner step, and a timed iteration stopped once it passes the
     budget (after two inner steps at least); each is scaled to the whole iteration (its inner steps
     cost alike: the seconds before the first step, plus the median step times the others)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from ddtool.flop_count import FlopCounter
 
     from ddtool.runtime.distill.loop import start_run
 
@@ -99,7 +99,7 @@ def replay(p: Plan, data: ImageData, device: torch.device, iterations: int = 1, 
             torch.cuda.reset_peak_memory_stats(device)
         ctx, syn, opt = start_run(p, data, compile=False, on_inner_step=inner_step)
         started = time.perf_counter()
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounter() as counter:
             seconds = [run(0)]  # stopped after its first inner step when scaled (stop["after"] has passed)
         fraction = min(1.0, len(ticks) / steps) if steps > 1 and len(ticks) < steps else 1.0
         for it in range(1, min(iterations, p.iterations)):

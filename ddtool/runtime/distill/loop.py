@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from ddtool.flop_count import FlopCounter
 
 from ddtool.version import __version__
 from ddtool.context import DistillContext
@@ -226,7 +226,7 @@ class _Running:
         """The first iteration of the run, under the FLOP counter (the rest run without it); a
         ``compile = "auto"`` run decides here whether the rest compiles."""
         started = time.perf_counter()
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounter() as counter:
             loss = self.p.method.step(self.ctx, self.syn, self.opt, it)
         seconds = time.perf_counter() - started
         mine = int(counter.get_total_flops())

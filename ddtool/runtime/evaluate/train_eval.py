@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from ddtool.flop_count import FlopCounter
 
 from ddtool.augment import Augmenter, DiffAugChain
 from ddtool.compiled import forward_fn
@@ -238,7 +238,7 @@ def _train_compiler(cfg: EvalSection, nets: list[nn.Module], images: torch.Tenso
     probe, net = images[: min(len(images), cfg.batch)], nets[0]
     was = net.training
     net.eval()  # no batch-norm statistics move: the probe leaves the network as built
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounter() as counter:
         net(probe)
     net.train(was)
     per_image = counter.get_total_flops() / max(len(probe), 1)
