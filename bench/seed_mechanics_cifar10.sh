@@ -10,7 +10,9 @@
 #   PHASE=distill bash bench/seed_mechanics_cifar10.sh ARM SEED ...   # distill only (PHASE=eval: evaluate only)
 # Resumable: a set already in the store is not distilled again, a distillation cut off after a
 # checkpoint goes on from it (ddtool distill --resume), a non-empty eval log is not re-run, so a
-# chain cut off by a session's end goes on where it stopped.
+# chain cut off by a session's end goes on where it stopped. Every distilled set is also exported
+# to $LOG/sets/NAME.npz (commit it): a fresh store (a new session's) imports it instead of
+# distilling again (the import holds bit-identical images; its method reads 'imported').
 # ARM: idc | ours_gauss | ours_twodir | ours_diverse (Ours gaussian on the diverse pool) |
 #      dd_raw / dd_zscore (IDC + DynaDistill on the pool, m 2, normalize none / zscore) |
 #      idc_randpool (IDC + random selection on the same pool: the control DynaDistill must beat)
@@ -48,9 +50,14 @@ runs = [r for r in json.load(sys.stdin) if r.get("artifact_name") == sys.argv[1]
         and r.get("status") in ("interrupted", "failed", "running") and not r.get("resumed_by")]
 print(max(runs, key=lambda r: r["id"])["id"] if runs else "")' "$1"
 }
+SETS="$LOG/sets"  # each distilled set as an npz export (ddtool store export), tracked: a later session's
+mkdir -p "$SETS"   # fresh store imports it (bit-identical images) instead of distilling it again
 for seed in "$@"; do
   name="$arm-s$seed"
   run=""
+  if ! $D store show "synthetic/$name" > /dev/null 2>&1 && [ -s "$SETS/$name.npz" ]; then
+    $D store import "$SETS/$name.npz" --dataset imagefolder:.data/cifar10+norm=cifar --name "$name" > /dev/null
+  fi
   [ "$PHASE" != eval ] && ! $D store show "synthetic/$name" > /dev/null 2>&1 && run=$(cut_off "$name")
   if [ -n "$run" ]; then
     t $D distill --resume "$run" --device cpu > "$LOG/$name.distill.txt"
@@ -70,6 +77,7 @@ for seed in "$@"; do
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac > "$LOG/$name.distill.txt"
   fi
+  [ -s "$SETS/$name.npz" ] || $D store export "synthetic/$name" "$SETS/$name.npz" --format npz > /dev/null
   [ "$PHASE" = distill ] && continue
   [ -s "$LOG/$name.eval.json" ] && continue
   t $D eval "synthetic/$name" --epochs 300 --repeats 2 --protocol idc --batch 64 --device cpu --json > "$LOG/$name.eval.json"
