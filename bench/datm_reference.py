@@ -1,0 +1,322 @@
+"""Helpers of bench/datm_reference.sh (issue 25): DATM's reference code (NUS-HPC-AI-Lab/DATM) beside ddtool's.
+
+The reference is run as it is, extracted from its mirror into a git-ignored folder and patched only
+where a one-process CPU run needs it; the patches are the table :data:`PATCHES` (each names what it
+replaces and why; nothing of the reference's code is kept in the project). Two modules it imports
+are not in ddtool's environment: kornia and yacs are installed beside it (``pip install --target``,
+see the shell script), and wandb, which it only logs to, is replaced by :data:`WANDB_STUB`, a
+do-nothing module written into the extraction. Subcommands:
+
+    python -m bench.datm_reference extract DEST                 # git archive + patches + stub; idempotent
+    python -m bench.datm_reference config DEST OUT.yaml --ipc 10 --set Iteration=100 ...
+    python -m bench.datm_reference import-experts BUFFER_DIR --store S --dataset D --name N
+    python -m bench.datm_reference ref-set DIR IT OUT.pt        # the reference's saved set, for 'store import'
+    python -m bench.datm_reference ddtool-set SET.npz OUTDIR    # a ddtool set as evaluation.py's three files
+    python -m bench.datm_reference eval-log OUT.json LOG...     # evaluation.py's accuracies
+    python -m bench.datm_reference check-zca DATA_DIR DATASET OUT.json   # the two whitenings, compared
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+MIRROR = "/work/.mirror/NUS-HPC-AI-Lab+DATM/repo"
+COMMIT = "97ae510"  # HEAD of the mirror on 2026-12-07
+# the code and configs; figures/ and README.md are left in the mirror
+TREES = ["buffer", "configs", "distill", "utils", "networks.py", "reparam_module.py"]
+
+# the files the pipeline runs (the other utils_*.py are other experiments' copies, left as they are)
+UTILS = "utils/utils_baseline.py|utils/utils_gsam.py"
+USED = f"distill/DATM.py|distill/evaluation.py|buffer/buffer_FTD.py|{UTILS}"
+
+# (files: globs joined by |, regex, replacement, matches expected, why). Applied in order to the extracted
+# tree; a pattern that no longer matches as often fails the extraction, so the list stays exact.
+PATCHES: list[tuple[str, str, str, int, str]] = [
+    (USED, r'torch\.device\("cuda:0"\)', 'torch.device("cpu")', 5,
+     "cpu: the evaluation, label initialisation and epoch loops pin cuda:0 whenever parall_eva is False"),
+    ("buffer/buffer_FTD.py", r"\[p\.detach\(\)\.cpu\(\) for p in teacher_net\.parameters\(\)\]",
+     "[p.detach().cpu().clone() for p in teacher_net.parameters()]", 2,
+     "cpu: .cpu() copies a GPU tensor but returns a CPU tensor itself, so every timestamp of a CPU "
+     "expert would alias the live parameters (all epochs equal: the matching loss divides by 0)"),
+    ("distill/DATM.py", r"image_syn\.cuda\(\)", "image_syn.cpu()", 1,
+     "cpu: the copy of the set it saves"),
+    (UTILS, r"datasets\.CIFAR10\(data_path, train=True, download=True, transform=transform\)",
+     'datasets.ImageFolder(os.path.join(data_path, "train"), transform=transform)', 2,
+     "data: CIFAR-10 from the JPEG ImageFolder copy (train/) ddtool reads, not torchvision's pickles"),
+    (UTILS, r"datasets\.CIFAR10\(data_path, train=False, download=True, transform=transform\)",
+     'datasets.ImageFolder(os.path.join(data_path, "test"), transform=transform)', 2,
+     "data: the test split likewise (test/)"),
+    (UTILS, r"testloader = torch\.utils\.data\.DataLoader\(dst_test, (batch_size=\d+), shuffle=False, "
+     r"num_workers=2\)", None, 2,
+     "one process per job: the test loader's 2 worker processes -> 0 (same batches)"),
+    ("distill/DATM.py", r"if it in eval_it_pool and \(save_this_it or it % 1000 == 0\):",
+     "if it == args.Iteration or (it in eval_it_pool and (save_this_it or it % 1000 == 0)):", 1,
+     "budget: also save the set at the last iteration (it saves at evaluations that improve, or every 1000)"),
+]
+
+WANDB_STUB = '''"""Stand-in for wandb written by ddtool's bench/datm_reference.py: DATM only logs to it and
+reads its config back (wandb.config._items) and the run's name (the save folder)."""
+import os
+
+
+class _Config:
+    _items = {}
+
+
+class _Run:
+    name = os.environ.get("DATM_RUN_NAME", "run")
+
+
+config = _Config()
+run = _Run()
+
+
+def init(config=None, **_kw):
+    _Config._items = dict(vars(config)) if config is not None else {}
+    return run
+
+
+def log(*_a, **_kw):
+    pass
+
+
+def finish():
+    pass
+
+
+def Histogram(*_a, **_kw):
+    return None
+
+
+def Image(*_a, **_kw):
+    return None
+'''
+
+
+def extract(dest: Path) -> list[str]:
+    """Extract the reference at :data:`COMMIT` into ``dest``, apply :data:`PATCHES` and write the
+    wandb stand-in; returns one line per patch and file. Does nothing when ``dest`` holds this
+    patch list's marker already."""
+    marker = dest / ".ddtool-patched.json"
+    want = json.loads(json.dumps({"commit": COMMIT, "patches": [p[:3] for p in PATCHES], "stub": WANDB_STUB}))
+    if marker.is_file() and json.loads(marker.read_text()).get("key") == want:
+        return json.loads(marker.read_text())["log"]
+    if dest.exists() and any(dest.iterdir()):
+        raise SystemExit(f"{dest} exists and is not this patch list's extraction; remove it and rerun")
+    dest.mkdir(parents=True, exist_ok=True)
+    tar = subprocess.run(["git", "-C", MIRROR, "archive", COMMIT, "--", *TREES], check=True,
+                         stdout=subprocess.PIPE).stdout
+    subprocess.run(["tar", "x", "-C", str(dest)], input=tar, check=True)
+    log = []
+    for files, pattern, repl, count, why in PATCHES:
+        total = 0
+        for path in sorted({q for g in files.split("|") for q in dest.glob(g)}):
+            text = path.read_text()
+            if repl is None:  # the loader patch keeps the batch size it found
+                new, n = re.subn(pattern, lambda m: f"testloader = torch.utils.data.DataLoader(dst_test, {m.group(1)}, "
+                                 "shuffle=False, num_workers=0)", text)
+            else:
+                new, n = re.subn(pattern, lambda _m: repl, text)
+            if n:
+                path.write_text(new)
+                total += n
+                log.append(f"{path.relative_to(dest)}: {n} x {pattern!r} -> {(repl or 'num_workers=0')!r}  ({why})")
+        if total != count:
+            raise SystemExit(f"patch {pattern!r} matched {total} times in {files}, expected {count}: "
+                             "the reference changed; update bench/datm_reference.py")
+    (dest / "wandb.py").write_text(WANDB_STUB)  # beside networks.py: on every script's sys.path ("../")
+    log.append("wandb.py: a do-nothing stand-in (environment: wandb is not installed; DATM.py only logs to it)")
+    marker.write_text(json.dumps({"key": want, "log": log}, indent=1))
+    return log
+
+
+def config(ref: Path, out: Path, ipc: int, settings: dict[str, str]) -> None:
+    """``configs/CIFAR-10/ConvIN/IPC{ipc}.yaml`` of the reference with ``settings`` replaced or added
+    (keys of utils/cfg.py, which DATM.py merges the yaml into)."""
+    import yaml
+
+    cfg = yaml.safe_load((ref / f"configs/CIFAR-10/ConvIN/IPC{ipc}.yaml").read_text())
+    cfg.update({k: yaml.safe_load(v) for k, v in settings.items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def import_experts(buffer_dir: Path, store_root: Path, dataset: str, name: str, recipe: str = "recipes/datm.toml",
+                   data_root: str | None = None) -> dict:
+    """The reference's expert buffers (``replay_buffer_*.pt``: lists of experts, each a list of
+    timestamps, each the parameters in ``net.parameters()`` order) as ddtool's ``trajectories/NAME``:
+    one expert blob of flat snapshots ``[epochs + 1, P]`` per expert and the index, written with
+    ddtool's own trajectory API, after checking that every shape matches the recipe's network."""
+    import torch
+
+    from ddtool.lookup import check_net, load_dataset
+    from ddtool.recipe import load_recipe
+    from ddtool.runtime.distill.planning import net_spec_of
+    from ddtool.store import open_store
+    from ddtool.store.meta import TRAJECTORIES_KIND, DatasetSignature
+    from ddtool.trajectories import Trajectories, expert_artifact, param_layout
+
+    data = load_dataset(dataset, data_root)
+    spec = net_spec_of(load_recipe(recipe, [f"data.dataset={json.dumps(dataset)}"]))
+    layout = param_layout(check_net(spec, data.channels, data.num_classes, data.resolution))
+    files = sorted(buffer_dir.glob("replay_buffer_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    if not files:
+        raise SystemExit(f"no replay_buffer_*.pt in {buffer_dir}")
+    store, signature = open_store(store_root), DatasetSignature.of(data)
+    digests, epochs = [], None
+    for f in files:
+        for expert in torch.load(f, map_location="cpu", weights_only=True):
+            shapes = [tuple(p.shape) for p in expert[0]]
+            if shapes != [s for _, s in layout]:
+                raise SystemExit(f"{f}: parameter shapes {shapes} are not the recipe's {spec.to_json()} ({layout})")
+            snaps = torch.stack([torch.cat([p.reshape(-1) for p in ts]) for ts in expert])
+            if epochs is not None and snaps.shape[0] - 1 != epochs:
+                raise SystemExit(f"{f}: experts of {snaps.shape[0] - 1} and {epochs} epochs")
+            epochs = snaps.shape[0] - 1
+            digests.append(store.put_blob(*expert_artifact(snaps, signature, spec)))
+    training = {"source": "NUS-HPC-AI-Lab/DATM buffer/buffer_FTD.py (GSAM, FTD's experts)", "commit": COMMIT,
+                "files": [f.name for f in files], "zca": getattr(data, "zca", None) is not None}
+    traj = Trajectories(spec, layout, int(epochs or 0), digests, training, signature=signature)
+    art = store.put(TRAJECTORIES_KIND, name, *traj.to_artifact())
+    return {"ref": f"{TRAJECTORIES_KIND}/{name}", "digest": art.digest, "experts": len(digests), "epochs": epochs}
+
+
+def ref_set(d: Path, it: int, out: Path) -> dict:
+    """The reference's set after ``it`` iterations in its folder ``d`` (images_IT.pt: ZCA-whitened
+    images, labels_IT.pt: the learned logits ``label_syn``, lr_IT.pt: the learned step size) as one
+    .pt 'ddtool store import --normalized' reads: the logits as ``soft_labels`` beside each image's
+    class (the reference lays the set out class by class, ipc each), so that ``--labels hard``
+    trains on the classes and not on the logits' argmax. Returns the learned lr for ``ddtool eval --lr``."""
+    import torch
+
+    if not (d / f"images_{it}.pt").is_file():
+        raise SystemExit(f"no images_{it}.pt in {d} (the distillation did not finish)")
+    images = torch.load(d / f"images_{it}.pt", weights_only=True)
+    logits = torch.load(d / f"labels_{it}.pt", weights_only=True)
+    lr = float(torch.load(d / f"lr_{it}.pt", weights_only=True))
+    classes = logits.shape[1]
+    ipc = len(images) // classes
+    torch.save({"images": images.float(), "labels": torch.arange(classes).repeat_interleave(ipc),
+                "soft_labels": logits.float()}, out)
+    agree = float((logits.argmax(1) == torch.arange(classes).repeat_interleave(ipc)).float().mean())
+    return {"dir": str(d), "images": list(images.shape), "labels": list(logits.shape), "lr": lr,
+            "argmax_is_class": agree}
+
+
+def ddtool_set(npz: Path, out: Path) -> dict:
+    """A ddtool set exported with 'store export --format npz' (images as stored: whitened; its
+    learned logits as ``soft_labels``) as evaluation.py's three files images.pt, labels.pt, lr.pt."""
+    import numpy as np
+    import torch
+
+    z = np.load(npz, allow_pickle=False)
+    meta = json.loads(str(z["metadata"][0]))
+    if "soft_labels" not in z.files:
+        raise SystemExit(f"{npz} carries no learned labels (soft_labels)")
+    lr = float(meta["ddtool.learned_lr"])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(torch.from_numpy(z["images"]).float(), out / "images.pt")
+    torch.save(torch.from_numpy(z["soft_labels"]).float(), out / "labels.pt")
+    torch.save(torch.tensor(lr), out / "lr.pt")
+    return {"images": list(z["images"].shape), "labels": list(z["soft_labels"].shape), "lr": lr,
+            "label_kind": meta.get("ddtool.label_kind")}
+
+
+def eval_log(out: Path, logs: list[Path]) -> dict:
+    """evaluation.py's test accuracy of each network (one log per network), mean and std."""
+    accs = []
+    for log in logs:
+        m = re.findall(r"Evaluate_\d+: epoch = (\d+) .* test acc = ([0-9.]+)", log.read_text())
+        if not m:
+            raise SystemExit(f"{log}: no 'Evaluate_' line (the evaluation did not finish)")
+        accs.append(float(m[-1][1]))
+    mean = sum(accs) / len(accs)
+    std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5  # np.std, as DATM.py prints
+    res = {"protocol": "datm (reference distill/evaluation.py: SGD 0.9, wd 5e-4, learned lr x0.1 at half, DSA, "
+                       "soft cross-entropy to softmax of the labels; epochs + 1 epochs; accuracy at the last)",
+           "per_network": accs, "mean": mean, "std": std}
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def check_zca(data_dir: Path, dataset: str, out: Path, n: int = 1000) -> dict:
+    """The reference's whitening (kornia's ZCAWhitening, eps 0.1, fitted on ToTensor pixels of the
+    train split, as utils_baseline.get_dataset) and ddtool's (``DATASET`` with ``+zca``) applied to
+    the same ``n`` test images: both sides must see the same inputs for shared experts to mean the
+    same thing. Needs kornia on the path (the reference's site folder)."""
+    import kornia
+    import torch
+    from torchvision import datasets, transforms
+
+    from ddtool.lookup import load_dataset
+
+    def pixels(split: str, limit: int | None = None) -> torch.Tensor:
+        ds = datasets.ImageFolder(str(data_dir / split), transform=transforms.ToTensor())
+        idx = range(len(ds)) if limit is None else torch.linspace(0, len(ds) - 1, limit).long().tolist()
+        return torch.stack([ds[i][0] for i in idx])
+
+    zca = kornia.enhance.ZCAWhitening(eps=0.1, compute_inv=True)
+    zca.fit(pixels("train"))
+    x = pixels("test", n)
+    ref = zca(x)
+    ours = load_dataset(dataset).normalize((x * 255).round().to(torch.uint8))  # ToTensor's pixels are k / 255
+    diff = (ref - ours).abs()
+    res = {"images": len(x), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+           "ref_std": float(ref.std()), "relative_rms": float((ref - ours).pow(2).mean().sqrt() / ref.std())}
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.datm_reference")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("extract")
+    e.add_argument("dest", type=Path)
+    c = sub.add_parser("config")
+    c.add_argument("ref", type=Path)
+    c.add_argument("out", type=Path)
+    c.add_argument("--ipc", type=int, default=10)
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    i = sub.add_parser("import-experts")
+    i.add_argument("buffer_dir", type=Path)
+    i.add_argument("--store", type=Path, required=True)
+    i.add_argument("--dataset", required=True)
+    i.add_argument("--name", required=True)
+    r = sub.add_parser("ref-set")
+    r.add_argument("run_dir", type=Path)
+    r.add_argument("it", type=int)
+    r.add_argument("out", type=Path)
+    d = sub.add_parser("ddtool-set")
+    d.add_argument("npz", type=Path)
+    d.add_argument("out", type=Path)
+    g = sub.add_parser("eval-log")
+    g.add_argument("out", type=Path)
+    g.add_argument("logs", type=Path, nargs="+")
+    z = sub.add_parser("check-zca")
+    z.add_argument("data_dir", type=Path)
+    z.add_argument("dataset")
+    z.add_argument("out", type=Path)
+    a = p.parse_args(argv)
+    if a.cmd == "extract":
+        print("\n".join(extract(a.dest)))
+    elif a.cmd == "config":
+        config(a.ref, a.out, a.ipc, dict(s.split("=", 1) for s in a.set))
+    elif a.cmd == "import-experts":
+        print(json.dumps(import_experts(a.buffer_dir, a.store, a.dataset, a.name)))
+    elif a.cmd == "ref-set":
+        print(json.dumps(ref_set(a.run_dir, a.it, a.out)))
+    elif a.cmd == "ddtool-set":
+        print(json.dumps(ddtool_set(a.npz, a.out)))
+    elif a.cmd == "check-zca":
+        print(json.dumps(check_zca(a.data_dir, a.dataset, a.out)))
+    else:
+        print(json.dumps(eval_log(a.out, a.logs)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
