@@ -226,6 +226,25 @@ def vm_rss(pid: int) -> int:
 DETACH = ["/bin/sh", "-c", '"$@" & wait $!', "sh"]
 
 
+def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> None:
+    """Until every process of the group has exited (SIGKILL is delivered at once but a process takes
+    a moment to die; the row's process, a grandchild, is then reaped by init, not by ``wait``)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.02)
+
+
 def watched(cmd: list[str], max_bytes: int | None, timeout_s: float,
             rss: Callable[[int], int] = vm_rss, poll_s: float = 0.05) -> tuple[int | None, str, str]:
     """Run ``cmd``; kill it when its resident memory passes ``max_bytes`` or it outlives ``timeout_s``.
@@ -247,6 +266,7 @@ def watched(cmd: list[str], max_bytes: int | None, timeout_s: float,
             if proc.poll() is None:  # stopped here, or the caller's alarm rang: the shell and the row
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                _wait_group_gone(proc.pid)
                 why = why or "interrupted"
         out.seek(0)
         err.seek(0)
