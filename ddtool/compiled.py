@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import shutil
 from typing import Callable
 
@@ -37,16 +38,39 @@ def inductor_vector_isa() -> tuple[bool, str]:
     """Whether inductor's CPU backend can build kernels here: it picks a vector ISA for this CPU
     (AVX-512, AVX2, ...) by compiling a probe (seconds, once per process). Where it picks none (a
     CPU without AVX2, or ``ATEN_CPU_CAPABILITY=default``) torch 2.14 still emits vectorised
-    reductions (``at::vec``) without their header, and the build fails: treated as no backend."""
+    reductions (``at::vec``) without their header, and the build fails: treated as no backend; so is
+    ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 CPU (:func:`_lowered_below_hardware`)."""
     try:
         from torch._inductor.cpu_vec_isa import pick_vec_isa
     except ImportError:  # another torch layout: let torch.compile itself say
         return True, "unknown"
     isa = pick_vec_isa()
+    lowered = _lowered_below_hardware()
+    if isa and lowered:
+        return False, lowered
     if isa:
         return True, str(isa)
     return False, (f"inductor picks no vector ISA on this CPU (ATen: {torch.backends.cpu.get_cpu_capability()}), "
                    f"where torch {torch.__version__}'s C++ kernels fail to build")
+
+
+def _lowered_below_hardware(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """Why not to compile when ``ATEN_CPU_CAPABILITY=avx2`` runs on an AVX-512 CPU (else ''): inductor
+    then builds its kernels for AVX2 while the CPU and the libraries that do not read the variable
+    run AVX-512, and with torch 2.14 the compiled DM loss came out NaN in that mix where eager gave
+    5.88 (tests/test_compiled.py, 2026-12-07, an AVX-512 Xeon; cause inside torch not isolated). The
+    same tests pass on AVX2 and AVX-512 CPUs at their own capability."""
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() != "avx2":
+        return ""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:  # no /proc (not Linux): nothing known
+        return ""
+    if " avx512f" not in flags:
+        return ""
+    return ("ATEN_CPU_CAPABILITY=avx2 on a CPU with AVX-512: compiled losses came out NaN in this mix with "
+            f"torch {torch.__version__}; unset ATEN_CPU_CAPABILITY to compile")
 
 
 def compiler_usable(device: torch.device) -> tuple[bool, str]:

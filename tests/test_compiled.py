@@ -71,3 +71,17 @@ def test_a_failing_compiler_is_one_clear_error(make_ctx, monkeypatch, digits):
     with pytest.raises(DDToolError, match=r"torch.compile failed \(inductor picks no vector ISA\); set"):
         DM().loss(ctx, syn, ctx.fresh_net())
     assert compiled.forward_fn(False) is compiled.plain_forward  # off: nothing compiled
+
+
+def test_avx2_kernels_forced_on_an_avx512_cpu_are_no_backend(tmp_path, monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU: compiled DM losses came out NaN (torch 2.14), so
+    compile = "auto" stays eager there and the compile tests skip; a CPU's own capability compiles."""
+    avx512, avx2_only = tmp_path / "avx512", tmp_path / "avx2"
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512dq\n")
+    avx2_only.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert "ATEN_CPU_CAPABILITY=avx2 on a CPU with AVX-512" in compiled._lowered_below_hardware(str(avx512))
+    assert compiled._lowered_below_hardware(str(avx2_only)) == ""
+    assert compiled._lowered_below_hardware(str(tmp_path / "missing")) == ""
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert compiled._lowered_below_hardware(str(avx512)) == ""
