@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
-from ddtool.flop_count import FlopCounter
 
 from ddtool.data import ImageData
+from ddtool.flop_count import FlopCounter
 
 
 def fake_data(classes: int, per_class: int, channels: int, res: int, seed: int = 0) -> ImageData:

@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import torch
-from ddtool.flop_count import FlopCounter
 
 from ddtool.data import ImageData
+from ddtool.flop_count import FlopCounter
 from ddtool.lookup import build_net
 from ddtool.nets import NetSpec
 from ddtool.runtime import ensemble

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from ddtool.flop_count import FlopCounter
 
+from ddtool.flop_count import FlopCounter
 from ddtool.version import __version__
 from ddtool.context import DistillContext
 from ddtool.data import ImageData

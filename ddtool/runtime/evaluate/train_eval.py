@@ -12,12 +12,12 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from ddtool.flop_count import FlopCounter
 
 from ddtool.augment import Augmenter, DiffAugChain
 from ddtool.compiled import forward_fn
 from ddtool.data import ImageData
 from ddtool.errors import UsageError
+from ddtool.flop_count import FlopCounter
 from ddtool.impl import resolve_impl
 from ddtool.lookup import build_net, check_net
 from ddtool.nets import NetSpec
