@@ -71,7 +71,9 @@ def test_vectorized_equals_loop(make_ctx, rel_err, digits, method, overrides):
         out[impl] = loss_and_grad(method, ctx, syn, net, seed=3)
     torch.testing.assert_close(out["vectorized"][0], out["loop"][0], rtol=1e-4, atol=1e-5)
     assert out["loop"][1].abs().sum() > 0
-    assert rel_err(out["vectorized"][1], out["loop"][1]) < 1e-4
+    # the image gradient is a second-order difference of gradients, which amplifies rounding: DSA's read
+    # 1.6e-4 under ATen's portable kernels on an AVX-512 Xeon (2026-12-07); a wrong pairing reads O(1)
+    assert rel_err(out["vectorized"][1], out["loop"][1]) < 5e-4
 
 
 @pytest.mark.parametrize("impl", ["loop", "vectorized"])
