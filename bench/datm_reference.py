@@ -21,9 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+from bench.reference_code import Patch, extract_patched
 
 MIRROR = "/work/.mirror/NUS-HPC-AI-Lab+DATM/repo"
 COMMIT = "97ae510"  # HEAD of the mirror on 2026-12-07
@@ -36,7 +37,12 @@ USED = f"distill/DATM.py|distill/evaluation.py|buffer/buffer_FTD.py|{UTILS}"
 
 # (files: globs joined by |, regex, replacement, matches expected, why). Applied in order to the extracted
 # tree; a pattern that no longer matches as often fails the extraction, so the list stays exact.
-PATCHES: list[tuple[str, str, str, int, str]] = [
+def _loader_without_workers(m: "re.Match[str]") -> str:
+    """num_workers=0"""  # the log's and the marker's name for it; the batch size found is kept
+    return f"testloader = torch.utils.data.DataLoader(dst_test, {m.group(1)}, shuffle=False, num_workers=0)"
+
+
+PATCHES: list[Patch] = [
     (USED, r'torch\.device\("cuda:0"\)', 'torch.device("cpu")', 5,
      "cpu: the evaluation, label initialisation and epoch loops pin cuda:0 whenever parall_eva is False"),
     ("buffer/buffer_FTD.py", r"\[p\.detach\(\)\.cpu\(\) for p in teacher_net\.parameters\(\)\]",
@@ -52,7 +58,7 @@ PATCHES: list[tuple[str, str, str, int, str]] = [
      'datasets.ImageFolder(os.path.join(data_path, "test"), transform=transform)', 2,
      "data: the test split likewise (test/)"),
     (UTILS, r"testloader = torch\.utils\.data\.DataLoader\(dst_test, (batch_size=\d+), shuffle=False, "
-     r"num_workers=2\)", None, 2,
+     r"num_workers=2\)", _loader_without_workers, 2,
      "one process per job: the test loader's 2 worker processes -> 0 (same batches)"),
     ("distill/DATM.py", r"if it in eval_it_pool and \(save_this_it or it % 1000 == 0\):",
      "if it == args.Iteration or (it in eval_it_pool and (save_this_it or it % 1000 == 0)):", 1,
@@ -100,39 +106,10 @@ def Image(*_a, **_kw):
 
 def extract(dest: Path) -> list[str]:
     """Extract the reference at :data:`COMMIT` into ``dest``, apply :data:`PATCHES` and write the
-    wandb stand-in; returns one line per patch and file. Does nothing when ``dest`` holds this
-    patch list's marker already."""
-    marker = dest / ".ddtool-patched.json"
-    want = json.loads(json.dumps({"commit": COMMIT, "patches": [p[:3] for p in PATCHES], "stub": WANDB_STUB}))
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == want:
-        return json.loads(marker.read_text())["log"]
-    if dest.exists() and any(dest.iterdir()):
-        raise SystemExit(f"{dest} exists and is not this patch list's extraction; remove it and rerun")
-    dest.mkdir(parents=True, exist_ok=True)
-    tar = subprocess.run(["git", "-C", MIRROR, "archive", COMMIT, "--", *TREES], check=True,
-                         stdout=subprocess.PIPE).stdout
-    subprocess.run(["tar", "x", "-C", str(dest)], input=tar, check=True)
-    log = []
-    for files, pattern, repl, count, why in PATCHES:
-        total = 0
-        for path in sorted({q for g in files.split("|") for q in dest.glob(g)}):
-            text = path.read_text()
-            if repl is None:  # the loader patch keeps the batch size it found
-                new, n = re.subn(pattern, lambda m: f"testloader = torch.utils.data.DataLoader(dst_test, {m.group(1)}, "
-                                 "shuffle=False, num_workers=0)", text)
-            else:
-                new, n = re.subn(pattern, lambda _m: repl, text)
-            if n:
-                path.write_text(new)
-                total += n
-                log.append(f"{path.relative_to(dest)}: {n} x {pattern!r} -> {(repl or 'num_workers=0')!r}  ({why})")
-        if total != count:
-            raise SystemExit(f"patch {pattern!r} matched {total} times in {files}, expected {count}: "
-                             "the reference changed; update bench/datm_reference.py")
-    (dest / "wandb.py").write_text(WANDB_STUB)  # beside networks.py: on every script's sys.path ("../")
-    log.append("wandb.py: a do-nothing stand-in (environment: wandb is not installed; DATM.py only logs to it)")
-    marker.write_text(json.dumps({"key": want, "log": log}, indent=1))
-    return log
+    wandb stand-in (:func:`bench.reference_code.extract_patched`); returns one line per patch and file."""
+    log = extract_patched(dest, MIRROR, COMMIT, TREES, PATCHES, "bench/datm_reference.py",
+                          files={"wandb.py": WANDB_STUB})  # beside networks.py: on every script's sys.path ("../")
+    return [*log, "wandb.py: a do-nothing stand-in (environment: wandb is not installed; DATM.py only logs to it)"]
 
 
 def config(ref: Path, out: Path, ipc: int, settings: dict[str, str]) -> None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+from bench.reference_code import Patch, extract_patched
 
 MIRROR = "/work/.mirror/gszfwsb+NCFM/repo"
 COMMIT = "de92fb8"  # the commit ddtool/methods/ncfm.py cites
@@ -27,7 +28,7 @@ TREES = ["NCFM", "argsprocessor", "condense", "condenser", "config", "data", "ev
 
 # (files, regex, replacement, matches expected, why). Applied in order to the extracted
 # tree; a pattern that no longer matches fails the extraction, so the list stays exact.
-PATCHES: list[tuple[str, str, str, int, str]] = [
+PATCHES: list[Patch] = [
     ("**/*.py", r"\.cuda\((?:non_blocking=True)?\)", ".cpu()", 20,
      "cpu: tensors, models and losses stay on the CPU (.cuda() / .cuda(non_blocking=True))"),
     ("**/*.py", r"""(["'])cuda\1""", '"cpu"', 14,
@@ -60,40 +61,9 @@ CPU_CONFIG = {"backend": "gloo", "workers": 0}
 
 
 def extract(dest: Path) -> list[str]:
-    """Extract the reference at :data:`COMMIT` into ``dest`` and apply :data:`PATCHES`; returns one
-    line per patch and file. Does nothing when ``dest`` holds this patch list's marker already."""
-    marker = dest / ".ddtool-patched.json"
-    want = json.loads(json.dumps({"commit": COMMIT, "patches": [p[:3] for p in PATCHES]}))  # lists, as read back
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == want:
-        return json.loads(marker.read_text())["log"]
-    if dest.exists() and any(dest.iterdir()):
-        raise SystemExit(f"{dest} exists and is not this patch list's extraction; remove it and rerun")
-    dest.mkdir(parents=True, exist_ok=True)
-    # git archive reads the whole tree and complains of the mirror's absent large files (docs/);
-    # those are outside TREES, so the count of extracted files is checked against the tree's instead
-    tar = subprocess.run(["git", "-C", MIRROR, "archive", COMMIT, "--", *TREES], check=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
-    subprocess.run(["tar", "x", "-C", str(dest)], input=tar, check=True)
-    listed = subprocess.run(["git", "-C", MIRROR, "ls-tree", "-r", "--name-only", COMMIT, "--", *TREES],
-                            check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()
-    missing = [f for f in listed if not (dest / f).is_file()]
-    if missing:
-        raise SystemExit(f"the mirror lacks {len(missing)} of the reference's files, e.g. {missing[0]}")
-    log = []
-    for files, pattern, repl, least, why in PATCHES:
-        total = 0
-        for path in sorted(dest.glob(files)):
-            text = path.read_text()
-            new, n = re.subn(pattern, lambda _m: repl, text)
-            if n:
-                path.write_text(new)
-                total += n
-                log.append(f"{path.relative_to(dest)}: {n} x {pattern!r} -> {repl.splitlines()[0]!r}  ({why})")
-        if total != least:
-            raise SystemExit(f"patch {pattern!r} matched {total} times in {files}, expected {least}: "
-                             "the reference changed; update bench/ncfm_reference.py")
-    marker.write_text(json.dumps({"key": want, "log": log}, indent=1))
-    return log
+    """Extract the reference at :data:`COMMIT` into ``dest`` and apply :data:`PATCHES`
+    (:func:`bench.reference_code.extract_patched`); returns one line per patch and file."""
+    return extract_patched(dest, MIRROR, COMMIT, TREES, PATCHES, "bench/ncfm_reference.py")
 
 
 def config(ref: Path, out: Path, ipc: int, settings: dict[str, str]) -> None:
