@@ -94,7 +94,6 @@ def eval_cmd(
     """Train fresh networks on synthetic sets and report real test accuracy."""
     from ddtool.nets import NetSpec
     from ddtool.runtime.evaluate.train_eval import evaluate
-    from ddtool.store.meta import SyntheticMeta
 
     if not dry_run:
         relaunch(nproc)  # --nproc N: this command line as N processes, then exit
@@ -142,15 +141,8 @@ def eval_cmd(
         _dry_run(store, refs, r, nets, dev, full_data, full_dataset, data_root, epochs, estimate, as_json)
         return
     results, cache = [], {}
-    for ref in refs:
-        _no_run_id(ref)
-        recorded = SyntheticMeta.from_metadata(store.blob_metadata(store.resolve(ref, kind="synthetic").digest))
-        dataset = recorded.signature.dataset if recorded.signature.dataset is not None else r.data.dataset
-        if dataset not in cache:
-            cache[dataset] = load_dataset(dataset, data_root or r.data.root or None, r.data.download)
-        for one in [NetSpec(n) for n in nets] or [None]:
-            cfg = dataclasses.replace(r.eval, net=one.name) if one else r.eval
-            results.append(evaluate(store, ref, cache[dataset], cfg, dev, one, RichReporter()))
+    for ref, data, cfg, one in _set_evaluations(store, refs, r, nets, data_root, cache):
+        results.append(evaluate(store, ref, data, cfg, dev, one, RichReporter()))
     if full_data:
         results += _full_data(store, r, nets, full_dataset or next(iter(cache), None), dev, data_root, epochs,
                               save_teacher)
@@ -307,15 +299,12 @@ def _full_data_nets(r, nets: list[str]) -> list:  # type: ignore[no-untyped-def]
     return [NetSpec(n) for n in nets] or [net_spec_of(r)]
 
 
-def _dry_run(store, refs, r, nets, dev, full_data, full_dataset, data_root, cli_epochs, estimate,  # type: ignore[no-untyped-def]
-             as_json) -> None:
-    """eval --dry-run: every set (and the full-data bound) on every net, resolved and checked as the run
-    would, then the probe's estimate; reads the store and the data, writes nothing."""
+def _set_evaluations(store, refs, r, nets, data_root, cache):  # type: ignore[no-untyped-def]
+    """(ref, its dataset, the eval settings, the net or None for its own) for every set on every
+    --net, as the run and --dry-run take them; ``cache`` keeps each dataset loaded once."""
     from ddtool.nets import NetSpec
-    from ddtool.runtime.evaluate.eval_plan import plan_full_data, plan_set
     from ddtool.store.meta import SyntheticMeta
 
-    planned, cache = [], {}
     for ref in refs:
         _no_run_id(ref)
         recorded = SyntheticMeta.from_metadata(store.blob_metadata(store.resolve(ref, kind="synthetic").digest))
@@ -323,8 +312,18 @@ def _dry_run(store, refs, r, nets, dev, full_data, full_dataset, data_root, cli_
         if dataset not in cache:
             cache[dataset] = load_dataset(dataset, data_root or r.data.root or None, r.data.download)
         for one in [NetSpec(n) for n in nets] or [None]:
-            cfg = dataclasses.replace(r.eval, net=one.name) if one else r.eval
-            planned.append(plan_set(store, ref, cache[dataset], cfg, dev, one))
+            yield ref, cache[dataset], (dataclasses.replace(r.eval, net=one.name) if one else r.eval), one
+
+
+def _dry_run(store, refs, r, nets, dev, full_data, full_dataset, data_root, cli_epochs, estimate,  # type: ignore[no-untyped-def]
+             as_json) -> None:
+    """eval --dry-run: every set (and the full-data bound) on every net, resolved and checked as the run
+    would, then the probe's estimate; reads the store and the data, writes nothing."""
+    from ddtool.runtime.evaluate.eval_plan import plan_full_data, plan_set
+
+    planned, cache = [], {}
+    for ref, data, cfg, one in _set_evaluations(store, refs, r, nets, data_root, cache):
+        planned.append(plan_set(store, ref, data, cfg, dev, one))
     if full_data:
         dataset = full_dataset or next(iter(cache), None) or r.data.dataset
         data = cache.get(dataset) or load_dataset(dataset, data_root or r.data.root or None, r.data.download)
