@@ -18,6 +18,22 @@ def test_shipped_recipes_all_load() -> None:
         assert r.name == path.stem and r.distill.ipc >= 1
 
 
+def test_recipes_sharing_a_pool_name_make_it_the_same_way() -> None:
+    """``pretrain --recipe A`` then ``distill --recipe B`` uses A's pool when both name it: the two must
+    describe one pool (a seed-only pool silently standing in for Acc-DD's diverse one is what issue 23
+    found), and the Acc-DD pool is the diverse one its CIFAR-10 table chose."""
+    by_name: dict[str, list[tuple[str, object]]] = {}
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        r = load_recipe(path)
+        if r.pretrain.name:
+            by_name.setdefault(r.pretrain.name, []).append((path.stem, r.pretrain))
+    for name, makers in by_name.items():
+        first_stem, first = makers[0]
+        for stem, p in makers[1:]:
+            assert p == first, f"recipes {first_stem} and {stem} both name pool '{name}' but pretrain it differently"
+    assert "ours10" in {s for s, _ in by_name["ours"]}
+    assert all(p.diverse for _, p in by_name["ours"])
+
 def test_overrides_apply_with_types_and_change_the_hash(tiny_recipe: Path) -> None:
     base = load_recipe(tiny_recipe)
     r = load_recipe(tiny_recipe, ["distill.ipc=3", "distill.lr_img=2", "data.dataset=digits", "distill.options.k=1"])
