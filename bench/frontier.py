@@ -1,7 +1,7 @@
 """Accuracy against seconds: several methods, one machine, one evaluation protocol (issue 27).
 
     python -m bench.frontier [--dataset imagefolder:.data/cifar10+norm=cifar] [--methods dm,idc,ours,...]
-        [--budget 7200] [--spacing 900] [--protocol idc --epochs 300 --repeats 2] [--device cpu]
+        [--budget 7200|paper] [--spacing 900] [--protocol idc --epochs 300 --repeats 2] [--device cpu]
         [--store .data/frontier-store] [--out bench/results/frontier] [--set KEY=VALUE ...]
         [--set-for METHOD KEY=VALUE ...] [--plot-only]
 
@@ -11,7 +11,8 @@ Per method, each step resumable (a run cut off by a session's end goes on where 
    command), its seconds taken from the pretraining run's record;
 2. ``ddtool distill --dry-run --json``: the estimated seconds per outer iteration, from which the
    iterations that fill ``--budget`` seconds of distillation (at least 1; the estimate's error is
-   the run's, see ``bench.estimates``);
+   the run's, see ``bench.estimates``); ``--budget paper``: the recipe's own iterations at this
+   dataset's scale (the paper's budget on CIFAR-10: hours on a GPU, ``bash bench/gpu.sh --frontier``);
 3. ``ddtool distill`` at those iterations with ``distill.checkpoint_seconds = --spacing``, so that
    every method has a point about every ``--spacing`` seconds (a cut-off run: ``--resume``);
 4. ``ddtool eval RUN --checkpoints``: every checkpoint and the final set under one protocol.
@@ -70,6 +71,19 @@ def ddtool_process(store: str, device: str) -> Ddtool:
     return run
 
 
+def budget_arg(text: str) -> float | None:
+    """``--budget``: seconds (> 0), or ``paper`` (None: the recipes' own iterations)."""
+    if text == "paper":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither seconds nor 'paper'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("the budget must be more than 0 seconds")
+    return value
+
+
 def iterations_for(budget_s: float, seconds_per_iteration: float) -> int:
     """The outer iterations that fill ``budget_s`` seconds at the estimated rate, at least one."""
     if not seconds_per_iteration > 0:
@@ -80,7 +94,7 @@ def iterations_for(budget_s: float, seconds_per_iteration: float) -> int:
 @dataclass
 class Settings:
     dataset: str
-    budget_s: float
+    budget_s: float | None  # None: each recipe's own iterations (--budget paper)
     spacing_s: float
     protocol: str
     epochs: int
@@ -146,8 +160,9 @@ def run_method(method: str, s: Settings, state: State, ddtool: Ddtool, store_roo
     if "iterations" not in st:
         dry = ddtool("distill", "--recipe", recipe, *common, "--dry-run")
         est = dry["estimate"]
+        paper = int(dry["plan"]["iterations"])  # type: ignore[index]
         st.update(estimate_s_per_it=est["seconds_per_iteration"],
-                  iterations=iterations_for(s.budget_s, est["seconds_per_iteration"]))
+                  iterations=paper if s.budget_s is None else iterations_for(s.budget_s, est["seconds_per_iteration"]))
         state.save()
     if "distilled" not in st:
         from ddtool.store.runs import final_output
@@ -162,7 +177,8 @@ def run_method(method: str, s: Settings, state: State, ddtool: Ddtool, store_roo
             out = ddtool("distill", "--resume", rec["id"])
             st.update(distill_run=out["run"], distilled=out["ref"], distill_s=float(out["seconds"]))
         else:
-            log(f"{method}: distilling {st['iterations']} iterations (~{s.budget_s:.0f} s)")
+            planned = st["iterations"] * float(st.get("estimate_s_per_it") or 0.0)
+            log(f"{method}: distilling {st['iterations']} iterations (~{planned:.0f} s estimated)")
             out = ddtool("distill", "--recipe", recipe, *common, "--name", f"frontier-{method}",
                          "--set", f"distill.iterations={st['iterations']}",
                          "--set", f"distill.checkpoint_seconds={s.spacing_s}")
@@ -237,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="imagefolder:.data/cifar10+norm=cifar")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"from {', '.join(METHODS)}")
-    ap.add_argument("--budget", type=float, default=7200.0, help="distillation seconds per method (default 2 h)")
+    ap.add_argument("--budget", type=budget_arg, default=7200.0,
+                    help="distillation seconds per method (default 2 h), or 'paper': each recipe's own iterations")
     ap.add_argument("--spacing", type=float, default=900.0, help="seconds between checkpoints")
     ap.add_argument("--protocol", default="idc")
     ap.add_argument("--epochs", type=int, default=300)

@@ -12,6 +12,12 @@
 #                                     .data/cifar10-archives (git-ignored; name it in `carry`), then runs
 #   PREPARE_ONLY=1 bash bench/gpu.sh  only that copy
 #   bash bench/gpu.sh --tiny          the CPU-sized check; any other bench.gpu option passes through
+#   bash bench/gpu.sh --frontier [bench.frontier options]
+#                                     issue 27's frontier at the papers' budgets on the GPU instead: every
+#                                     method's recipe at its own CIFAR-10 iterations (--budget paper),
+#                                     checkpoints every 600 s, each evaluated under the IDC protocol (1000
+#                                     epochs x 3); hours, not one call: resumable from $OUT/frontier/state.json
+#                                     only while the store (.data/frontier-gpu-store) survives
 # On the GPU machine its own python3 (with torch) runs the checkout through PYTHONPATH: no install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,4 +29,12 @@ fi
 PY="${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" DDTOOL_DATA="${DDTOOL_DATA:-$PWD/.data/gpu-bench-cache}"
+if [[ "${1:-}" == --frontier ]]; then
+  shift
+  DATA=$("$PY" -c 'import sys; from pathlib import Path; from bench.gpu import prepare_cifar10
+print(prepare_cifar10(Path(sys.argv[1]), Path(".data/gpu-bench-data")))' "$ARCHIVES")
+  exec "$PY" -m bench.frontier --dataset "imagefolder:$DATA+norm=cifar" --device cuda --budget paper \
+    --spacing 600 --protocol idc --epochs 1000 --repeats 3 --store .data/frontier-gpu-store \
+    --out "${OUT:-.data}/frontier" "$@"
+fi
 exec "$PY" -m bench.gpu --data "$ARCHIVES" --out "${OUT:-.data}/gpu_bench.md" "$@"

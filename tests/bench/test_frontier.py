@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.frontier import Settings, State, draw, iterations_for, rows, run_method
+import argparse
+
+import pytest
+
+from bench.frontier import Settings, State, budget_arg, draw, iterations_for, rows, run_method
 
 
 def test_the_iterations_fill_the_budget_at_the_estimated_rate() -> None:
@@ -25,7 +29,7 @@ class FakeDdtool:
         if args[0] == "pretrain":
             return {"run": "p1", "seconds": 12.5, "ref": "pool/ours10:v1"}
         if args[0] == "distill" and "--dry-run" in args:
-            return {"estimate": {"seconds_per_iteration": 4.0}}
+            return {"estimate": {"seconds_per_iteration": 4.0}, "plan": {"iterations": 200}}
         if args[0] == "distill":
             return {"run": "d1", "ref": "synthetic/frontier-ours:v1", "seconds": 21.0}
         return [{"run": "e1", "curve": [
@@ -46,6 +50,20 @@ def test_each_step_runs_once_and_the_distillation_fills_the_budget_with_spaced_c
     again = FakeDdtool()
     run_method("ours", s, State(tmp_path / "state.json"), again, str(tmp_path / "store"), log=lambda _: None)
     assert again.calls == []  # all read back from state.json
+
+
+def test_the_papers_budget_keeps_each_recipes_own_iterations(tmp_path: Path) -> None:
+    """--budget paper (the GPU script's frontier): the recipe's iterations at the dataset's scale, not a
+    number derived from a seconds budget; the checkpoints stay spaced in seconds."""
+    assert budget_arg("paper") is None and budget_arg("90") == 90.0
+    for bad in ("soon", "0", "-5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            budget_arg(bad)
+    s = Settings("digits", budget_s=None, spacing_s=600.0, protocol="idc", epochs=3, repeats=2, sets=[], sets_for={})
+    fake = FakeDdtool()
+    run_method("ours", s, State(tmp_path / "state.json"), fake, str(tmp_path / "store"), log=lambda _: None)
+    distill = fake.calls[2]
+    assert "distill.iterations=200" in distill and "distill.checkpoint_seconds=600.0" in distill
 
 
 def test_points_are_counted_from_the_start_of_the_pretraining(tmp_path: Path) -> None:
