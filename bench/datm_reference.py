@@ -125,42 +125,25 @@ def config(ref: Path, out: Path, ipc: int, settings: dict[str, str]) -> None:
 
 def import_experts(buffer_dir: Path, store_root: Path, dataset: str, name: str, recipe: str = "recipes/datm.toml",
                    data_root: str | None = None) -> dict:
-    """The reference's expert buffers (``replay_buffer_*.pt``: lists of experts, each a list of
-    timestamps, each the parameters in ``net.parameters()`` order) as ddtool's ``trajectories/NAME``:
-    one expert blob of flat snapshots ``[epochs + 1, P]`` per expert and the index, written with
-    ddtool's own trajectory API, after checking that every shape matches the recipe's network."""
-    import torch
-
-    from ddtool.lookup import check_net, load_dataset
+    """The reference's expert buffers (``replay_buffer_*.pt``) as ddtool's ``trajectories/NAME`` of the
+    recipe's network, through ddtool's own import ('ddtool store import DIR --kind trajectories':
+    :func:`ddtool.runtime.exchange.expert_buffers.import_trajectories`, which checks every shape)."""
+    from ddtool.errors import DDToolError
+    from ddtool.lookup import load_dataset
     from ddtool.recipe import load_recipe
     from ddtool.runtime.distill.planning import net_spec_of
+    from ddtool.runtime.exchange.expert_buffers import import_trajectories
     from ddtool.store import open_store
-    from ddtool.store.meta import TRAJECTORIES_KIND, DatasetSignature
-    from ddtool.trajectories import Trajectories, expert_artifact, param_layout
 
     data = load_dataset(dataset, data_root)
     spec = net_spec_of(load_recipe(recipe, [f"data.dataset={json.dumps(dataset)}"]))
-    layout = param_layout(check_net(spec, data.channels, data.num_classes, data.resolution))
-    files = sorted(buffer_dir.glob("replay_buffer_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    if not files:
-        raise SystemExit(f"no replay_buffer_*.pt in {buffer_dir}")
-    store, signature = open_store(store_root), DatasetSignature.of(data)
-    digests, epochs = [], None
-    for f in files:
-        for expert in torch.load(f, map_location="cpu", weights_only=True):
-            shapes = [tuple(p.shape) for p in expert[0]]
-            if shapes != [s for _, s in layout]:
-                raise SystemExit(f"{f}: parameter shapes {shapes} are not the recipe's {spec.to_json()} ({layout})")
-            snaps = torch.stack([torch.cat([p.reshape(-1) for p in ts]) for ts in expert])
-            if epochs is not None and snaps.shape[0] - 1 != epochs:
-                raise SystemExit(f"{f}: experts of {snaps.shape[0] - 1} and {epochs} epochs")
-            epochs = snaps.shape[0] - 1
-            digests.append(store.put_blob(*expert_artifact(snaps, signature, spec)))
-    training = {"source": "NUS-HPC-AI-Lab/DATM buffer/buffer_FTD.py (GSAM, FTD's experts)", "commit": COMMIT,
-                "files": [f.name for f in files], "zca": getattr(data, "zca", None) is not None}
-    traj = Trajectories(spec, layout, int(epochs or 0), digests, training, signature=signature)
-    art = store.put(TRAJECTORIES_KIND, name, *traj.to_artifact())
-    return {"ref": f"{TRAJECTORIES_KIND}/{name}", "digest": art.digest, "experts": len(digests), "epochs": epochs}
+    try:
+        got = import_trajectories(open_store(store_root), buffer_dir, data, spec, name,
+                                  source=f"NUS-HPC-AI-Lab/DATM buffer/buffer_FTD.py (GSAM, FTD's experts) @ {COMMIT}")
+    except DDToolError as exc:
+        raise SystemExit(str(exc)) from None
+    return {"ref": f"{got.artifact.kind}/{name}", "digest": got.artifact.digest, "experts": len(got.trajectories),
+            "epochs": got.trajectories.epochs}
 
 
 def ref_set(d: Path, it: int, out: Path) -> dict:
@@ -168,7 +151,8 @@ def ref_set(d: Path, it: int, out: Path) -> dict:
     images, labels_IT.pt: the learned logits ``label_syn``, lr_IT.pt: the learned step size) as one
     .pt 'ddtool store import --normalized' reads: the logits as ``soft_labels`` beside each image's
     class (the reference lays the set out class by class, ipc each), so that ``--labels hard``
-    trains on the classes and not on the logits' argmax. Returns the learned lr for ``ddtool eval --lr``."""
+    trains on the classes and not on the logits' argmax, and the learned step size as ``syn_lr`` (which
+    'store import' keeps for ``eval.lr = "learned"``). Returns the learned lr too (for ``ddtool eval --lr``)."""
     import torch
 
     if not (d / f"images_{it}.pt").is_file():
@@ -179,7 +163,7 @@ def ref_set(d: Path, it: int, out: Path) -> dict:
     classes = logits.shape[1]
     ipc = len(images) // classes
     torch.save({"images": images.float(), "labels": torch.arange(classes).repeat_interleave(ipc),
-                "soft_labels": logits.float()}, out)
+                "soft_labels": logits.float(), "syn_lr": torch.tensor(lr)}, out)
     agree = float((logits.argmax(1) == torch.arange(classes).repeat_interleave(ipc)).float().mean())
     return {"dir": str(d), "images": list(images.shape), "labels": list(logits.shape), "lr": lr,
             "argmax_is_class": agree}

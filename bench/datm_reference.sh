@@ -140,7 +140,7 @@ run)
         $D store show "synthetic/$ref" > /dev/null 2>&1 || \
           $D store import "$out/set.pt" --dataset "$DSPEC" --name "$ref" --normalized --json > "$LOG/$ref.import.json"
         lr=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['lr'])" "$LOG/$ref.set.json")
-        # store import keeps the learned labels but not the learned step size: given as --lr
+        # store import keeps the learned labels and step size (set.pt's syn_lr); --lr still names the number
         [ -s "$LOG/$ref.eval-ddtool.json" ] || \
           STAGE=ddtool-eval t $D eval "synthetic/$ref" $DDT_EVAL --lr "$lr" > "$LOG/$ref.eval-ddtool.json"
         [ -s "$LOG/$ref.eval-ddtool-hard.json" ] || \

@@ -167,7 +167,8 @@ def load_trajectories(store: Store, ref: str, data: ImageData, net: NetSpec) -> 
     """The trajectories a run names, checked against its data and network; one line naming
     ``ddtool pretrain --trajectories`` when they are not named or not in the store."""
     make = ("make them with 'ddtool pretrain --trajectories --recipe RECIPE' "
-            "(the same recipe: its [pretrain] name and [net])")
+            "(the same recipe: its [pretrain] name and [net]), or import MTT's or DATM's replay_buffer_N.pt files "
+            "with 'ddtool store import DIR --kind trajectories --recipe RECIPE'")
     if not ref:
         raise UsageError(f"no expert trajectories named: set [distill.options] trajectories = \"trajectories/NAME\" "
                          f"and {make}")

@@ -275,29 +275,63 @@ def store_export(
         console.print(f"note: {info['zca']}", highlight=False)
 
 
+_KIND_HELP = (
+    "What FILE holds. synthetic: a set's images and labels (.npz, .pt, or a folder 'store export --format hf' "
+    "wrote), stored as synthetic/NAME. trajectories: expert trajectories in the format of MTT's buffer.py and "
+    "DATM's buffer_FTD.py (a replay_buffer_N.pt file, or the folder of them: each a list of experts, each a list "
+    "of epochs from epoch 0, each the parameters in model.parameters() order; read with torch.load "
+    "weights_only=True), checked against the \\[net] of --recipe/--net/--set and stored as trajectories/NAME for "
+    "the mtt and datm methods.")
+
+
 @store_app.command("import")
 @guarded
 def store_import(
     file: Annotated[Path, typer.Argument(help=".npz (read with allow_pickle=False), .pt (torch.load weights_only=True), "
-                                              "or a folder 'store export --format hf' wrote.")],
+                                              "or a folder 'store export --format hf' wrote; --kind trajectories: "
+                                              "a replay_buffer_N.pt file or the folder holding them.")],
+    kind: Annotated[Literal["synthetic", "trajectories"], typer.Option("--kind", help=_KIND_HELP)] = "synthetic",
     dataset: Annotated[Optional[str], typer.Option(help="The dataset the images belong to (digits, imagefolder:PATH...); "
-                                                        "not for a --format hf folder, whose card says it.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Artifact name (default: the file's name).")] = None,
+                                                        "not for a --format hf folder, whose card says it. "
+                                                        "--kind trajectories: the dataset the experts were trained "
+                                                        "on (cifar10+zca for experts of ZCA-whitened CIFAR-10), "
+                                                        "over the recipe's.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Artifact name (default: the file's name; --kind trajectories: "
+                                                     "the recipe's \\[pretrain] name, else DATASET-NET).")] = None,
     normalized: Annotated[Optional[bool], typer.Option("--normalized/--unit-range", help=(
         "Float images are already normalised with the dataset's mean/std (--normalized) or pixels in [0, 1] "
         "(--unit-range). Default: ddtool-exported files are normalised; otherwise detect by range: all values "
         "in [0, 1] means pixels, anything outside means normalised. uint8 images are always pixels 0..255."),
         show_default=False)] = None,
+    learned_lr: Annotated[Optional[float], typer.Option("--learned-lr", help=(
+        "The step size learned with the set (MTT's and DATM's syn_lr: eval.lr = \"learned\" trains at it), over "
+        "what the file says. Default: a ddtool file's metadata, else a scalar learned_lr, syn_lr or lr entry of "
+        "the file."), show_default=False)] = None,
+    net: Annotated[Optional[str], typer.Option(help="--kind trajectories: the experts' architecture, over the "
+                                                    "recipe's \\[net] name.")] = None,
+    recipe: o.Recipe = None,
+    set_: o.Set = None,
     data_root: o.DataRoot = None,
     as_json: o.Json = False,
 ) -> None:
-    """Store images and labels from other dataset-distillation code as [bold]synthetic/NAME[/] (method 'imported').
+    """Store images and labels from other dataset-distillation code as [bold]synthetic/NAME[/] (method 'imported'),
+    or with --kind trajectories their expert trajectories as [bold]trajectories/NAME[/].
 
     Files: .npz with arrays images and labels; .pt with a dict {"images", "labels"}, a pair (images, labels),
     or DC/DSA/DM's {"data": \\[\\[images, labels], ...]} (the first).
     Images are [N, C, H, W] (or NHWC) of the dataset's shape.
+    Expert buffers (--kind trajectories): MTT's and DATM's replay_buffer_N.pt, of the network of --recipe.
     """
     from ddtool.errors import UsageError
+
+    if kind == "trajectories":
+        if normalized is not None or learned_lr is not None:
+            raise UsageError("--normalized, --unit-range and --learned-lr are for sets; drop them with --kind "
+                             "trajectories")
+        _import_trajectories(file, dataset, name, net, recipe, set_, data_root, as_json)
+        return
+    if recipe is not None or set_ or net is not None:
+        raise UsageError("--recipe, --set and --net name the experts' network: they go with --kind trajectories")
     from ddtool.lookup import load_dataset
     from ddtool.runtime.exchange.formats import import_set
     from ddtool.runtime.exchange.hf_folder import import_hf, is_hf_folder
@@ -312,12 +346,15 @@ def store_import(
                       f"{got['card_evaluations']} evaluation(s) are in run {got['run']}", highlight=False)
         return
     if file.is_dir():
+        if any(file.glob("replay_buffer_*.pt")):
+            raise UsageError(f"'{file}' holds expert buffers (replay_buffer_*.pt); import them with --kind "
+                             "trajectories --recipe RECIPE")
         raise UsageError(f"'{file}' is a folder without README.md: import takes a .npz or .pt file, or a folder "
                          "'ddtool store export --format hf' wrote")
     if dataset is None:
         raise UsageError("--dataset is needed for a .npz or .pt file (the dataset its images belong to)")
     data = load_dataset(dataset, data_root)
-    res = import_set(store, file, data, name, normalized)
+    res = import_set(store, file, data, name, normalized, learned_lr)
     if as_json:
         print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id, "count": res.count,
                     "ipc": res.ipc, "detected": res.detected, "notes": res.notes})
@@ -326,6 +363,38 @@ def store_import(
     for k, v in (("ref", res.artifact.ref), ("digest", res.artifact.digest[:12]), ("images", res.count),
                  ("ipc", res.ipc), ("range", res.detected), ("run", res.run_id), *(("note", n) for n in res.notes)):
         table.add_row(k, str(v))
+    console.print(table)
+
+
+def _import_trajectories(file: Path, dataset: Optional[str], name: Optional[str], net: Optional[str],
+                         recipe: Optional[str], set_: Optional[list[str]], data_root: Optional[Path],
+                         as_json: bool) -> None:
+    """store import --kind trajectories: the recipe's network and dataset, then the runtime's import."""
+    from ddtool.cli.common import recipe_data, recipe_with
+    from ddtool.errors import UsageError
+    from ddtool.runtime.distill.planning import check_registered
+    from ddtool.runtime.exchange.expert_buffers import import_trajectories
+    from ddtool.runtime.pretrain.expert_trajectories import check_experts
+
+    if dataset is None and recipe is None:
+        raise UsageError("--kind trajectories needs --dataset or a --recipe naming one (the data the experts were "
+                         "trained on)")
+    r = recipe_with(recipe, set_, **{"data.dataset": dataset, "net.name": net})
+    check_registered(r)  # an unknown --net before the data (a download)
+    store = get_store(write=True)
+    data = recipe_data(r, data_root)
+    spec, name, _ = check_experts(r, data, name)
+    res = import_trajectories(store, file, data, spec, name)
+    traj = res.trajectories
+    if as_json:
+        print_json({"ref": res.artifact.ref, "digest": res.artifact.digest, "run": res.run_id, "experts": len(traj),
+                    "epochs": traj.epochs, "net": spec.to_json(), "files": res.files})
+        return
+    table = Table(title=f"imported {res.artifact.ref}", show_header=False)
+    for k, v in (("ref", res.artifact.ref), ("digest", res.artifact.digest[:12]), ("experts", len(traj)),
+                 ("epochs", traj.epochs), ("net", spec.to_json()), ("dataset", data.name), ("run", res.run_id),
+                 *(("file", f"{f['name']} ({f['experts']} experts, sha256 {f['sha256'][:12]})") for f in res.files)):
+        table.add_row(k, escape(str(v)))
     console.print(table)
 
 

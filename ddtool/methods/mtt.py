@@ -67,7 +67,7 @@ LR_STATE = LEARNED_LR_STATE  # the learnable step size's value, kept in its opti
 class MTTOptions:
     """``[distill.options]`` of mtt; defaults are the reference's ``distill.py`` defaults."""
 
-    trajectories: str = ""  # "trajectories/NAME", made by 'ddtool pretrain --trajectories'
+    trajectories: str = ""  # "trajectories/NAME": from 'ddtool pretrain --trajectories' or 'store import --kind trajectories'
     syn_steps: int = 20  # N: student steps on the synthetic set per iteration
     expert_epochs: int = 3  # M: the target is the expert's parameters M epochs after the start
     max_start_epoch: int = 25  # T+: the start epoch is drawn from 0 .. T+ - 1

@@ -36,6 +36,8 @@ def test_imported_experts_hold_the_buffers_parameters_by_name(tmp_path, store):
     got = dr.import_experts(tmp_path, store.root, "digits", "ref-experts", RECIPE)
     assert (got["experts"], got["epochs"]) == (2, 3)
     _, traj = load_trajectories(store, "trajectories/ref-experts", data, spec)  # what a datm run reads
+    # through ddtool's own import (store import --kind trajectories): the index says so, with its source
+    assert traj.training["imported"] and dr.COMMIT in traj.training["source"]
     names = [n for n, _ in net.named_parameters()]
     for e in range(2):
         for t in range(4):

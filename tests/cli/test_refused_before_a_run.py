@@ -51,6 +51,19 @@ def npz(tmp: Path) -> Path:
     return path
 
 
+def narrow_buffer(tmp: Path) -> Path:
+    """An expert buffer as MTT's buffer.py saves it, of a ConvNet of width 8 on digits."""
+    import torch
+
+    from ddtool.lookup import build_net, load_dataset
+    from ddtool.nets import NetSpec
+
+    d = load_dataset("digits")
+    net = build_net(NetSpec("convnet", {"width": 8, "norm": "instance"}), d.channels, d.num_classes, d.resolution)
+    torch.save([[[p.detach() for p in net.parameters()]] * 3], tmp / "replay_buffer_0.pt")
+    return tmp
+
+
 FAST = ["--set", "net.width=8", "--set", "pretrain.n=1", "--set", "pretrain.epochs=1"]  # were anything to start
 EVAL_FAST = ["--epochs", "1", "--repeats", "1"]
 Case = tuple[str, list[str], str, "Callable[[Path], Path] | None"]
@@ -97,6 +110,11 @@ CASES: list[Case] = [
     # import: the artifact name
     ("import-name", ["store", "import", "{x}", "--dataset", "digits", "--name", "../escape"],
      r"invalid artifact name '../escape'", npz),
+    # import of expert buffers: the network they are declared to be, its shapes
+    ("import-trajectories-net", ["store", "import", "{x}", "--kind", "trajectories", "--dataset", "digits",
+                                "--net", "nosuchnet"], r"unknown architecture 'nosuchnet'", narrow_buffer),
+    ("import-trajectories-shapes", ["store", "import", "{x}", "--kind", "trajectories", "--dataset", "digits",
+                                   "--set", "net.width=16"], r"parameter shapes do not match", narrow_buffer),
 ]
 
 

@@ -1,1 +1,1 @@
-"""Synthetic sets in and out of the store in other tools' formats."""
+"""Synthetic sets and expert trajectories in and out of the store in other tools' formats."""

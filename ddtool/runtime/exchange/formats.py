@@ -23,6 +23,11 @@ in 0..255. Label vectors ([N, classes] floats: as ``labels`` or ``label_syn`` â€
 labels â€” or as ``soft_labels`` beside class indices) are kept as the set's own labels, its classes
 their argmax; they are probabilities when every row is non-negative and sums to 1, else logits
 (a ddtool file's ``ddtool.label_kind`` says which).
+
+The step size a method learned with the set (MTT's and DATM's ``syn_lr``; ``eval.lr = "learned"``
+trains at it) is kept: from a ddtool file's metadata (``ddtool.learned_lr``), else from a scalar
+entry :data:`_LR_KEYS` of the file (the reference codes keep it apart from the images), else
+from the caller (``store import --learned-lr``, which wins over both); the import's notes say which.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -51,6 +57,19 @@ from ddtool.version import __version__
 FORMATS = ("imagefolder", "npz")
 _IMAGE_KEYS = ("images", "image_syn", "x", "data", "imgs")
 _LABEL_KEYS = ("labels", "label_syn", "y", "targets")
+_LR_KEYS = ("learned_lr", "syn_lr", "lr")  # a scalar beside the images: the learned step size
+
+
+@dataclass
+class FileContents:
+    """What an imported file holds, as read (nothing checked against a dataset yet)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    meta: dict[str, str]  # ddtool metadata ({} for a foreign file)
+    soft: torch.Tensor | None  # label vectors given beside the class labels
+    lr: float | None = None  # a scalar learned step size the file carries apart from its metadata
+    lr_key: str | None = None  # the entry it came from
 
 
 @dataclass
@@ -179,11 +198,45 @@ def _pick(d: dict[str, Any], keys: tuple[str, ...], what: str, path: Path) -> An
     raise UsageError(f"'{path}' has no {what} (looked for {', '.join(keys)}; it has {', '.join(map(str, d))})")
 
 
-def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str], torch.Tensor | None]:
-    """(images, labels, ddtool metadata or {}, label vectors given beside the labels or None) from
-    a .npz or .pt file, without unpickling."""
+def load_weights_only(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors, containers and numbers only (NumPy's
+    scalars and numeric arrays too, :func:`_numpy_data_globals`); anything else is refused before it
+    is built, as one line naming the file and torch's reason."""
+    try:
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        # torch's message runs over several lines of advice on loading unsafely; keep its cause only
+        text = str(exc)
+        after = text.split("WeightsUnpickler error:", 1)[-1]
+        lines = [ln.strip() for ln in after.splitlines() if ln.strip()]
+        first = lines[0].split(" Please use")[0] if lines else type(exc).__name__
+        raise UsageError(f"'{path}' is not a tensor file torch.load(weights_only=True) accepts: {first}") from None
+
+
+def _scalar_lr(d: dict[str, Any], path: Path) -> tuple[float | None, str | None]:
+    """The first of :data:`_LR_KEYS` in ``d`` as a float (a tensor, array or number of one element)."""
+    for key in _LR_KEYS:
+        if key not in d:
+            continue
+        value = d[key]
+        try:
+            number = float(torch.as_tensor(value).reshape(-1).item())  # one element, of any numeric kind
+        except (TypeError, ValueError, RuntimeError):
+            raise UsageError(f"'{key}' in '{path}' is not one number (the learned step size); "
+                             "drop it from the file or give --learned-lr") from None
+        if not math.isfinite(number):
+            raise UsageError(f"'{key}' in '{path}' is {number}; give the step size with --learned-lr")
+        return number, key
+    return None, None
+
+
+def read_file(path: Path) -> FileContents:
+    """Images, labels, ddtool metadata, label vectors and a learned step size from a .npz or .pt
+    file, without unpickling."""
     path = Path(path)
     soft = None
+    lr, lr_key = None, None
     if not path.is_file():
         raise UsageError(f"file '{path}' not found")
     meta: dict[str, str] = {}
@@ -206,17 +259,9 @@ def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str], t
         labels = torch.from_numpy(_pick(arrays, _LABEL_KEYS, "label array", path).copy())
         if "soft_labels" in arrays:
             soft = torch.from_numpy(arrays["soft_labels"].copy())
+        lr, lr_key = _scalar_lr(arrays, path)
     elif path.suffix in (".pt", ".pth"):
-        try:
-            with torch.serialization.safe_globals(_numpy_data_globals()):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            # torch's message runs over several lines of advice on loading unsafely; keep its cause only
-            text = str(exc)
-            after = text.split("WeightsUnpickler error:", 1)[-1]
-            lines = [ln.strip() for ln in after.splitlines() if ln.strip()]
-            first = lines[0].split(" Please use")[0] if lines else type(exc).__name__
-            raise UsageError(f"'{path}' is not a tensor file torch.load(weights_only=True) accepts: {first}")
+        obj = load_weights_only(path)
         if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], (list, tuple)) \
                 and obj["data"] and isinstance(obj["data"][0], (list, tuple)):
             obj = obj["data"][0]  # DC/DSA/DM: {"data": [[image_syn, label_syn] per experiment]}
@@ -225,6 +270,7 @@ def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str], t
             if isinstance(obj.get("metadata"), dict):
                 meta = {str(k): str(v) for k, v in obj["metadata"].items()}
             soft = obj.get("soft_labels")
+            lr, lr_key = _scalar_lr(obj, path)
         elif isinstance(obj, (list, tuple)) and len(obj) == 2:
             images, labels = obj
         else:
@@ -235,7 +281,7 @@ def read_file(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str], t
             raise UsageError(f"images and labels in '{path}' must be tensors")
     else:
         raise UsageError(f"cannot import '{path}': use a .npz or .pt file")
-    return images, labels, meta, soft
+    return FileContents(images, labels, meta, soft, lr, lr_key)
 
 
 def label_kind_of(soft: torch.Tensor) -> str:
@@ -282,13 +328,15 @@ def _to_nchw(images: torch.Tensor, data: ImageData, path: Path) -> torch.Tensor:
 
 
 def import_set(store: Store, path: Path, data: ImageData, name: str | None = None,
-               normalized: bool | None = None) -> ImportResult:
-    """Store images and labels from another tool as ``synthetic/NAME`` with method ``imported``."""
+               normalized: bool | None = None, learned_lr: float | None = None) -> ImportResult:
+    """Store images and labels from another tool as ``synthetic/NAME`` with method ``imported``;
+    ``learned_lr``: the step size learned with the set, over whatever the file says."""
     start = time.perf_counter()
     if name is not None:
         check_name(name)  # before reading the file, and before the run record
     path = Path(path)
-    images, labels, meta, soft = read_file(path)
+    got = read_file(path)
+    images, labels, meta, soft = got.images, got.labels, got.meta, got.soft
     try:
         given = SyntheticMeta.from_metadata(meta)  # what a file exported by ddtool says about itself
     except (ValueError, TypeError) as exc:
@@ -350,6 +398,7 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
             mean = torch.tensor(data.mean).view(1, -1, 1, 1)
             std = torch.tensor(data.std).view(1, -1, 1, 1)
             stored, detected = (images - mean) / std, f"pixels in [0, 1], normalised with the dataset's mean/std ({why})"
+    lr = _learned_lr(learned_lr, given.learned_lr, got, path, notes)
     counts = torch.bincount(labels, minlength=data.num_classes)
     ipc = int(counts.max())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -358,7 +407,7 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
         signature=DatasetSignature.of(data), method="imported", mean=data.mean, std=data.std,
         net=given.net or NetSpec("convnet").to_json(), parents=(), iterations=0, version=__version__,
         source=path.name, source_sha256=digest, source_method=given.method or None,
-        label_kind=kind if soft is not None else None)
+        label_kind=kind if soft is not None else None, learned_lr=lr)
     syn = SyntheticSet(stored.contiguous(), labels, ipc, factor, info, soft_labels=soft)
     # the run began with reading the file
     with run_record(store, "import", elapsed=time.perf_counter() - start,
@@ -368,3 +417,24 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
         run.complete(outputs=[io_entry(art, "synthetic")],
                      metrics={"count": len(labels), "ipc": ipc, "per_class": counts.tolist()})
     return ImportResult(art, run.id, len(labels), ipc, detected, notes)
+
+
+def _learned_lr(told: float | None, recorded: float | None, got: FileContents, path: Path,
+                notes: list[str]) -> float | None:
+    """The set's learned step size: as told, else the file's ddtool metadata, else its scalar entry;
+    a note says which (and which other value it was chosen over)."""
+    if told is not None:
+        if not math.isfinite(told):
+            raise UsageError(f"--learned-lr {told} is not a step size; give a finite number")
+        over = [f"{what} {v:g}" for what, v in (("the file's metadata", recorded), (f"'{got.lr_key}'", got.lr))
+                if v is not None]
+        notes.append(f"learned step size {told:g} as told" + (f" (over {', '.join(over)})" if over else ""))
+        return told
+    if recorded is not None:
+        extra = f" (over '{got.lr_key}' {got.lr:g})" if got.lr is not None and got.lr != recorded else ""
+        notes.append(f"learned step size {recorded:g} from the file's metadata (ddtool.learned_lr){extra}")
+        return recorded
+    if got.lr is not None:
+        notes.append(f"learned step size {got.lr:g} from the file's '{got.lr_key}' entry")
+        return got.lr
+    return None

@@ -19,7 +19,8 @@ too: the header reads back with ``json`` alone, no YAML library and nothing unpi
 
 Import prefers ``ddtool/synthetic.safetensors`` (checked against the card's digest, then stored
 unchanged: the same digest, so the card's numbers name this very set); without it, the PNGs and
-labels are read back as pixels and normalised with the card's mean and std (a new digest).
+labels are read back as pixels and normalised with the card's mean and std (a new digest), with
+the card's learned step size (``learned_lr``) kept.
 """
 
 from __future__ import annotations
@@ -402,10 +403,14 @@ def _from_pngs(folder: Path, info: dict[str, Any]) -> tuple[dict[str, torch.Tens
     y = torch.tensor(labels)
     sig = DatasetSignature(info.get("dataset"), tuple(info["classes"]) if info.get("classes") else None,
                            info.get("shape"))
+    lr = info.get("learned_lr")  # MTT's and DATM's step size: eval.lr = "learned" trains at it
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
+        raise UsageError(f"{folder / CARD}: learned_lr is {lr!r}, not a number")
     meta = SyntheticMeta(signature=sig, ipc=int(torch.bincount(y).max()), factor=1, mean=tuple(info["mean"]),
                          std=tuple(info["std"]), method="imported", source_method=info.get("method"),
                          source=folder.name, net=json.dumps(info["net"], sort_keys=True) if info.get("net") else None,
-                         parents=(), iterations=0, version=__version__).to_metadata()
+                         parents=(), iterations=0, version=__version__,
+                         learned_lr=float(lr) if lr is not None else None).to_metadata()
     if not all(isinstance(v, str) for v in meta.values()):
         raise DDToolError("card fields could not be turned into metadata")
     return {"images": ((x - mean) / std).contiguous(), "labels": y}, {"ddtool.kind": "synthetic", **meta}

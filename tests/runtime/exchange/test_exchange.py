@@ -46,6 +46,46 @@ def test_npz_round_trip_is_bit_exact_and_evaluable(put_set, cli, store: Store, d
     assert 0 <= ev[0]["mean"] <= 1
 
 
+def test_a_sets_learned_step_size_survives_export_and_import(put_set, cli, store: Store, digits,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    from ddtool.store.meta import SyntheticMeta
+
+    def learned(ref: str) -> float | None:
+        return SyntheticMeta.from_metadata(store.blob_metadata(store.resolve(ref).digest)).learned_lr
+
+    put_set(store, digits, "s", ipc=1)
+    _, tensors, meta = store.load("synthetic/s")
+    store.put("synthetic", "s", tensors, {**{k: v for k, v in meta.items() if k != "ddtool.kind"},
+                                         "ddtool.method": "mtt", "ddtool.learned_lr": repr(0.0123)})
+    path = Path(_ok(cli("store", "export", "synthetic/s", tmp_path / "s.npz", "--json"))["path"])
+    imp = _ok(cli("store", "import", path, "--dataset", "digits", "--name", "back", "--json"))
+    assert learned("synthetic/back") == 0.0123  # exact: repr of a float reads back as the same float
+    assert any("from the file's metadata" in n for n in imp["notes"])
+    ev = _ok(cli("-q", "eval", "synthetic/back", "--epochs", "1", "--repeats", "1", "--lr", "learned", "--json"))
+    rec = store.run(ev[0]["run"])
+    assert rec["settings"]["lr"] == 0.0123 and rec["metrics"]["lr_from"] == "learned"
+
+    # the reference codes keep it apart from the images: a scalar syn_lr (or lr) entry beside them
+    images, logits = torch.randn(10, 1, 8, 8), torch.randn(10, 10)
+    torch.save({"image_syn": images, "label_syn": logits, "syn_lr": torch.tensor(0.02)}, tmp_path / "datm.pt")
+    imp = _ok(cli("store", "import", tmp_path / "datm.pt", "--dataset", "digits", "--json"))
+    assert learned(imp["ref"]) == float(torch.tensor(0.02)) and any("'syn_lr' entry" in n for n in imp["notes"])
+    np.savez(tmp_path / "mtt.npz", x=images.numpy(), y=np.arange(10), lr=np.float32(0.05))
+    imp = _ok(cli("store", "import", tmp_path / "mtt.npz", "--dataset", "digits", "--json"))
+    assert learned(imp["ref"]) == float(np.float32(0.05))
+    # --learned-lr wins, and the note says over what
+    imp = _ok(cli("store", "import", tmp_path / "mtt.npz", "--dataset", "digits", "--name", "told",
+                  "--learned-lr", "0.5", "--json"))
+    assert learned("synthetic/told") == 0.5 and any("as told (over 'lr' 0.05)" in n for n in imp["notes"])
+    # a file without one records none
+    torch.save({"images": images, "labels": torch.arange(10)}, tmp_path / "plain.pt")
+    assert learned(_ok(cli("store", "import", tmp_path / "plain.pt", "--dataset", "digits", "--json"))["ref"]) is None
+    torch.save({"images": images, "labels": torch.arange(10), "syn_lr": torch.ones(3)}, tmp_path / "vec.pt")
+    res = cli("store", "import", tmp_path / "vec.pt", "--dataset", "digits")
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "'syn_lr' in" in res.stderr and "not one number" in res.stderr
+
+
 def test_store_verify_passes_after_import(cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # the import run records its source file's sha256 as an input of kind "file": not a blob
     torch.save({"images": torch.rand(10, 1, 8, 8), "labels": torch.arange(10)}, tmp_path / "a.pt")

@@ -239,6 +239,29 @@ def test_import_without_the_artifact_reads_the_pngs_back(store: Store, digits, s
     assert meta["ddtool.method"] == "imported" and meta["ddtool.source_method"] == "dm"
 
 
+def test_a_sets_learned_step_size_survives_the_folder_with_or_without_the_artifact(  # type: ignore[no-untyped-def]
+        store: Store, digits, put_set, tmp_path: Path) -> None:
+    import shutil
+
+    from ddtool.store.meta import SyntheticMeta
+
+    put_set(store, digits, "s")
+    _, tensors, meta = store.load("synthetic/s")
+    store.put("synthetic", "s", tensors, {**{k: v for k, v in meta.items() if k != "ddtool.kind"},
+                                         "ddtool.method": "mtt", "ddtool.learned_lr": repr(0.0123)})
+    hf.export_hf(store, "synthetic/s", tmp_path / "share")
+    other = Store(tmp_path / "other")
+
+    def learned(got: dict) -> float | None:
+        return SyntheticMeta.from_metadata(other.blob_metadata(got["digest"])).learned_lr
+
+    got = hf.import_hf(other, tmp_path / "share", name="from-blob")
+    assert got["same_digest"] and learned(got) == 0.0123
+    shutil.rmtree(tmp_path / "share" / "ddtool")  # now the PNGs and the card are all there is
+    got = hf.import_hf(other, tmp_path / "share", name="from-pngs")
+    assert not got["same_digest"] and learned(got) == 0.0123  # exact: the card holds the float as JSON
+
+
 def test_a_tampered_artifact_in_the_folder_is_refused(store: Store, shared_set, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     syn, _ = shared_set
     hf.export_hf(store, "synthetic/s", tmp_path / "share")
