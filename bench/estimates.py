@@ -40,6 +40,10 @@ FAST = ["quickstart", "dm", "dc"]
 VERBS = ("distill", "eval", "pretrain")
 
 
+class Failed(RuntimeError):
+    """A ddtool command of one recipe failed: that recipe's row says so, the others are measured."""
+
+
 def _ddtool(store: str, cache: str, *args: str) -> tuple[dict[str, Any], float]:
     """Run ``ddtool --store STORE ARGS --json`` as its own process; (its JSON, its wall seconds)."""
     t = time.perf_counter()
@@ -47,7 +51,7 @@ def _ddtool(store: str, cache: str, *args: str) -> tuple[dict[str, Any], float]:
                          text=True, env={**os.environ, "DDTOOL_CACHE": cache})
     seconds = time.perf_counter() - t
     if out.returncode != 0:
-        raise SystemExit(f"ddtool {' '.join(args)} failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+        raise Failed(f"ddtool {' '.join(args)} failed ({out.returncode}): {out.stderr.strip()[-500:]}")
     return json.loads(out.stdout), seconds
 
 
@@ -66,7 +70,7 @@ def measure(name: str, store: str, sets: list[str], device: str) -> dict[str, An
     record = Store(store).run(run["run"])
     est, actual = record["estimate"]["estimated"], record["estimate"]["actual"]
     if est is None or est != dry["estimate"]:
-        raise SystemExit(f"{name}: the run did not find its dry-run's estimate")
+        raise Failed(f"{name}: the run did not find its dry-run's estimate")
     return {"recipe": name, "iterations": est["iterations"], "dry_run_s": dry_s, "estimate": est, "actual": actual,
             "wall_s": record["wall_seconds"], "compiled": record.get("compile", {}).get("compiled")}
 
@@ -114,20 +118,31 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "n/a"
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| recipe | iterations | s/it est. | s/it actual | actual/est. | total s est. | run wall s "
-            "| peak MiB est. | peak MiB actual | actual/est. | dry-run s |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        e, a = r["estimate"], r["actual"]
-        mib = lambda n: f"{n / 2**20:.0f}" if n else "n/a"  # noqa: E731
-        lines.append(
-            f"| {r['recipe']} | {r['iterations']} | {e['seconds_per_iteration']:.3g} | "
-            f"{a['seconds_per_iteration']:.3g} | {_ratio(a['seconds_per_iteration'], e['seconds_per_iteration'])} | "
+def _num(x: float | None, fmt: str = ".3g") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+TABLE_HEAD = ("| recipe | iterations | s/it est. | s/it actual | actual/est. | total s est. | run wall s "
+              "| peak MiB est. | peak MiB actual | actual/est. | dry-run s |")
+
+
+def table_line(r: dict[str, Any]) -> str:
+    """One recipe's row (a coreset has no iterations: its seconds per iteration read n/a); a failed
+    recipe's row says what failed."""
+    if "failed" in r:
+        return f"| {r['recipe']} | failed: {r['failed'].splitlines()[-1][:200]} |" + " |" * 9
+    e, a = r["estimate"], r["actual"]
+    mib = lambda n: f"{n / 2**20:.0f}" if n else "n/a"  # noqa: E731
+    per_it = e["seconds_per_iteration"] if e["iterations"] else None
+    return (f"| {r['recipe']} | {r['iterations']} | {_num(per_it)} | "
+            f"{_num(a['seconds_per_iteration'])} | {_ratio(a['seconds_per_iteration'], per_it)} | "
             f"{e['seconds_total']:.0f} | {r['wall_s']:.0f} | {mib(e['peak_memory_bytes'])} | "
             f"{mib(a['peak_memory_bytes'])} | {_ratio(a['peak_memory_bytes'], e['peak_memory_bytes'])} | "
             f"{r['dry_run_s']:.0f} |")
-    return "\n".join(lines)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    return "\n".join([TABLE_HEAD, "|" + "---|" * (TABLE_HEAD.count("|") - 1), *map(table_line, rows)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,11 +163,18 @@ def main(argv: list[str] | None = None) -> None:
     rows, trained = [], []
     for name in args.recipes:
         for verb in args.verbs:
-            if verb == "distill":
-                rows.append(measure(name, store, args.set, args.device))
-            else:
-                trained.append(measure_training(verb, name, store, args.set, args.device))
-            print(f"{verb} {name}: done", file=sys.stderr, flush=True)
+            try:
+                if verb == "distill":
+                    rows.append(measure(name, store, args.set, args.device))
+                else:
+                    trained.append(measure_training(verb, name, store, args.set, args.device))
+            except Failed as exc:  # the other recipes are still measured; the table says this one failed
+                if verb != "distill":
+                    raise
+                rows.append({"recipe": name, "failed": str(exc)})
+            # each row as it comes, so a run cut off keeps what it measured
+            print(f"{verb} {name}: " + (table_line(rows[-1]) if verb == "distill" else "done"), file=sys.stderr,
+                  flush=True)
     print("\n\n".join(t for t in (table(rows) if rows else "", training_table(trained) if trained else "") if t))
 
 

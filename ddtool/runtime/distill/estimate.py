@@ -132,8 +132,35 @@ def advice(p: Plan, peak: int, limit: int, limit_what: str) -> str:
     return over_memory(peak, limit, limit_what, fixes)
 
 
+def _selection_only(p: Plan, data: ImageData, device: torch.device) -> Estimate:
+    """A method whose initial set is the result (a coreset: random, herding) has no iteration to
+    replay: the probe makes its set once, as the run does, and times that."""
+    from ddtool.runtime.distill.loop import start_run
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
+        t = time.perf_counter()
+        start_run(p, data, compile=False)
+        sync(device)
+        seconds = time.perf_counter() - t
+        peak = probe_peak(device)
+    limit, limit_what = memory_limit(device)
+    fits = None if limit is None or peak is None else peak <= limit
+    return Estimate(seconds_per_iteration=0.0, seconds_total=seconds, iterations=0, flops_per_iteration=0.0,
+                    peak_memory_bytes=peak, memory_limit_bytes=limit, memory_limit_from=limit_what,
+                    memory_measures=memory_measures(device), fits=fits,
+                    advice=over_memory(peak, limit, limit_what, ["fewer processes (--nproc: each holds its own copy)"])
+                    if fits is False and peak and limit else None,
+                    probe=f"'{p.method.name}' selects its set without iterations: the selection made once on {device} "
+                          "and timed", device=str(device))
+
+
 def estimate(p: Plan, data: ImageData, device: torch.device) -> Estimate:
     """Probe the run planned as ``p`` (up to three eager iterations, see the module's doc) and extrapolate."""
+    if not p.method.iterative:
+        return _selection_only(p, data, device)
     r = replay(p, data, device, iterations=3, memory=True, scaled=True)
     per_it = statistics.median(r.seconds[1:] or r.seconds)
     timed = len(r.seconds) - 1
@@ -168,8 +195,10 @@ def describe(est: Estimate) -> list[str]:
     mem = "not measured" if est.peak_memory_bytes is None else gib(est.peak_memory_bytes)
     limit = ("" if est.memory_limit_bytes is None
              else f" of {gib(est.memory_limit_bytes)} ({est.memory_limit_from})")
-    lines = [f"estimate: {est.seconds_per_iteration:.3g} s per iteration, ~{est.seconds_total:.3g} s for "
-             f"{est.iterations} iterations (eager), peak memory {mem}{limit}; from {est.probe}"]
+    time_part = (f"~{est.seconds_total:.3g} s, no iterations" if est.iterations == 0 else
+                 f"{est.seconds_per_iteration:.3g} s per iteration, ~{est.seconds_total:.3g} s for "
+                 f"{est.iterations} iterations (eager)")
+    lines = [f"estimate: {time_part}, peak memory {mem}{limit}; from {est.probe}"]
     if est.advice:
         lines.append(est.advice)
     return lines

@@ -142,3 +142,18 @@ def test_an_iteration_of_inner_steps_is_probed_in_part_and_scaled_to_the_whole(d
     torch.manual_seed(0)
     est_mod.replay(p, digits, CPU, budget_s=float("inf"))
     assert torch.equal(torch.rand(1), before)
+
+
+def test_a_coreset_is_estimated_by_making_its_set_once_not_by_replaying_iterations(cli, tiny_recipe: Path,
+                                                                                   monkeypatch) -> None:
+    """random and herding have no iterations (their initial set is the result): the dry-run used to
+    replay one and end in NotImplementedError ("has no matching loss")."""
+    monkeypatch.setattr(est_mod, "replay", lambda *a, **k: pytest.fail("a coreset has no iteration to replay"))
+    res = cli("distill", "-r", tiny_recipe, "--method", "random", "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "no iterations" in res.output and "Traceback" not in res.output
+    e = _json(cli("distill", "-r", tiny_recipe, "--method", "random", "--dry-run", "--json"))["estimate"]
+    assert set(e) == FIELDS
+    assert e["iterations"] == 0 and e["seconds_per_iteration"] == 0 and e["flops_per_iteration"] == 0
+    assert e["seconds_total"] > 0 and e["peak_memory_bytes"] > 0 and e["fits"] is True
+    assert "without iterations" in e["probe"]
