@@ -3,8 +3,10 @@
 The network is an argument of the compiled function, not captured by it, so the fresh or
 perturbed network of every outer loop runs the same compiled code (its parameters are graph
 inputs); only a new input shape, grad mode or autocast state compiles again. A forward whose
-graph is differentiated twice (the synthetic side of gradient matching) stays eager:
-AOTAutograd has no double backward.
+graph autograd differentiates twice stays eager: AOTAutograd has no double backward. IDC's
+matching instead computes its double backward inside one function with ``torch.func``
+(``ddtool.methods.matching.syn_distance_and_grad``), which compiles like any other
+(:func:`compile_once`): no autograd crosses the compiled graph's boundary.
 """
 
 from __future__ import annotations
