@@ -1,6 +1,7 @@
 """Four ways to compute one class's matching-loss gradient with respect to the synthetic images.
 
     python -m bench.matching_forms [--rounds 5] [--compiled]
+    python -m bench.matching_forms --joint [--rounds 7]
 
 One class at IDC's CIFAR-10 settings (64 real and 40 synthetic images of 32x32x3, ConvNet-3
 width 128, MSE over the convolution weights), the distance D(g_real, g_syn(x)) and dD/dx by:
@@ -17,6 +18,9 @@ width 128, MSE over the convolution weights), the distance D(g_real, g_syn(x)) a
 Each is checked against the double backward (relative to its largest entry), then all are timed
 interleaved, median of ``--rounds``; ``--compiled`` times the three torch.func forms under
 torch.compile as well (minutes of compiling on a CPU; the first call's seconds are printed).
+``--joint`` times instead the compiled class as ddtool runs it (the real side's first-order
+gradients through the compiled forward and autograd, then the compiled synthetic side) against
+both sides in one compiled graph.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, grad_and_value, jvp
 
 from bench.common import interleaved, machine, median
+from ddtool.compiled import forward_fn
+from ddtool.methods import matching
 from ddtool.methods.matching import match_distance, syn_distance_and_grad
 from ddtool.nets.convnet import ConvNet
 
@@ -76,10 +82,41 @@ def forms(net: torch.nn.Module, label: torch.Tensor) -> dict[str, Callable[..., 
             "reverse_over_forward": reverse_over_forward, "forward_over_reverse": forward_over_reverse}
 
 
+def joint_vs_split(net: torch.nn.Module, xr: torch.Tensor, xs: torch.Tensor, label: torch.Tensor,
+                   rounds: int) -> None:
+    names = [n for n, _ in net.named_parameters()]
+
+    def split() -> Result:
+        g_real = matching._class_grads_loop(net, xr, int(label), create_graph=False, forward=forward_fn(True))
+        params = {n: p.detach() for n, p in net.named_parameters()}
+        return matching._compiled_syn_distance_and_grad(net, params, g_real, xs, label, "mse", False)
+
+    def both(net: torch.nn.Module, params: dict[str, torch.Tensor], xr: torch.Tensor, xs: torch.Tensor,
+             label: torch.Tensor) -> Result:
+        g = grad(lambda p: F.cross_entropy(functional_call(net, p, (xr,)), label.expand(xr.shape[0])))(params)
+        return syn_distance_and_grad(net, params, [g[n] for n in names], xs, label, "mse", False)
+
+    both_compiled = torch.compile(both)
+
+    def joint() -> Result:
+        return both_compiled(net, {n: p.detach() for n, p in net.named_parameters()}, xr, xs, label)
+
+    print("| variant | first call s |")
+    print("|---|---|")
+    for name, fn in (("split (ddtool)", split), ("joint", joint)):
+        t = time.perf_counter()
+        fn()
+        print(f"| {name} | {time.perf_counter() - t:.2f} |", flush=True)
+    times = interleaved({"split": split, "joint": joint}, rounds, warmup=1)
+    s, j = median(times["split"]), median(times["joint"])
+    print(f"\nsplit {s:.3f} s, joint {j:.3f} s (medians of {rounds}): split / joint = {s / j:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--compiled", action="store_true", help="also the torch.func forms under torch.compile")
+    ap.add_argument("--joint", action="store_true", help="compiled: the real side apart (as ddtool) vs in one graph")
     args = ap.parse_args()
     print(f"# bench.matching_forms  {datetime.datetime.now():%Y-%m-%d %H:%M}  {machine()}")
     torch.manual_seed(0)
@@ -87,6 +124,9 @@ def main() -> None:
     xr, xs = torch.randn(64, 3, 32, 32), torch.randn(40, 3, 32, 32)
     params = {n: p.detach() for n, p in net.named_parameters()}
     label = torch.tensor(3)
+    if args.joint:
+        joint_vs_split(net, xr, xs, label, args.rounds)
+        return
     fns = forms(net, label)
     if args.compiled:
         fns |= {name + "+compile": torch.compile(fn) for name, fn in list(fns.items()) if name != "double_backward"}
