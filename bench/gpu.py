@@ -315,14 +315,14 @@ def dm_rows(env: Env, key: str) -> list[Row]:
 
 
 def idc_rows(env: Env, key: str) -> list[Row]:
-    from bench.step import idc_case
+    from bench.step import IDC_VARIANTS, idc_case
 
     sc = env.scale
     label, classes = sc.shapes[key]
     shape = f"{label}: {classes} classes, ipc {sc.ipc}, factor 2, 64 real/class, ConvNet w{sc.width}"
     with probing(env.device) as probe:
         r = idc_case(classes, sc.ipc, env.device, sc.rounds, net_steps=sc.idc_net_steps, width=sc.width,
-                     compiled=env.compile)
+                     compiled=env.compile, variants=[v for v in IDC_VARIANTS if v != "compiled_real"])
     rows = _variant_rows(env, "IDC inner step: matching", shape,
                          STEP_VARIANTS,
                          r, probe, r["match_gflops"])

@@ -1,6 +1,7 @@
 """Vectorised vs looped: one matching step and one evaluation, timed interleaved in one run.
 
     python -m bench.step [--device cpu|cuda] [--rounds 3] [--quick] [--only dm,idc,eval,pool]
+                         [--idc-variants loop,compiled,...]
 
 Prints the median time of each implementation, their ratio (loop / vectorised: > 1 means
 the default is faster) and the achieved FLOP/s of the vectorised path.
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
+from typing import Sequence
 
 import torch
 
@@ -61,21 +64,31 @@ def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, round
     return out
 
 
+IDC_VARIANTS = ("vectorized", "loop", "compiled", "compiled_real", "network", "network_compiled", "network_bf16")
+
+
 def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_steps: int = 32, *, width: int = 128,
-             compiled: bool = True) -> dict[str, float]:
+             compiled: bool = True, variants: Sequence[str] = IDC_VARIANTS) -> dict[str, float]:
     """One IDC inner step at the reference's CIFAR settings (factor 2, real batch 64, <= 128 decoded
     images per class, MSE over the conv weights, then ``net_steps`` x 64 real images of network
-    training), split into its matching part and its network part. ``compiled=False`` leaves the
-    compiled variants out; ``match_gflops`` / ``network_gflops``: the FLOPs of each part."""
+    training), split into its matching part and its network part, ``variants`` of each timed
+    interleaved: matching ``vectorized``, ``loop`` (the CPU default), ``compiled`` (the loop under
+    ``distill.compile``: the double backward compiled too) and ``compiled_real`` (only the real
+    side compiled, ``compile_matching = false``); the network update in fp32, compiled and under
+    bf16 autocast. ``compiled=False`` leaves the compiled variants out; ``match_gflops`` /
+    ``network_gflops``: the FLOPs of each part."""
+    variants = [v for v in variants if compiled or "compiled" not in v]
     data = fake_data(classes, 256, 3, 32)
     spec = NetSpec("convnet", {"width": width})
     opts = IDCOptions(factor=2, net_steps=net_steps)
-    ctxs = {impl: build_context(DistillSection(ipc=ipc, batch_real=64, compile=impl == "compiled",
-                                               precision="bf16" if impl == "bf16" else "fp32"), data, device,
-                                net_spec=spec, iterations=1, selection=Scratch(), schedule=NoPerturbation(),
-                                options=opts, impl="vectorized" if impl == "vectorized" else "loop",
-                                augment=Augmenter("color_crop_cutout"))
-            for impl in ("vectorized", "loop", "compiled", "bf16") if compiled or impl != "compiled"}
+    settings = {"vectorized": ("vectorized", False, "fp32", opts), "loop": ("loop", False, "fp32", opts),
+                "compiled": ("loop", True, "fp32", opts),
+                "compiled_real": ("loop", True, "fp32", dataclasses.replace(opts, compile_matching=False)),
+                "bf16": ("loop", False, "bf16", opts)}
+    ctxs = {name: build_context(DistillSection(ipc=ipc, batch_real=64, compile=comp, precision=precision), data,
+                                device, net_spec=spec, iterations=1, selection=Scratch(), schedule=NoPerturbation(),
+                                options=o, impl=impl, augment=Augmenter("color_crop_cutout"))
+            for name, (impl, comp, precision, o) in settings.items()}
     method = IDC()
     syn = method.init_synthetic(ctxs["loop"])
     syn.images.requires_grad_(True)
@@ -91,13 +104,13 @@ def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_step
     def network(impl: str):  # type: ignore[no-untyped-def]
         return lambda: method.train_net(ctxs[impl], net, net_opt, opts, ops)
 
-    fns = {"vectorized": match("vectorized"), "loop": match("loop"), "network": network("loop"),
-           "network_bf16": network("bf16")}
-    if compiled:
-        fns |= {"compiled": match("compiled"), "network_compiled": network("compiled")}
-    times = interleaved(fns, rounds)
+    every = {"vectorized": match("vectorized"), "loop": match("loop"), "compiled": match("compiled"),
+             "compiled_real": match("compiled_real"), "network": network("loop"),
+             "network_compiled": network("compiled"), "network_bf16": network("bf16")}
+    times = interleaved({v: every[v] for v in variants}, rounds)
     out = {k + "_s": median(v) for k, v in times.items()}
-    out["ratio"] = out["loop_s"] / out["vectorized_s"]
+    if "loop" in variants and "vectorized" in variants:
+        out["ratio"] = out["loop_s"] / out["vectorized_s"]
     out["match_gflops"] = flops_of(match("loop")) / 1e9
     out["network_gflops"] = flops_of(network("loop")) / 1e9
     return out
@@ -148,6 +161,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="only the small cases")
     ap.add_argument("--only", default="dm,idc,eval,pool", help="comma list of parts to run")
+    ap.add_argument("--idc-variants", default="", help="comma list of the IDC variants to time (default all: "
+                    + ",".join(IDC_VARIANTS) + ")")
     args = ap.parse_args()
     device = torch.device(args.device)
     print(f"# bench.step  {datetime.date.today()}  {machine()}  device={device}")
@@ -165,15 +180,22 @@ def main() -> None:
               f"| {r['ratio']:.2f}x | {r['loop_s'] / r['compiled_s']:.2f}x | {r['gflops']:.1f} | {r['gflop_per_s']:.1f} |",
               flush=True)
     if "idc" in parts:
+        variants = args.idc_variants.split(",") if args.idc_variants else IDC_VARIANTS
         print()
-        print("| IDC inner step | classes | ipc | matching: vectorised s | loop s | loop + compile s | loop/vectorised "
+        print("| IDC inner step | classes | ipc | matching: vectorised s | loop s | loop + compile s "
+              "| loop + compile, real side only s | loop/(loop + compile) "
               "| network (32 x 64 real): fp32 s | + compile s | bf16 s |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for classes, ipc in [(10, 1), (10, 10)] + ([(10, 50), (100, 10)] if not args.quick else []):
-            r = idc_case(classes, ipc, device, args.rounds)
-            print(f"| idc | {classes} | {ipc} | {r['vectorized_s']:.3f} | {r['loop_s']:.3f} | {r['compiled_s']:.3f} "
-                  f"| {r['ratio']:.2f}x | {r['network_s']:.3f} | {r['network_compiled_s']:.3f} "
-                  f"| {r['network_bf16_s']:.3f} |", flush=True)
+            r = idc_case(classes, ipc, device, args.rounds, variants=variants)
+
+            def cell(key: str) -> str:
+                return f"{r[key + '_s']:.3f}" if key + "_s" in r else "-"
+
+            ratio = f"{r['loop_s'] / r['compiled_s']:.2f}x" if "loop_s" in r and "compiled_s" in r else "-"
+            print(f"| idc | {classes} | {ipc} | {cell('vectorized')} | {cell('loop')} | {cell('compiled')} "
+                  f"| {cell('compiled_real')} | {ratio} | {cell('network')} | {cell('network_compiled')} "
+                  f"| {cell('network_bf16')} |", flush=True)
     if "pool" in parts:
         print()
         print("| pretrain pool | data | models x epochs | stacked s | loop s | loop/stacked |")

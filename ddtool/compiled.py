@@ -3,8 +3,10 @@
 The network is an argument of the compiled function, not captured by it, so the fresh or
 perturbed network of every outer loop runs the same compiled code (its parameters are graph
 inputs); only a new input shape, grad mode or autocast state compiles again. A forward whose
-graph is differentiated twice (the synthetic side of gradient matching) stays eager:
-AOTAutograd has no double backward.
+graph autograd differentiates twice stays eager: AOTAutograd has no double backward. IDC's
+matching instead computes its double backward inside one function with ``torch.func``
+(``ddtool.methods.matching.syn_distance_and_grad``), which compiles like any other
+(:func:`compile_once`): no autograd crosses the compiled graph's boundary.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import importlib.util
 import logging
 import os
 import shutil
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -101,19 +103,27 @@ def forward_fn(compile: bool, kind: str = "forward") -> Forward:
     if not compile:
         return plain
     if kind not in _COMPILED:
-        # the CUDA build of torch warns on a CPU-only machine that it found no CUDA runtime when
-        # inductor builds its C++ kernels: true and irrelevant there, and not the user's to act on
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        compiled = torch.compile(plain)
-
-        def call(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-            try:
-                return compiled(net, x)
-            except torch._dynamo.exc.TorchDynamoException as e:  # compiler missing or failing
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                usable, why = inductor_vector_isa() if x.device.type == "cpu" else (True, "")
-                raise DDToolError(f"torch.compile failed ({why if not usable else first[:200]}); set "
-                                  "distill.compile = false (eval.compile = false in evaluation)") from None
-
-        _COMPILED[kind] = call
+        _COMPILED[kind] = compile_once(plain)
     return _COMPILED[kind]
+
+
+def compile_once(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` under torch.compile, a failing compiler turned into one :class:`DDToolError` naming
+    the setting that avoids it. The caller keeps the result (one compiled function per process:
+    every call with the same shapes reuses its graphs)."""
+    # the CUDA build of torch warns on a CPU-only machine that it found no CUDA runtime when
+    # inductor builds its C++ kernels: true and irrelevant there, and not the user's to act on
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    compiled = torch.compile(fn)
+
+    def call(*args: Any) -> Any:
+        try:
+            return compiled(*args)
+        except torch._dynamo.exc.TorchDynamoException as e:  # compiler missing or failing
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            cpu = any(isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in args)
+            usable, why = inductor_vector_isa() if cpu else (True, "")
+            raise DDToolError(f"torch.compile failed ({why if not usable else first[:200]}); set "
+                              "distill.compile = false (eval.compile = false in evaluation)") from None
+
+    return call

@@ -97,8 +97,8 @@ class DistillSection:
     alpha: float = 1.0  # perturbation magnitude (Acc-DD: 1 on CIFAR)
     alpha_decay: str = "constant"  # constant | linear | cosine
     impl: str = "auto"  # auto | vectorized (classes in one vmapped call) | loop
-    # torch.compile the first-order forwards (DM; IDC's real side and network updates): true | false |
-    # "auto" = when the run is long enough to repay compiling (ddtool.runtime.autocompile)
+    # torch.compile the hot forwards (DM; IDC's matching, double backward included, and network updates):
+    # true | false | "auto" = when the run is long enough to repay compiling (ddtool.runtime.autocompile)
     compile: bool | str = "auto"
     precision: str = "fp32"  # fp32 | bf16: autocast for the real side (DM embeddings, IDC/DC gradients) and IDC's network updates
     augment: str = ""  # DSA strategy ('none' to disable; '' = the method's default)

@@ -10,6 +10,7 @@ import torch
 from ddtool import compiled
 from ddtool.errors import DDToolError
 from ddtool.methods.dm import DM
+from ddtool.methods import matching
 from ddtool.methods.idc import IDC
 
 
@@ -24,6 +25,7 @@ def test_compiled_dm_and_idc_match_eager_across_fresh_networks(make_ctx, digits,
 
     # other tests (compile = "auto" runs) may have compiled these forwards already: start afresh
     monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setattr(matching, "_WHOLE", {})
     torch._dynamo.reset()
     graphs_before = counters["stats"]["unique_graphs"]
     for method, extra in ((DM(), []), (IDC(), ["distill.options.net_steps=2", "distill.options.net_batch=16",
@@ -50,6 +52,30 @@ def test_compiled_dm_and_idc_match_eager_across_fresh_networks(make_ctx, digits,
             torch.testing.assert_close(g1, g0, rtol=1e-3, atol=1e-5)
     # really compiled: a handful of graphs (grad mode / shape variants), not one per fresh network
     assert 1 <= counters["stats"]["unique_graphs"] - graphs_before <= 8
+
+
+@needs_compiler
+def test_compiled_idc_distillation_gives_the_eager_images(make_ctx, digits, rel_err):
+    """A short IDC distillation with the matching's double backward compiled (distill.compile) moves
+    the images as the eager run does, within the compiled tolerance above: inductor's fused kernels
+    round differently (a ReLU mask can flip at a value rounding puts on either side of 0, 1e-3 of a
+    CIFAR-sized gradient on 2026-12-07; float64 compiled agrees with eager to 1e-15)."""
+    method = IDC()
+    images = {}
+    for flag in ("false", "true"):
+        ctx = make_ctx(digits, method, [f"distill.compile={flag}", "distill.batch_real=16", "distill.lr_img=0.05",
+                                        "distill.options.inner_loops=2", "distill.options.net_steps=1",
+                                        "distill.options.net_batch=16"])
+        torch.manual_seed(0)
+        syn = method.init_synthetic(ctx)
+        base = syn.images.detach().clone()
+        syn.images.requires_grad_(True)
+        opt = method.make_optimizer(ctx, syn)
+        method.step(ctx, syn, opt, 0)
+        images[flag] = syn.images.detach()
+    moved = images["false"] - base
+    assert moved.abs().sum() > 0
+    assert rel_err(images["true"] - base, moved) < 1e-3
 
 
 def test_a_failing_compiler_is_one_clear_error(make_ctx, monkeypatch, digits):

@@ -91,6 +91,9 @@ class IDCOptions:
     cutmix: float = 0.5  # CutMix probability in the network updates (IDC mix_p on CIFAR)
     pixel_lr: bool = True  # lr_img in IDC's [0, 1]-pixel units (see the module docstring)
     clamp: bool = True  # clamp the images to the valid pixel range every outer loop
+    # with distill.compile: also compile the matching's double backward (false: only the real side
+    # and the network updates are compiled, the synthetic side runs eager)
+    compile_matching: bool = True
 
 
 def _check_dist(dist: str) -> None:
@@ -200,7 +203,8 @@ class IDC(MatchingMethod):
         gradient distance. A subclass adds terms here (DREAM+: the embedding distance)."""
         return class_matching_losses(net, reals, syns, siamese, o.dist, include_linear=o.match_fc,
                                      vectorized=vectorized, classes=classes, real_bf16=_bf16(ctx),
-                                     real_compiled=ctx.compile)
+                                     real_compiled=ctx.compile,
+                                     whole_compiled=ctx.compile and o.compile_matching)
 
     def _grad_scale(self, ctx: DistillContext, o: IDCOptions, like: torch.Tensor) -> torch.Tensor | None:
         if not o.pixel_lr:

@@ -8,18 +8,24 @@ The per-class gradients come either from the reference per-class Python loop or 
 batched call over classes (``vectorized=True``: ``torch.func.vmap`` of ``grad`` over the class
 axis, so the weights' gradients stay per class). Both give the same loss and the same image
 gradient; ``tests/methods/test_matching.py`` checks it.
+
+With ``whole_compiled`` (IDC under ``distill.compile``) the per-class loop computes the synthetic
+side's distance and its gradient with respect to the augmented images in one compiled function
+(:func:`syn_distance_and_grad`: ``torch.func.grad`` of the distance of ``torch.func.grad``), so
+the double backward is compiled as well; autograd then carries that gradient through the
+augmentation to the stored images.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ddtool.augment import Augmenter, Draw, GroupDraw
-from ddtool.compiled import Forward, forward_fn, plain_forward
+from ddtool.compiled import Forward, compile_once, forward_fn, plain_forward
 from ddtool.errors import UsageError
 from ddtool.methods.base import per_sample_forward
 from ddtool.synthetic import SyntheticSet, decode
@@ -146,6 +152,65 @@ def _class_grads_loop(net: nn.Module, x: torch.Tensor, c: int, create_graph: boo
     return list(grads) if create_graph else [g.detach() for g in grads]
 
 
+def syn_distance_and_grad(net: nn.Module, params: dict[str, torch.Tensor], g_real: Sequence[torch.Tensor],
+                          x: torch.Tensor, label: torch.Tensor, kind: str,
+                          include_linear: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The matching distance of the synthetic batch ``x`` of class ``label`` (a 0-d tensor) against
+    ``g_real`` and its gradient with respect to ``x``: what ``_class_grads_loop(create_graph=True)``,
+    :func:`match_distance` and a backward to ``x`` give, written with ``torch.func`` so that
+    torch.compile traces the double backward into one graph with no autograd at its boundary
+    (AOTAutograd cannot differentiate a compiled graph twice, but it need not here)."""
+    from torch.func import functional_call, grad, grad_and_value
+
+    names = list(params)
+
+    def ce(p: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(net, p, (xb,)), label.expand(xb.shape[0]))
+
+    def distance(xb: torch.Tensor) -> torch.Tensor:
+        g = grad(ce)(params, xb)
+        return match_distance(g_real, [g[n] for n in names], kind, include_linear=include_linear)
+
+    gx, d = grad_and_value(distance)(x)
+    return d, gx
+
+
+_WHOLE: dict[str, Callable[..., Any]] = {}
+
+
+def _compiled_syn_distance_and_grad(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    # one compiled function per process, like compiled.forward_fn: every network of the run (its
+    # parameters are graph inputs) and every class (the label is a tensor) reuse its graph
+    if "syn" not in _WHOLE:
+        _WHOLE["syn"] = compile_once(syn_distance_and_grad)
+    return _WHOLE["syn"](*args)
+
+
+class _WithGrad(torch.autograd.Function):
+    """``value`` (computed apart) as a function of ``x`` whose gradient is ``grad``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(grad)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (grad,) = ctx.saved_tensors
+        return out * grad, None, None
+
+
+def _syn_distance_compiled(net: nn.Module, g_real: Sequence[torch.Tensor], x: torch.Tensor, c: int, kind: str,
+                           include_linear: bool) -> torch.Tensor:
+    """The distance of class ``c``'s augmented synthetic batch ``x``, differentiable with respect
+    to ``x`` (and through it to the images) by the compiled :func:`syn_distance_and_grad`."""
+    params = {n: p.detach() for n, p in net.named_parameters()}
+    label = torch.tensor(c, dtype=torch.long, device=x.device)
+    d, gx = _compiled_syn_distance_and_grad(net, params, [g.detach() for g in g_real], x.detach(), label,
+                                            kind, include_linear)
+    return _WithGrad.apply(x, d, gx)
+
+
 def _class_grads_vmap(net: nn.Module, x: torch.Tensor, classes: torch.Tensor, w: torch.Tensor) -> list[torch.Tensor]:
     """Gradients of the per-class weighted mean CE: x is [K, n, ...], classes [K], w [K, n] (0 = padding).
 
@@ -185,7 +250,8 @@ def _pad_by_class(x: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, tor
 def class_matching_losses(net: nn.Module, reals: Sequence[torch.Tensor], syns: Sequence[torch.Tensor],
                           siamese: Siamese, kind: str, *, include_linear: bool = True,
                           vectorized: bool = True, classes: Sequence[int] | None = None,
-                          real_bf16: bool = False, real_compiled: bool = False) -> torch.Tensor:
+                          real_bf16: bool = False, real_compiled: bool = False,
+                          whole_compiled: bool = False) -> torch.Tensor:
     """The matching distance of every entry (a [K] tensor): entry i from reals[i] and syns[i].
 
     Entry i is class ``classes[i]`` (default: i) and uses group i of ``siamese``, so the real
@@ -193,7 +259,10 @@ def class_matching_losses(net: nn.Module, reals: Sequence[torch.Tensor], syns: S
     un-augmented. The synthetic side keeps the graph to the images when they require grad.
     ``real_bf16`` computes the real side's gradients (targets, no graph) under bf16 autocast;
     ``real_compiled`` computes them with a torch.compile'd forward (per-class loop only: the
-    synthetic side needs double backward, which compiled graphs do not have).
+    synthetic side needs double backward, which compiled graphs do not have). ``whole_compiled``
+    compiles the synthetic side too, double backward included (:func:`syn_distance_and_grad`;
+    per-class loop, networks without training-mode BatchNorm, and only where the images need
+    the gradient: scoring stays first-order).
     """
     real_cast = torch.autocast(reals[0].device.type, dtype=torch.bfloat16, enabled=real_bf16)
     num = len(reals)
@@ -206,6 +275,9 @@ def class_matching_losses(net: nn.Module, reals: Sequence[torch.Tensor], syns: S
             with real_cast:
                 g_real = _class_grads_loop(net, si.apply(reals[i]), labels[i], create_graph=False,
                                            forward=forward_fn(real_compiled))
+            if whole_compiled and create_graph and vmap_safe(net):
+                out.append(_syn_distance_compiled(net, g_real, si.apply(syns[i]), labels[i], kind, include_linear))
+                continue
             g_syn = _class_grads_loop(net, si.apply(syns[i]), labels[i], create_graph=create_graph)
             out.append(match_distance(g_real, g_syn, kind, include_linear=include_linear))
         return torch.stack(out)

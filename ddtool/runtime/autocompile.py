@@ -11,9 +11,11 @@ it is the same on every run of the same recipe and data on one machine, whatever
 
 i.e. the eager seconds the rest would take, times the fraction compiling saves, against the
 expected compile time, at the eager rate and compile cost this machine recorded, else EAGER_RATE
-and COMPILE_COST of the device type. GAIN is taken low on purpose (DM saves 39 % on this CPU; IDC compiles
-only its first-order half). EAGER_RATE on CPU is this project's measured eager ConvNet rate
-(54–65 GFLOP/s, BENCHMARKS.md); the CUDA figures are assumptions until a GPU measures them.
+and COMPILE_COST of the device type. GAIN is taken low on purpose (DM saves 39 % on this CPU;
+IDC's inner step about a third since its matching's double backward compiles too:
+docs/benchmarks/2026-12-07-idc-step.md). EAGER_RATE on CPU is this project's measured eager
+ConvNet rate (54–65 GFLOP/s, BENCHMARKS.md); the CUDA figures are assumptions until a GPU
+measures them.
 Distillation decides after its first (FLOP-counted) iteration, evaluation before training from
 the planned epochs. Compiled graphs are reused across runs by PyTorch's on-disk FX graph cache
 (``TORCHINDUCTOR_CACHE_DIR``); the records keep how long compiling took (the first compiled

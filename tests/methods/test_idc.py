@@ -1,5 +1,6 @@
 """IDC (ddtool.methods.idc): multi-formation, the vectorised image update, its network updates and
-augmentation chains, the outer loop, the factor checks, bf16 network updates."""
+augmentation chains, the outer loop, the factor checks, bf16 network updates, the compiled matching's
+plumbing (compile_matching)."""
 
 from __future__ import annotations
 
@@ -171,3 +172,46 @@ def test_idc_network_update_runs_under_bf16_autocast(make_ctx, digits, monkeypat
         opt = torch.optim.SGD(net.parameters(), lr=0.01)
         method.train_net(ctx, net, opt, method.opts(ctx), ())
     assert dtypes == [None, None, torch.bfloat16, torch.bfloat16]
+
+
+def test_idc_distillation_same_images_with_and_without_compile_matching(make_ctx, rel_err, digits, monkeypatch):
+    """A short IDC distillation under distill.compile, with the matching's double backward in the
+    compiled function (compile_matching, the default) and without it (the synthetic side eager, as
+    before), gives the same images. torch.compile is replaced by the identity here so that both
+    paths run eager (the compiled kernels themselves: tests/test_compiled.py)."""
+    from ddtool import compiled
+    from ddtool.methods import matching
+
+    calls = []
+
+    def identity(fn):
+        def call(*args):
+            calls.append(fn.__name__)
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(compiled, "compile_once", identity)
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setattr(matching, "compile_once", identity)
+    monkeypatch.setattr(matching, "_WHOLE", {})
+    method = IDC()
+    images = {}
+    for flag in ("true", "false"):
+        ctx = make_ctx(digits, method, ["distill.compile=true", "distill.batch_real=16", "distill.lr_img=0.05",
+                                        "distill.options.inner_loops=2",
+                                        "distill.options.net_steps=2", "distill.options.net_batch=16",
+                                        f"distill.options.compile_matching={flag}"])
+        assert ctx.compile
+        torch.manual_seed(0)
+        syn = method.init_synthetic(ctx)
+        base = syn.images.detach().clone()
+        syn.images.requires_grad_(True)
+        opt = method.make_optimizer(ctx, syn)
+        calls.clear()
+        method.step(ctx, syn, opt, 0)  # the second inner step starts with a momentum buffer
+        whole = calls.count("syn_distance_and_grad")
+        assert whole == (2 * ctx.num_classes if flag == "true" else 0)
+        images[flag] = syn.images.detach()
+    moved = images["false"] - base
+    assert moved.abs().sum() > 0
+    assert rel_err(images["true"] - base, moved) < 1e-4
