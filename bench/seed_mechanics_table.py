@@ -98,6 +98,37 @@ def merged(earlier: dict[str, dict[int, float]], logged: dict[str, dict[int, flo
     return out
 
 
+def same_sets(log: Path, acc: dict[str, dict[int, float]]) -> list[str]:
+    """Adds to ``acc`` every exported set (``sets/ARM-sSEED.npz``) left unevaluated whose images are
+    bit-identical to an evaluated set's (an evaluation is a function of the images: two such sets were
+    both evaluated once, with the same accuracies repeat by repeat), with that set's accuracy; returns
+    one line per set so counted, for the table's footnote."""
+    import numpy as np
+
+    sets = log / "sets"
+    files = {p.stem: p for p in sorted(sets.glob("*.npz"))} if sets.is_dir() else {}
+
+    def images(name: str) -> "np.ndarray":
+        with np.load(files[name], allow_pickle=False) as z:
+            return z["images"]
+
+    evaluated = [n for n in files if (m := NAME.match(n)) and int(m["seed"]) in acc.get(m["arm"], {})]
+    notes = []
+    for name in files:
+        m = NAME.match(name)
+        if not m or int(m["seed"]) in acc.get(m["arm"], {}):
+            continue
+        mine = images(name)
+        for other in evaluated:
+            theirs = images(other)
+            if theirs.shape == mine.shape and np.array_equal(theirs, mine):
+                o = NAME.match(other)
+                acc.setdefault(m["arm"], {})[int(m["seed"])] = acc[o["arm"]][int(o["seed"])]  # type: ignore[index]
+                notes.append(f"`{name}` not evaluated: its images are bit-identical to `{other}`'s, whose accuracy it counts")
+                break
+    return notes
+
+
 def read_distill_seconds(log: Path) -> dict[str, dict[int, float]]:
     """arm -> seed -> distillation seconds, from times.txt (the last line of each set counts)."""
     out: dict[str, dict[int, float]] = {}
@@ -145,7 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     early_acc, early_secs = read_earlier(args.log)
     acc, secs = merged(early_acc, read_accuracies(args.log)), merged(early_secs, read_distill_seconds(args.log))
+    notes = same_sets(args.log, acc)
     print(markdown(table(acc, secs)))
+    for line in notes:
+        print(f"\n- {line}")
     if args.csv:
         with args.csv.open("w", newline="") as f:
             w = csv.writer(f)

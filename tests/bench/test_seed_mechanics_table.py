@@ -53,3 +53,22 @@ def test_sets_of_earlier_sessions_are_read_from_their_transcription_and_a_log_wi
     assert early_secs == {"idc": {0: 3622.0}}  # an empty seconds cell is no figure
     rows = {r.arm: r for r in table(acc, early_secs)}
     assert rows["idc_randpool"].diff == pytest.approx([49 - 48.17])
+
+
+def test_an_unevaluated_set_counts_only_the_accuracy_of_a_bit_identical_one(tmp_path: Path) -> None:
+    import numpy as np
+
+    from bench.seed_mechanics_table import same_sets
+
+    (tmp_path / "sets").mkdir()
+    img = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
+    np.savez(tmp_path / "sets" / "dd_raw-s1.npz", images=img)
+    np.savez(tmp_path / "sets" / "dd_zscore-s1.npz", images=img.copy())  # the same images
+    np.savez(tmp_path / "sets" / "dd_zscore-s2.npz", images=img + np.float32(1e-6))  # not the same
+    np.savez(tmp_path / "sets" / "dd_raw-s2.npz", images=img)  # unevaluated, the same images as the evaluated dd_raw-s1
+    acc = {"dd_raw": {1: 49.1}}
+    notes = same_sets(tmp_path, acc)
+    assert acc["dd_zscore"] == {1: 49.1}  # s2 differs by one ulp-sized step: not counted
+    assert acc["dd_raw"] == {1: 49.1, 2: 49.1}
+    assert len(notes) == 2 and all("bit-identical" in n for n in notes)
+    assert same_sets(tmp_path / "nowhere", {}) == []
