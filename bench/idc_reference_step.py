@@ -122,15 +122,21 @@ def reference_fns(ref: Path, classes: int, ipc: int, per_class: int = 256) -> di
     return {"ref_match": match, "ref_network": network}
 
 
-def table(medians: dict[str, float]) -> str:
-    """The Markdown table of :data:`SIDES`: each part's median, the step (the sum of the two) and
-    the reference's step over each side's step (above 1x: that side is faster than the reference)."""
-    ref_step = medians["ref_match"] + medians["ref_network"]
-    lines = ["| inner step | matching s | network update s | inner step s | reference / this |",
-             "|---|---|---|---|---|"]
+def table(times: dict[str, list[float]]) -> str:
+    """The Markdown table of :data:`SIDES` from each part's per-round seconds: each part's median, the
+    step (the sum of the two medians), the reference's step over each side's step (above 1x: that
+    side is faster than the reference), and the same ratio taken round by round (median, range):
+    a round's parts ran one after the other, so its ratio sees one load."""
+    med = {k: median(v) for k, v in times.items()}
+    rounds = range(len(times["ref_match"]))
+    ref_steps = [times["ref_match"][i] + times["ref_network"][i] for i in rounds]
+    lines = ["| inner step | matching s | network update s | inner step s | reference / this "
+             "| per round: median (range) |", "|---|---|---|---|---|---|"]
     for label, m, n in SIDES:
-        step = medians[m] + medians[n]
-        lines.append(f"| {label} | {medians[m]:.3f} | {medians[n]:.3f} | {step:.3f} | **{ref_step / step:.2f}x** |")
+        step = med[m] + med[n]
+        per = sorted(ref_steps[i] / (times[m][i] + times[n][i]) for i in rounds)
+        lines.append(f"| {label} | {med[m]:.3f} | {med[n]:.3f} | {step:.3f} | **{(med['ref_match'] + med['ref_network']) / step:.2f}x** "
+                     f"| {median(per):.2f}x ({per[0]:.2f}–{per[-1]:.2f}) |")
     return "\n".join(lines)
 
 
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
            **idc_fns(10, a.ipc, device, variants=["loop", "network", "compiled", "network_compiled"])}
     times = interleaved(fns, a.rounds)
     print(" ".join(f"{k}={','.join(f'{t:.3f}' for t in v)}" for k, v in times.items()), flush=True)
-    print(table({k: median(v) for k, v in times.items()}))
+    print(table(times))
 
 
 if __name__ == "__main__":

@@ -57,10 +57,12 @@ def test_extraction_refuses_a_count_that_changed_and_is_idempotent(tmp_path: Pat
 
 
 def test_the_table_sums_the_parts_and_divides_the_reference_step() -> None:
-    medians = {"ref_match": 20.0, "ref_network": 20.0, "loop": 15.0, "network": 17.0,
-               "compiled": 10.0, "network_compiled": 10.0}
-    rows = table(medians).splitlines()
-    assert len(rows) == 5 and rows[1] == "|---|---|---|---|---|"
-    assert rows[2].endswith("| 20.000 | 20.000 | 40.000 | **1.00x** |")
-    assert rows[3].endswith("| 15.000 | 17.000 | 32.000 | **1.25x** |")
-    assert rows[4].endswith("| 10.000 | 10.000 | 20.000 | **2.00x** |")
+    # two rounds; the medians of two are their means
+    times = {"ref_match": [20.0, 20.0], "ref_network": [18.0, 22.0], "loop": [15.0, 15.0], "network": [16.0, 18.0],
+             "compiled": [10.0, 10.0], "network_compiled": [9.0, 11.0]}
+    rows = table(times).splitlines()
+    assert len(rows) == 5 and rows[1] == "|---|---|---|---|---|---|"
+    assert rows[2].endswith("| 20.000 | 20.000 | 40.000 | **1.00x** | 1.00x (1.00–1.00) |")
+    # round by round: 38 / 31 = 1.23 and 42 / 33 = 1.27, not the ratio of the medians (40 / 32 = 1.25)
+    assert rows[3].endswith("| 15.000 | 17.000 | 32.000 | **1.25x** | 1.25x (1.23–1.27) |")
+    assert rows[4].endswith("| 10.000 | 10.000 | 20.000 | **2.00x** | 2.00x (2.00–2.00) |")
