@@ -13,7 +13,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -67,17 +67,11 @@ def dm_case(classes: int, ipc: int, batch_real: int, device: torch.device, round
 IDC_VARIANTS = ("vectorized", "loop", "compiled", "compiled_real", "network", "network_compiled", "network_bf16")
 
 
-def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_steps: int = 32, *, width: int = 128,
-             compiled: bool = True, variants: Sequence[str] = IDC_VARIANTS) -> dict[str, float]:
-    """One IDC inner step at the reference's CIFAR settings (factor 2, real batch 64, <= 128 decoded
-    images per class, MSE over the conv weights, then ``net_steps`` x 64 real images of network
-    training), split into its matching part and its network part, ``variants`` of each timed
-    interleaved: matching ``vectorized``, ``loop`` (the CPU default), ``compiled`` (the loop under
-    ``distill.compile``: the double backward compiled too) and ``compiled_real`` (only the real
-    side compiled, ``compile_matching = false``); the network update in fp32, compiled and under
-    bf16 autocast. ``compiled=False`` leaves the compiled variants out; ``match_gflops`` /
-    ``network_gflops``: the FLOPs of each part."""
-    variants = [v for v in variants if compiled or "compiled" not in v]
+def idc_fns(classes: int, ipc: int, device: torch.device, net_steps: int = 32, *, width: int = 128,
+            variants: Sequence[str] = IDC_VARIANTS) -> dict[str, Callable[[], object]]:
+    """The callables :func:`idc_case` times, one per variant in ``variants`` (each does one matching
+    part or one network part of the inner step on state shared by all), for a bench that interleaves
+    them with others (bench/idc_reference_step.py)."""
     data = fake_data(classes, 256, 3, 32)
     spec = NetSpec("convnet", {"width": width})
     opts = IDCOptions(factor=2, net_steps=net_steps)
@@ -98,21 +92,37 @@ def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_step
     net_opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     ops = method.net_ops(ctxs["loop"], opts)
 
-    def match(impl: str):  # type: ignore[no-untyped-def]
+    def match(impl: str) -> Callable[[], object]:
         return lambda: method.image_update(ctxs[impl], syn, opt, net)
 
-    def network(impl: str):  # type: ignore[no-untyped-def]
+    def network(impl: str) -> Callable[[], object]:
         return lambda: method.train_net(ctxs[impl], net, net_opt, opts, ops)
 
-    every = {"vectorized": match("vectorized"), "loop": match("loop"), "compiled": match("compiled"),
-             "compiled_real": match("compiled_real"), "network": network("loop"),
-             "network_compiled": network("compiled"), "network_bf16": network("bf16")}
-    times = interleaved({v: every[v] for v in variants}, rounds)
+    every = {"vectorized": lambda: match("vectorized"), "loop": lambda: match("loop"),
+             "compiled": lambda: match("compiled"), "compiled_real": lambda: match("compiled_real"),
+             "network": lambda: network("loop"), "network_compiled": lambda: network("compiled"),
+             "network_bf16": lambda: network("bf16")}
+    return {v: every[v]() for v in variants}
+
+
+def idc_case(classes: int, ipc: int, device: torch.device, rounds: int, net_steps: int = 32, *, width: int = 128,
+             compiled: bool = True, variants: Sequence[str] = IDC_VARIANTS) -> dict[str, float]:
+    """One IDC inner step at the reference's CIFAR settings (factor 2, real batch 64, <= 128 decoded
+    images per class, MSE over the conv weights, then ``net_steps`` x 64 real images of network
+    training), split into its matching part and its network part, ``variants`` of each timed
+    interleaved: matching ``vectorized``, ``loop`` (the CPU default), ``compiled`` (the loop under
+    ``distill.compile``: the double backward compiled too) and ``compiled_real`` (only the real
+    side compiled, ``compile_matching = false``); the network update in fp32, compiled and under
+    bf16 autocast. ``compiled=False`` leaves the compiled variants out; ``match_gflops`` /
+    ``network_gflops``: the FLOPs of each part."""
+    variants = [v for v in variants if compiled or "compiled" not in v]
+    fns = idc_fns(classes, ipc, device, net_steps, width=width, variants=[*variants, "loop", "network"])
+    times = interleaved({v: fns[v] for v in variants}, rounds)
     out = {k + "_s": median(v) for k, v in times.items()}
     if "loop" in variants and "vectorized" in variants:
         out["ratio"] = out["loop_s"] / out["vectorized_s"]
-    out["match_gflops"] = flops_of(match("loop")) / 1e9
-    out["network_gflops"] = flops_of(network("loop")) / 1e9
+    out["match_gflops"] = flops_of(fns["loop"]) / 1e9
+    out["network_gflops"] = flops_of(fns["network"]) / 1e9
     return out
 
 
