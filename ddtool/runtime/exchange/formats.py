@@ -214,8 +214,9 @@ def load_weights_only(path: Path) -> Any:
         raise UsageError(f"'{path}' is not a tensor file torch.load(weights_only=True) accepts: {first}") from None
 
 
-def _scalar_lr(d: dict[str, Any], path: Path) -> tuple[float | None, str | None]:
-    """The first of :data:`_LR_KEYS` in ``d`` as a float (a tensor, array or number of one element)."""
+def _scalar_lr(d: dict[str, Any], path: Path, strict: bool = True) -> tuple[float | None, str | None]:
+    """The first of :data:`_LR_KEYS` in ``d`` as a float (a tensor, array or number of one element);
+    one that is not (``strict``: refused) is passed over."""
     for key in _LR_KEYS:
         if key not in d:
             continue
@@ -223,17 +224,22 @@ def _scalar_lr(d: dict[str, Any], path: Path) -> tuple[float | None, str | None]
         try:
             number = float(torch.as_tensor(value).reshape(-1).item())  # one element, of any numeric kind
         except (TypeError, ValueError, RuntimeError):
+            if not strict:
+                continue
             raise UsageError(f"'{key}' in '{path}' is not one number (the learned step size); "
                              "drop it from the file or give --learned-lr") from None
         if not math.isfinite(number):
+            if not strict:
+                continue
             raise UsageError(f"'{key}' in '{path}' is {number}; give the step size with --learned-lr")
         return number, key
     return None, None
 
 
-def read_file(path: Path) -> FileContents:
+def read_file(path: Path, strict_lr: bool = True) -> FileContents:
     """Images, labels, ddtool metadata, label vectors and a learned step size from a .npz or .pt
-    file, without unpickling."""
+    file, without unpickling (``strict_lr = False``: the caller gives the step size, so an entry that is
+    not one number is passed over instead of refused)."""
     path = Path(path)
     soft = None
     lr, lr_key = None, None
@@ -259,7 +265,7 @@ def read_file(path: Path) -> FileContents:
         labels = torch.from_numpy(_pick(arrays, _LABEL_KEYS, "label array", path).copy())
         if "soft_labels" in arrays:
             soft = torch.from_numpy(arrays["soft_labels"].copy())
-        lr, lr_key = _scalar_lr(arrays, path)
+        lr, lr_key = _scalar_lr(arrays, path, strict_lr)
     elif path.suffix in (".pt", ".pth"):
         obj = load_weights_only(path)
         if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], (list, tuple)) \
@@ -270,7 +276,7 @@ def read_file(path: Path) -> FileContents:
             if isinstance(obj.get("metadata"), dict):
                 meta = {str(k): str(v) for k, v in obj["metadata"].items()}
             soft = obj.get("soft_labels")
-            lr, lr_key = _scalar_lr(obj, path)
+            lr, lr_key = _scalar_lr(obj, path, strict_lr)
         elif isinstance(obj, (list, tuple)) and len(obj) == 2:
             images, labels = obj
         else:
@@ -335,7 +341,7 @@ def import_set(store: Store, path: Path, data: ImageData, name: str | None = Non
     if name is not None:
         check_name(name)  # before reading the file, and before the run record
     path = Path(path)
-    got = read_file(path)
+    got = read_file(path, strict_lr=learned_lr is None)
     images, labels, meta, soft = got.images, got.labels, got.meta, got.soft
     try:
         given = SyntheticMeta.from_metadata(meta)  # what a file exported by ddtool says about itself

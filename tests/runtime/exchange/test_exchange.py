@@ -84,6 +84,10 @@ def test_a_sets_learned_step_size_survives_export_and_import(put_set, cli, store
     res = cli("store", "import", tmp_path / "vec.pt", "--dataset", "digits")
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "'syn_lr' in" in res.stderr and "not one number" in res.stderr
+    # ...unless the step size is given: the message's advice holds
+    imp = _ok(cli("store", "import", tmp_path / "vec.pt", "--dataset", "digits", "--name", "vec",
+                  "--learned-lr", "0.3", "--json"))
+    assert learned("synthetic/vec") == 0.3
 
 
 def test_store_verify_passes_after_import(cli, store: Store, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
