@@ -146,15 +146,9 @@ def _selection_only(p: Plan, data: ImageData, device: torch.device) -> Estimate:
         sync(device)
         seconds = time.perf_counter() - t
         peak = probe_peak(device)
-    limit, limit_what = memory_limit(device)
-    fits = None if limit is None or peak is None else peak <= limit
-    return Estimate(seconds_per_iteration=0.0, seconds_total=seconds, iterations=0, flops_per_iteration=0.0,
-                    peak_memory_bytes=peak, memory_limit_bytes=limit, memory_limit_from=limit_what,
-                    memory_measures=memory_measures(device), fits=fits,
-                    advice=over_memory(peak, limit, limit_what, ["fewer processes (--nproc: each holds its own copy)"])
-                    if fits is False and peak and limit else None,
-                    probe=f"'{p.method.name}' selects its set without iterations: the selection made once on {device} "
-                          "and timed", device=str(device))
+    return _estimate(p, device, 0.0, seconds, 0.0, peak,
+                     f"'{p.method.name}' selects its set without iterations: the selection made once on {device} "
+                     "and timed")
 
 
 def estimate(p: Plan, data: ImageData, device: torch.device) -> Estimate:
@@ -170,11 +164,16 @@ def estimate(p: Plan, data: ImageData, device: torch.device) -> Estimate:
              + (f"the median of {timed} more timed" if timed else
                 "timed (the only one probed: FLOP counter's overhead included, an overestimate)")
              + ("; inner steps past the probe's budget scaled from the median step" if r.fraction < 1 else ""))
+    return _estimate(p, device, per_it, per_it * p.iterations, r.flops, r.peak_memory_bytes, probe)
+
+
+def _estimate(p: Plan, device: torch.device, per_it: float, total: float, flops: float, peak: int | None,
+              probe: str) -> Estimate:
+    """The estimate of what a probe measured, set against the device's memory (the advice when over)."""
     limit, limit_what = memory_limit(device)
-    peak = r.peak_memory_bytes
     fits = None if limit is None or peak is None else peak <= limit
-    return Estimate(seconds_per_iteration=per_it, seconds_total=per_it * p.iterations, iterations=p.iterations,
-                    flops_per_iteration=r.flops, peak_memory_bytes=peak, memory_limit_bytes=limit,
+    return Estimate(seconds_per_iteration=per_it, seconds_total=total, iterations=p.iterations,
+                    flops_per_iteration=flops, peak_memory_bytes=peak, memory_limit_bytes=limit,
                     memory_limit_from=limit_what, memory_measures=memory_measures(device), fits=fits,
                     advice=advice(p, peak, limit, limit_what) if fits is False and peak and limit else None,
                     probe=probe, device=str(device))
