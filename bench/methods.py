@@ -6,7 +6,9 @@ Each row distils with ddtool's runtime (a fresh store in a temp folder), evaluat
 with ``--repeats`` fresh networks and prints one Markdown table row. IDC and the Acc-DD rows
 ("ours") share the same outer-loop budget ``--outer``; "ours 1/5" gets a fifth of it, the
 paper's claim being that it keeps IDC's accuracy. A pool of early-stage models is pretrained
-once per run (``--pool-n`` models, ``--pool-epochs`` epochs) and its time is reported apart.
+once per run (``--pool-n`` models, ``--pool-epochs`` epochs) and its time is reported apart — twice: the
+diverse pool of the Acc-DD recipes (``pretrain.diverse = true``) and one whose models differ by seed only
+(the DynaDistill, DREAM+ + DynaDistill and herding recipes).
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
     idc = ["distill.method=\"idc\"", f"distill.options.inner_loops={idc_inner}",
            f"distill.options.net_steps={idc_net_steps}", f"distill.options.factor={factor}",
            f"distill.lr_img={idc_lr}", "distill.lr_img_scale=\"none\"", "distill.batch_real=64"]
-    pool = ["distill.pool=\"pool/bench\"", "distill.schedule=\"gaussian\"", "distill.alpha=1.0"]
+    # Acc-DD rows on the diverse pool its recipes ship (issue 23: pretrain.diverse = true); IDC + DynaDistill,
+    # DREAM+ + DynaDistill, herding and the "seed-only" row on the pool that differs by seed only, as their recipes
+    pool = ["distill.pool=\"pool/bench-diverse\"", "distill.schedule=\"gaussian\"", "distill.alpha=1.0"]
+    seed_pool = ["distill.pool=\"pool/bench\""]
     return {
         "random": ["distill.method=\"random\""],
-        "herding": ["distill.method=\"herding\"", "distill.pool=\"pool/bench\""],
+        "herding": ["distill.method=\"herding\"", *seed_pool],
         "dc": ["distill.method=\"dc\"", f"distill.iterations={outer}", f"distill.lr_img={dc_lr}"],
         "dsa": ["distill.method=\"dsa\"", f"distill.iterations={outer}", f"distill.lr_img={dc_lr}"],
         "dm": ["distill.method=\"dm\"", f"distill.iterations={dm_iters}", "distill.lr_img=1.0"],
@@ -46,6 +51,19 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
                     "distill.selection=\"random\"", *pool],
         "idc": [*idc, f"distill.iterations={outer}"],
         "ours": [*idc, f"distill.iterations={outer}", "distill.selection=\"random\"", *pool],
+        # issue 23's CIFAR-10 arms at this scale: the perturbation schedules, the pool's diversity, DynaDistill
+        # against its random-selection control on the same pool, raw vs z-scored scores
+        "ours two_direction": [*idc, f"distill.iterations={outer}", "distill.selection=\"random\"", *pool,
+                               "distill.schedule=\"two_direction\""],
+        "ours seed-only pool": [*idc, f"distill.iterations={outer}", "distill.selection=\"random\"", *pool,
+                                *seed_pool],
+        "idc+random (control)": [*idc, f"distill.iterations={outer}", "distill.selection=\"random\"", *seed_pool,
+                                 "distill.schedule=\"none\""],
+        "idc+dynadistill": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *seed_pool,
+                            "distill.schedule=\"none\""],
+        "idc+dynadistill zscore": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"",
+                                   *seed_pool, "distill.schedule=\"none\"",
+                                   "distill.options.dynadistill.normalize=\"zscore\""],
         "ours-wavg": [*idc, f"distill.iterations={outer}", "distill.selection=\"weight_average\"", *pool],
         "ours+dynadistill": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool],
         # issue 11 item 8: DynaDistill's settings, one change each from the row above
@@ -61,7 +79,7 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
         # up again; no perturbation schedule (the row measures what its label says, issue 23)
         "dream+dynadistill": [*idc, f"distill.iterations={outer}", "distill.method=\"dream\"",
                               "distill.options.interval=5", "distill.options.warmup_epochs=0",
-                              "distill.selection=\"dynadistill\"", "distill.pool=\"pool/bench\"",
+                              "distill.selection=\"dynadistill\"", *seed_pool,
                               "distill.schedule=\"none\""],
         # MTT from recipes/mtt.toml's digits scale (experts made once per run, see TRAJECTORY_ROWS)
         "mtt": [],
@@ -105,8 +123,14 @@ def main() -> None:
     print(f"# bench.methods  {datetime.date.today()}  {machine()}  dataset={args.dataset}")
     print(f"# {vars(args)}")
     t = time.perf_counter()
-    pretrain(store, load_recipe(None, base), data, device)
-    print(f"# pool: {args.pool_n} models x {args.pool_epochs} epochs in {time.perf_counter() - t:.1f}s")
+    pretrain(store, load_recipe(None, [*base, "pretrain.diverse=false"]), data, device)
+    print(f"# pool/bench (seeds differ): {args.pool_n} models x {args.pool_epochs} epochs in "
+          f"{time.perf_counter() - t:.1f}s")
+    t = time.perf_counter()
+    pretrain(store, load_recipe(None, [*base, "pretrain.diverse=true", "pretrain.name=\"bench-diverse\""]), data,
+             device)
+    print(f"# pool/bench-diverse (Acc-DD Sec. 4.2: lr, augmentation and seed differ): {args.pool_n} models x "
+          f"{args.pool_epochs} epochs in {time.perf_counter() - t:.1f}s")
     table = rows(args.outer, args.dm_iters, args.idc_inner, args.idc_net_steps, args.idc_factor, args.dc_lr,
                  args.idc_lr)
     chosen = [r for r in args.rows.split(",") if r] or list(table)

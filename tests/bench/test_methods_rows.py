@@ -21,3 +21,26 @@ def test_dream_dynadistill_row_adds_only_feedback_selection_on_the_pool() -> Non
     both = load_recipe(None, TABLE["dream+dynadistill"]).distill
     assert (both.method, both.selection, both.pool) == ("dream", "dynadistill", "pool/bench")
     assert both.schedule == dream.schedule == "none"  # no Acc-DD perturbation hidden in the row
+
+
+def test_acc_dd_rows_use_the_diverse_pool_and_idc_dynadistill_rows_the_seed_only_one() -> None:
+    for name in ("ours", "ours-wavg", "ours+dynadistill", "ours two_direction", "ours 1/5", "dm+ours"):
+        assert load_recipe(None, TABLE[name]).distill.pool == "pool/bench-diverse", name
+    for name in ("ours seed-only pool", "idc+random (control)", "idc+dynadistill", "idc+dynadistill zscore"):
+        assert load_recipe(None, TABLE[name]).distill.pool == "pool/bench", name
+
+
+def test_issue_23_arms_differ_from_their_partner_in_one_setting_only() -> None:
+    def distill(name: str) -> dict:
+        return vars(load_recipe(None, TABLE[name]).distill)
+
+    def diff(a: str, b: str) -> set[str]:
+        x, y = distill(a), distill(b)
+        return {k for k in x if x[k] != y[k]}
+
+    assert diff("ours", "ours two_direction") == {"schedule"}
+    assert diff("ours", "ours seed-only pool") == {"pool"}
+    assert diff("idc+random (control)", "idc+dynadistill") == {"selection"}
+    assert diff("idc+dynadistill", "idc+dynadistill zscore") == {"options"}
+    control = load_recipe(None, TABLE["idc+random (control)"]).distill
+    assert (control.selection, control.schedule) == ("random", "none")
