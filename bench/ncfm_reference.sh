@@ -7,6 +7,7 @@
 #   bash bench/ncfm_reference.sh pool              # both model pools at the same settings (once)
 #   bash bench/ncfm_reference.sh run SEED [SEED ...]   # distil with both, evaluate every set
 #   SIDE=ref|ddtool PHASE=distill|eval bash bench/ncfm_reference.sh run SEED ...   # one side / phase
+#   SIDE=ref|ddtool bash bench/ncfm_reference.sh pool   # one side's pool (two jobs at once)
 #   SMOKE=1 bash bench/ncfm_reference.sh setup|pool|run 1    # the smallest settings, proves the pipeline
 # Budget (env, defaults = the full CPU budget): IPC 10 (or 1), ITERS 30 distillation iterations,
 # POOL_N 2 models x POOL_EPOCHS 3 epochs (not 1: the reference's pretraining drops the lr x0.2 at
@@ -75,15 +76,16 @@ setup)
   "$PY" -m bench.ncfm_reference extract "$REF" > "$LOG/patches.txt"
   ;;
 pool)
+  SIDE="${SIDE:-both}"
   # the reference: model_num models of pertrain_epochs epochs, init and trained checkpoint each
-  if [ ! -s "$LOG/ref-pool-$POOL.txt" ]; then
+  if [ "$SIDE" != ddtool ] && [ ! -s "$LOG/ref-pool-$POOL.txt" ]; then
     ref_config "$REF/cfg/pool-$POOL.yaml" seed=1
     STAGE=ref-pool t ref_run pretrain pretrain_script.py --gpu=0 --config_path="../cfg/pool-$POOL.yaml" \
       > "$LOG/ref-pool-$POOL.log" 2>&1
     grep -E "Val acc|saved at" "$LOG/ref-pool-$POOL.log" > "$LOG/ref-pool-$POOL.txt"
   fi
   # ddtool: the same number of models and epochs (recipes/ncfm.toml's lr, batch, augmentation, CutMix)
-  if [ ! -s "$LOG/ddtool-pool-$POOL.json" ]; then
+  if [ "$SIDE" != ref ] && [ ! -s "$LOG/ddtool-pool-$POOL.json" ]; then
     $D store show "pool/ncfm-$POOL" > /dev/null 2>&1 || \
       STAGE=ddtool-pool t $D pretrain --recipe recipes/ncfm.toml $DS --n "$POOL_N" --epochs "$POOL_EPOCHS" \
         --name "ncfm-$POOL" --json > "$LOG/ddtool-pool-$POOL.json"
