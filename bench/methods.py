@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import statistics
 import tempfile
 import time
@@ -91,6 +92,11 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
 TRAJECTORY_ROWS = ("mtt", "mtt+dynadistill")  # rows that run recipes/mtt.toml on its experts
 
 
+def artifact_name(ipc: int, row: str) -> str:
+    """The set's store name for one row: the label with what a store name may not hold replaced."""
+    return f"b{ipc}-" + re.sub(r"[^A-Za-z0-9._-]+", "-", row.replace("+", "p")).strip("-")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="digits")
@@ -149,7 +155,7 @@ def main() -> None:
         for name in chosen:
             recipe = (load_recipe(MTT_RECIPE, [*mtt_base, f"distill.ipc={ipc}", *table[name]]) if name in TRAJECTORY_ROWS
                       else load_recipe(None, [*base, f"distill.ipc={ipc}", *table[name]]))
-            res = distill(store, recipe, data, device, name=f"b{ipc}-{name.replace(' ', '').replace('/', '-').replace('+', 'p')}")
+            res = distill(store, recipe, data, device, name=artifact_name(ipc, name))
             ev = evaluate(store, res.artifact.ref, data, recipe.eval, device)
             accs = [100 * a for a in ev.accuracies]
             print(f"| {name} | {ipc} | {statistics.fmean(accs):.1f} ± {statistics.pstdev(accs):.1f} | "

@@ -44,3 +44,12 @@ def test_issue_23_arms_differ_from_their_partner_in_one_setting_only() -> None:
     assert diff("idc+dynadistill", "idc+dynadistill zscore") == {"options"}
     control = load_recipe(None, TABLE["idc+random (control)"]).distill
     assert (control.selection, control.schedule) == ("random", "none")
+
+
+def test_every_row_names_a_distinct_valid_set() -> None:
+    from bench.methods import artifact_name
+    from ddtool.store.refs import check_name
+
+    names = [artifact_name(ipc, row) for ipc in (1, 10) for row in TABLE]
+    assert [check_name(n) for n in names] == names
+    assert len(set(names)) == len(names)
