@@ -62,6 +62,8 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
                                  "distill.schedule=\"none\""],
         "idc+dynadistill": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *seed_pool,
                             "distill.schedule=\"none\""],
+        "idc+dd write-back": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *seed_pool,
+                              "distill.schedule=\"none\"", "distill.options.dynadistill.write_back=true"],
         "idc+dynadistill zscore": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"",
                                    *seed_pool, "distill.schedule=\"none\"",
                                    "distill.options.dynadistill.normalize=\"zscore\""],
@@ -70,8 +72,9 @@ def rows(outer: int, dm_iters: int, idc_inner: int, idc_net_steps: int, factor: 
         # issue 11 item 8: DynaDistill's settings, one change each from the row above
         "ours+dd prefer low": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool,
                                "distill.options.dynadistill.prefer=\"low\""],
-        "ours+dd fixed pool": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool,
-                               "distill.options.dynadistill.write_back=false"],
+        # Algorithm 1 as written: the trained network goes back into the pool (the default before issue 23's table)
+        "ours+dd write-back": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool,
+                               "distill.options.dynadistill.write_back=true"],
         "ours+dd own draws": [*idc, f"distill.iterations={outer}", "distill.selection=\"dynadistill\"", *pool,
                               "distill.options.dynadistill.shared_draw=false"],
         # DREAM+ (seed 003 Eq. 3) at IDC's budget: representative real batches, re-clustered every 5 inner steps

@@ -26,7 +26,8 @@ def test_dream_dynadistill_row_adds_only_feedback_selection_on_the_pool() -> Non
 def test_acc_dd_rows_use_the_diverse_pool_and_idc_dynadistill_rows_the_seed_only_one() -> None:
     for name in ("ours", "ours-wavg", "ours+dynadistill", "ours two_direction", "ours 1/5", "dm+ours"):
         assert load_recipe(None, TABLE[name]).distill.pool == "pool/bench-diverse", name
-    for name in ("ours seed-only pool", "idc+random (control)", "idc+dynadistill", "idc+dynadistill zscore"):
+    for name in ("ours seed-only pool", "idc+random (control)", "idc+dynadistill", "idc+dynadistill zscore",
+                 "idc+dd write-back"):
         assert load_recipe(None, TABLE[name]).distill.pool == "pool/bench", name
 
 
@@ -42,6 +43,10 @@ def test_issue_23_arms_differ_from_their_partner_in_one_setting_only() -> None:
     assert diff("ours", "ours seed-only pool") == {"pool"}
     assert diff("idc+random (control)", "idc+dynadistill") == {"selection"}
     assert diff("idc+dynadistill", "idc+dynadistill zscore") == {"options"}
+    assert diff("idc+dynadistill", "idc+dd write-back") == {"options"}
+    assert diff("ours+dynadistill", "ours+dd write-back") == {"options"}
+    written = load_recipe(None, TABLE["idc+dd write-back"]).distill.options["dynadistill"]
+    assert written == {"write_back": True}  # the default keeps the pool; the row writes back
     control = load_recipe(None, TABLE["idc+random (control)"]).distill
     assert (control.selection, control.schedule) == ("random", "none")
 

@@ -131,6 +131,7 @@ def test_select_ranks_pool_models_by_method_loss_and_updates_the_pool():
     ctx = fake_ctx([0.0, 1.0, 2.0])
     original = [{k: v.clone() for k, v in sd.items()} for sd in ctx.pool]
     s = DynaDistill(m=3, t=0.5)
+    s.configure({"m": 3, "t": 0.5, "write_back": True})  # Algorithm 1 as written
     torch.manual_seed(0)
     picks = [round(float(s.select(ctx, it).bias.detach())) for it in range(3000)]
     freq = torch.bincount(torch.tensor(picks), minlength=3).double() / len(picks)
@@ -176,11 +177,13 @@ def test_pool_keeps_its_entry_when_the_method_does_not_train_the_network():
     assert s._current is None
 
 
-def test_write_back_false_keeps_the_pool_as_pretrained():
-    """Item 8 of issue 11: the pool can stay fixed although the method trains the network."""
+def test_the_default_keeps_the_pool_as_pretrained_and_write_back_replaces_the_entry():
+    """Item 8 of issue 11 and issue 23: by default the pool stays fixed although the method trains the
+    network (the write-back fed the most trained model back into the choice); write_back = true is
+    Algorithm 1 as written."""
     ctx = fake_ctx([0.0, 1.0])
     s = DynaDistill(m=2)
-    s.configure({"write_back": False})
+    s.configure({})
     torch.manual_seed(0)
     net = s.select(ctx, 0)
     chosen = s._current
@@ -247,7 +250,8 @@ def test_pool_advances_by_training_only_not_by_the_perturbation(pool_store):
 
     store, data = pool_store
     recipe = load_recipe(None, ["distill.method=idc", "net.width=16", "distill.pool=pool/tiny",
-                                "distill.selection=dynadistill", "distill.schedule=gaussian", "distill.alpha=1.0"])
+                                "distill.selection=dynadistill", "distill.schedule=gaussian", "distill.alpha=1.0",
+                                "distill.options.dynadistill.write_back=true"])
     p = plan(store, recipe, data)
     ctx = build_context(recipe, data, CPU, plan=p, iterations=20, impl="loop")
     loaded = [{k: v.clone() for k, v in sd.items()} for sd in p.pool.states]
