@@ -83,6 +83,14 @@ pool)
     STAGE=ref-pool t ref_run pretrain pretrain_script.py --gpu=0 --config_path="../cfg/pool-$POOL.yaml" \
       > "$LOG/ref-pool-$POOL.log" 2>&1
     grep -E "Val acc|saved at" "$LOG/ref-pool-$POOL.log" > "$LOG/ref-pool-$POOL.txt"
+    # the reference skips a model whose initial state exists, so a pool cut off before its models were trained
+    # is left short without a word: refuse it here (the fix: delete .data/ref/NCFM/pools/$POOL and run again)
+    if [ "$(grep -c "trained state saved" "$LOG/ref-pool-$POOL.txt")" != "$POOL_N" ]; then
+      mv "$LOG/ref-pool-$POOL.txt" "$LOG/ref-pool-$POOL.short.txt"
+      echo "the reference's pool $POOL has fewer than $POOL_N trained models (a cut-off earlier run?):" \
+        "delete $REF/pools/$POOL and run 'pool' again" >&2
+      exit 1
+    fi
   fi
   # ddtool: the same number of models and epochs (recipes/ncfm.toml's lr, batch, augmentation, CutMix)
   if [ "$SIDE" != ref ] && [ ! -s "$LOG/ddtool-pool-$POOL.json" ]; then

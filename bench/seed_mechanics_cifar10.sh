@@ -40,7 +40,9 @@ if [ "$arm" = pool_diverse ]; then
   exit
 fi
 DD="--recipe recipes/dynadistill.toml $DS --pool pool/ours-c10n2 $BUDGET --set distill.iterations=10 \
-  --set distill.options.dynadistill.m=2"
+  --set distill.options.dynadistill.m=2 --set distill.options.dynadistill.write_back=true"
+# (write_back = true: what the arms measured; the recipe's default became false after this table, from the
+# digits method table of 2026-12-07)
 PHASE="${PHASE:-both}"
 # the newest distill run of set $1 that stopped after a checkpoint and was not resumed (empty: none)
 cut_off() {
