@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import re
 import statistics
@@ -108,6 +109,7 @@ def same_sets(log: Path, acc: dict[str, dict[int, float]]) -> list[str]:
     sets = log / "sets"
     files = {p.stem: p for p in sorted(sets.glob("*.npz"))} if sets.is_dir() else {}
 
+    @functools.cache  # an evaluated set is compared with every unevaluated one: read each file once
     def images(name: str) -> "np.ndarray":
         with np.load(files[name], allow_pickle=False) as z:
             return z["images"]
