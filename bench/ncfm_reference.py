@@ -8,6 +8,7 @@ replaces and why; nothing of the reference's code is kept in the project). Subco
     python -m bench.ncfm_reference config DEST OUT.yaml --ipc 10 --set niter=200 ...
     python -m bench.ncfm_reference wrap REF.pt OUT.pt      # the reference's set for 'ddtool store import'
     python -m bench.ncfm_reference eval-log PRINT.log OUT.json
+    python -m bench.ncfm_reference table [RESULTS] [--base ipc10-k30-n2e3]   # the page's two tables
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -110,6 +112,130 @@ def eval_log(log: Path, out: Path) -> dict:
     return res
 
 
+# The arms of `bench/ncfm_reference.sh arms`, each one setting away from `plain` (the side by side's
+# ddtool sets): what each is, in the table's order.
+ARMS = {
+    "plain": "NCFM (sampling_net false, as the reference's yaml)",
+    "accdd": "NCFM + Acc-DD's perturbation (gaussian, α 1)",
+    "dd": "NCFM + DynaDistill (m = the pool's 2 models, T 0.5, prefer high)",
+}
+
+
+def _set_name(side: str, base: str, seed: int, arm: str = "plain") -> str:
+    return f"{side}-{base}-s{seed}" if arm == "plain" else f"{side}-{arm}-{base}-s{seed}"
+
+
+def _ddtool_eval(path: Path) -> list[float] | None:
+    """Per-network accuracies in percent of a `ddtool eval --json` result; None if absent or empty."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    (result,) = json.loads(path.read_text())
+    return [100 * a for a in result["accuracies"]]
+
+
+def _ref_eval(path: Path) -> tuple[list[float], list[float]] | None:
+    """(last, best) per repeat in percent of the reference's evaluation (:func:`eval_log`)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    r = json.loads(path.read_text())
+    return r["last_per_repeat"], r["best_per_repeat"]
+
+
+def _distill_seconds(results: Path) -> dict[str, float]:
+    """Set name -> wall seconds of its distillation, from times.txt (the last line of a set counts)."""
+    out: dict[str, float] = {}
+    ddt = re.compile(r" (?P<s>\d+)s load=[\d.]+: ddtool-distill .*--name (?P<name>\S+)")
+    ref = re.compile(r" (?P<s>\d+)s load=[\d.]+: ref-distill .*--config_path=\.\./cfg/(?P<name>\S+)\.yaml")
+    times = results / "times.txt"
+    for line in times.read_text().splitlines() if times.exists() else []:
+        if m := ddt.search(line):
+            out[m["name"]] = float(m["s"])
+        elif m := ref.search(line):
+            out[f"ref-{m['name']}"] = float(m["s"])
+    return out
+
+
+def _mean(values: list[float] | None) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _cell(values: list[float] | None) -> str:
+    if not values:
+        return "–"
+    return " / ".join(f"{v:.2f}" for v in values) + (f" (**{statistics.fmean(values):.2f}**)" if len(values) > 1 else "")
+
+
+def side_by_side(results: Path, base: str) -> str:
+    """The side by side as Markdown: one row per seed with both sides' sets under each protocol,
+    the means over seeds, and ddtool minus the reference per protocol against the issue's target
+    (within 1.5 points, or 2 std of the evaluation networks, whichever is wider)."""
+    seeds = sorted({int(m[1]) for f in results.glob(f"*-{base}-s*.*json")
+                    if (m := re.match(rf"(?:ref|ddtool)-{re.escape(base)}-s(\d+)\.", f.name))})
+    secs = _distill_seconds(results)
+    cols = {"ref_ncfm": [], "ref_ncfm_dd": [], "ref_idc": [], "ddt_ncfm": [], "ddt_idc": []}
+    rows = ["| seed | reference set: NCFM protocol, reference's evaluation, last (best) | reference set: NCFM "
+            "protocol, `ddtool eval` | reference set: IDC protocol | ddtool set: NCFM protocol, `ddtool eval` | "
+            "ddtool set: IDC protocol | distillation s: reference / ddtool |",
+            "|---|---|---|---|---|---|---|"]
+    for seed in seeds:
+        ref, ddt = _set_name("ref", base, seed), _set_name("ddtool", base, seed)
+        r = _ref_eval(results / f"{ref}.eval-ncfm-ref.json")
+        got = {"ref_ncfm": r[0] if r else None,
+               "ref_ncfm_dd": _ddtool_eval(results / f"{ref}.eval-ncfm-ddtool.json"),
+               "ref_idc": _ddtool_eval(results / f"{ref}.eval-idc.json"),
+               "ddt_ncfm": _ddtool_eval(results / f"{ddt}.eval-ncfm-ddtool.json"),
+               "ddt_idc": _ddtool_eval(results / f"{ddt}.eval-idc.json")}
+        for k, v in got.items():
+            cols[k].append(v)
+        best = f"; best {statistics.fmean(r[1]):.2f}" if r else ""
+        s = " / ".join(f"{secs[n]:.0f}" if n in secs else "–" for n in (ref, ddt))
+        rows.append(f"| {seed} | {_cell(got['ref_ncfm'])}{best} | {_cell(got['ref_ncfm_dd'])} | "
+                    f"{_cell(got['ref_idc'])} | {_cell(got['ddt_ncfm'])} | {_cell(got['ddt_idc'])} | {s} |")
+    means = {k: [m for v in vals if (m := _mean(v)) is not None] for k, vals in cols.items()}
+    rows.append("| mean over seeds | " + " | ".join(
+        f"{statistics.fmean(means[k]):.2f} ({len(means[k])})" if means[k] else "–"
+        for k in ("ref_ncfm", "ref_ncfm_dd", "ref_idc", "ddt_ncfm", "ddt_idc")) + " | |")
+    out = ["\n".join(rows), ""]
+    for label, ref_k, ddt_k in (("NCFM protocol (reference's evaluation of its set, last epoch; `ddtool eval` of "
+                                 "ddtool's)", "ref_ncfm", "ddt_ncfm"),
+                                ("NCFM protocol, both sets by `ddtool eval`", "ref_ncfm_dd", "ddt_ncfm"),
+                                ("IDC protocol, both sets by `ddtool eval`", "ref_idc", "ddt_idc")):
+        pairs = [(a, b) for a, b in zip(cols[ref_k], cols[ddt_k]) if a and b]
+        if not pairs:
+            out.append(f"- {label}: no seed has both sides yet")
+            continue
+        diff = statistics.fmean(_mean(b) for _, b in pairs) - statistics.fmean(_mean(a) for a, _ in pairs)
+        # the spread of one set's evaluation networks (pooled over both sides' sets), not of all of
+        # them together: that would count the very difference under test as noise
+        per_set = [statistics.variance(v) for pair in pairs for v in pair if len(v) > 1]
+        spread = 2 * statistics.fmean(per_set) ** 0.5 if per_set else 0.0
+        tol = max(1.5, spread)
+        verdict = "within" if abs(diff) <= tol else "**outside**"
+        out.append(f"- {label}: ddtool − reference **{diff:+.2f}** points over {len(pairs)} seed(s); "
+                   f"target ±{tol:.2f} (1.5, or 2 std {spread:.2f} of a set's evaluation networks): {verdict}")
+    return "\n".join(out)
+
+
+def arms(results: Path, base: str) -> str:
+    """NCFM against NCFM + Acc-DD and NCFM + DynaDistill (IDC protocol), paired by seed, as the
+    seed-mechanics table (:mod:`bench.seed_mechanics_table`) prints its arms."""
+    from bench.seed_mechanics_table import markdown, table
+
+    secs = _distill_seconds(results)
+    acc: dict[str, dict[int, float]] = {}
+    time: dict[str, dict[int, float]] = {}
+    pattern = re.compile(rf"^ddtool-(?:(?P<arm>[a-z]+)-)?{re.escape(base)}-s(?P<seed>\d+)$")
+    for path in sorted(results.glob("ddtool-*.eval-idc.json")):
+        m = pattern.match(path.name.removesuffix(".eval-idc.json"))
+        if not m or (accs := _ddtool_eval(path)) is None:
+            continue
+        arm, seed = m["arm"] or "plain", int(m["seed"])
+        acc.setdefault(arm, {})[seed] = statistics.fmean(accs)
+        if (name := path.name.removesuffix(".eval-idc.json")) in secs:
+            time.setdefault(arm, {})[seed] = secs[name]
+    return markdown(table(acc, time, ARMS, "plain"), ARMS, "NCFM")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.ncfm_reference")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -127,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     g = sub.add_parser("eval-log")
     g.add_argument("log", type=Path)
     g.add_argument("out", type=Path)
+    t = sub.add_parser("table", help="the side by side and the arms as Markdown, from the result files")
+    t.add_argument("results", type=Path, nargs="?", default=Path("bench/results/ncfm_reference"))
+    t.add_argument("--base", default="ipc10-k30-n2e3", help="the runs' ipcIPC-kITERS-POOL part of their names")
     a = p.parse_args(argv)
     if a.cmd == "extract":
         print("\n".join(extract(a.dest)))
@@ -134,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
         config(a.ref, a.out, a.ipc, dict(s.split("=", 1) for s in a.set))
     elif a.cmd == "wrap":
         wrap(a.src, a.out, a.factor)
+    elif a.cmd == "table":
+        print("## Side by side\n\n" + side_by_side(a.results, a.base) + "\n\n## The seed's ideas on NCFM (IDC protocol)\n\n"
+              + arms(a.results, a.base))
     else:
         print(json.dumps(eval_log(a.log, a.out)))
 

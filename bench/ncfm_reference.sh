@@ -9,6 +9,8 @@
 #   SIDE=ref|ddtool PHASE=distill|eval bash bench/ncfm_reference.sh run SEED ...   # one side / phase
 #   SIDE=ref|ddtool bash bench/ncfm_reference.sh pool   # one side's pool (two jobs at once)
 #   SMOKE=1 bash bench/ncfm_reference.sh setup|pool|run 1    # the smallest settings, proves the pipeline
+#   bash bench/ncfm_reference.sh arms SEED [SEED ...]  # NCFM vs NCFM + Acc-DD vs NCFM + DynaDistill (ddtool)
+#   python -m bench.ncfm_reference table bench/results/ncfm_reference   # the tables of the page
 # Budget (env, defaults = the full CPU budget): IPC 10 (or 1), ITERS 30 distillation iterations,
 # POOL_N 2 models x POOL_EPOCHS 3 epochs (not 1: the reference's pretraining drops the lr x0.2 at
 # epochs 2E//3 and 5E//6, both 0 for E = 1, so a 1-epoch reference model trains at lr 4e-4 throughout;
@@ -156,5 +158,34 @@ run)
     fi
   done
   ;;
-*) sed -n 2,12p "$0" >&2; exit 2 ;;
+arms)
+  # The seed's ideas on NCFM, ddtool only, at the side by side's budget and on its pool (pool/ncfm-$POOL,
+  # 2 models x 3 epochs: early-stage models already), each arm one setting away from the plain
+  # arm (the side by side's ddtool sets, sampling_net = false): accdd = Acc-DD's perturbation
+  # (recipes/ncfm_ours.toml: gaussian, alpha 1); dd = DynaDistill's feedback choice
+  # (recipes/ncfm_dynadistill.toml, m = the pool's size). Evaluated under the IDC protocol only,
+  # the protocol of issue 23's CIFAR-10 table. ARMS picks the arms (default: plain accdd dd).
+  shift
+  B="ipc$IPC-k$ITERS-$POOL"
+  IDC_EVAL="--protocol idc --batch 64 --epochs $EVAL_EPOCHS --repeats $EVAL_REPEATS --device cpu --json"
+  for seed in "$@"; do
+    for arm in ${ARMS:-plain accdd dd}; do
+      case "$arm" in
+        plain) name="ddtool-$B-s$seed" extra=() ;;
+        accdd) name="ddtool-accdd-$B-s$seed" extra=(--set distill.schedule=gaussian --set distill.alpha=1.0) ;;
+        dd) name="ddtool-dd-$B-s$seed"
+            extra=(--set distill.selection=dynadistill --set "distill.options.dynadistill.m=$POOL_N") ;;
+        *) echo "unknown arm $arm (plain, accdd, dd)" >&2; exit 2 ;;
+      esac
+      if [ ! -s "$LOG/$name.eval-idc.json" ] && ! $D store show "synthetic/$name" > /dev/null 2>&1; then
+        STAGE=ddtool-distill t $D distill --recipe recipes/ncfm.toml $DS --pool "pool/ncfm-$POOL" --name "$name" \
+          --set distill.ipc="$IPC" --set distill.iterations="$ITERS" --set distill.seed="$seed" \
+          --set distill.options.sampling_net=false "${extra[@]}" --json > "$LOG/$name.distill.json"
+      fi
+      [ -s "$LOG/$name.eval-idc.json" ] || \
+        STAGE=ddtool-eval t $D eval "synthetic/$name" $IDC_EVAL > "$LOG/$name.eval-idc.json"
+    done
+  done
+  ;;
+*) sed -n 2,14p "$0" >&2; exit 2 ;;
 esac

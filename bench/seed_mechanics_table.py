@@ -45,11 +45,12 @@ class Row:
     seeds: list[int]
     accuracy: list[float]  # percent, one per seed (mean of its repeats)
     distill_s: list[float]
-    diff: list[float]  # percent points, arm minus IDC, over the paired seeds
+    diff: list[float]  # percent points, arm minus the baseline arm, over the paired seeds
+    baseline: bool = False
 
     @property
     def verdict(self) -> str:
-        if self.arm == BASELINE:
+        if self.baseline:
             return "baseline"
         if len(self.diff) < 2:
             return "too few paired seeds"
@@ -142,15 +143,17 @@ def read_distill_seconds(log: Path) -> dict[str, dict[int, float]]:
     return out
 
 
-def table(acc: dict[str, dict[int, float]], secs: dict[str, dict[int, float]]) -> list[Row]:
-    base = acc.get(BASELINE, {})
+def table(acc: dict[str, dict[int, float]], secs: dict[str, dict[int, float]],
+          arms: dict[str, str] = ARMS, baseline: str = BASELINE) -> list[Row]:
+    """One row per arm (``arms``' order, then any other), paired to ``baseline`` by seed."""
+    base = acc.get(baseline, {})
     rows = []
-    for arm in [a for a in ARMS if a in acc] + sorted(set(acc) - set(ARMS)):
+    for arm in [a for a in arms if a in acc] + sorted(set(acc) - set(arms)):
         seeds = sorted(acc[arm])
         paired = [s for s in seeds if s in base]
         rows.append(Row(arm, seeds, [acc[arm][s] for s in seeds],
                         [secs.get(arm, {})[s] for s in seeds if s in secs.get(arm, {})],
-                        [acc[arm][s] - base[s] for s in paired] if arm != BASELINE else []))
+                        [acc[arm][s] - base[s] for s in paired] if arm != baseline else [], arm == baseline))
     return rows
 
 
@@ -162,11 +165,12 @@ def _pm(values: list[float], digits: int = 2) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def markdown(rows: list[Row]) -> str:
-    lines = ["| arm | what | seeds | accuracy % (mean ± std over seeds) | distill s | Δ vs IDC, paired (pts) | |",
+def markdown(rows: list[Row], arms: dict[str, str] = ARMS, baseline_name: str = "IDC") -> str:
+    lines = ["| arm | what | seeds | accuracy % (mean ± std over seeds) | distill s | "
+             f"Δ vs {baseline_name}, paired (pts) | |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| `{r.arm}` | {ARMS.get(r.arm, '?')} | {','.join(map(str, r.seeds))} | {_pm(r.accuracy)} | "
+        lines.append(f"| `{r.arm}` | {arms.get(r.arm, '?')} | {','.join(map(str, r.seeds))} | {_pm(r.accuracy)} | "
                      f"{_pm(r.distill_s, 0)} | {_pm(r.diff) if r.diff else '–'} | {r.verdict} |")
     return "\n".join(lines)
 
