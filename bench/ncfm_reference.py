@@ -168,7 +168,7 @@ def _cell(values: list[float] | None) -> str:
 def side_by_side(results: Path, base: str) -> str:
     """The side by side as Markdown: one row per seed with both sides' sets under each protocol,
     the means over seeds, and ddtool minus the reference per protocol against the issue's target
-    (within 1.5 points, or 2 std of the evaluation networks, whichever is wider)."""
+    (within 1.5 points, or 2 std of one set's evaluation networks, whichever is wider)."""
     seeds = sorted({int(m[1]) for f in results.glob(f"*-{base}-s*.*json")
                     if (m := re.match(rf"(?:ref|ddtool)-{re.escape(base)}-s(\d+)\.", f.name))})
     secs = _distill_seconds(results)
