@@ -121,8 +121,8 @@ ARMS = {
 }
 
 
-def _set_name(side: str, base: str, seed: int, arm: str = "plain") -> str:
-    return f"{side}-{base}-s{seed}" if arm == "plain" else f"{side}-{arm}-{base}-s{seed}"
+def _set_name(side: str, base: str, seed: int) -> str:
+    return f"{side}-{base}-s{seed}"
 
 
 def _ddtool_eval(path: Path) -> list[float] | None:

@@ -187,5 +187,5 @@ arms)
     done
   done
   ;;
-*) sed -n 2,14p "$0" >&2; exit 2 ;;
+*) sed -n 2,13p "$0" >&2; exit 2 ;;
 esac
