@@ -169,8 +169,9 @@ def side_by_side(results: Path, base: str) -> str:
     """The side by side as Markdown: one row per seed with both sides' sets under each protocol,
     the means over seeds, and ddtool minus the reference per protocol against the issue's target
     (within 1.5 points, or 2 std of one set's evaluation networks, whichever is wider)."""
-    seeds = sorted({int(m[1]) for f in results.glob(f"*-{base}-s*.*json")
-                    if (m := re.match(rf"(?:ref|ddtool)-{re.escape(base)}-s(\d+)\.", f.name))})
+    # the seeds the reference ran: a ddtool-only seed (the arms' third plain set) is not in the comparison
+    seeds = sorted({int(m[1]) for f in results.glob(f"ref-{base}-s*.*")
+                    if (m := re.match(rf"ref-{re.escape(base)}-s(\d+)\.", f.name))})
     secs = _distill_seconds(results)
     cols = {"ref_ncfm": [], "ref_ncfm_dd": [], "ref_idc": [], "ddt_ncfm": [], "ddt_idc": []}
     rows = ["| seed | reference set: NCFM protocol, reference's evaluation, last (best) | reference set: NCFM "

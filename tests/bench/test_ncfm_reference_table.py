@@ -79,3 +79,10 @@ def test_side_by_side_widens_the_target_by_the_spread_within_a_set(tmp_path: Pat
     _seed(tmp_path, 1, [56.0, 64.0], [55.0, 55.0], [55.0, 55.0], [55.0, 55.0])
     ncfm = next(line for line in side_by_side(tmp_path, BASE).splitlines() if line.startswith("- NCFM protocol ("))
     assert "**-5.00**" in ncfm and "target ±8.00" in ncfm and ncfm.endswith("within")
+
+
+def test_side_by_side_leaves_out_seeds_the_reference_did_not_run(tmp_path: Path) -> None:
+    _seed(tmp_path, 1, [56.0, 56.0], [55.0, 55.0], [55.0, 55.0], [55.0, 55.0])
+    _ddtool(tmp_path / f"ddtool-{BASE}-s3.eval-idc.json", [0.40, 0.40])  # an arms run's extra plain seed
+    text = side_by_side(tmp_path, BASE)
+    assert "| 3 |" not in text and "| 55.00 (1) |" in text.splitlines()[3]
