@@ -14,7 +14,9 @@
 # Budget (env, defaults = the full CPU budget): IPC 10 (or 1), ITERS 30 distillation iterations,
 # POOL_N 2 models x POOL_EPOCHS 3 epochs (not 1: the reference's pretraining drops the lr x0.2 at
 # epochs 2E//3 and 5E//6, both 0 for E = 1, so a 1-epoch reference model trains at lr 4e-4 throughout;
-# at 3 it trains 2 epochs at 0.01 and the last at 4e-4, ddtool all 3 at 0.01), evaluation EVAL_EPOCHS 300 x EVAL_REPEATS 2. Everything
+# at 3 it trains 2 epochs at 0.01 and the last at 4e-4; so does ddtool since recipes/ncfm.toml took
+# pretrain.lr_milestones, but the page's sets of 2026-12-07 were made before, on ddtool models at
+# 0.01 throughout: rerun ddtool's side with its own STORE and LOG), evaluation EVAL_EPOCHS 300 x EVAL_REPEATS 2. Everything
 # else is the reference's config/ipc$IPC/cifar10.yaml (batch_real 1024, 4096 frequencies, AdamW
 # 1e-3, factor 2, ...) and ddtool's recipes/ncfm.toml, which cites the same lines.
 # The arm that compares with the reference: ddtool with distill.options.sampling_net = false, as

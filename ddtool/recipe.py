@@ -28,6 +28,7 @@ import re
 import tomllib
 import warnings
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -76,6 +77,11 @@ class PretrainSection:
     lr_factors: list[float] = field(default_factory=lambda: list(LR_CYCLE))
     augments: list[str] = field(default_factory=lambda: ["color_crop", "crop", "color_crop_cutout",
                                                          "color_crop_flip_scale_rotate", "none"])
+    # MultiStepLR over the epochs: fractions ("2/3") where the lr is multiplied by lr_gamma, each
+    # at epoch floor(epochs x fraction) as the references' integer ``2 * epochs // 3`` (NCFM's
+    # pretrain_script.py: 2/3 and 5/6, x0.2); none by default (Acc-DD's pretrain.py keeps one lr)
+    lr_milestones: list[str] = field(default_factory=list)
+    lr_gamma: float = 0.2
     seed: int = 0
     name: str = ""  # pool name ('' = DATASET-NET)
     impl: str = "auto"  # auto | vectorized (the n models as one vmapped ensemble) | loop
@@ -140,7 +146,7 @@ class EvalSection:
 # [eval] keys added after recipes were first hashed: left out of the hash while at their
 # defaults, so a recipe that does not use them keeps the hash the sets made with it record
 _HASHED_WHEN_SET = {"eval": ("labels", "teacher", "temperature", "compile"),
-                    "pretrain": ("diverse", "lr_factors", "augments")}
+                    "pretrain": ("diverse", "lr_factors", "augments", "lr_milestones", "lr_gamma")}
 
 
 @dataclass
@@ -190,6 +196,18 @@ SECTIONS = {f.name: f for f in dataclasses.fields(Recipe)
 LEARNED = "learned"  # eval.lr: the step size the set records (SyntheticMeta.learned_lr)
 _IMPL = (lambda v: v in IMPLS or v in IMPL_ALIASES, "auto, vectorized or loop")
 
+def _fraction_in_unit(text: Any) -> bool:
+    try:
+        return isinstance(text, str) and 0 < Fraction(text) <= 1
+    except (ValueError, ZeroDivisionError):
+        return False
+
+
+def lr_milestones(p: PretrainSection) -> tuple[Fraction, ...]:
+    """``pretrain.lr_milestones`` as exact fractions of the epochs (checked by RANGES)."""
+    return tuple(Fraction(m) for m in p.lr_milestones)
+
+
 # (section, key) -> (predicate, what it must be)
 RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("net", "depth"): (lambda v: v >= 0, ">= 0"),
@@ -205,6 +223,9 @@ RANGES: dict[tuple[str, str], tuple[Any, str]] = {
                                                               and x > 0 for x in v), "a non-empty list of numbers > 0"),
     ("pretrain", "augments"): (lambda v: len(v) >= 1 and all(isinstance(x, str) for x in v),
                                "a non-empty list of DiffAug chains (strings)"),
+    ("pretrain", "lr_milestones"): (lambda v: all(_fraction_in_unit(x) for x in v),
+                                    'a list of fractions of the epochs in (0, 1], as strings: ["2/3", "5/6"]'),
+    ("pretrain", "lr_gamma"): (lambda v: 0 < v <= 1, "in (0, 1]"),
     ("distill", "ipc"): (lambda v: v >= 1, ">= 1"),
     ("distill", "iterations"): (lambda v: v >= 0, ">= 0"),
     ("distill", "lr_img"): (lambda v: v >= 0, "> 0 (or 0 for the method's default)"),

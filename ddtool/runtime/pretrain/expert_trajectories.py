@@ -71,6 +71,9 @@ def expert_recipe(recipe: Recipe) -> Recipe:
     if p.lr_cycle:
         raise UsageError("pretrain.lr_cycle is for pools; every expert trains at pretrain.lr (MTT's buffer.py), "
                          "so set it to false for --trajectories")
+    if p.lr_milestones:
+        raise UsageError("pretrain.lr_milestones is for pools; an expert's trajectory is matched at one lr "
+                         "(MTT's buffer.py), so leave it empty (lr_milestones = []) for --trajectories")
     out = replace(recipe, pretrain=p)
     out.origins = {**recipe.origins, **{f"pretrain.{k}": "MTT buffer.py default" for k in values}}
     return out

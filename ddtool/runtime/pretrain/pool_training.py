@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Sequence
 
 import torch
@@ -15,7 +16,7 @@ from ddtool.lookup import build_net, check_net
 from ddtool.nets import NetSpec
 from ddtool.pool import Pool
 from ddtool.progress import Reporter, Silent
-from ddtool.recipe import LR_CYCLE, PretrainSection, Recipe
+from ddtool.recipe import LR_CYCLE, PretrainSection, Recipe, lr_milestones
 from ddtool.runtime.distill.planning import net_spec_of
 from ddtool.runtime.distributed import process_group as distributed
 from ddtool.runtime.evaluate.train_eval import normalized_train
@@ -55,7 +56,8 @@ def model_augments(n: int, augment: str, augments: Sequence[str] | None = None) 
 def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, batch: int, seed: int,
                device: torch.device, reporter: Reporter | None = None, impl: str = "auto",
                augment: str = ALTERNATE, cutmix: float = 0.0, lr_cycle: bool = True,
-               lr_factors: Sequence[float] | None = None, augments: Sequence[str] | None = None) -> Pool:
+               lr_factors: Sequence[float] | None = None, augments: Sequence[str] | None = None,
+               milestones: Sequence[Fraction] = (), gamma: float = 0.2) -> Pool:
     """Train ``n`` models of ``spec`` for ``epochs`` epochs, model i with seed ``role_seed("pool", seed, i)``
     (:mod:`ddtool.runtime.seeds`: never an evaluation network's ``seed + r``).
 
@@ -67,6 +69,10 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     Acc-DD Sec. 4.2's diverse pool (``pretrain.diverse``): ``lr_factors`` (replacing LR_CYCLE) and
     ``augments`` give model i ``lr * lr_factors[i % len]`` and the DiffAug chain
     ``augments[i % len]`` (replacing ``augment``); each model's values are in its metadata.
+
+    ``milestones``: fractions of the epochs from which the lr is multiplied by ``gamma``
+    (MultiStepLR stepped per epoch, :func:`ddtool.runtime.supervised.lr_at`; NCFM's pretraining:
+    2/3 and 5/6, x0.2); in each model's metadata when given.
 
     ``impl`` (:mod:`ddtool.impl`): ``loop`` trains them one after the other; ``vectorized`` (or
     its alias ``stacked``) as one vmapped ensemble (same arithmetic, other random draws: each
@@ -87,7 +93,10 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
     augs = [s == "dsa" for s in strategies] if alternate else []
     # each model's DiffAug chain (validating the operation names); the alternate pools use DSA instead
     chains = {} if alternate else {a: DiffAugChain(a) for a in set(strategies)}
-    settings = TrainSettings(epochs=epochs, lr=lr, batch=batch, milestones=(), cutmix=cutmix)
+    settings = TrainSettings(epochs=epochs, lr=lr, batch=batch, milestones=tuple(milestones), gamma=gamma,
+                             cutmix=cutmix)
+    # a pool without a schedule keeps the metadata (and digest) it had before pretrain.lr_milestones
+    schedule = {"lr_milestones": [str(m) for m in milestones], "lr_gamma": gamma} if milestones else {}
 
     def build(i: int) -> torch.nn.Module:
         torch.manual_seed(role_seed("pool", seed, i))  # the loop then trains model i on the rest of this stream
@@ -129,7 +138,7 @@ def train_pool(data: ImageData, spec: NetSpec, n: int, epochs: int, lr: float, b
             models.append({
                 "index": i, "seed": role_seed("pool", seed, i), "lr": lrs[i],
                 "augment": strategies[i],
-                "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch,
+                "cutmix": cutmix, "epochs": epochs, "batch": batch, "steps": epochs * steps_per_epoch, **schedule,
                 "train_loss": loss,
                 "train_acc": accuracy(net, data.train_images[probe], data.train_labels[probe], data.normalize,
                                       on_batch=step),
@@ -164,7 +173,8 @@ def pretrain(store: Store, recipe: Recipe, data: ImageData, device: torch.device
     with run_record(store, "pretrain", device, recipe=recipe.to_dict(), recipe_sha256=recipe.sha256()) as run:
         pool = train_pool(data, spec, p.n, p.epochs, p.lr, p.batch, p.seed, device, reporter, p.impl,
                           augment=p.augment, cutmix=p.cutmix, lr_cycle=p.lr_cycle,
-                          lr_factors=p.lr_factors if p.diverse else None, augments=p.augments if p.diverse else None)
+                          lr_factors=p.lr_factors if p.diverse else None, augments=p.augments if p.diverse else None,
+                          milestones=lr_milestones(p), gamma=p.lr_gamma)
         seconds = run.elapsed()
         pool = replace(pool, recipe_sha256=recipe.sha256(), seed=p.seed, epochs=p.epochs)
         # every rank holds the gathered pool; rank 0 stores it, the others learn its ref

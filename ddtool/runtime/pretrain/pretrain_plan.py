@@ -13,7 +13,7 @@ from ddtool.augment import Augmenter, DiffAugChain
 from ddtool.data import ImageData
 from ddtool.impl import resolve_impl
 from ddtool.nets import NetSpec
-from ddtool.recipe import Recipe
+from ddtool.recipe import Recipe, lr_milestones
 from ddtool.runtime.dry_run_estimates import TrainingEstimate, TrainingJob, training_estimate
 from ddtool.runtime.evaluate.train_eval import normalized_train
 from ddtool.runtime.pretrain.expert_trajectories import check_experts, expert_recipe, expert_settings
@@ -45,7 +45,8 @@ class PlannedPretrain:
         if self.trajectories:
             return {**out, "augment": p.augment, "impl": "loop", "snapshots": p.epochs + 1}
         return {**out, "augment": model_augments(p.n, p.augment, p.augments if p.diverse else None),
-                "lr_cycle": p.lr_cycle, "diverse": p.diverse, "impl": resolve_impl(p.impl, device)}
+                "lr_cycle": p.lr_cycle, "diverse": p.diverse, "impl": resolve_impl(p.impl, device),
+                **({"lr_milestones": p.lr_milestones, "lr_gamma": p.lr_gamma} if p.lr_milestones else {})}
 
 
 def plan_pretrain(recipe: Recipe, data: ImageData, trajectories: bool) -> PlannedPretrain:
@@ -70,7 +71,8 @@ def jobs_of(planned: PlannedPretrain, device: torch.device) -> list[TrainingJob]
                             images=x, labels=y, settings=expert_settings(planned.recipe),
                             augment=Augmenter(p.augment), networks=p.n, stackable=False, impl="loop",
                             tested_per_epoch=tests)]
-    settings = TrainSettings(epochs=p.epochs, lr=p.lr, batch=p.batch, milestones=(), cutmix=p.cutmix)
+    settings = TrainSettings(epochs=p.epochs, lr=p.lr, batch=p.batch, milestones=lr_milestones(p), gamma=p.lr_gamma,
+                             cutmix=p.cutmix)
     tested = min(int(data.train_labels.shape[0]), TRAIN_PROBE) + tests  # train accuracy's probe and the test split
     impl = resolve_impl(p.impl, device)
     alternate = p.augment == ALTERNATE and not p.diverse

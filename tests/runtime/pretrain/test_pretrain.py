@@ -196,3 +196,67 @@ def test_evaluating_the_trained_models_is_a_progress_phase_of_its_own(monkeypatc
     assert len(steps) == 2 * (-(-1000 // 256) + -(-len(digits.test_labels) // 256))  # batch by batch
     # the phase opens after training has closed
     assert events.index(("close", opened[0][0], 0)) < events.index(("open", evaluating, total))
+
+
+def test_lr_milestones_drop_the_lr_as_the_references_multisteplr(monkeypatch: pytest.MonkeyPatch, store: Store,
+                                                                 digits) -> None:  # type: ignore[no-untyped-def]
+    """NCFM's pretrain_script.py: MultiStepLR(milestones=[2E//3, 5E//6], gamma=0.2) stepped per epoch.
+    At E = 3 both milestones are epoch 2, so its last epoch runs at lr x 0.04; the pool's models
+    train at the lr torch's scheduler gives each epoch, and say so in their metadata."""
+    from ddtool.recipe import load_recipe
+    from ddtool.store.meta import PoolMeta
+
+    epochs, lr = 3, 0.01
+    ref_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = torch.optim.lr_scheduler.MultiStepLR(ref_opt, milestones=[2 * epochs // 3, 5 * epochs // 6], gamma=0.2)
+    want = []
+    for _ in range(epochs):
+        want.append(ref_opt.param_groups[0]["lr"])
+        ref_opt.step()
+        sched.step()
+    assert want[-1] == pytest.approx(lr * 0.04)  # the schedule under test is not a constant one
+
+    opts: list[torch.optim.Optimizer] = []
+    seen: list[float] = []
+    real_make, real_loss = train_mod.make_optimizer, train_mod.batch_loss
+    monkeypatch.setattr(train_mod, "make_optimizer", lambda net, s: opts.append(real_make(net, s)) or opts[-1])
+    monkeypatch.setattr(train_mod, "batch_loss",
+                        lambda *a, **k: seen.append(opts[-1].param_groups[0]["lr"]) or real_loss(*a, **k))
+    base = ["net.width=8", "pretrain.n=1", f"pretrain.epochs={epochs}", "pretrain.batch=512", "pretrain.impl=loop"]
+    recipe = load_recipe(None, [*base, 'pretrain.lr_milestones=["2/3", "5/6"]', "pretrain.lr_gamma=0.2",
+                                "pretrain.name=sched"])
+    made = pretrain_mod.pretrain(store, recipe, digits, torch.device("cpu"))
+    per_epoch = -(-len(digits.train_labels) // 512)
+    assert seen == pytest.approx([w for w in want for _ in range(per_epoch)])
+    (model,) = PoolMeta.from_metadata(store.blob_metadata(made.artifact.digest)).models
+    assert (model["lr_milestones"], model["lr_gamma"]) == (["2/3", "5/6"], 0.2)
+
+    # unset: one lr throughout, nothing new in the metadata, and the recipe keeps its hash
+    seen.clear()
+    plain = load_recipe(None, [*base, "pretrain.name=flat"])
+    made = pretrain_mod.pretrain(store, plain, digits, torch.device("cpu"))
+    assert set(seen) == {lr}
+    (model,) = PoolMeta.from_metadata(store.blob_metadata(made.artifact.digest)).models
+    assert "lr_milestones" not in model
+    assert plain.sha256() == load_recipe(None, [*base, "pretrain.name=flat", "pretrain.lr_milestones=[]"]).sha256()
+    assert plain.sha256() != recipe.sha256()
+
+
+@pytest.mark.parametrize("value", ['["3/2"]', '["0"]', '["two thirds"]', "[0.5]", '"2/3"'])
+def test_lr_milestones_must_be_fractions_of_the_epochs(value: str) -> None:
+    from ddtool.recipe import load_recipe
+
+    with pytest.raises(UsageError, match="pretrain.lr_milestones must be"):
+        load_recipe(None, [f"pretrain.lr_milestones={value}"])
+    with pytest.raises(UsageError, match=r"pretrain.lr_gamma must be in \(0, 1\]"):
+        load_recipe(None, ["pretrain.lr_gamma=0"])
+
+
+def test_experts_refuse_lr_milestones(store: Store, digits) -> None:  # type: ignore[no-untyped-def]
+    from ddtool.recipe import load_recipe
+    from ddtool.runtime.pretrain import expert_trajectories as traj_mod
+
+    recipe = load_recipe(None, ["net.width=8", "pretrain.n=1", "pretrain.epochs=1", 'pretrain.lr_milestones=["1/2"]'])
+    with pytest.raises(UsageError, match="pretrain.lr_milestones is for pools"):
+        traj_mod.pretrain_trajectories(store, recipe, digits, torch.device("cpu"))
+    assert store.runs() == []
