@@ -117,6 +117,7 @@ def eval_log(log: Path, out: Path) -> dict:
 ARMS = {
     "plain": "NCFM (sampling_net false, as the reference's yaml)",
     "accdd": "NCFM + Acc-DD's perturbation (gaussian, α 1)",
+    "accddsmall": "NCFM + Acc-DD's perturbation at a tenth of its size (gaussian, α 0.1)",
     "dd": "NCFM + DynaDistill (m = the pool's 2 models, T 0.5, prefer high)",
 }
 

@@ -164,7 +164,8 @@ arms)
   # The seed's ideas on NCFM, ddtool only, at the side by side's budget and on its pool (pool/ncfm-$POOL,
   # 2 models x 3 epochs: early-stage models already), each arm one setting away from the plain
   # arm (the side by side's ddtool sets, sampling_net = false): accdd = Acc-DD's perturbation
-  # (recipes/ncfm_ours.toml: gaussian, alpha 1); dd = DynaDistill's feedback choice
+  # (recipes/ncfm_ours.toml: gaussian, alpha 1; accddsmall: alpha 0.1, not in the default ARMS);
+  # dd = DynaDistill's feedback choice
   # (recipes/ncfm_dynadistill.toml, m = the pool's size). Evaluated under the IDC protocol only,
   # the protocol of issue 23's CIFAR-10 table. ARMS picks the arms (default: plain accdd dd).
   shift
@@ -175,9 +176,10 @@ arms)
       case "$arm" in
         plain) name="ddtool-$B-s$seed" extra=() ;;
         accdd) name="ddtool-accdd-$B-s$seed" extra=(--set distill.schedule=gaussian --set distill.alpha=1.0) ;;
+        accddsmall) name="ddtool-accddsmall-$B-s$seed" extra=(--set distill.schedule=gaussian --set distill.alpha=0.1) ;;
         dd) name="ddtool-dd-$B-s$seed"
             extra=(--set distill.selection=dynadistill --set "distill.options.dynadistill.m=$POOL_N") ;;
-        *) echo "unknown arm $arm (plain, accdd, dd)" >&2; exit 2 ;;
+        *) echo "unknown arm $arm (plain, accdd, accddsmall, dd)" >&2; exit 2 ;;
       esac
       if [ ! -s "$LOG/$name.eval-idc.json" ] && ! $D store show "synthetic/$name" > /dev/null 2>&1; then
         STAGE=ddtool-distill t $D distill --recipe recipes/ncfm.toml $DS --pool "pool/ncfm-$POOL" --name "$name" \
