@@ -196,6 +196,7 @@ SECTIONS = {f.name: f for f in dataclasses.fields(Recipe)
 LEARNED = "learned"  # eval.lr: the step size the set records (SyntheticMeta.learned_lr)
 _IMPL = (lambda v: v in IMPLS or v in IMPL_ALIASES, "auto, vectorized or loop")
 
+
 def _fraction_in_unit(text: Any) -> bool:
     try:
         return isinstance(text, str) and 0 < Fraction(text) <= 1
