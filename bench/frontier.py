@@ -38,6 +38,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -238,7 +239,7 @@ def draw(points: list[dict[str, Any]], stem: Path, title: str) -> list[Path]:
                     color=line.lines[0].get_color(), solid_capstyle="butt")
     ax.set_xlabel("seconds (pretraining of pools / experts, bars at the bottom, + distillation)")
     ax.set_ylabel("test accuracy %")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=9)  # a long dataset spec overflowed the figure
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
