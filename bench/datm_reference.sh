@@ -21,10 +21,10 @@
 # 'python -m bench.datm_reference import-experts' writes them as trajectories/NAME).
 # Each set is evaluated by the reference's distill/evaluation.py (its soft-label protocol, one
 # network per call) and by 'ddtool eval' with the learned labels and with --labels hard.
-# One thread per job (OMP_NUM_THREADS=1), niced. Resumable: a finished stage's result file in
+# One thread per job (OMP_NUM_THREADS=1; THREADS=N for a stage run alone, e.g. the experts), niced. Resumable: a finished stage's result file in
 # bench/results/datm_reference/ (tracked: commit them) is not redone.
 set -euo pipefail
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export OMP_NUM_THREADS="${THREADS:-1}" MKL_NUM_THREADS="${THREADS:-1}"
 renice -n 10 -p $$ > /dev/null  # every job below runs niced
 ROOT=$PWD
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
