@@ -14,6 +14,7 @@ do-nothing module written into the extraction. Subcommands:
     python -m bench.datm_reference ddtool-set SET.npz OUTDIR    # a ddtool set as evaluation.py's three files
     python -m bench.datm_reference eval-log OUT.json LOG...     # evaluation.py's accuracies
     python -m bench.datm_reference check-zca DATA_DIR DATASET OUT.json   # the two whitenings, compared
+    python -m bench.datm_reference table [RESULTS] [--base ipc10-k50-n5e4]   # the page's tables, per base
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
 from bench.reference_code import Patch, extract_patched
+from bench.side_by_side import cell, ddtool_eval, mean, verdict
 
 MIRROR = "/work/.mirror/NUS-HPC-AI-Lab+DATM/repo"
 COMMIT = "97ae510"  # HEAD of the mirror on 2026-12-07
@@ -233,6 +236,117 @@ def check_zca(data_dir: Path, dataset: str, out: Path, n: int = 1000) -> dict:
     return res
 
 
+def _distill_seconds(results: Path) -> dict[str, float]:
+    """Set name -> wall seconds of its distillation, from times.txt (a set's last line counts)."""
+    out: dict[str, float] = {}
+    ddt = re.compile(r" (?P<s>\d+)s load=[\d.]+: ddtool-distill .*--name (?P<name>\S+)")
+    ref = re.compile(r" (?P<s>\d+)s load=[\d.]+: ref-distill .*--cfg \S*/cfg/(?P<name>\S+)\.yaml")
+    times = results / "times.txt"
+    for line in times.read_text().splitlines() if times.exists() else []:
+        if m := ddt.search(line):
+            out[m["name"]] = float(m["s"])
+        elif m := ref.search(line):
+            out[f"ref-{m['name']}"] = float(m["s"])
+    return out
+
+
+def _ref_protocol(path: Path) -> list[float] | None:
+    """evaluation.py's accuracy per network in percent (:func:`eval_log`'s file); None if absent."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    return [100 * a for a in json.loads(path.read_text())["per_network"]]
+
+
+def bases(results: Path) -> list[str]:
+    """The ``ipcIPC-kITERS-EXPERTS`` parts of the runs' names in ``results`` (the smoke run's too)."""
+    return sorted({m[1] for f in results.glob("ref-*-s*.*") if (m := re.match(r"ref-(ipc\d+-k\d+-.+?)-s\d+\.", f.name))})
+
+
+def _seeds(results: Path, base: str) -> list[int]:
+    return sorted({int(m[1]) for f in results.glob(f"ref-{base}-s*.*")
+                   if (m := re.match(rf"ref-{re.escape(base)}-s(\d+)\.", f.name))})
+
+
+KEYS = ("ref_datm", "ref_learned", "ref_hard", "ddt_datm", "ddt_learned", "ddt_hard")
+
+
+def _results(results: Path, base: str) -> dict[int, dict[str, list[float] | None]]:
+    """Seed -> each set's networks under each evaluation (percent), as the script's files name them."""
+    out = {}
+    for seed in _seeds(results, base):
+        ref, ddt = f"ref-{base}-s{seed}", f"ddtool-{base}-s{seed}"
+        out[seed] = {"ref_datm": _ref_protocol(results / f"{ref}.eval-datm-ref.json"),
+                     "ref_learned": ddtool_eval(results / f"{ref}.eval-ddtool.json"),
+                     "ref_hard": ddtool_eval(results / f"{ref}.eval-ddtool-hard.json"),
+                     "ddt_datm": _ref_protocol(results / f"{ddt}.eval-datm-ref.json"),
+                     "ddt_learned": ddtool_eval(results / f"{ddt}.eval-ddtool.json"),
+                     "ddt_hard": ddtool_eval(results / f"{ddt}.eval-ddtool-hard.json")}
+    return out
+
+
+def side_by_side(results: Path, base: str) -> str:
+    """The side by side as Markdown: one row per seed with both sides' sets under DATM's own
+    evaluation (the reference's evaluation.py) and `ddtool eval` on the learned labels, the means over
+    seeds, and ddtool minus the reference per evaluation against the issue's target."""
+    secs = _distill_seconds(results)
+    got = _results(results, base)
+    rows = ["| seed | reference set: DATM's evaluation.py | reference set: `ddtool eval` | ddtool set: DATM's "
+            "evaluation.py | ddtool set: `ddtool eval` | distillation s: reference / ddtool |",
+            "|---|---|---|---|---|---|"]
+    for seed, g in got.items():
+        s = " / ".join(f"{secs[n]:.0f}" if n in secs else "–" for n in (f"ref-{base}-s{seed}", f"ddtool-{base}-s{seed}"))
+        rows.append(f"| {seed} | {cell(g['ref_datm'])} | {cell(g['ref_learned'])} | {cell(g['ddt_datm'])} | "
+                    f"{cell(g['ddt_learned'])} | {s} |")
+    means = {k: [m for g in got.values() if (m := mean(g[k])) is not None] for k in KEYS}
+    rows.append("| mean over seeds | " + " | ".join(
+        f"{statistics.fmean(means[k]):.2f} ({len(means[k])})" if means[k] else "–"
+        for k in ("ref_datm", "ref_learned", "ddt_datm", "ddt_learned")) + " | |")
+    col = {k: [g[k] for g in got.values()] for k in KEYS}
+    return "\n".join(["\n".join(rows), "",
+                      verdict("DATM's protocol, both sets by the reference's evaluation.py",
+                              list(zip(col["ref_datm"], col["ddt_datm"]))),
+                      verdict("learned labels, both sets by `ddtool eval`", list(zip(col["ref_learned"], col["ddt_learned"]))),
+                      verdict("hard labels (each image's class), both sets by `ddtool eval --labels hard`",
+                              list(zip(col["ref_hard"], col["ddt_hard"])))])
+
+
+def _report(path: Path) -> dict | None:
+    """The row of a `ddtool report --json` of one set; None if absent or empty."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    (row,) = json.loads(path.read_text())
+    return row
+
+
+def labels(results: Path, base: str) -> str:
+    """How much of each set's accuracy is its labels: `ddtool eval` on the learned labels against the
+    same images on their classes (paired by set), and, where `report` ran, DD-Ranking's IOR for both
+    (hard: against random real subsets on their classes; learned: against the same subsets on a
+    teacher's soft labels)."""
+    got = _results(results, base)
+    rows = ["| set | hard labels % | learned labels % | learned − hard | IOR hard | IOR learned |",
+            "|---|---|---|---|---|---|"]
+    gains: dict[str, list[float]] = {"ref": [], "ddt": []}
+    for seed, g in got.items():
+        for side, name in (("ref", "reference"), ("ddt", "ddtool")):
+            hard, learned = mean(g[f"{side}_hard"]), mean(g[f"{side}_learned"])
+            gain = "–"
+            if hard is not None and learned is not None:
+                gains[side].append(learned - hard)
+                gain = f"{learned - hard:+.2f}"
+            row = _report(results / f"{'ref' if side == 'ref' else 'ddtool'}-{base}-s{seed}.report.json")
+            ior = "–" if row is None else f"{100 * row['ior']:+.2f}"
+            lior = "–" if row is None or row.get("learned_ior") is None else f"{100 * row['learned_ior']:+.2f}"
+            rows.append(f"| {name}, seed {seed} | {cell(g[f'{side}_hard'])} | {cell(g[f'{side}_learned'])} | {gain} | "
+                        f"{ior} | {lior} |")
+    out = ["\n".join(rows), ""]
+    for side, name in (("ref", "reference"), ("ddt", "ddtool")):
+        if gains[side]:
+            out.append(f"- {name}'s sets, learned labels − the same images on their classes: "
+                       f"**{statistics.fmean(gains[side]):+.2f}** points ({len(gains[side])} set(s))")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.datm_reference")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -262,6 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     z.add_argument("data_dir", type=Path)
     z.add_argument("dataset")
     z.add_argument("out", type=Path)
+    t = sub.add_parser("table", help="the side by side and the labels' share as Markdown, from the result files")
+    t.add_argument("results", type=Path, nargs="?", default=Path("bench/results/datm_reference"))
+    t.add_argument("--base", action="append", help="a runs' ipcIPC-kITERS-EXPERTS name part (default: every one)")
     a = p.parse_args(argv)
     if a.cmd == "extract":
         print("\n".join(extract(a.dest)))
@@ -275,6 +392,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(ddtool_set(a.npz, a.out)))
     elif a.cmd == "check-zca":
         print(json.dumps(check_zca(a.data_dir, a.dataset, a.out)))
+    elif a.cmd == "table":
+        for base in a.base or bases(a.results):
+            print(f"## {base}: side by side\n\n{side_by_side(a.results, base)}\n\n"
+                  f"## {base}: the labels' share\n\n{labels(a.results, base)}\n")
     else:
         print(json.dumps(eval_log(a.out, a.logs)))
 

@@ -7,7 +7,9 @@
 #   bash bench/datm_reference.sh experts           # the reference's FTD experts, imported into ddtool's store (once)
 #   bash bench/datm_reference.sh run SEED [SEED ...]   # distil with both, evaluate every set
 #   SIDE=ref|ddtool PHASE=distill|eval bash bench/datm_reference.sh run SEED ...   # one side / phase
+#   bash bench/datm_reference.sh report SEED [SEED ...]   # after run: DD-Ranking's IOR of every set, hard and learned
 #   SMOKE=1 bash bench/datm_reference.sh setup|experts|run 1    # the smallest settings, proves the pipeline
+#   python -m bench.datm_reference table                  # the page's tables from the result files
 # Budget (env, defaults = the full CPU budget): IPC 10 (or 1), EXPERTS 5 x TRAIN_EPOCHS 4, saved as one
 # buffer file (the reference's correct-only initialisation moves to expert cur%10 of file cur//10
 # only when expert 0 finds too few right images in a class, so a file of fewer than 10 serves),
@@ -168,5 +170,27 @@ run)
     fi
   done
   ;;
-*) sed -n 2,12p "$0" >&2; exit 2 ;;
+report)
+  # DD-Ranking's scores of each set (ddtool report): IOR on hard labels against random real subsets on
+  # their classes, and on the learned labels against the same subsets on a teacher's soft labels. The
+  # teacher: one network trained on the whole train split for TEACHER_EPOCHS (the experts' epochs), saved
+  # by 'eval --full-data --save-teacher'. The report's own full-data bound (HLR, LRS) is cut to
+  # FULL_EPOCHS 1: only the IOR columns are used.
+  shift
+  B="ipc$IPC-k$ITERS-$EXP" TEACHER_EPOCHS="${TEACHER_EPOCHS:-$TRAIN_EPOCHS}" FULL_EPOCHS="${FULL_EPOCHS:-1}"
+  [ -s "$LOG/teacher-e$TEACHER_EPOCHS.json" ] || STAGE=teacher t $D eval --full-data --save-teacher $DS \
+    --recipe recipes/datm.toml --epochs "$TEACHER_EPOCHS" --repeats 1 --json > "$LOG/teacher-e$TEACHER_EPOCHS.json"
+  teacher=$($D store runs --command eval --json | "$PY" -c "import json,sys; run = json.load(open(sys.argv[1]))[0]['run']
+print(next(o['ref'] for r in json.load(sys.stdin) if r['id'] == run for o in r['outputs'] if o.get('role') == 'pool'))" \
+    "$LOG/teacher-e$TEACHER_EPOCHS.json")  # the pool that eval run stored
+  for seed in "$@"; do
+    for name in "ref-$B-s$seed" "ddtool-$B-s$seed"; do
+      $D store show "synthetic/$name" > /dev/null 2>&1 || continue  # not distilled (or imported) yet
+      [ -s "$LOG/$name.report.json" ] || STAGE=report t $D report "synthetic/$name" --teacher "$teacher" \
+        --recipe recipes/datm.toml --epochs "$EVAL_EPOCHS" --repeats "$EVAL_REPEATS" --full-epochs "$FULL_EPOCHS" \
+        --device cpu --json > "$LOG/$name.report.json"
+    done
+  done
+  ;;
+*) sed -n 2,14p "$0" >&2; exit 2 ;;
 esac

@@ -21,6 +21,10 @@ import sys
 from pathlib import Path
 
 from bench.reference_code import Patch, extract_patched
+from bench.side_by_side import cell as _cell
+from bench.side_by_side import ddtool_eval as _ddtool_eval
+from bench.side_by_side import mean as _mean
+from bench.side_by_side import verdict
 
 MIRROR = "/work/.mirror/gszfwsb+NCFM/repo"
 COMMIT = "de92fb8"  # the commit ddtool/methods/ncfm.py cites
@@ -126,14 +130,6 @@ def _set_name(side: str, base: str, seed: int) -> str:
     return f"{side}-{base}-s{seed}"
 
 
-def _ddtool_eval(path: Path) -> list[float] | None:
-    """Per-network accuracies in percent of a `ddtool eval --json` result; None if absent or empty."""
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    (result,) = json.loads(path.read_text())
-    return [100 * a for a in result["accuracies"]]
-
-
 def _ref_eval(path: Path) -> tuple[list[float], list[float]] | None:
     """(last, best) per repeat in percent of the reference's evaluation (:func:`eval_log`)."""
     if not path.exists() or path.stat().st_size == 0:
@@ -154,16 +150,6 @@ def _distill_seconds(results: Path) -> dict[str, float]:
         elif m := ref.search(line):
             out[f"ref-{m['name']}"] = float(m["s"])
     return out
-
-
-def _mean(values: list[float] | None) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
-def _cell(values: list[float] | None) -> str:
-    if not values:
-        return "–"
-    return " / ".join(f"{v:.2f}" for v in values) + (f" (**{statistics.fmean(values):.2f}**)" if len(values) > 1 else "")
 
 
 def side_by_side(results: Path, base: str) -> str:
@@ -202,19 +188,7 @@ def side_by_side(results: Path, base: str) -> str:
                                  "ddtool's)", "ref_ncfm", "ddt_ncfm"),
                                 ("NCFM protocol, both sets by `ddtool eval`", "ref_ncfm_dd", "ddt_ncfm"),
                                 ("IDC protocol, both sets by `ddtool eval`", "ref_idc", "ddt_idc")):
-        pairs = [(a, b) for a, b in zip(cols[ref_k], cols[ddt_k]) if a and b]
-        if not pairs:
-            out.append(f"- {label}: no seed has both sides yet")
-            continue
-        diff = statistics.fmean(_mean(b) for _, b in pairs) - statistics.fmean(_mean(a) for a, _ in pairs)
-        # the spread of one set's evaluation networks (pooled over both sides' sets), not of all of
-        # them together: that would count the very difference under test as noise
-        per_set = [statistics.variance(v) for pair in pairs for v in pair if len(v) > 1]
-        spread = 2 * statistics.fmean(per_set) ** 0.5 if per_set else 0.0
-        tol = max(1.5, spread)
-        verdict = "within" if abs(diff) <= tol else "**outside**"
-        out.append(f"- {label}: ddtool − reference **{diff:+.2f}** points over {len(pairs)} seed(s); "
-                   f"target ±{tol:.2f} (1.5, or 2 std {spread:.2f} of a set's evaluation networks): {verdict}")
+        out.append(verdict(label, list(zip(cols[ref_k], cols[ddt_k]))))
     return "\n".join(out)
 
 
