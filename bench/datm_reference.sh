@@ -186,9 +186,11 @@ print(next(o['ref'] for r in json.load(sys.stdin) if r['id'] == run for o in r['
   for seed in "$@"; do
     for name in "ref-$B-s$seed" "ddtool-$B-s$seed"; do
       $D store show "synthetic/$name" > /dev/null 2>&1 || continue  # not distilled (or imported) yet
+      lr=()  # the reference's step size, as its evaluations ('run') got it: for the set and its baselines
+      [[ $name == ref-* ]] && lr=(--set eval.lr="$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['lr'])" "$LOG/$name.set.json")")
       [ -s "$LOG/$name.report.json" ] || STAGE=report t $D report "synthetic/$name" --teacher "$teacher" \
         --recipe recipes/datm.toml --epochs "$EVAL_EPOCHS" --repeats "$EVAL_REPEATS" --full-epochs "$FULL_EPOCHS" \
-        --device cpu --json > "$LOG/$name.report.json"
+        "${lr[@]}" --device cpu --json > "$LOG/$name.report.json"
     done
   done
   ;;
