@@ -7,7 +7,7 @@ are not in ddtool's environment: kornia and yacs are installed beside it (``pip 
 see the shell script), and wandb, which it only logs to, is replaced by :data:`WANDB_STUB`, a
 do-nothing module written into the extraction. Subcommands:
 
-    python -m bench.datm_reference extract DEST                 # git archive + patches + stub; idempotent
+    python -m bench.datm_reference extract DEST [--seeded]      # git archive + patches + stub; idempotent
     python -m bench.datm_reference config DEST OUT.yaml --ipc 10 --set Iteration=100 ...
     python -m bench.datm_reference import-experts BUFFER_DIR --store S --dataset D --name N
     python -m bench.datm_reference ref-set DIR IT OUT.pt        # the reference's saved set, for 'store import'
@@ -107,10 +107,20 @@ def Image(*_a, **_kw):
 '''
 
 
-def extract(dest: Path) -> list[str]:
-    """Extract the reference at :data:`COMMIT` into ``dest``, apply :data:`PATCHES` and write the
-    wandb stand-in (:func:`bench.reference_code.extract_patched`); returns one line per patch and file."""
-    log = extract_patched(dest, MIRROR, COMMIT, TREES, PATCHES, "bench/datm_reference.py",
+# Not a CPU patch, so kept out of PATCHES and applied only to a second extraction ('extract --seeded',
+# the script's SEEDED=1): DATM.py seeds random, numpy and torch with 0 in every run, so its repeats start
+# from the same images and draw the same experts and start epochs (one draw, whatever the run's name says).
+SEED_PATCH: Patch = ("distill/DATM.py", r"(?m)^    manual_seed\(\)$",
+                     "    manual_seed(int(os.environ.get('DATM_SEED', '0')))", 1,
+                     "repeats: the seed from DATM_SEED (default 0, the reference's), so that repeats are independent draws")
+
+
+def extract(dest: Path, seeded: bool = False) -> list[str]:
+    """Extract the reference at :data:`COMMIT` into ``dest``, apply :data:`PATCHES` (and
+    :data:`SEED_PATCH` when ``seeded``) and write the wandb stand-in
+    (:func:`bench.reference_code.extract_patched`); returns one line per patch and file."""
+    log = extract_patched(dest, MIRROR, COMMIT, TREES, [*PATCHES, *([SEED_PATCH] if seeded else [])],
+                          "bench/datm_reference.py",
                           files={"wandb.py": WANDB_STUB})  # beside networks.py: on every script's sys.path ("../")
     return [*log, "wandb.py: a do-nothing stand-in (environment: wandb is not installed; DATM.py only logs to it)"]
 
@@ -352,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("extract")
     e.add_argument("dest", type=Path)
+    e.add_argument("--seeded", action="store_true", help="also SEED_PATCH: DATM.py's seed from DATM_SEED")
     c = sub.add_parser("config")
     c.add_argument("ref", type=Path)
     c.add_argument("out", type=Path)
@@ -381,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--base", action="append", help="a runs' ipcIPC-kITERS-EXPERTS name part (default: every one)")
     a = p.parse_args(argv)
     if a.cmd == "extract":
-        print("\n".join(extract(a.dest)))
+        print("\n".join(extract(a.dest, a.seeded)))
     elif a.cmd == "config":
         config(a.ref, a.out, a.ipc, dict(s.split("=", 1) for s in a.set))
     elif a.cmd == "import-experts":

@@ -8,6 +8,7 @@
 #   bash bench/datm_reference.sh run SEED [SEED ...]   # distil with both, evaluate every set
 #   SIDE=ref|ddtool PHASE=distill|eval bash bench/datm_reference.sh run SEED ...   # one side / phase
 #   bash bench/datm_reference.sh report SEED [SEED ...]   # after run: DD-Ranking's IOR of every set, hard and learned
+#   SEEDED=1 bash bench/datm_reference.sh setup|run SEED ...   # the reference seeded by SEED (else always 0)
 #   SMOKE=1 bash bench/datm_reference.sh setup|experts|run 1    # the smallest settings, proves the pipeline
 #   python -m bench.datm_reference table                  # the page's tables from the result files
 # Budget (env, defaults = the full CPU budget): IPC 10 (or 1), EXPERTS 5 x TRAIN_EPOCHS 4, saved as one
@@ -46,6 +47,9 @@ if [ -n "${SMOKE:-}" ]; then
 fi
 case "$LOG" in /*) ;; *) LOG="$ROOT/$LOG" ;; esac  # the reference's jobs run from its folders
 REF="$ROOT/.data/ref/DATM"
+# SEEDED=1: the reference's runs from a second extraction that takes DATM.py's seed from DATM_SEED (= the run's
+# seed; bench/datm_reference.py SEED_PATCH), so that its repeats are independent draws; the experts are shared
+if [ -n "${SEEDED:-}" ]; then BUFREF="$REF"; REF="$ROOT/.data/ref/DATM-seeded"; fi
 SITE="$ROOT/.data/ref/site"  # kornia and yacs, for the reference only
 D="$PY -m ddtool -q --store ${STORE:-.data/datm-store}"
 DSPEC="imagefolder:$DATA+norm=cifar+zca"  # relative, as the NCFM pipeline: the store names the dataset by it
@@ -71,7 +75,12 @@ setup)
     done
   fi
   [ -d "$SITE/kornia" ] || "$PY" -m pip install -q --target "$SITE" --no-deps kornia==0.9.0 kornia_rs==0.2.0 yacs==0.1.8
-  "$PY" -m bench.datm_reference extract "$REF" > "$LOG/patches.txt"
+  if [ -n "${SEEDED:-}" ]; then
+    "$PY" -m bench.datm_reference extract "$REF" --seeded > "$LOG/patches-seeded.txt"
+    [ -e "$REF/buffers" ] || ln -s "$BUFREF/buffers" "$REF/buffers"  # the experts of the first extraction
+  else
+    "$PY" -m bench.datm_reference extract "$REF" > "$LOG/patches.txt"
+  fi
   ;;
 experts)
   # the reference's FTD experts, its README's command at this budget, saved as one file of EXPERTS
@@ -126,7 +135,7 @@ run)
         # DATM.py seeds itself (manual_seed(0)); its networks seed from the clock (get_network)
         mkdir -p "$out"
         # it runs from distill/ and saves to distill/logged_files/CIFAR10/IPC/ConvNet/<wandb run name>/Normal
-        DATM_RUN_NAME="$B-s$seed" STAGE=ref-distill t ref_py distill DATM.py --cfg "$REF/cfg/$B-s$seed.yaml" \
+        DATM_SEED="$seed" DATM_RUN_NAME="$B-s$seed" STAGE=ref-distill t ref_py distill DATM.py --cfg "$REF/cfg/$B-s$seed.yaml" \
           > "$LOG/$ref.distill.log" 2>&1
         grep -E "iter =|InitialAcc" "$LOG/$ref.distill.log" | tail -n 20 > "$LOG/$ref.distill.txt"
         "$PY" -m bench.datm_reference ref-set "$REF/distill/logged_files/CIFAR10/$IPC/ConvNet/$B-s$seed/Normal" \
@@ -194,5 +203,5 @@ print(next(o['ref'] for r in json.load(sys.stdin) if r['id'] == run for o in r['
     done
   done
   ;;
-*) sed -n 2,14p "$0" >&2; exit 2 ;;
+*) sed -n 2,15p "$0" >&2; exit 2 ;;
 esac
