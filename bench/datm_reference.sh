@@ -49,7 +49,7 @@ case "$LOG" in /*) ;; *) LOG="$ROOT/$LOG" ;; esac  # the reference's jobs run fr
 REF="$ROOT/.data/ref/DATM"
 # SEEDED=1: the reference's runs from a second extraction that takes DATM.py's seed from DATM_SEED (= the run's
 # seed; bench/datm_reference.py SEED_PATCH), so that its repeats are independent draws; the experts are shared
-if [ -n "${SEEDED:-}" ]; then BUFREF="$REF"; REF="$ROOT/.data/ref/DATM-seeded"; fi
+[ -n "${SEEDED:-}" ] && REF="$ROOT/.data/ref/DATM-seeded"
 SITE="$ROOT/.data/ref/site"  # kornia and yacs, for the reference only
 D="$PY -m ddtool -q --store ${STORE:-.data/datm-store}"
 DSPEC="imagefolder:$DATA+norm=cifar+zca"  # relative, as the NCFM pipeline: the store names the dataset by it
@@ -77,7 +77,7 @@ setup)
   [ -d "$SITE/kornia" ] || "$PY" -m pip install -q --target "$SITE" --no-deps kornia==0.9.0 kornia_rs==0.2.0 yacs==0.1.8
   if [ -n "${SEEDED:-}" ]; then
     "$PY" -m bench.datm_reference extract "$REF" --seeded > "$LOG/patches-seeded.txt"
-    [ -e "$REF/buffers" ] || ln -s "$BUFREF/buffers" "$REF/buffers"  # the experts of the first extraction
+    [ -e "$REF/buffers" ] || ln -s ../DATM/buffers "$REF/buffers"  # the experts of the first extraction
   else
     "$PY" -m bench.datm_reference extract "$REF" > "$LOG/patches.txt"
   fi
