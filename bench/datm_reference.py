@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from bench.reference_code import Patch, extract_patched
-from bench.side_by_side import cell, ddtool_eval, mean, verdict
+from bench.side_by_side import cell, ddtool_eval, distill_seconds, mean, verdict
 
 MIRROR = "/work/.mirror/NUS-HPC-AI-Lab+DATM/repo"
 COMMIT = "97ae510"  # HEAD of the mirror on 2026-12-07
@@ -247,17 +247,7 @@ def check_zca(data_dir: Path, dataset: str, out: Path, n: int = 1000) -> dict:
 
 
 def _distill_seconds(results: Path) -> dict[str, float]:
-    """Set name -> wall seconds of its distillation, from times.txt (a set's last line counts)."""
-    out: dict[str, float] = {}
-    ddt = re.compile(r" (?P<s>\d+)s load=[\d.]+: ddtool-distill .*--name (?P<name>\S+)")
-    ref = re.compile(r" (?P<s>\d+)s load=[\d.]+: ref-distill .*--cfg \S*/cfg/(?P<name>\S+)\.yaml")
-    times = results / "times.txt"
-    for line in times.read_text().splitlines() if times.exists() else []:
-        if m := ddt.search(line):
-            out[m["name"]] = float(m["s"])
-        elif m := ref.search(line):
-            out[f"ref-{m['name']}"] = float(m["s"])
-    return out
+    return distill_seconds(results, r"--cfg \S*/cfg/(?P<name>\S+)\.yaml")
 
 
 def _ref_protocol(path: Path) -> list[float] | None:

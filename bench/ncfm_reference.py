@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.reference_code import Patch, extract_patched
 from bench.side_by_side import cell as _cell
 from bench.side_by_side import ddtool_eval as _ddtool_eval
+from bench.side_by_side import distill_seconds
 from bench.side_by_side import mean as _mean
 from bench.side_by_side import verdict
 
@@ -139,17 +140,7 @@ def _ref_eval(path: Path) -> tuple[list[float], list[float]] | None:
 
 
 def _distill_seconds(results: Path) -> dict[str, float]:
-    """Set name -> wall seconds of its distillation, from times.txt (the last line of a set counts)."""
-    out: dict[str, float] = {}
-    ddt = re.compile(r" (?P<s>\d+)s load=[\d.]+: ddtool-distill .*--name (?P<name>\S+)")
-    ref = re.compile(r" (?P<s>\d+)s load=[\d.]+: ref-distill .*--config_path=\.\./cfg/(?P<name>\S+)\.yaml")
-    times = results / "times.txt"
-    for line in times.read_text().splitlines() if times.exists() else []:
-        if m := ddt.search(line):
-            out[m["name"]] = float(m["s"])
-        elif m := ref.search(line):
-            out[f"ref-{m['name']}"] = float(m["s"])
-    return out
+    return distill_seconds(results, r"--config_path=\.\./cfg/(?P<name>\S+)\.yaml")
 
 
 def side_by_side(results: Path, base: str) -> str:

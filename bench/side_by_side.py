@@ -6,6 +6,7 @@ evaluation networks, whichever is wider."""
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -17,6 +18,22 @@ def ddtool_eval(path: Path) -> list[float] | None:
         return None
     (result,) = json.loads(path.read_text())
     return [100 * a for a in result["accuracies"]]
+
+
+def distill_seconds(results: Path, ref_config: str) -> dict[str, float]:
+    """Set name -> wall seconds of its distillation, from the scripts' times.txt (a set's last line
+    counts): ddtool's by ``--name``, the reference's by its config file, which ``ref_config`` (a regex
+    with a group ``name``) finds in the command; the reference's sets are ``ref-`` + that name."""
+    out: dict[str, float] = {}
+    ddt = re.compile(r" (?P<s>\d+)s load=[\d.]+: ddtool-distill .*--name (?P<name>\S+)")
+    ref = re.compile(r" (?P<s>\d+)s load=[\d.]+: ref-distill .*" + ref_config)
+    times = results / "times.txt"
+    for line in times.read_text().splitlines() if times.exists() else []:
+        if m := ddt.search(line):
+            out[m["name"]] = float(m["s"])
+        elif m := ref.search(line):
+            out[f"ref-{m['name']}"] = float(m["s"])
+    return out
 
 
 def mean(values: list[float] | None) -> float | None:
