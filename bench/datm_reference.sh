@@ -24,8 +24,9 @@
 # 'python -m bench.datm_reference import-experts' writes them as trajectories/NAME).
 # Each set is evaluated by the reference's distill/evaluation.py (its soft-label protocol, one
 # network per call) and by 'ddtool eval' with the learned labels and with --labels hard.
-# One thread per job (OMP_NUM_THREADS=1; THREADS=N for a stage run alone, e.g. the experts), niced. Resumable: a finished stage's result file in
-# bench/results/datm_reference/ (tracked: commit them) is not redone.
+# One thread per job (OMP_NUM_THREADS=1; THREADS=N for a stage run alone, e.g. the experts), niced.
+# Resumable: a finished stage's result file in bench/results/datm_reference/ (tracked: commit them) is
+# not redone.
 set -euo pipefail
 export OMP_NUM_THREADS="${THREADS:-1}" MKL_NUM_THREADS="${THREADS:-1}"
 renice -n 10 -p $$ > /dev/null  # every job below runs niced
@@ -132,7 +133,7 @@ run)
         "$PY" -m bench.datm_reference config "$REF" "$REF/cfg/$B-s$seed.yaml" --ipc "$IPC" \
           --set buffer_path="$BUF" --set data_path="$ROOT/$DATA" --set Iteration="$ITERS" --set eval_it=$((ITERS + 1)) \
           --set skip_first_eva=True --set syn_steps="$SYN_STEPS" --set pix_init="$(ref_pix)" "${RWIN[@]}"
-        # DATM.py seeds itself (manual_seed(0)); its networks seed from the clock (get_network)
+        # DATM.py seeds itself (manual_seed(0); SEEDED=1: DATM_SEED); its networks seed from the clock (get_network)
         mkdir -p "$out"
         # it runs from distill/ and saves to distill/logged_files/CIFAR10/IPC/ConvNet/<wandb run name>/Normal
         DATM_SEED="$seed" DATM_RUN_NAME="$B-s$seed" STAGE=ref-distill t ref_py distill DATM.py --cfg "$REF/cfg/$B-s$seed.yaml" \
@@ -203,5 +204,5 @@ print(next(o['ref'] for r in json.load(sys.stdin) if r['id'] == run for o in r['
     done
   done
   ;;
-*) sed -n 2,15p "$0" >&2; exit 2 ;;
+*) sed -n 2,13p "$0" >&2; exit 2 ;;
 esac
