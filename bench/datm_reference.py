@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from bench.reference_code import Patch, extract_patched
-from bench.side_by_side import cell, ddtool_eval, distill_seconds, mean, verdict
+from bench.side_by_side import cell, ddtool_eval, distill_seconds, mean, read_result, verdict
 
 MIRROR = "/work/.mirror/NUS-HPC-AI-Lab+DATM/repo"
 COMMIT = "97ae510"  # HEAD of the mirror on 2026-12-07
@@ -252,9 +252,8 @@ def _distill_seconds(results: Path) -> dict[str, float]:
 
 def _ref_protocol(path: Path) -> list[float] | None:
     """evaluation.py's accuracy per network in percent (:func:`eval_log`'s file); None if absent."""
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    return [100 * a for a in json.loads(path.read_text())["per_network"]]
+    got = read_result(path)
+    return None if got is None else [100 * a for a in got["per_network"]]
 
 
 def bases(results: Path) -> list[str]:
@@ -312,9 +311,9 @@ def side_by_side(results: Path, base: str) -> str:
 
 def _report(path: Path) -> dict | None:
     """The row of a `ddtool report --json` of one set; None if absent or empty."""
-    if not path.exists() or path.stat().st_size == 0:
+    if (got := read_result(path)) is None:
         return None
-    (row,) = json.loads(path.read_text())
+    (row,) = got
     return row
 
 
@@ -328,13 +327,13 @@ def labels(results: Path, base: str) -> str:
             "|---|---|---|---|---|---|"]
     gains: dict[str, list[float]] = {"ref": [], "ddt": []}
     for seed, g in got.items():
-        for side, name in (("ref", "reference"), ("ddt", "ddtool")):
+        for side, name, prefix in (("ref", "reference", "ref"), ("ddt", "ddtool", "ddtool")):
             hard, learned = mean(g[f"{side}_hard"]), mean(g[f"{side}_learned"])
             gain = "–"
             if hard is not None and learned is not None:
                 gains[side].append(learned - hard)
                 gain = f"{learned - hard:+.2f}"
-            row = _report(results / f"{'ref' if side == 'ref' else 'ddtool'}-{base}-s{seed}.report.json")
+            row = _report(results / f"{prefix}-{base}-s{seed}.report.json")
             ior = "–" if row is None else f"{100 * row['ior']:+.2f}"
             lior = "–" if row is None or row.get("learned_ior") is None else f"{100 * row['learned_ior']:+.2f}"
             rows.append(f"| {name}, seed {seed} | {cell(g[f'{side}_hard'])} | {cell(g[f'{side}_learned'])} | {gain} | "

@@ -25,6 +25,7 @@ from bench.side_by_side import cell as _cell
 from bench.side_by_side import ddtool_eval as _ddtool_eval
 from bench.side_by_side import distill_seconds
 from bench.side_by_side import mean as _mean
+from bench.side_by_side import read_result
 from bench.side_by_side import verdict
 
 MIRROR = "/work/.mirror/gszfwsb+NCFM/repo"
@@ -133,9 +134,8 @@ def _set_name(side: str, base: str, seed: int) -> str:
 
 def _ref_eval(path: Path) -> tuple[list[float], list[float]] | None:
     """(last, best) per repeat in percent of the reference's evaluation (:func:`eval_log`)."""
-    if not path.exists() or path.stat().st_size == 0:
+    if (r := read_result(path)) is None:
         return None
-    r = json.loads(path.read_text())
     return r["last_per_repeat"], r["best_per_repeat"]
 
 

@@ -9,14 +9,22 @@ import json
 import re
 import statistics
 from pathlib import Path
+from typing import Any
+
+
+def read_result(path: Path) -> Any:
+    """A stage's JSON result file; None if absent or empty (the stage has not run, or is running: the
+    scripts redirect its output into the file from the start)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    return json.loads(path.read_text())
 
 
 def ddtool_eval(path: Path) -> list[float] | None:
-    """Per-network accuracies in percent of a `ddtool eval --json` result; None if absent or empty
-    (a stage still running)."""
-    if not path.exists() or path.stat().st_size == 0:
+    """Per-network accuracies in percent of a `ddtool eval --json` result; None if absent or empty."""
+    if (got := read_result(path)) is None:
         return None
-    (result,) = json.loads(path.read_text())
+    (result,) = got
     return [100 * a for a in result["accuracies"]]
 
 
